@@ -1,0 +1,44 @@
+"""The ``annostream`` command line: the composition root that wires engine, producers,
+consumers and API together. Each command group lives in its own module and imports heavy
+dependencies lazily so ``annostream --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from engine.config import ConfigError
+from engine.errors import AnnostreamError
+
+app = typer.Typer(
+    name="annostream",
+    help="Event-driven import and annotation engine for ELLA.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from engine.cli import db as db_cli
+
+    app.add_typer(db_cli.app, name="db", help="Database migrations.")
+    for module_name in ("engine.cli.services", "engine.cli.annotate_cmd", "engine.cli.deposit"):
+        try:
+            module = __import__(module_name, fromlist=["register"])
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        app(args=argv, standalone_mode=True)
+    except (ConfigError, AnnostreamError) as error:
+        print(f"annostream: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,108 @@
+"""Runtime configuration from environment variables (ELLA's names where ELLA has one).
+
+Every service calls :func:`load_settings` once at start-up. An invalid value raises
+:class:`ConfigError` whose message is one line naming the variable and what is wrong,
+so ``annostream`` can print it and exit instead of dumping a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    """All settings; field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("./data"), alias="ANNOSTREAM_DATA_DIR")
+    db_url: str = Field("", alias="DB_URL")
+    analyses_incoming: Path = Field(Path("./data/analyses/incoming"), alias="ANALYSES_INCOMING")
+    analyses_path: Path = Field(Path("./data/analyses/imported"), alias="ANALYSES_PATH")
+    analyses_failed: Path = Field(Path("./data/analyses/failed"), alias="ANALYSES_FAILED")
+    kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    port: int = Field(3114, alias="PORT", ge=1, le=65535)
+    topic_prefix: str = Field("", alias="ANNOSTREAM_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
+    log_level: LogLevel = Field("INFO", alias=AliasChoices("LOG_LEVEL", "ANNOSTREAM_LOG_LEVEL"))
+    # Short timeouts suit the embedded broker (Tansu waits the full rebalance timeout on a
+    # group join); production Kafka keeps Kafka's own defaults unless told otherwise.
+    kafka_rebalance_timeout_s: float = Field(6.0, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0)
+    worker_name: str = Field("annostream", alias="ANNOSTREAM_APP_ID", pattern=r"^[A-Za-z0-9._-]+$")
+    api_workers: int = Field(2, alias="ANNOSTREAM_API_WORKERS", ge=1, le=64)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_bootstrap_servers", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def database_url(self) -> str:
+        """``DB_URL``, or the embedded SQLite file under the data directory."""
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.data_dir / 'annostream.db').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def work_dir(self) -> Path:
+        """Where stages keep per-event artifacts (e.g. the annotated VCF)."""
+        return self.data_dir / "work"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def ensure_folders(self) -> None:
+        for folder in (self.data_dir, self.analyses_incoming, self.analyses_path, self.analyses_failed,
+                       self.work_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "?"
+    info = Settings.model_fields.get(field)
+    variable = info.alias if info and isinstance(info.alias, str) else field.upper()
+    if info and isinstance(info.validation_alias, AliasChoices):
+        variable = str(info.validation_alias.choices[0])
+    return f"invalid {variable}={first.get('input')!r}: {first['msg']}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; raise ConfigError with a one-line reason."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings (read once)."""
+    return load_settings()
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )

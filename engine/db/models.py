@@ -1,0 +1,200 @@
+"""SQLAlchemy models with ELLA's table and column names (ELLA v1.17 ``vardb.datamodel``).
+
+Identity columns are unique in the database so that alleles are shared across analyses and a
+replayed event can never insert a row twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Genepanel(Base):
+    __tablename__ = "genepanel"
+
+    name: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    version: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    genome_reference: Mapped[str] = mapped_column(sa.String, default="GRCh37")
+    official: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class Analysis(Base):
+    __tablename__ = "analysis"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["genepanel_name", "genepanel_version"], ["genepanel.name", "genepanel.version"]
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String, unique=True)
+    genepanel_name: Mapped[str] = mapped_column(sa.String)
+    genepanel_version: Mapped[str] = mapped_column(sa.String)
+    priority: Mapped[int] = mapped_column(sa.SmallInteger, default=1)
+    date_requested: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    date_deposited: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    warnings: Mapped[str | None] = mapped_column(sa.Text)
+    report: Mapped[str | None] = mapped_column(sa.Text)
+    # Free-form ELLA properties (e.g. legacy "type"); also where the import fingerprint lives.
+    properties: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+    samples: Mapped[list[Sample]] = relationship(back_populates="analysis", order_by="Sample.id")
+
+
+class SampleType(enum.StrEnum):
+    HTS = "HTS"
+    SANGER = "Sanger"
+
+
+class Sex(enum.StrEnum):
+    MALE = "Male"
+    FEMALE = "Female"
+
+
+class Sample(Base):
+    __tablename__ = "sample"
+    __table_args__ = (sa.UniqueConstraint("analysis_id", "identifier"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identifier: Mapped[str] = mapped_column(sa.String)
+    analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"), index=True)
+    sample_type: Mapped[str] = mapped_column(sa.String, default=SampleType.HTS.value)
+    date_deposited: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    affected: Mapped[bool] = mapped_column(sa.Boolean)
+    proband: Mapped[bool] = mapped_column(sa.Boolean)
+    family_id: Mapped[str | None] = mapped_column(sa.String)
+    father_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sample.id"))
+    mother_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sample.id"))
+    sibling_id: Mapped[int | None] = mapped_column(sa.ForeignKey("sample.id"))
+    sex: Mapped[str | None] = mapped_column(sa.String)
+
+    analysis: Mapped[Analysis] = relationship(back_populates="samples")
+
+
+class Allele(Base):
+    __tablename__ = "allele"
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "chromosome", "start_position", "open_end_position", "change_from", "change_to",
+            "change_type", "vcf_pos", "vcf_ref", "vcf_alt", name="ucAllele",
+        ),
+        sa.Index("ix_alleleloci", "chromosome", "start_position", "open_end_position"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    genome_reference: Mapped[str] = mapped_column(sa.String, default="GRCh37")
+    chromosome: Mapped[str] = mapped_column(sa.String)
+    start_position: Mapped[int] = mapped_column(sa.Integer)
+    open_end_position: Mapped[int] = mapped_column(sa.Integer)
+    change_from: Mapped[str] = mapped_column(sa.String)
+    change_to: Mapped[str] = mapped_column(sa.String)
+    change_type: Mapped[str] = mapped_column(sa.String)
+    vcf_pos: Mapped[int] = mapped_column(sa.Integer)
+    vcf_ref: Mapped[str] = mapped_column(sa.String)
+    vcf_alt: Mapped[str] = mapped_column(sa.String)
+    length: Mapped[int] = mapped_column(sa.Integer)
+    caller_type: Mapped[str] = mapped_column(sa.String, default="snv")
+
+
+class Genotype(Base):
+    __tablename__ = "genotype"
+    __table_args__ = (sa.UniqueConstraint("sample_id", "allele_id", "secondallele_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    allele_id: Mapped[int] = mapped_column(sa.ForeignKey("allele.id"), index=True)
+    secondallele_id: Mapped[int | None] = mapped_column(sa.ForeignKey("allele.id"))
+    # The proband sample the genotype was imported for (ELLA's meaning).
+    sample_id: Mapped[int] = mapped_column(sa.ForeignKey("sample.id", ondelete="CASCADE"), index=True)
+    filter_status: Mapped[str | None] = mapped_column(sa.String)
+    variant_quality: Mapped[float | None] = mapped_column(sa.Float)
+
+
+class GenotypeSampleData(Base):
+    __tablename__ = "genotypesampledata"
+    __table_args__ = (sa.UniqueConstraint("genotype_id", "sample_id", "secondallele"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    genotype_id: Mapped[int] = mapped_column(sa.ForeignKey("genotype.id", ondelete="CASCADE"), index=True)
+    sample_id: Mapped[int] = mapped_column(sa.ForeignKey("sample.id", ondelete="CASCADE"))
+    secondallele: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    multiallelic: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    type: Mapped[str] = mapped_column(sa.String)
+    genotype_quality: Mapped[int | None] = mapped_column(sa.Integer)
+    genotype_likelihood: Mapped[list[int] | None] = mapped_column(JSONType)
+    sequencing_depth: Mapped[int | None] = mapped_column(sa.Integer)
+    allele_depth: Mapped[dict[str, int] | None] = mapped_column(JSONType)
+    allele_ratio: Mapped[float | None] = mapped_column(sa.Float)
+    copy_number: Mapped[int | None] = mapped_column(sa.Integer)
+
+
+class Annotation(Base):
+    __tablename__ = "annotation"
+    __table_args__ = (
+        # Exactly one current annotation per allele, enforced by the database.
+        sa.Index(
+            "uq_annotation_current_allele", "allele_id", unique=True,
+            postgresql_where=sa.text("date_superceeded IS NULL"),
+            sqlite_where=sa.text("date_superceeded IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    allele_id: Mapped[int] = mapped_column(sa.ForeignKey("allele.id"), index=True)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    schema_version: Mapped[int] = mapped_column(sa.Integer, default=1)
+    date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    date_superceeded: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    previous_annotation_id: Mapped[int | None] = mapped_column(sa.ForeignKey("annotation.id"))
+
+
+class JobStatus(enum.StrEnum):
+    SUBMITTED = "SUBMITTED"
+    ANNOTATING = "ANNOTATING"
+    ANNOTATED = "ANNOTATED"
+    PERSISTING = "PERSISTING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class ImportJob(Base):
+    __tablename__ = "import_job"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    analysis_name: Mapped[str] = mapped_column(sa.String, index=True)
+    event_id: Mapped[str] = mapped_column(sa.String, unique=True)
+    # sha256 over the folder's files: a re-published folder with the same content is the same job.
+    fingerprint: Mapped[str | None] = mapped_column(sa.String, index=True)
+    status: Mapped[str] = mapped_column(sa.String, default=JobStatus.SUBMITTED.value, index=True)
+    stage: Mapped[str | None] = mapped_column(sa.String)
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    history: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    analysis_id: Mapped[int | None] = mapped_column(sa.ForeignKey("analysis.id", ondelete="SET NULL"))
+    date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,1 @@
+"""Deposit: turning an analysis folder (ELLA's format) into database rows."""

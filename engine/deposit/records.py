@@ -1,0 +1,103 @@
+"""The plain-data contract between parsing (folder, PED, VCF) and storage (bulk writers).
+
+Parsers produce these records without touching the database; writers consume them without
+knowing about files. Field names are ELLA's column names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class AlleleRecord:
+    """One allele, as ELLA computes it (0-based, half-open, after suffix then prefix trimming)."""
+
+    chromosome: str
+    start_position: int
+    open_end_position: int
+    change_from: str
+    change_to: str
+    change_type: str  # SNP | del | ins | indel | dup | dup_tandem | del_me | ...
+    vcf_pos: int
+    vcf_ref: str
+    vcf_alt: str
+    length: int
+    caller_type: str = "snv"  # snv | cnv
+    genome_reference: str = "GRCh37"
+
+    def identity(self) -> tuple[Any, ...]:
+        """The columns of ELLA's unique constraint ``ucAllele``."""
+        return (self.chromosome, self.start_position, self.open_end_position, self.change_from,
+                self.change_to, self.change_type, self.vcf_pos, self.vcf_ref, self.vcf_alt)
+
+
+@dataclass(slots=True)
+class SampleGenotypeRecord:
+    """``genotypesampledata`` for one sample of one genotype."""
+
+    type: str  # Homozygous | Heterozygous | Reference | No coverage
+    multiallelic: bool = False
+    secondallele: bool = False
+    genotype_quality: int | None = None
+    sequencing_depth: int | None = None
+    allele_depth: dict[str, int] | None = None
+    allele_ratio: float | None = None
+    genotype_likelihood: list[int] | None = None
+    copy_number: int | None = None
+
+
+@dataclass(slots=True)
+class VariantRecord:
+    """A proband genotype: its allele(s), VCF site data, per-sample data and INFO annotation."""
+
+    allele: AlleleRecord
+    secondallele: AlleleRecord | None
+    filter_status: str | None
+    variant_quality: float | None
+    samples: dict[str, SampleGenotypeRecord]  # keyed by sample identifier
+    secondallele_samples: dict[str, SampleGenotypeRecord] | None = None
+    # Annotation document(s) for allele / secondallele, built from INFO by converters (may be None).
+    annotation: dict[str, Any] | None = None
+    secondallele_annotation: dict[str, Any] | None = None
+    source_line: int | None = None  # 1-based line in the VCF, for error messages
+
+
+@dataclass(slots=True)
+class SampleRecord:
+    identifier: str
+    affected: bool
+    proband: bool
+    sample_type: str = "HTS"
+    sex: str | None = None  # Male | Female | None
+    family_id: str | None = None
+    father_identifier: str | None = None
+    mother_identifier: str | None = None
+    sibling_identifier: str | None = None
+
+
+@dataclass(slots=True)
+class VcfSpec:
+    path: Path
+    ped: Path | None = None
+    technology: str = "HTS"
+    caller_name: str | None = None
+
+
+@dataclass(slots=True)
+class AnalysisSpec:
+    """An analysis folder, parsed and checked (modern, legacy or folder-name format)."""
+
+    name: str
+    genepanel_name: str
+    genepanel_version: str
+    folder: Path
+    priority: int = 1
+    date_requested: dt.datetime | None = None
+    report: str | None = None
+    warnings: str | None = None
+    vcfs: list[VcfSpec] = field(default_factory=list)
+    properties: dict[str, Any] = field(default_factory=dict)
