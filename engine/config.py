@@ -39,8 +39,16 @@ class Settings(BaseSettings):
     # Short timeouts suit the embedded broker (Tansu waits the full rebalance timeout on a
     # group join); production Kafka keeps Kafka's own defaults unless told otherwise.
     kafka_rebalance_timeout_s: float = Field(6.0, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0)
+    topic_partitions: int = Field(4, alias="ANNOSTREAM_TOPIC_PARTITIONS", ge=1, le=1024)
+    topic_replication_factor: int = Field(1, alias="ANNOSTREAM_TOPIC_REPLICATION_FACTOR", ge=1, le=16)
     worker_name: str = Field("annostream", alias="ANNOSTREAM_APP_ID", pattern=r"^[A-Za-z0-9._-]+$")
     api_workers: int = Field(2, alias="ANNOSTREAM_API_WORKERS", ge=1, le=64)
+    # Which analysis names the watcher publishes: comma-separated regexes, and/or files with
+    # one regex per line (re-read on change). Deny wins; an empty allow list allows all.
+    analyses_allow: str = Field("", alias="ANALYSES_ALLOW")
+    analyses_deny: str = Field("", alias="ANALYSES_DENY")
+    analyses_allow_file: Path | None = Field(None, alias="ANALYSES_ALLOW_FILE")
+    analyses_deny_file: Path | None = Field(None, alias="ANALYSES_DENY_FILE")
 
     @field_validator("log_level", mode="before")
     @classmethod

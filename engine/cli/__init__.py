@@ -21,11 +21,19 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    from engine.cli import db as db_cli
+COMMAND_MODULES = (
+    "engine.cli.db",  # db upgrade | current
+    "engine.cli.produce",  # watch, publish
+    "engine.cli.services",  # worker, up
+    "engine.cli.api_cmd",  # api
+    "engine.cli.annotate_cmd",  # annotate, bundle ...
+    "engine.cli.annotationconfig",  # annotationconfig update
+    "engine.cli.deposit",  # deposit genepanel
+)
 
-    app.add_typer(db_cli.app, name="db", help="Database migrations.")
-    for module_name in ("engine.cli.services", "engine.cli.annotate_cmd", "engine.cli.deposit"):
+
+def _register() -> None:
+    for module_name in COMMAND_MODULES:
         try:
             module = __import__(module_name, fromlist=["register"])
         except ModuleNotFoundError as error:

@@ -11,7 +11,7 @@ import enum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -101,7 +101,7 @@ class Allele(Base):
     __table_args__ = (
         sa.UniqueConstraint(
             "chromosome", "start_position", "open_end_position", "change_from", "change_to",
-            "change_type", "vcf_pos", "vcf_ref", "vcf_alt", name="ucAllele",
+            "change_type", "vcf_pos", "vcf_ref", "vcf_alt", "length", "caller_type", name="ucAllele",
         ),
         sa.Index("ix_alleleloci", "chromosome", "start_position", "open_end_position"),
     )
@@ -170,6 +170,11 @@ class Annotation(Base):
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     date_superceeded: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
     previous_annotation_id: Mapped[int | None] = mapped_column(sa.ForeignKey("annotation.id"))
+    # ELLA: FK to annotationconfig.id (NOT NULL there). Plain and nullable here until the
+    # annotationconfig model lands; annotations written by the VCF import have no config row.
+    annotation_config_id: Mapped[int | None] = mapped_column(sa.Integer, index=True)
+    # Annostream: which annotation data bundle produced the document (None = from the VCF INFO).
+    bundle_version: Mapped[str | None] = mapped_column(sa.String)
 
 
 class JobStatus(enum.StrEnum):
@@ -198,3 +203,79 @@ class ImportJob(Base):
     analysis_id: Mapped[int | None] = mapped_column(sa.ForeignKey("analysis.id", ondelete="SET NULL"))
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+# --- Gene panels (ELLA ``vardb.datamodel.gene``) --------------------------------------------
+# Genes, transcripts and phenotypes are shared by all panels; the association tables say which
+# panel uses which. ELLA stores integer/string arrays as PostgreSQL ARRAY; SQLite gets JSON lists.
+IntArray = sa.JSON().with_variant(ARRAY(sa.Integer), "postgresql")
+StringArray = sa.JSON(none_as_null=True).with_variant(ARRAY(sa.String), "postgresql")
+
+
+class Gene(Base):
+    __tablename__ = "gene"
+    __table_args__ = (sa.Index("ix_gene_hgnc_symbol", sa.func.lower(sa.text("hgnc_symbol")), unique=True),)
+
+    hgnc_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    hgnc_symbol: Mapped[str] = mapped_column(sa.String)
+
+
+class Transcript(Base):
+    __tablename__ = "transcript"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gene_id: Mapped[int] = mapped_column(sa.ForeignKey("gene.hgnc_id"), index=True)
+    transcript_name: Mapped[str] = mapped_column(sa.String, unique=True)
+    # A CHECK constraint rather than a PostgreSQL enum type: same values as ELLA, nothing to drop.
+    type: Mapped[str] = mapped_column(
+        sa.Enum("RefSeq", "Ensembl", "LRG", name="transcript_type", native_enum=False, create_constraint=True)
+    )
+    tags: Mapped[list[str] | None] = mapped_column(StringArray)
+    genome_reference: Mapped[str] = mapped_column(sa.String)
+    chromosome: Mapped[str] = mapped_column(sa.String)
+    tx_start: Mapped[int] = mapped_column(sa.Integer)
+    tx_end: Mapped[int] = mapped_column(sa.Integer)
+    strand: Mapped[str] = mapped_column(sa.String(1))
+    cds_start: Mapped[int] = mapped_column(sa.Integer)
+    cds_end: Mapped[int] = mapped_column(sa.Integer)
+    exon_starts: Mapped[list[int]] = mapped_column(IntArray)
+    exon_ends: Mapped[list[int]] = mapped_column(IntArray)
+
+
+class Phenotype(Base):
+    __tablename__ = "phenotype"
+    __table_args__ = (sa.UniqueConstraint("gene_id", "description", "inheritance"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gene_id: Mapped[int] = mapped_column(sa.ForeignKey("gene.hgnc_id"))
+    description: Mapped[str] = mapped_column(sa.String)
+    inheritance: Mapped[str] = mapped_column(sa.String)
+    omim_id: Mapped[int | None] = mapped_column(sa.Integer)
+
+
+# ELLA's association tables have no primary key; ours do, so depositing a panel twice cannot
+# link a transcript or phenotype twice.
+genepanel_transcript = sa.Table(
+    "genepanel_transcript",
+    Base.metadata,
+    sa.Column("genepanel_name", sa.String, primary_key=True),
+    sa.Column("genepanel_version", sa.String, primary_key=True),
+    sa.Column("transcript_id", sa.ForeignKey("transcript.id"), primary_key=True, index=True),
+    sa.Column("inheritance", sa.String, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["genepanel_name", "genepanel_version"], ["genepanel.name", "genepanel.version"],
+        ondelete="CASCADE",
+    ),
+)
+
+genepanel_phenotype = sa.Table(
+    "genepanel_phenotype",
+    Base.metadata,
+    sa.Column("genepanel_name", sa.String, primary_key=True),
+    sa.Column("genepanel_version", sa.String, primary_key=True),
+    sa.Column("phenotype_id", sa.ForeignKey("phenotype.id"), primary_key=True, index=True),
+    sa.ForeignKeyConstraint(
+        ["genepanel_name", "genepanel_version"], ["genepanel.name", "genepanel.version"],
+        ondelete="CASCADE",
+    ),
+)

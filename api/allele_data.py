@@ -1,0 +1,135 @@
+"""Loading alleles with their genotypes and current annotation, a page at a time.
+
+Every function issues a fixed number of queries for a whole list of alleles, never one per
+allele: a page of 1000 alleles costs the same handful of round trips as a page of 10.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from api.deps import Pagination
+from engine.db.models import Allele, Annotation, Genotype, GenotypeSampleData, Sample
+
+ALLELE_FIELDS = (
+    "id", "genome_reference", "chromosome", "start_position", "open_end_position", "change_from",
+    "change_to", "change_type", "vcf_pos", "vcf_ref", "vcf_alt", "length", "caller_type",
+)
+SAMPLE_DATA_FIELDS = (
+    "type", "multiallelic", "genotype_quality", "sequencing_depth", "allele_depth", "allele_ratio",
+    "genotype_likelihood", "copy_number",
+)
+
+
+def allele_fields(allele: Allele) -> dict[str, Any]:
+    return {name: getattr(allele, name) for name in ALLELE_FIELDS}
+
+
+def annotation_fields(annotation: Annotation | None) -> dict[str, Any] | None:
+    if annotation is None:
+        return None
+    return {"id": annotation.id, "date_created": annotation.date_created,
+            "annotations": annotation.annotations}
+
+
+def analysis_allele_ids(analysis_id: int) -> sa.Subquery:
+    """Ids of every allele an analysis's genotypes point at, as first or second allele."""
+    samples = sa.select(Sample.id).where(Sample.analysis_id == analysis_id)
+    first = sa.select(Genotype.allele_id.label("allele_id")).where(Genotype.sample_id.in_(samples))
+    second = sa.select(Genotype.secondallele_id.label("allele_id")).where(
+        Genotype.sample_id.in_(samples), Genotype.secondallele_id.is_not(None)
+    )
+    return sa.union(first, second).subquery("analysis_alleles")
+
+
+def count_analysis_alleles(session: Session, analysis_id: int) -> int:
+    ids = analysis_allele_ids(analysis_id)
+    return int(session.scalar(sa.select(sa.func.count()).select_from(ids)) or 0)
+
+
+def analysis_alleles(session: Session, analysis_id: int, page: Pagination) -> list[Allele]:
+    # Ordered by id: stable across pages, and ids follow VCF order within one import.
+    ids = analysis_allele_ids(analysis_id)
+    query = (
+        sa.select(Allele)
+        .where(Allele.id.in_(sa.select(ids.c.allele_id)))
+        .order_by(Allele.id)
+        .offset(page.offset)
+        .limit(page.per_page)
+    )
+    return list(session.scalars(query))
+
+
+def current_annotations(session: Session, allele_ids: list[int]) -> dict[int, Annotation]:
+    if not allele_ids:
+        return {}
+    query = sa.select(Annotation).where(
+        Annotation.allele_id.in_(allele_ids), Annotation.date_superceeded.is_(None)
+    )
+    return {annotation.allele_id: annotation for annotation in session.scalars(query)}
+
+
+def analysis_genotypes(
+    session: Session, analysis_id: int, allele_ids: list[int]
+) -> dict[int, dict[str, dict[str, Any]]]:
+    """``{allele_id: {sample identifier: genotype fields}}`` for the analysis's samples.
+
+    A ``genotypesampledata`` row describes the genotype's second allele when its
+    ``secondallele`` flag is set (ELLA's meaning), else the first.
+    """
+    if not allele_ids:
+        return {}
+    described_allele = sa.case(
+        (GenotypeSampleData.secondallele.is_(True), Genotype.secondallele_id), else_=Genotype.allele_id
+    )
+    query = (
+        sa.select(GenotypeSampleData, described_allele.label("allele_id"), Sample.identifier,
+                  Genotype.filter_status, Genotype.variant_quality)
+        .join(Genotype, GenotypeSampleData.genotype_id == Genotype.id)
+        .join(Sample, GenotypeSampleData.sample_id == Sample.id)
+        .where(
+            Sample.analysis_id == analysis_id,
+            sa.or_(
+                sa.and_(GenotypeSampleData.secondallele.is_(False), Genotype.allele_id.in_(allele_ids)),
+                sa.and_(GenotypeSampleData.secondallele.is_(True),
+                        Genotype.secondallele_id.in_(allele_ids)),
+            ),
+        )
+    )
+    genotypes: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for sample_data, allele_id, identifier, filter_status, variant_quality in session.execute(query):
+        fields = {name: getattr(sample_data, name) for name in SAMPLE_DATA_FIELDS}
+        fields.update(filter_status=filter_status, variant_quality=variant_quality)
+        genotypes[allele_id][identifier] = fields
+    return genotypes
+
+
+def analysis_allele_page(
+    session: Session, analysis_id: int, page: Pagination
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of an analysis's alleles with genotypes and current annotation, and the total."""
+    total = count_analysis_alleles(session, analysis_id)
+    alleles = analysis_alleles(session, analysis_id, page)
+    ids = [allele.id for allele in alleles]
+    genotypes = analysis_genotypes(session, analysis_id, ids)
+    annotations = current_annotations(session, ids)
+    items = [
+        {**allele_fields(allele), "genotypes": genotypes.get(allele.id, {}),
+         "annotation": annotation_fields(annotations.get(allele.id))}
+        for allele in alleles
+    ]
+    return items, total
+
+
+def annotation_history(session: Session, allele_id: int) -> list[dict[str, Any]]:
+    """Id and dates of every annotation the allele ever had, oldest first (not the documents)."""
+    query = (
+        sa.select(Annotation.id, Annotation.date_created, Annotation.date_superceeded)
+        .where(Annotation.allele_id == allele_id)
+        .order_by(Annotation.date_created, Annotation.id)
+    )
+    return [dict(row._mapping) for row in session.execute(query)]

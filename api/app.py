@@ -1,0 +1,71 @@
+"""The FastAPI application factory of the read API."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+
+from api.errors import install_error_handlers
+from api.routes import alleles, analyses, health, import_jobs
+from engine import metrics
+from engine.config import Settings, get_settings
+from engine.db.migrate import require_current
+from engine.db.session import get_engine, session_factory
+
+log = logging.getLogger("annostream.api")
+
+API_TITLE = "Annostream read API"
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Serving an old schema would answer with wrong or missing data: refuse to start.
+        require_current(settings.database_url)
+        log.info("read API ready (database schema is current)")
+        yield
+        get_engine(settings.database_url).dispose()
+
+    return lifespan
+
+
+async def _count_request(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    started = time.perf_counter()
+    response = await call_next(request)
+    # The route template (not the raw path) keeps the label set small: ids are not labels.
+    route = getattr(request.scope.get("route"), "path", UNMATCHED_ROUTE)
+    metrics.API_REQUESTS.labels(method=request.method, route=route, status=str(response.status_code)).inc()
+    metrics.API_REQUEST_DURATION.labels(method=request.method, route=route).observe(
+        time.perf_counter() - started
+    )
+    return response
+
+
+def _include_routers(app: FastAPI) -> None:
+    app.include_router(health.router)
+    app.include_router(analyses.router)
+    app.include_router(alleles.router)
+    app.include_router(import_jobs.router)
+    # Gene panels: owned by the gene panel module (api/routes/genepanels.py).
+    try:  # TEMPORARY while the module is being written
+        from api.routes import genepanels
+    except ImportError:
+        return
+    app.include_router(genepanels.router)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The read API for the database in ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    app = FastAPI(title=API_TITLE, version="1", lifespan=_lifespan(settings))
+    app.state.settings = settings
+    app.state.sessions = session_factory(settings.database_url)
+    install_error_handlers(app)
+    app.middleware("http")(_count_request)
+    _include_routers(app)
+    return app

@@ -1,0 +1,53 @@
+"""Request-scoped dependencies: settings, one database session per request, pagination."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
+
+from engine.config import Settings
+
+MAX_PER_PAGE = 1000
+DEFAULT_PER_PAGE = 100
+
+
+def current_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def db_session(request: Request) -> Iterator[Session]:
+    # Reads only: closing the session rolls back the implicit transaction.
+    session: Session = request.app.state.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@dataclass(frozen=True)
+class Pagination:
+    page: int
+    per_page: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.per_page
+
+
+def pagination(
+    page: Annotated[int, Query(ge=1, description="1-based page number")] = 1,
+    per_page: Annotated[
+        int, Query(ge=1, le=MAX_PER_PAGE, description="items per page")
+    ] = DEFAULT_PER_PAGE,
+) -> Pagination:
+    return Pagination(page=page, per_page=per_page)
+
+
+SessionDep = Annotated[Session, Depends(db_session)]
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+PaginationDep = Annotated[Pagination, Depends(pagination)]

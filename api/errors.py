@@ -1,0 +1,69 @@
+"""Every error the API returns is JSON ``{"message": ...}``; validation errors name the parameter."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("annostream.api")
+
+_LOCATION_NAMES = {"query": "query parameter", "path": "path parameter", "header": "header",
+                   "body": "request body", "cookie": "cookie"}
+
+
+class NotFoundError(Exception):
+    """An id in the URL names nothing."""
+
+    def __init__(self, kind: str, identifier: object) -> None:
+        super().__init__(f"{kind} {identifier} not found")
+
+
+def describe_validation_errors(errors: Sequence[Any]) -> str:
+    """``invalid query parameter 'per_page': Input should be ... (got '5000')`` per problem."""
+    parts = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ())]
+        where = _LOCATION_NAMES.get(location[0], location[0]) if location else "request"
+        name = ".".join(location[1:])
+        got = f" (got {error['input']!r})" if "input" in error and error["input"] is not None else ""
+        parts.append(f"invalid {where} '{name}': {error.get('msg', 'invalid value')}{got}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _message(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status_code, content={"message": message})
+
+
+async def _not_found(_request: Request, error: Exception) -> JSONResponse:
+    return _message(404, str(error))
+
+
+async def _validation_failed(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return _message(422, describe_validation_errors(error.errors()))
+
+
+async def _http_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    response = _message(error.status_code, str(error.detail))
+    if error.headers:
+        response.headers.update(error.headers)
+    return response
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    log.exception("unhandled error answering %s %s", request.method, request.url.path, exc_info=error)
+    return _message(500, "internal server error (details are in the API log)")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

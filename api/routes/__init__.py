@@ -1,0 +1,1 @@
+"""HTTP routers of the read API, one module per resource."""

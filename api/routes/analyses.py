@@ -1,0 +1,96 @@
+"""``/api/v1/analyses``: imported analyses, their samples and their alleles."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Query
+
+from api.allele_data import analysis_allele_page
+from api.deps import PaginationDep, SessionDep
+from api.errors import NotFoundError
+from api.schemas import AnalysisAlleleOut, AnalysisOut, AnalysisSummary, ErrorOut, Page
+from engine.db.models import Analysis, Sample
+
+router = APIRouter(prefix="/api/v1/analyses", tags=["analyses"])
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
+
+
+def summary_fields(analysis: Analysis) -> dict[str, Any]:
+    return {
+        "id": analysis.id,
+        "name": analysis.name,
+        "genepanel": {"name": analysis.genepanel_name, "version": analysis.genepanel_version},
+        "priority": analysis.priority,
+        "date_requested": analysis.date_requested,
+        "date_deposited": analysis.date_deposited,
+    }
+
+
+def sample_fields(sample: Sample, identifiers: dict[int, str]) -> dict[str, Any]:
+    def relative(sample_id: int | None) -> str | None:
+        return identifiers.get(sample_id) if sample_id is not None else None
+
+    return {
+        "id": sample.id,
+        "identifier": sample.identifier,
+        "sample_type": sample.sample_type,
+        "proband": sample.proband,
+        "affected": sample.affected,
+        "sex": sample.sex,
+        "family_id": sample.family_id,
+        "father": relative(sample.father_id),
+        "mother": relative(sample.mother_id),
+        "sibling": relative(sample.sibling_id),
+        "date_deposited": sample.date_deposited,
+    }
+
+
+def get_analysis(session: SessionDep, analysis_id: int) -> Analysis:
+    analysis = session.get(Analysis, analysis_id)
+    if analysis is None:
+        raise NotFoundError("analysis", analysis_id)
+    return analysis
+
+
+@router.get("", response_model=Page[AnalysisSummary])
+def list_analyses(
+    session: SessionDep,
+    page: PaginationDep,
+    name: Annotated[str | None, Query(description="case-insensitive part of the analysis name")] = None,
+) -> dict[str, Any]:
+    condition = Analysis.name.icontains(name, autoescape=True) if name else sa.true()
+    total = session.scalar(sa.select(sa.func.count()).select_from(Analysis).where(condition)) or 0
+    query = (
+        sa.select(Analysis)
+        .where(condition)
+        .order_by(Analysis.date_deposited.desc(), Analysis.id.desc())
+        .offset(page.offset)
+        .limit(page.per_page)
+    )
+    items = [summary_fields(analysis) for analysis in session.scalars(query)]
+    return {"items": items, "total": total, "page": page.page, "per_page": page.per_page}
+
+
+@router.get("/{analysis_id}", response_model=AnalysisOut, responses=NOT_FOUND)
+def read_analysis(session: SessionDep, analysis_id: int) -> dict[str, Any]:
+    analysis = get_analysis(session, analysis_id)
+    samples = list(session.scalars(
+        sa.select(Sample).where(Sample.analysis_id == analysis.id).order_by(Sample.id)
+    ))
+    identifiers = {sample.id: sample.identifier for sample in samples}
+    return {
+        **summary_fields(analysis),
+        "warnings": analysis.warnings,
+        "report": analysis.report,
+        "properties": analysis.properties,
+        "samples": [sample_fields(sample, identifiers) for sample in samples],
+    }
+
+
+@router.get("/{analysis_id}/alleles", response_model=Page[AnalysisAlleleOut], responses=NOT_FOUND)
+def list_analysis_alleles(session: SessionDep, analysis_id: int, page: PaginationDep) -> dict[str, Any]:
+    get_analysis(session, analysis_id)
+    items, total = analysis_allele_page(session, analysis_id, page)
+    return {"items": items, "total": total, "page": page.page, "per_page": page.per_page}

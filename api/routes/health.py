@@ -1,0 +1,85 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from api.deps import SettingsDep
+from api.schemas import ReadinessOut
+from engine.db.session import get_engine
+from engine.metrics import render_metrics
+
+router = APIRouter(tags=["operations"])
+
+BROKER_TIMEOUT_S = 2.0
+DEFAULT_KAFKA_PORT = 9092
+
+
+def database_problem(url: str) -> str | None:
+    """None when ``SELECT 1`` succeeds, else why it did not."""
+    try:
+        with get_engine(url).connect() as connection:
+            connection.execute(sa.select(1))
+    except Exception as error:  # any driver error means "not reachable" to a probe
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+    return None
+
+
+def _host_port(server: str) -> tuple[str, int]:
+    host, _, port = server.strip().rpartition(":")
+    if not host:
+        return server.strip(), DEFAULT_KAFKA_PORT
+    return host.strip("[]"), int(port)
+
+
+def broker_problem(bootstrap_servers: str, timeout_s: float = BROKER_TIMEOUT_S) -> str | None:
+    """None when any bootstrap server accepts a TCP connection, else every server's failure."""
+    failures = []
+    for server in bootstrap_servers.split(","):
+        try:
+            host, port = _host_port(server)
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return None
+        except (OSError, ValueError) as error:
+            failures.append(f"{server.strip()}: {error}")
+    return "; ".join(failures)
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is alive (it answers); says nothing about its dependencies."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", response_model=ReadinessOut, responses={503: {"model": ReadinessOut}})
+def readyz(settings: SettingsDep) -> Any:
+    """Ready when the database answers and the broker accepts connections."""
+    problems: dict[str, str] = {}
+    checks: dict[str, str] = {}
+    db = database_problem(settings.database_url)
+    checks["database"] = "ok" if db is None else "unreachable"
+    if db is not None:
+        problems["database"] = db
+    if settings.kafka_bootstrap_servers is None:
+        checks["broker"] = "not configured (KAFKA_BOOTSTRAP_SERVERS is unset)"
+    else:
+        broker = broker_problem(settings.kafka_bootstrap_servers)
+        checks["broker"] = "ok" if broker is None else "unreachable"
+        if broker is not None:
+            problems["broker"] = broker
+    if not problems:
+        return {"status": "ready", "checks": checks}
+    message = "not ready: " + "; ".join(f"{name} unreachable ({why})" for name, why in problems.items())
+    body = {"status": "unavailable", "checks": checks, "message": message}
+    return JSONResponse(status_code=503, content=body)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    body, content_type = render_metrics()
+    return Response(content=body, media_type=content_type)

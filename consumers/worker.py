@@ -1,0 +1,115 @@
+"""The faust worker: a thin adapter that feeds Kafka events to the engine's pipeline stages.
+
+Faust traps this module is written around:
+- An exception escaping an agent acks the message (it is lost). Stage functions never raise for
+  bad input (they return a dead-letter message instead); an infrastructure error that survives
+  retries makes the process exit *before* the message is acked, so it is redelivered after the
+  supervisor restarts the worker.
+- ``concurrency > 1`` can commit offsets past in-flight work: every agent uses concurrency 1 and
+  finishes one event (including delivery of what it publishes) before taking the next.
+- Blocking work inside an agent stalls the event loop: stages run in a dedicated thread each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+
+from engine.config import Settings
+from engine.kafka import Topics, ensure_topics
+from engine.pipeline import Outgoing, Pipeline, is_transient
+from engine import metrics
+
+log = logging.getLogger("annostream.worker")
+
+TRANSIENT_RETRIES = 5
+EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
+
+
+def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
+    bootstrap = settings.kafka_bootstrap_servers
+    if not bootstrap:
+        raise RuntimeError("the worker needs KAFKA_BOOTSTRAP_SERVERS (annostream up sets it)")
+    pipeline = pipeline or Pipeline(settings)
+    topics = Topics.from_settings(settings)
+    rebalance = settings.kafka_rebalance_timeout_s
+    app = faust.App(
+        settings.worker_name,
+        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        store="memory://",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_enabled=False,
+        datadir=str(settings.data_dir / "faust"),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=rebalance,
+        broker_rebalance_timeout=rebalance,
+        broker_heartbeat_interval=max(0.5, rebalance / 6),
+        broker_commit_every=1,
+        producer_acks=-1,
+    )
+
+    async def publish(messages: list[Outgoing]) -> None:
+        for message in messages:
+            # Wait for the broker's ack before the consumed event is acked.
+            pending = await app.topic(message.topic).send(key=message.key.encode(), value=message.value)
+            await pending
+            metrics.EVENTS_PRODUCED.labels(topic=message.topic).inc()
+
+    def make_agent(topic_name: str, stage: str, work: Callable[[bytes], list[Outgoing]]) -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage}")
+        source = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+
+        async def agent(stream: faust.StreamT) -> None:
+            async for raw in stream:
+                metrics.EVENTS_CONSUMED.labels(topic=topic_name).inc()
+                messages = await run_with_retries(stage, lambda r=raw: _in_thread(executor, work, r))
+                await run_with_retries(f"{stage}/publish", lambda m=messages: publish(m))
+
+        app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
+
+    make_agent(topics.ready, "annotate", pipeline.annotate)
+    make_agent(topics.annotated, "persist", pipeline.persist)
+
+    @app.on_before_configured.connect  # type: ignore[misc]
+    def _declare_topics(_app: faust.App, **_kwargs: object) -> None:
+        ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
+                      replication_factor=settings.topic_replication_factor)
+
+    return app
+
+
+async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[Outgoing]],
+                     raw: bytes) -> list[Outgoing]:
+    return await asyncio.get_running_loop().run_in_executor(executor, work, raw)
+
+
+async def run_with_retries(what: str, attempt: Callable[[], Awaitable[list[Outgoing] | None]]) -> list[Outgoing]:
+    """Retry transient infrastructure errors; fail-stop when they persist (never ack unprocessed)."""
+    delay = 0.5
+    for number in range(1, TRANSIENT_RETRIES + 1):
+        try:
+            return (await attempt()) or []
+        except Exception as error:
+            if not is_transient(error):
+                log.exception("%s: unexpected error; exiting so the event is redelivered", what)
+                os._exit(EXIT_INFRASTRUCTURE)
+            log.warning("%s: transient error (attempt %d/%d): %s", what, number, TRANSIENT_RETRIES, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    log.error("%s: infrastructure still failing after %d attempts; exiting so the event is "
+              "redelivered after restart", what, TRANSIENT_RETRIES)
+    os._exit(EXIT_INFRASTRUCTURE)
+
+
+def run_worker(settings: Settings) -> None:
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

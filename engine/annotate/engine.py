@@ -1,0 +1,609 @@
+"""``annotate_vcf``: annotate a VCF from compiled sources, chunk by chunk, mostly in numpy.
+
+Fast path (biallelic query records, no post-annotation, no name clashes): strict matches are a
+``searchsorted`` on each chromosome's (POS, hash(REF\\tALT)) arrays and the INFO text is copied
+from the pre-rendered suffix; BED/TSV overlaps are expanded with ``np.repeat`` and reduced with
+``bincount``/``reduceat``. Everything else goes through the general per-record path that applies
+vcfanno's rules value by value. Record order and every byte not annotated are preserved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from engine.annotate.config import AnnotationBlock, AnnotationConfig, PostAnnotation, load_config
+from engine.annotate.expr import compile_expression
+from engine.annotate.index import CompiledSource, load_or_compile
+from engine.annotate.reducers import (
+    NUMERIC_OPS,
+    Contribution,
+    FieldSpec,
+    as_float,
+    format_number,
+    reduce_field,
+    reduce_values,
+)
+from engine.annotate.textscan import (
+    COMMA,
+    DOT,
+    Fields,
+    chrom_runs,
+    count_byte,
+    hash_spans,
+    hash_strings,
+    iter_line_chunks,
+    missing_fields,
+    open_text_binary,
+    parse_uints,
+    read_header_and_body,
+    scan_fields,
+)
+from engine.errors import InputError
+
+log = logging.getLogger(__name__)
+
+INFO_FIELD = 7
+
+
+@dataclass
+class AnnotateResult:
+    output: Path | None
+    records: int = 0
+    annotated: int = 0
+    seconds: float = 0.0
+    compile_seconds: float = 0.0
+    compiled: list[str] = field(default_factory=list)
+    skipped_sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Source:
+    block: AnnotationBlock
+    index: CompiledSource
+
+
+def annotate_vcf(
+    config: Path,
+    src: Path,
+    dst: Path | None,
+    *,
+    base_path: Path | None = None,
+    threads: int = 1,
+    permissive_overlap: bool = False,
+    chr_map: str = "none",
+    stream: BinaryIO | None = None,
+) -> AnnotateResult:
+    """Annotate ``src`` with the sources in the vcfanno TOML ``config`` and write ``dst``
+    (bgzip-compressed when it ends in .gz). ``dst=None`` writes to ``stream`` (default stdout).
+    The output appears atomically: on any error no partial file is left behind."""
+    started = time.perf_counter()
+    cfg = load_config(Path(config), base_path)
+    result = AnnotateResult(output=Path(dst) if dst else None)
+    sources = _load_sources(cfg, result)
+    src = Path(src)
+    if not src.exists():
+        raise InputError("input VCF not found", file=str(src))
+    annotate_started = time.perf_counter()
+    if dst is None:
+        out = stream or sys.stdout.buffer
+        _run(cfg, sources, src, out, permissive_overlap, chr_map, result, threads)
+        out.flush()
+    else:
+        _write_atomically(Path(dst), threads, lambda fh: _run(
+            cfg, sources, src, fh, permissive_overlap, chr_map, result, threads))
+    result.seconds = time.perf_counter() - annotate_started
+    log.info("annotated %d records (%d with values) in %.2fs", result.records, result.annotated,
+             time.perf_counter() - started)
+    return result
+
+
+def _load_sources(cfg: AnnotationConfig, result: AnnotateResult) -> list[_Source]:
+    sources = []
+    for block in cfg.annotations:
+        if block.optional and not block.file.exists():
+            log.warning("%s: optional source %s is missing; skipped", block.label, block.file)
+            result.skipped_sources.append(str(block.file))
+            continue
+        index, seconds = load_or_compile(block, cfg.path)
+        if seconds is not None:
+            result.compile_seconds += seconds
+            result.compiled.append(str(block.file))
+        sources.append(_Source(block, index))
+    return sources
+
+
+def _write_atomically(dst: Path, threads: int, body: Callable[[BinaryIO], None]) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if dst.name.endswith((".gz", ".bgz")):
+            import pysam
+
+            with pysam.BGZFile(str(tmp), "wb") as raw, _ThreadedWriter(raw) as fh:  # type: ignore[arg-type]
+                body(fh)  # type: ignore[arg-type]
+        else:
+            with open(tmp, "wb", buffering=1 << 20) as fh:
+                body(fh)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class _ThreadedWriter:
+    """Hands writes to a thread so compression overlaps with annotation."""
+
+    def __init__(self, sink) -> None:
+        self._sink = sink
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._sink.write(item)
+            except BaseException as error:  # surfaced on close
+                self._error = error
+
+    def write(self, data: bytes) -> None:
+        self._queue.put(bytes(data))
+
+    def flush(self) -> None:
+        pass
+
+    def __enter__(self) -> _ThreadedWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error and not exc[0]:
+            raise self._error
+
+
+# ----------------------------------------------------------------------------- header
+
+
+def _output_header(header: list[str], cfg: AnnotationConfig, sources: list[_Source]) -> tuple[list[str], set[str]]:
+    new_defs: dict[str, str] = {}
+    for source in sources:
+        for spec in source.index.specs:
+            new_defs[spec.output.name] = _info_line(spec, source)
+    deleted: set[str] = set()
+    for post in cfg.postannotations:
+        if post.op == "delete":
+            deleted.update(post.fields)
+        elif post.op != "setid" and post.name:
+            number = "0" if post.type == "Flag" else ("1" if post.op not in ("concat", "uniq") else ".")
+            new_defs[post.name] = (
+                f'##INFO=<ID={post.name},Number={number},Type={post.type},'
+                f'Description="calculated field: {post.name} ({post.op})">'
+            )
+    existing_info = {_info_id(line) for line in header if line.startswith("##INFO=<")}
+    clashes = (set(new_defs) & existing_info) | deleted
+    kept = [
+        line for line in header[:-1]
+        if not (line.startswith("##INFO=<") and _info_id(line) in set(new_defs) | deleted)
+    ]
+    return [*kept, *new_defs.values(), header[-1]], clashes
+
+
+def _info_id(line: str) -> str:
+    start = line.find("ID=") + 3
+    end = min((i for i in (line.find(",", start), line.find(">", start)) if i >= 0), default=len(line))
+    return line[start:end]
+
+
+def _info_line(spec: FieldSpec, source: _Source) -> str:
+    output, op = spec.output, spec.output.op
+    definition = source.index.meta.info.get(output.field or "", None)
+    where = output.field if output.field else f"column {output.column}"
+    description = f"calculated by {op} of overlapping values in {where} from {source.block.file_text}"
+    if op == "by_alt":
+        number, vtype = "A", "String"
+    elif output.forced_type:
+        vtype = output.forced_type
+        number = "0" if vtype == "Flag" else "1"
+    elif op in ("self", "first") and definition:
+        vtype, number = definition["type"], definition["number"]
+        if op == "first" and number not in ("0",):
+            number = "1"
+        description = f"{definition['description']} (from {source.block.file_text})"
+    elif op in ("mean", "min", "max", "sum", "div2"):
+        number, vtype = "1", "Float"
+    elif op == "count":
+        number, vtype = "1", "Integer"
+    elif op == "flag":
+        number, vtype = "0", "Flag"
+    elif op in ("uniq", "concat"):
+        number, vtype = ".", "String"
+    else:
+        number, vtype = ("1" if op == "first" else "."), "String"
+    description = description.replace("\\", "\\\\").replace('"', '\\"')
+    return f'##INFO=<ID={output.name},Number={number},Type={vtype},Description="{description}">'
+
+
+def _check_contigs(header: list[str], sources: list[_Source], chr_map: str) -> None:
+    contigs = [line[13:].split(",")[0].rstrip(">") for line in header if line.startswith("##contig=<ID=")]
+    for source in sources:
+        for contig in contigs:
+            _resolve_chrom(contig, source, chr_map)
+
+
+def _toggle_chr(name: str) -> str:
+    return name[3:] if name.startswith("chr") else f"chr{name}"
+
+
+def _resolve_chrom(chrom: str, source: _Source, chr_map: str) -> str | None:
+    """The source's name for ``chrom``; a chr-prefix mismatch is an error unless chr_map='auto'."""
+    if source.index.has_chrom(chrom):
+        return chrom
+    other = _toggle_chr(chrom)
+    if source.index.has_chrom(other):
+        if chr_map == "auto":
+            return other
+        raise InputError(
+            f"{source.block.label}: contig naming mismatch: the input uses {chrom!r} but "
+            f"{source.block.file} uses {other!r}",
+            file=str(source.block.file),
+            expected="the same contig names (rename with bcftools annotate --rename-chrs, "
+            "or pass -chr-map auto to map chr1 <-> 1)",
+        )
+    return None
+
+
+# ----------------------------------------------------------------------------- main loop
+
+
+def _run(cfg, sources: list[_Source], src: Path, out: BinaryIO, permissive: bool, chr_map: str,
+         result: AnnotateResult, threads: int) -> None:
+    with open_text_binary(src) as fh:
+        header, first = read_header_and_body(fh)
+        if not header or not header[-1].startswith("#CHROM"):
+            raise InputError("VCF header has no #CHROM line", file=str(src), expected="a VCF file")
+        _check_contigs(header, sources, chr_map)
+        new_header, clashes = _output_header(header, cfg, sources)
+        out.write(("\n".join(new_header) + "\n").encode())
+        annotator = _ChunkAnnotator(cfg, sources, permissive, chr_map, bool(clashes) or bool(cfg.postannotations))
+        line_offset = len(header)
+        for chunk in iter_line_chunks(fh, first):
+            pieces, n_lines, n_annotated = annotator.annotate(chunk, src, line_offset)
+            line_offset += n_lines
+            result.records += n_lines
+            result.annotated += n_annotated
+            out.write(b"".join(pieces))
+
+
+class _ChunkAnnotator:
+    def __init__(self, cfg: AnnotationConfig, sources: list[_Source], permissive: bool, chr_map: str,
+                 general_only: bool) -> None:
+        self.cfg = cfg
+        self.sources = sources
+        self.permissive = permissive
+        self.chr_map = chr_map
+        self.general_only = general_only
+        self.posts = [_PostOp(p) for p in cfg.postannotations]
+
+    def annotate(self, chunk: bytes, src: Path, line_offset: int) -> tuple[list, int, int]:
+        fields = scan_fields(chunk, 8)
+        n = fields.n
+        bad = missing_fields(fields, 8)
+        if bad.any():
+            line = line_offset + int(np.flatnonzero(bad)[0]) + 1
+            raise InputError("VCF record has fewer than 8 columns", file=str(src), line=line)
+        pos, ok = parse_uints(fields.buf, fields.start(1), fields.end(1))
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise InputError(f"POS {fields.text(i, 1)!r} is not a number", file=str(src),
+                             line=line_offset + i + 1, expected="a positive integer")
+        general = np.full(n, self.general_only, dtype=bool)
+        general |= count_byte(fields.buf, COMMA, fields.start(4), fields.end(4)) > 0
+        if self.permissive:
+            general |= True
+        extras: dict[int, bytes] = {}
+        for chrom, a, b in chrom_runs(fields):
+            sel = slice(a, b)
+            fast = np.flatnonzero(~general[sel]) + a
+            for source in self.sources:
+                name = _resolve_chrom(chrom, source, self.chr_map)
+                if name is None or not len(fast):
+                    continue
+                if source.index.is_variant:
+                    hits = _variant_fast(source.index, name, fields, pos, fast)
+                else:
+                    hits = _interval_fast(source.index, name, fields, pos, fast)
+                for i, text in hits:
+                    extras[i] = extras[i] + text if i in extras else text
+        replaced: dict[int, bytes] = {}
+        for i in np.flatnonzero(general).tolist():
+            line = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
+            new_line = self._general_line(line)
+            if new_line is not None:
+                replaced[i] = new_line.encode()
+        return self._assemble(chunk, fields, extras, replaced), n, len(extras) + len(replaced)
+
+    def _assemble(self, chunk: bytes, fields: Fields, extras: dict[int, bytes], replaced: dict[int, bytes]) -> list:
+        view = memoryview(chunk)
+        pieces: list = []
+        prev = 0
+        info_start, info_end = fields.start(INFO_FIELD), fields.end(INFO_FIELD)
+        buf = fields.buf
+        for i in sorted(extras.keys() | replaced.keys()):
+            if i in replaced:
+                start = int(fields.line_start[i])
+                pieces += (view[prev:start], replaced[i])
+                prev = int(fields.line_end[i])
+                continue
+            s, e = int(info_start[i]), int(info_end[i])
+            if e - s == 1 and buf[s] == DOT:
+                pieces += (view[prev:s], extras[i][1:])
+            else:
+                pieces += (view[prev:e], extras[i])
+            prev = e
+        pieces.append(view[prev:])
+        return pieces
+
+    # -- general path ----------------------------------------------------------------------
+
+    def _general_line(self, line: str) -> str | None:
+        parts = line.split("\t")
+        chrom, pos, ref, alts = parts[0], int(parts[1]), parts[3], parts[4].split(",")
+        info = _parse_info(parts[INFO_FIELD])
+        changed = False
+        for source in self.sources:
+            name = _resolve_chrom(chrom, source, self.chr_map)
+            if name is None:
+                continue
+            contributions = _contributions(source.index, name, pos, ref, alts, self.permissive)
+            if not contributions:
+                continue
+            for spec in source.index.specs:
+                value = reduce_field(spec, alts, contributions)
+                if value is not None:
+                    info[spec.output.name] = value
+                    changed = True
+        for post in self.posts:
+            changed |= post.apply(info, parts)
+        if not changed:
+            return None
+        parts[INFO_FIELD] = _render_info(info)
+        return "\t".join(parts)
+
+
+def _parse_info(text: str) -> dict:
+    info: dict = {}
+    if text in (".", ""):
+        return info
+    for item in text.split(";"):
+        key, eq, value = item.partition("=")
+        info[key] = value if eq else True
+    return info
+
+
+def _render_info(info: dict) -> str:
+    if not info:
+        return "."
+    return ";".join(k if v is True else f"{k}={v}" for k, v in info.items() if v is not False)
+
+
+def _contributions(index: CompiledSource, chrom: str, pos: int, ref: str, alts: list[str],
+                   permissive: bool) -> list[Contribution]:
+    start, end = pos - 1, pos - 1 + len(ref)
+    if not index.is_variant:
+        rows = _overlapping(index, chrom, "start", "end", start, end)
+        columns = [index.column_text(chrom, s.slot) for s in index.specs]
+        return [Contribution((), ".", ".", tuple(col[r] for col in columns)) for r in rows]
+    if permissive:
+        recs = _overlapping(index, chrom, "rec_start", "rec_end", start, end)
+    else:
+        positions, keys = index.array(chrom, "pos"), index.array(chrom, "key")
+        wanted = hash_strings([f"{ref}\t{alt}".encode() for alt in alts])
+        lo, hi = np.searchsorted(positions, pos, "left"), np.searchsorted(positions, pos, "right")
+        found: set[int] = set()
+        for entry in range(int(lo), int(hi)):
+            if keys[entry] in wanted:
+                found.update(index.entry_records(chrom, entry))
+        recs = sorted(found)
+    return [index.record(chrom, r) for r in recs]
+
+
+def _overlapping(index: CompiledSource, chrom: str, start_name: str, end_name: str, start: int, end: int) -> list[int]:
+    starts, ends = index.array(chrom, start_name), index.array(chrom, end_name)
+    max_len = index.meta.max_len.get(chrom, 0)
+    lo = int(np.searchsorted(starts, start - max_len, "right"))
+    hi = int(np.searchsorted(starts, end, "left"))
+    return [r for r in range(lo, hi) if ends[r] > start]
+
+
+class _PostOp:
+    def __init__(self, post: PostAnnotation) -> None:
+        self.post = post
+        self.expression = None
+        if post.op not in ("delete", "setid") and post.op not in _REDUCER_NAMES:
+            self.expression = compile_expression(post.op, post.fields)
+
+    def apply(self, info: dict, parts: list[str]) -> bool:
+        post = self.post
+        if post.op == "delete":
+            removed = [f for f in post.fields if f in info]
+            for f in removed:
+                del info[f]
+            return bool(removed)
+        present = {f: info[f] for f in post.fields if f in info and info[f] not in (".", "")}
+        if post.op == "setid":
+            ids = [str(v) for f in post.fields if (v := present.get(f)) is not None and v is not True]
+            ids = [i for chunk in ids for i in chunk.replace(";", ",").split(",") if i not in (".", "")]
+            if not ids:
+                return False
+            parts[2] = ";".join(dict.fromkeys(ids))
+            return True
+        if not present:
+            return False
+        if self.expression is None:
+            values: list = []
+            for f in post.fields:
+                if f in present:
+                    v = present[f]
+                    values.extend(v.split(",") if isinstance(v, str) and post.op in NUMERIC_OPS | {"count"} else [v])
+            value = reduce_values(post.op, values)
+        else:
+            if len(present) < len(post.fields):
+                return False
+            numbers = {f: _numeric(v) for f, v in present.items()}
+            try:
+                raw = self.expression.evaluate(numbers)
+            except (ZeroDivisionError, ValueError, TypeError, IndexError, OverflowError):
+                return False
+            value = _typed(raw, post.type)
+        if value is None or value is False:
+            return False
+        info[post.name] = value
+        return True
+
+
+_REDUCER_NAMES = {"self", "first", "concat", "uniq", "sum", "mean", "min", "max", "count", "flag", "div2"}
+
+
+def _numeric(value) -> float | list[float]:
+    if value is True:
+        return 1.0
+    if "," in value:
+        return [as_float(v) for v in value.split(",")]
+    return as_float(value)
+
+
+def _typed(raw, vcf_type: str):
+    if vcf_type == "Flag":
+        return True if raw else None
+    if isinstance(raw, list):
+        return ",".join(format_number(float(v)) for v in raw)
+    if isinstance(raw, bool):
+        raw = int(raw)
+    if vcf_type == "Integer":
+        return str(int(raw))
+    if isinstance(raw, int | float):
+        return format_number(float(raw))
+    return str(raw)
+
+
+# ----------------------------------------------------------------------------- fast paths
+
+
+def _variant_fast(index: CompiledSource, chrom: str, fields: Fields, pos: np.ndarray,
+                  lines: np.ndarray) -> list[tuple[int, bytes]]:
+    positions, keys = index.array(chrom, "pos"), index.array(chrom, "key")
+    qpos = pos[lines]
+    qkey = hash_spans(fields.buf, fields.start(3)[lines], fields.end(4)[lines])
+    lo = np.searchsorted(positions, qpos, "left")
+    hi = np.searchsorted(positions, qpos, "right")
+    width = hi - lo
+    entry = np.full(len(lines), -1, dtype=np.int64)
+    single = np.flatnonzero(width == 1)
+    matched = keys[lo[single]] == qkey[single]
+    entry[single[matched]] = lo[single[matched]]
+    for k in np.flatnonzero(width > 1).tolist():
+        for e in range(int(lo[k]), int(hi[k])):
+            if keys[e] == qkey[k]:
+                entry[k] = e
+                break
+    hit = np.flatnonzero(entry >= 0)
+    offsets = index.array(chrom, "sfx_off")
+    blob = memoryview(index.array(chrom, "sfx_blob"))
+    ent = entry[hit]
+    starts, ends = offsets[ent].tolist(), offsets[ent + 1].tolist()
+    result = []
+    for i, s, e in zip(lines[hit].tolist(), starts, ends, strict=True):
+        if e > s:
+            result.append((i, bytes(blob[s:e])))
+    return result
+
+
+def _interval_fast(index: CompiledSource, chrom: str, fields: Fields, pos: np.ndarray,
+                   lines: np.ndarray) -> list[tuple[int, bytes]]:
+    starts, ends = index.array(chrom, "start"), index.array(chrom, "end")
+    max_len = index.meta.max_len.get(chrom, 0)
+    qs = pos[lines] - 1
+    qe = qs + (fields.end(3)[lines] - fields.start(3)[lines])
+    lo = np.searchsorted(starts, qs - max_len, "right")
+    hi = np.searchsorted(starts, qe, "left")
+    counts = np.maximum(hi - lo, 0)
+    total = int(counts.sum())
+    if total == 0:
+        return []
+    owner = np.repeat(np.arange(len(lines)), counts)
+    first_of = np.cumsum(counts) - counts
+    rows = np.repeat(lo, counts) + (np.arange(total) - np.repeat(first_of, counts))
+    keep = ends[rows] > qs[owner]
+    owner, rows = owner[keep], rows[keep]
+    if not len(owner):
+        return []
+    hit_lines, group_start = np.unique(owner, return_index=True)
+    group_end = np.append(group_start[1:], len(owner))
+    rendered: list[list[str]] = [[] for _ in range(len(hit_lines))]
+    for spec in index.specs:
+        values = _reduce_groups(index, chrom, spec, rows, group_start, group_end)
+        name = spec.output.name
+        for g, value in enumerate(values):
+            if value is True:
+                rendered[g].append(f";{name}")
+            elif value is not None:
+                rendered[g].append(f";{name}={value}")
+    return [(int(lines[h]), "".join(r).encode()) for h, r in zip(hit_lines.tolist(), rendered, strict=True) if r]
+
+
+def _reduce_groups(index: CompiledSource, chrom: str, spec: FieldSpec, rows: np.ndarray,
+                   group_start: np.ndarray, group_end: np.ndarray) -> list:
+    op = spec.output.op
+    sizes = group_end - group_start
+    if op == "count":
+        return [str(s) for s in sizes.tolist()]
+    if op == "flag":
+        return [True] * len(sizes)
+    if op in ("sum", "mean", "min", "max"):
+        numbers = np.asarray(index.array(chrom, f"col{spec.slot}_num"))[rows]
+        if op == "min":
+            reduced = np.minimum.reduceat(numbers, group_start)
+        elif op == "max":
+            reduced = np.maximum.reduceat(numbers, group_start)
+        else:
+            reduced = np.add.reduceat(numbers, group_start)
+            if op == "mean":
+                reduced = reduced / sizes
+        return [format_number(v) for v in reduced.tolist()]
+    texts = index.column_text(chrom, spec.slot)
+    row_list = rows.tolist()
+    out = []
+    for a, b in zip(group_start.tolist(), group_end.tolist(), strict=True):
+        values = [texts[r].replace(";", ",") for r in row_list[a:b]]
+        values = [v for v in values if v != ""]
+        out.append(reduce_values(op, values) if values else None)
+    return out
+
+
+def annotate_cli_summary(result: AnnotateResult) -> str:
+    compiled = (
+        f"; compiled {len(result.compiled)} source index(es) in {result.compile_seconds:.2f}s (one-off)"
+        if result.compiled else ""
+    )
+    rate = result.records / result.seconds if result.seconds else 0.0
+    return (f"annotated {result.records} records ({result.annotated} with new values) in "
+            f"{result.seconds:.2f}s ({rate:,.0f} variants/s){compiled}")

@@ -1,0 +1,1 @@
+"""Alembic migrations; configured programmatically by :mod:`engine.db.migrate` (no alembic.ini)."""

@@ -1,0 +1,388 @@
+"""The events on the wire: typed models, building, encoding and validated decoding.
+
+Every event is a JSON object (orjson) with ``schema`` (event name) and ``version``; its shape
+is the JSON Schema in ``schemas/<name>/v<version>.json``. Events carry paths, checksums
+and metadata, never file contents. See docs/events.md for the contract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeAlias
+
+import orjson
+from jsonschema import ValidationError
+from jsonschema.exceptions import best_match
+
+import schemas
+from engine.errors import InputError
+from engine.folders import (
+    ERROR_FILE,
+    READY_FILE,
+    check_relative_path,
+    relative_to_incoming,
+    resolve_in_incoming,
+    resolve_under,
+    utc_now,
+)
+
+#: Files in an analysis folder that are markers, not content.
+EXCLUDED_FILES = frozenset({READY_FILE, ERROR_FILE})
+
+
+class EventRejected(ValueError):
+    """An event that must not be processed; ``reason`` says why (naming the field)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileEntry:
+    path: str  # relative, POSIX separators
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Genepanel:
+    name: str
+    version: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Event:
+    SCHEMA: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: str = field(default_factory=utc_now)
+    producer: str
+    analysis: str | None
+
+    @property
+    def key(self) -> str:
+        """The Kafka message key: the analysis name."""
+        return self.analysis or ""
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {item.name: _plain(getattr(self, item.name)) for item in dataclasses.fields(self)}
+        return {"schema": self.SCHEMA, "version": self.VERSION, **body}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy; nested events keep their own schema/version envelope."""
+    if isinstance(value, _Event):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReadyEvent(_Event):
+    SCHEMA: ClassVar[str] = "analysis.ready"
+
+    analysis: str
+    folder: str  # relative to ANALYSES_INCOMING
+    files: tuple[FileEntry, ...]
+    fingerprint: str
+    genepanel: Genepanel | None = None
+    priority: int = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnnotatedEvent(_Event):
+    SCHEMA: ClassVar[str] = "analysis.annotated"
+
+    analysis: str
+    ready: ReadyEvent
+    artifacts: tuple[FileEntry, ...]  # relative to the data work directory
+    annotation: dict[str, Any] | None = None  # e.g. {"bundle_version": "2024.1"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportedEvent(_Event):
+    SCHEMA: ClassVar[str] = "analysis.imported"
+
+    analysis: str
+    ready_event_id: str
+    fingerprint: str
+    analysis_id: int
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailedEvent(_Event):
+    SCHEMA: ClassVar[str] = "analysis.failed"
+
+    analysis: str | None
+    stage: str
+    error: dict[str, Any]  # message, file, line, expected
+    attempt: int = 1
+    original: dict[str, Any] | str
+
+
+Event: TypeAlias = ReadyEvent | AnnotatedEvent | ImportedEvent | FailedEvent
+EVENT_TYPES: dict[tuple[str, int], type[_Event]] = {
+    (cls.SCHEMA, cls.VERSION): cls for cls in (ReadyEvent, AnnotatedEvent, ImportedEvent, FailedEvent)
+}
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> FileEntry:
+    """Checksum and size of one file, streamed (never the whole file in memory)."""
+    with path.open("rb") as stream:
+        digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        size = os.fstat(stream.fileno()).st_size
+    return FileEntry(path=path.name, sha256=digest, size=size)
+
+
+def fingerprint(files: tuple[FileEntry, ...] | list[FileEntry]) -> str:
+    """sha256 over the files sorted by path, one ``PATH NUL SHA256 LF`` line each (UTF-8)."""
+    digest = hashlib.sha256()
+    for entry in sorted(files, key=lambda item: item.path):
+        digest.update(entry.path.encode() + b"\0" + entry.sha256.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def content_files(folder: Path) -> Iterator[Path]:
+    """Every regular file under ``folder`` except the READY and error.json markers.
+
+    A symlink counts as its target but must stay inside the folder (InputError otherwise),
+    so an event never points at data outside ANALYSES_INCOMING.
+    """
+    real_folder = folder.resolve()
+    for directory, subdirs, names in os.walk(folder, followlinks=False):
+        subdirs.sort()
+        for name in sorted(names):
+            path = Path(directory, name)
+            if path.parent == folder and name in EXCLUDED_FILES:
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(real_folder):
+                raise InputError("symlink points outside the analysis folder", file=str(path),
+                                 expected="regular files inside the folder")
+            if path.is_file():
+                yield path
+
+
+def describe_files(folder: Path, root: Path | None = None) -> tuple[FileEntry, ...]:
+    """FileEntry (path relative to ``root``, default ``folder``) for each content file."""
+    base = root or folder
+    entries = []
+    for path in content_files(folder):
+        checked = sha256_file(path)
+        entries.append(dataclasses.replace(checked, path=path.relative_to(base).as_posix()))
+    return tuple(entries)
+
+
+def default_producer(role: str) -> str:
+    return f"{role}@{socket.gethostname()}"
+
+
+def build_ready_event(folder: Path, incoming: Path, *, producer: str, analysis: str | None = None,
+                      genepanel: Genepanel | None = None, priority: int = 1) -> ReadyEvent:
+    """An ``analysis.ready`` event for ``folder`` (which must be inside ``incoming``).
+
+    ``analysis`` defaults to the folder name; callers that parsed the ``.analysis`` file pass
+    its name, gene panel and priority.
+    """
+    relative = relative_to_incoming(folder, incoming)
+    files = describe_files(folder)
+    if not files:
+        raise InputError("analysis folder has no files", file=str(folder),
+                         expected="a .vcf and a .analysis file")
+    return ReadyEvent(producer=producer, analysis=analysis or folder.name, folder=relative,
+                      files=files, fingerprint=fingerprint(files), genepanel=genepanel,
+                      priority=priority)
+
+
+def annotated_event(ready: ReadyEvent, artifacts: list[Path], work_dir: Path, *, producer: str,
+                    annotation: dict[str, Any] | None = None) -> AnnotatedEvent:
+    """An ``analysis.annotated`` event; artifact paths are stored relative to ``work_dir``."""
+    entries = []
+    for path in artifacts:
+        checked = sha256_file(path)
+        relative = path.resolve().relative_to(work_dir.resolve()).as_posix()
+        entries.append(dataclasses.replace(checked, path=relative))
+    return AnnotatedEvent(producer=producer, analysis=ready.analysis, ready=ready,
+                          artifacts=tuple(entries), annotation=annotation)
+
+
+def imported_event(ready: ReadyEvent, *, analysis_id: int, counts: Mapping[str, int],
+                   producer: str) -> ImportedEvent:
+    return ImportedEvent(producer=producer, analysis=ready.analysis, ready_event_id=ready.event_id,
+                         fingerprint=ready.fingerprint, analysis_id=analysis_id, counts=dict(counts))
+
+
+def failed_event(original: bytes | dict[str, Any] | str, *, stage: str, error: InputError | Exception,
+                 producer: str, attempt: int = 1, analysis: str | None = None) -> FailedEvent:
+    """A dead letter for ``original`` (raw bytes are kept as an object if they were JSON)."""
+    if isinstance(original, bytes):
+        original = _raw_to_original(original)
+    if analysis is None and isinstance(original, dict) and isinstance(original.get("analysis"), str):
+        analysis = original["analysis"]
+    details = error.to_dict() if isinstance(error, InputError) else {
+        "message": str(error) or type(error).__name__, "file": None, "line": None, "expected": None}
+    return FailedEvent(producer=producer, analysis=analysis or None, stage=stage, error=details,
+                       attempt=attempt, original=original)
+
+
+def _raw_to_original(raw: bytes) -> dict[str, Any] | str:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", errors="replace")
+    return value if isinstance(value, dict) else raw.decode("utf-8", errors="replace")
+
+
+# --- wire format ------------------------------------------------------------------------------
+
+
+def encode(event: Event) -> bytes:
+    """The event as JSON bytes (orjson), ``schema`` and ``version`` first.
+
+    Validated against its own schema first (EventRejected), so a producer bug never reaches
+    the wire.
+    """
+    document = event.to_dict()
+    problem = best_match(schemas.validator(event.SCHEMA, event.VERSION).iter_errors(document))
+    if problem is not None:
+        raise EventRejected(_describe_violation(event.SCHEMA, event.VERSION, problem))
+    return orjson.dumps(document)
+
+
+def decode_event(raw: bytes, *, incoming: Path) -> Event:
+    """Parse and validate one event; raises EventRejected naming what is wrong.
+
+    Checks: valid JSON object, known schema name and version, the schema itself, and that
+    every analysis folder it names resolves inside ``incoming``.
+    """
+    document = _parse_json_object(raw)
+    name, version = document.get("schema"), document.get("version")
+    if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
+        raise EventRejected("missing or invalid 'schema'/'version' (expected a name and an integer version)")
+    try:
+        check = schemas.validator(name, version)
+    except schemas.UnknownSchema as error:
+        raise EventRejected(str(error)) from None
+    problem = best_match(check.iter_errors(document))
+    if problem is not None:
+        raise EventRejected(_describe_violation(name, version, problem))
+    event = _from_document(document)
+    _check_paths(event, incoming)
+    return event
+
+
+def _parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise EventRejected(f"not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise EventRejected(f"event is a JSON {type(document).__name__}, expected an object")
+    return document
+
+
+def _describe_violation(name: str, version: int, error: ValidationError) -> str:
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path)
+    message = error.message
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [key for key in error.validator_value if key not in error.instance]
+        where, message = f"{where}.{missing[0]}", "is required but missing"
+    field_name = where.lstrip(".") or "(event)"
+    return f"{name} v{version}: field {field_name}: {message}"
+
+
+def _from_document(document: dict[str, Any]) -> Event:
+    kind = EVENT_TYPES[(document["schema"], document["version"])]
+    if kind is ReadyEvent:
+        return _ready_from(document)
+    if kind is AnnotatedEvent:
+        return AnnotatedEvent(**_fields(document, AnnotatedEvent), ready=_ready_from(document["ready"]),
+                              artifacts=_files_from(document["artifacts"]))
+    if kind is ImportedEvent:
+        return ImportedEvent(**_fields(document, ImportedEvent))
+    return FailedEvent(**_fields(document, FailedEvent))
+
+
+def _fields(document: dict[str, Any], kind: type[_Event], *, skip: tuple[str, ...] = ("ready", "artifacts",
+                                                                                       "files", "genepanel")
+            ) -> dict[str, Any]:
+    names = {item.name for item in dataclasses.fields(kind)}
+    return {key: value for key, value in document.items() if key in names and key not in skip}
+
+
+def _ready_from(document: dict[str, Any]) -> ReadyEvent:
+    panel = document.get("genepanel")
+    return ReadyEvent(**_fields(document, ReadyEvent), files=_files_from(document["files"]),
+                      genepanel=Genepanel(**panel) if panel else None)
+
+
+def _files_from(items: list[dict[str, Any]]) -> tuple[FileEntry, ...]:
+    return tuple(FileEntry(**item) for item in items)
+
+
+def _check_paths(event: Event, incoming: Path) -> None:
+    ready = event if isinstance(event, ReadyEvent) else getattr(event, "ready", None)
+    if isinstance(ready, ReadyEvent):
+        _check_ready_paths(ready, incoming)
+    if isinstance(event, AnnotatedEvent):
+        for index, artifact in enumerate(event.artifacts):
+            _check_relative(artifact.path, f"artifacts[{index}].path")
+
+
+def _check_ready_paths(ready: ReadyEvent, incoming: Path) -> None:
+    try:
+        folder = resolve_in_incoming(ready.folder, incoming)
+    except InputError as error:
+        raise EventRejected(f"field folder: {error.message} ({ready.folder!r})") from None
+    for index, entry in enumerate(ready.files):
+        try:
+            resolve_under(entry.path, folder, what="file")
+        except InputError as error:
+            raise EventRejected(f"field files[{index}].path: {error.message} ({entry.path!r})") from None
+
+
+def _check_relative(path: str, field_name: str) -> None:
+    # Artifacts live under the work directory, which decode does not know; reject what could
+    # never be inside it. Consumers resolve them with engine.folders.resolve_under.
+    try:
+        check_relative_path(path, what="artifact", root="the data work directory")
+    except InputError as error:
+        raise EventRejected(f"field {field_name}: {error.message} ({path!r})") from None
+
+
+# --- checks against the file system -----------------------------------------------------------
+
+
+def verify_files(event: ReadyEvent, incoming: Path) -> None:
+    """Raise InputError naming the first file whose size or sha256 no longer matches the event."""
+    folder = resolve_in_incoming(event.folder, incoming)
+    for entry in event.files:
+        path = resolve_under(entry.path, folder, what="file")
+        if not path.is_file():
+            raise InputError("file listed in the event is missing", file=str(path),
+                             expected=f"a file of {entry.size} bytes with sha256 {entry.sha256}")
+        actual = sha256_file(path)
+        if actual.size != entry.size:
+            raise InputError(f"file size changed since the event was published: {actual.size} bytes",
+                             file=str(path), expected=f"{entry.size} bytes")
+        if actual.sha256 != entry.sha256:
+            raise InputError(f"file content changed since the event was published: sha256 {actual.sha256}",
+                             file=str(path), expected=f"sha256 {entry.sha256}")

@@ -1,0 +1,147 @@
+"""Kafka plumbing shared by producers: topic names, topic creation, a synchronous producer.
+
+Plain kafka-python, so the same code runs against the embedded Tansu broker and against
+Apache Kafka or Redpanda. Idempotent produce (``enable_idempotence``) works on all three.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from engine.config import Settings
+from engine.errors import AnnostreamError
+
+log = logging.getLogger(__name__)
+
+READY = "analysis.ready"
+ANNOTATED = "analysis.annotated"
+IMPORTED = "analysis.imported"
+FAILED = "analysis.failed"
+STATUS = "analysis.status"
+
+
+class BrokerUnavailable(AnnostreamError):
+    """The Kafka broker could not be reached or did not acknowledge a write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The engine's topic names (with ANNOSTREAM_TOPIC_PREFIX applied)."""
+
+    ready: str
+    annotated: str
+    imported: str
+    failed: str
+    status: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topics:
+        return cls(ready=settings.topic(READY), annotated=settings.topic(ANNOTATED),
+                   imported=settings.topic(IMPORTED), failed=settings.topic(FAILED),
+                   status=settings.topic(STATUS))
+
+    def all(self) -> tuple[str, ...]:
+        return (self.ready, self.annotated, self.imported, self.failed, self.status)
+
+
+def require_bootstrap(settings: Settings, command: str) -> str:
+    """KAFKA_BOOTSTRAP_SERVERS, or a BrokerUnavailable saying how to set it."""
+    if not settings.kafka_bootstrap_servers:
+        raise BrokerUnavailable(
+            f"KAFKA_BOOTSTRAP_SERVERS is not set: `annostream {command}` needs a Kafka broker "
+            "(e.g. KAFKA_BOOTSTRAP_SERVERS=localhost:9092); `annostream up` sets it for the "
+            "services it starts with its embedded broker")
+    return settings.kafka_bootstrap_servers
+
+
+def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
+                  replication_factor: int = 1, timeout_s: float = 15.0) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return
+    admin = _admin(bootstrap, timeout_s)
+    try:
+        missing = [name for name in wanted if name not in set(admin.list_topics())]
+        if not missing:
+            return
+        response = admin.create_topics(
+            [NewTopic(name, partitions, replication_factor) for name in missing],
+            timeout_ms=int(timeout_s * 1000), raise_errors=False)
+        _raise_topic_errors(response, bootstrap)
+        log.info("created topics %s on %s", ", ".join(missing), bootstrap)
+    finally:
+        admin.close()
+
+
+def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="annostream-admin",
+                                bootstrap_timeout_ms=int(timeout_s * 1000),
+                                request_timeout_ms=int(timeout_s * 1000))
+    except KafkaError as error:
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
+
+
+def _raise_topic_errors(response: object, bootstrap: str) -> None:
+    # kafka-python returns the raw CreateTopics response as a dict when raise_errors=False.
+    results = response.get("topics", []) if isinstance(response, dict) else []
+    for result in results:
+        code = result.get("error_code", 0)
+        if code and code != TopicAlreadyExistsError.errno:  # a concurrent creator won the race
+            raise BrokerUnavailable(f"cannot create topic {result.get('name')} on {bootstrap}: "
+                                    f"error {code} {result.get('error_message') or ''}".rstrip())
+
+
+class EventProducer:
+    """A synchronous producer: ``send`` returns once the broker has the event (acks=all).
+
+    Idempotent, so the client's own retries never write an event twice.
+    """
+
+    def __init__(self, bootstrap: str, *, client_id: str = "annostream", timeout_s: float = 15.0):
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        try:
+            self._producer = KafkaProducer(
+                bootstrap_servers=bootstrap,
+                client_id=client_id,
+                acks="all",
+                enable_idempotence=True,
+                retries=5,
+                linger_ms=2,  # events are sent one by one; batching must not add latency
+                bootstrap_timeout_ms=int(timeout_s * 1000),
+                max_block_ms=int(timeout_s * 1000),
+                request_timeout_ms=int(timeout_s * 1000),
+                delivery_timeout_ms=int(timeout_s * 2000),
+            )
+        except KafkaError as error:
+            raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
+
+    def send(self, topic: str, key: str, value: bytes,
+             headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        """Write one event and wait for the broker's acknowledgement."""
+        try:
+            future = self._producer.send(topic, key=key.encode(), value=value,
+                                         headers=list(headers) if headers else None)
+            future.get(timeout=self.timeout_s * 2)
+        except KafkaError as error:
+            raise BrokerUnavailable(f"could not publish to {topic} on Kafka at {self.bootstrap}: "
+                                    f"{error}") from None
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,107 @@
+"""Prometheus metrics: the one home for every metric the worker, producers and API export.
+
+The services run as separate processes (worker, watcher, gunicorn workers), so when
+``PROMETHEUS_MULTIPROC_DIR`` is set every process writes its samples to files in that folder and
+:func:`render_metrics` merges them (prometheus-client's multiprocess mode). ``annostream up``
+sets it to ``<data_dir>/metrics`` and empties the folder at start, because files left by a
+previous run would otherwise be added to the new run's counters. The variable must be set
+before this module is first imported (prometheus-client picks its value store at that moment);
+without it each process only sees its own metrics, which is right for a single process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Annotating a whole analysis can take minutes; persisting a big one tens of seconds.
+_STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+EVENTS_CONSUMED = Counter(
+    "annostream_events_consumed", "Events consumed from Kafka, per topic.", ["topic"]
+)
+EVENTS_PRODUCED = Counter(
+    "annostream_events_produced", "Events published to Kafka, per topic.", ["topic"]
+)
+STAGE_DURATION = Histogram(
+    "annostream_stage_duration_seconds",
+    "Time one pipeline stage took for one event (stage: annotate, persist, ...).",
+    ["stage"],
+    buckets=_STAGE_BUCKETS,
+)
+STAGE_FAILURES = Counter(
+    "annostream_stage_failures", "Events a pipeline stage could not process, per stage.", ["stage"]
+)
+VARIANTS_IMPORTED = Counter("annostream_variants_imported", "Variants (alleles) persisted.")
+ANALYSES_IMPORTED = Counter("annostream_analyses_imported", "Analyses persisted.")
+WATCHER_FOLDERS_SEEN = Counter(
+    "annostream_watcher_folders_seen", "Ready analysis folders the watcher found."
+)
+API_REQUESTS = Counter(
+    "annostream_api_requests", "HTTP requests served by the read API.", ["method", "route", "status"]
+)
+API_REQUEST_DURATION = Histogram(
+    "annostream_api_request_duration_seconds",
+    "Time the read API took to answer a request.",
+    ["method", "route"],
+    buckets=_REQUEST_BUCKETS,
+)
+
+METRIC_NAMES = (
+    "annostream_events_consumed_total",
+    "annostream_events_produced_total",
+    "annostream_stage_duration_seconds",
+    "annostream_stage_failures_total",
+    "annostream_variants_imported_total",
+    "annostream_analyses_imported_total",
+    "annostream_watcher_folders_seen_total",
+    "annostream_api_requests_total",
+    "annostream_api_request_duration_seconds",
+)
+
+
+@contextmanager
+def observe_stage(stage: str) -> Iterator[None]:
+    """Time a stage into STAGE_DURATION; an exception escaping it counts as a STAGE_FAILURES."""
+    started = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        STAGE_FAILURES.labels(stage=stage).inc()
+        raise
+    finally:
+        STAGE_DURATION.labels(stage=stage).observe(time.perf_counter() - started)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The text exposition (body, content type) of all processes' metrics."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Forget a dead process's live gauges (gunicorn's ``child_exit`` hook calls this)."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(pid)

@@ -1,0 +1,293 @@
+"""Annotate and persist stages (see the package docstring for the contract)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from kafka.errors import KafkaError
+from sqlalchemy.orm import Session
+
+from engine import metrics
+from engine.config import Settings
+from engine.db.models import Analysis, ImportJob, JobStatus
+from engine.db.session import session_scope
+from engine.deposit.analysis_folder import load_analysis_folder
+from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
+from engine.errors import DuplicateAnalysisError, InputError
+from engine.events import (
+    AnnotatedEvent,
+    EventRejected,
+    ReadyEvent,
+    annotated_event,
+    decode_event,
+    default_producer,
+    encode,
+    failed_event,
+    imported_event,
+    verify_files,
+)
+from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming
+from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
+from engine.kafka import Topics
+from engine.pipeline.annotation import Annotator, PassThroughAnnotator
+
+log = logging.getLogger("annostream.pipeline")
+
+_TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, KafkaError,
+              ConnectionError, TimeoutError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Infrastructure trouble worth retrying (as opposed to bad input or a bug)."""
+    return isinstance(error, _TRANSIENT)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message a stage wants published once it has finished."""
+
+    topic: str
+    key: str
+    value: bytes
+
+
+class _Skip(Exception):
+    """Internal: the event needs no work (duplicate or replay of finished work)."""
+
+    def __init__(self, messages: list[Outgoing]):
+        self.messages = messages
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, *, annotator: Annotator | None = None):
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.db_url = settings.database_url
+        self.incoming = settings.analyses_incoming
+        self.annotator = annotator or PassThroughAnnotator()
+        self.producer = default_producer("worker")
+
+    # --- annotate stage -----------------------------------------------------------------------
+
+    def annotate(self, raw: bytes) -> list[Outgoing]:
+        with metrics.observe_stage("annotate"):
+            try:
+                ready = self._decode(raw, ReadyEvent, stage="validate")
+            except _Skip as skip:
+                return skip.messages
+            try:
+                return self._annotate(ready)
+            except _Skip as skip:
+                return skip.messages
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                return self._fail(ready, "annotate", error)
+
+    def _annotate(self, ready: ReadyEvent) -> list[Outgoing]:
+        folder = self._claim(ready, JobStatus.ANNOTATING, stage="annotate")
+        verify_files(ready, self.incoming)
+        out_dir = self._work_dir(ready)
+        outcome = self.annotator.run(ready, folder, out_dir)
+        event = annotated_event(ready, outcome.artifacts, self.settings.work_dir, producer=self.producer,
+                                annotation=outcome.info)
+        with session_scope(self.db_url) as session:
+            transition(session, self._job(session, ready), JobStatus.ANNOTATED, stage="annotate",
+                       message=outcome.message)
+        return [Outgoing(self.topics.annotated, ready.analysis, encode(event))]
+
+    # --- persist stage ------------------------------------------------------------------------
+
+    def persist(self, raw: bytes) -> list[Outgoing]:
+        with metrics.observe_stage("persist"):
+            try:
+                annotated = self._decode(raw, AnnotatedEvent, stage="validate")
+            except _Skip as skip:
+                return skip.messages
+            ready = annotated.ready
+            try:
+                return self._persist(annotated)
+            except _Skip as skip:
+                return skip.messages
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                return self._fail(ready, "persist", error)
+
+    def _persist(self, annotated: AnnotatedEvent) -> list[Outgoing]:
+        ready = annotated.ready
+        folder = self._claim(ready, JobStatus.PERSISTING, stage="persist")
+        spec = load_analysis_folder(folder)
+        vcfs = self._annotated_vcfs(annotated, spec)
+        with session_scope(self.db_url) as session:
+            result = self._write(session, spec, vcfs, ready)
+            job = self._job(session, ready)
+            job.analysis_id = result.analysis_id
+            transition(session, job, JobStatus.DONE, stage="persist",
+                       message=f"imported {result.n_variants} variants")
+        move_to_imported(folder, self.settings)
+        shutil.rmtree(self._work_dir(ready), ignore_errors=True)
+        metrics.ANALYSES_IMPORTED.inc()
+        metrics.VARIANTS_IMPORTED.inc(result.n_variants)
+        counts = {"variants": result.n_variants, "alleles_new": result.n_alleles_new,
+                  "genotypes": result.n_genotypes}
+        log.info("imported %s: %s", ready.analysis, counts)
+        return [self._imported(ready, result.analysis_id, counts)]
+
+    def _write(self, session: Session, spec: AnalysisSpec, vcfs: list[VcfSpec], ready: ReadyEvent) -> Any:
+        from engine.deposit.annotation_config import active_annotation_config
+        from engine.deposit.converters import build_annotation_builder
+        from engine.deposit.genepanel import require_genepanel
+        from engine.deposit.ped import resolve_samples
+        from engine.deposit.writer import write_analysis
+        from engine.vcf.header import read_header
+        from engine.vcf.reader import iter_variant_batches
+
+        require_genepanel(session, spec.genepanel_name, spec.genepanel_version,
+                          file=str(spec.folder))
+        config_id, config = active_annotation_config(session)
+        samples: dict[str, SampleRecord] = {}
+        streams: list[Iterator[list[VariantRecord]]] = []
+        for vcf in vcfs:
+            header = read_header(vcf.path)
+            vcf_samples = resolve_samples(vcf.path, header.samples, vcf.ped, vcf.technology)
+            for sample in vcf_samples:
+                samples.setdefault(sample.identifier, sample)
+            builder = build_annotation_builder(config, header.infos)
+            streams.append(iter_variant_batches(vcf, vcf_samples, annotation_builder=builder))
+        properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
+        return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
+                              properties=properties, annotation_config_id=config_id)
+
+    def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[VcfSpec]:
+        """The folder's VCFs, each replaced by its annotated artifact when the stage made one."""
+        by_path = {entry.path: entry for entry in annotated.artifacts}
+        prefix = self._work_dir(annotated.ready).resolve().relative_to(self.settings.work_dir.resolve())
+        chosen = []
+        for vcf in spec.vcfs:
+            relative = (prefix / vcf.path.relative_to(spec.folder)).as_posix()
+            if relative not in by_path:
+                chosen.append(vcf)
+                continue
+            artifact = self.settings.work_dir / relative
+            chosen.append(VcfSpec(path=artifact, ped=vcf.ped, technology=vcf.technology,
+                                  caller_name=vcf.caller_name))
+        return chosen
+
+    # --- shared steps -------------------------------------------------------------------------
+
+    def _decode(self, raw: bytes, kind: type, *, stage: str) -> Any:
+        try:
+            event = decode_event(raw, incoming=self.incoming)
+        except EventRejected as rejected:
+            metrics.STAGE_FAILURES.labels(stage=stage).inc()
+            log.warning("rejected event: %s", rejected.reason)
+            raise _Skip([self._dead_letter(raw, stage, InputError(rejected.reason))]) from None
+        if not isinstance(event, kind):
+            reason = f"{event.SCHEMA} event on the {kind.SCHEMA} topic"  # type: ignore[attr-defined]
+            raise _Skip([self._dead_letter(raw, stage, InputError(reason))])
+        return event
+
+    def _claim(self, ready: ReadyEvent, status: JobStatus, *, stage: str) -> Path:
+        """Find or create the job; skip finished work; move the job to ``status``."""
+        folder = resolve_in_incoming(ready.folder, self.incoming)
+        with session_scope(self.db_url) as session:
+            job = self._job(session, ready)
+            self._skip_if_finished(session, job, ready, folder)
+            if not folder.is_dir():
+                raise InputError("the analysis folder is no longer in ANALYSES_INCOMING",
+                                 file=str(folder), expected="the folder the event names")
+            self._reject_duplicate_name(session, ready)
+            record_attempt(session, job)
+            transition(session, job, status, stage=stage)
+        return folder
+
+    def _skip_if_finished(self, session: Session, job: ImportJob, ready: ReadyEvent, folder: Path) -> None:
+        if job.status == JobStatus.DONE.value:
+            # A replayed or duplicated event: re-announce the result, change nothing.
+            self._repair_folder(session, ready, folder)
+            raise _Skip(self._imported_again(job, ready))
+        if job.status in (JobStatus.FAILED.value, JobStatus.CANCELLED.value) and not folder.is_dir():
+            log.info("%s: event %s already ended %s; nothing to redo", ready.analysis, ready.event_id,
+                     job.status)
+            raise _Skip([])
+        earlier = find_done_job(session, analysis_name=ready.analysis, fingerprint=ready.fingerprint)
+        if earlier is not None and earlier.id != job.id:
+            job.analysis_id = earlier.analysis_id
+            transition(session, job, JobStatus.DONE, stage="dedupe",
+                       message=f"same folder content as import job {earlier.id}: nothing to do")
+            self._repair_folder(session, ready, folder)
+            raise _Skip(self._imported_again(job, ready))
+
+    def _repair_folder(self, session: Session, ready: ReadyEvent, folder: Path) -> None:
+        """A crash between commit and move leaves an imported folder in incoming: move it now."""
+        if folder.is_dir() and self._imported_fingerprint(session, ready.analysis) == ready.fingerprint:
+            log.info("%s: already imported; moving its folder to ANALYSES_PATH", ready.analysis)
+            move_to_imported(folder, self.settings)
+
+    def _reject_duplicate_name(self, session: Session, ready: ReadyEvent) -> None:
+        stored = self._imported_fingerprint(session, ready.analysis)
+        if stored is None:
+            return
+        if stored == ready.fingerprint:
+            # Imported by a job that has not recorded DONE yet cannot happen (one transaction);
+            # this is a fingerprint match with a different event: treat as finished work.
+            raise _Skip([])
+        raise DuplicateAnalysisError(
+            f"an analysis named {ready.analysis!r} was already imported with different content",
+            file=ready.folder, expected="a new analysis name (use reanalysis to re-import)")
+
+    def _imported_fingerprint(self, session: Session, name: str) -> str | None:
+        properties = session.scalar(sa.select(Analysis.properties).where(Analysis.name == name))
+        if properties is None:
+            exists = session.scalar(sa.select(Analysis.id).where(Analysis.name == name))
+            return "" if exists is not None else None
+        return str(properties.get("fingerprint", ""))
+
+    def _job(self, session: Session, ready: ReadyEvent) -> ImportJob:
+        return get_or_create_job(session, event_id=ready.event_id, analysis_name=ready.analysis,
+                                 fingerprint=ready.fingerprint)
+
+    def _work_dir(self, ready: ReadyEvent) -> Path:
+        return self.settings.work_dir / ready.analysis / ready.event_id
+
+    def _imported(self, ready: ReadyEvent, analysis_id: int, counts: dict[str, int]) -> Outgoing:
+        event = imported_event(ready, analysis_id=analysis_id, counts=counts, producer=self.producer)
+        return Outgoing(self.topics.imported, ready.analysis, encode(event))
+
+    def _imported_again(self, job: ImportJob, ready: ReadyEvent) -> list[Outgoing]:
+        if job.analysis_id is None:
+            return []
+        return [self._imported(ready, job.analysis_id, {})]
+
+    def _fail(self, ready: ReadyEvent, stage: str, error: Exception) -> list[Outgoing]:
+        metrics.STAGE_FAILURES.labels(stage=stage).inc()
+        if not isinstance(error, InputError):
+            log.exception("%s: internal error in the %s stage", ready.analysis, stage)
+            error = InputError(f"internal error ({type(error).__name__}): {error}")
+        log.warning("%s: %s stage failed: %s", ready.analysis, stage, error)
+        attempt = 1
+        with session_scope(self.db_url) as session:
+            job = self._job(session, ready)
+            attempt = max(job.attempts, 1)
+            if job.status != JobStatus.DONE.value:
+                transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
+        folder = resolve_in_incoming(ready.folder, self.incoming)
+        if folder.is_dir():
+            details = {"stage": stage, **error.to_dict(), "event_id": ready.event_id}
+            move_to_failed(folder, self.settings, details)
+        shutil.rmtree(self._work_dir(ready), ignore_errors=True)
+        dead = failed_event(ready.to_dict(), stage=stage, error=error, producer=self.producer,
+                            attempt=attempt, analysis=ready.analysis)
+        return [Outgoing(self.topics.failed, ready.analysis, encode(dead))]
+
+    def _dead_letter(self, raw: bytes, stage: str, error: InputError) -> Outgoing:
+        dead = failed_event(raw, stage=stage, error=error, producer=self.producer)
+        return Outgoing(self.topics.failed, dead.analysis or "", encode(dead))

@@ -1,0 +1,67 @@
+"""Publishing one analysis folder as an ``analysis.ready`` event (used by the watcher and
+``annostream publish``).
+
+The folder is checked the way the importer will read it (``load_analysis_folder``) before
+anything is published, so a broken folder fails here, where the user can see it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.config import Settings
+from engine.events import Genepanel, ReadyEvent, build_ready_event, default_producer, encode
+from engine.kafka import EventProducer, Topics, ensure_topics, require_bootstrap
+
+if TYPE_CHECKING:
+    from engine.deposit.records import AnalysisSpec
+
+log = logging.getLogger(__name__)
+
+
+def check_folder(folder: Path) -> AnalysisSpec:
+    """Parse the analysis folder; raises engine.errors.InputError if it cannot be imported."""
+    from engine.deposit.analysis_folder import load_analysis_folder  # parsing is heavy; load lazily
+
+    return load_analysis_folder(folder)
+
+
+def apply_spec(event: ReadyEvent, spec: AnalysisSpec) -> ReadyEvent:
+    """The event with the analysis name, gene panel and priority from the parsed folder."""
+    panel = None
+    if spec.genepanel_name and spec.genepanel_version:
+        panel = Genepanel(name=spec.genepanel_name, version=spec.genepanel_version)
+    return dataclasses.replace(event, analysis=spec.name, genepanel=panel, priority=spec.priority)
+
+
+def prepare_ready_event(folder: Path, settings: Settings, *, producer: str) -> ReadyEvent:
+    """Check ``folder`` (inside ANALYSES_INCOMING) and describe it as an analysis.ready event."""
+    spec = check_folder(folder)
+    event = build_ready_event(folder, settings.analyses_incoming, producer=producer)
+    return apply_spec(event, spec)
+
+
+def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics) -> None:
+    """Publish (keyed by analysis name) and wait for the broker's acknowledgement."""
+    producer.send(topics.ready, event.key, encode(event))
+    log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
+             event.folder, len(event.files), event.fingerprint[:12])
+
+
+def publish_folder(folder: Path, settings: Settings, *, producer_name: str | None = None) -> ReadyEvent:
+    """Check and publish one folder; returns the published event.
+
+    Raises InputError (folder problem), EventRejected (event would violate its schema) or
+    BrokerUnavailable (KAFKA_BOOTSTRAP_SERVERS unset or unreachable).
+    """
+    bootstrap = require_bootstrap(settings, "publish")
+    event = prepare_ready_event(folder, settings, producer=producer_name or default_producer("publish"))
+    topics = Topics.from_settings(settings)
+    ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
+                  replication_factor=settings.topic_replication_factor)
+    with EventProducer(bootstrap, client_id="annostream-publish") as producer:
+        send_ready(event, producer, topics)
+    return event

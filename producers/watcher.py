@@ -1,0 +1,300 @@
+"""The folder watcher: publishes ``analysis.ready`` for every analysis folder in
+ANALYSES_INCOMING that holds a ``READY`` marker (pipelines write it last).
+
+- Folders already present at start are published (the initial scan runs after the file
+  system watch is armed, so nothing written in between is missed).
+- A folder that fails the minimum check (``load_analysis_folder``) is moved to
+  ANALYSES_FAILED with ``error.json`` (stage ``watch``) and an ``analysis.failed`` event.
+- The same folder content (fingerprint) is published once per run; changed content is
+  published again. Downstream stages are idempotent, so a restart that republishes is safe.
+- Allow/deny regexes (full match on the analysis name) come from ANALYSES_ALLOW/ANALYSES_DENY
+  and ANALYSES_ALLOW_FILE/ANALYSES_DENY_FILE; the files are re-read when they change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from watchfiles._rust_notify import RustNotify
+
+from engine.config import ConfigError, Settings
+from engine.errors import InputError
+from engine.events import (
+    EventRejected,
+    ReadyEvent,
+    build_ready_event,
+    default_producer,
+    encode,
+    failed_event,
+)
+from engine.folders import READY_FILE, move_to_failed
+from engine.kafka import BrokerUnavailable, EventProducer, Topics, ensure_topics, require_bootstrap
+from producers.publish import apply_spec, check_folder, send_ready
+
+log = logging.getLogger(__name__)
+
+# File system events are grouped until STEP_MS pass without a new one (at most DEBOUNCE_MS),
+# which keeps READY -> published latency in the tens of milliseconds.
+DEBOUNCE_MS = 200
+STEP_MS = 20
+# How often the loop wakes without file events: retry failed publishes, re-read list files.
+TICK_MS = 1000
+
+
+# --- allow / deny lists -----------------------------------------------------------------------
+
+
+@dataclass
+class PatternList:
+    """Regexes from an inline comma-separated value plus an optional file (one per line)."""
+
+    variable: str
+    inline: str = ""
+    path: Path | None = None
+    patterns: tuple[re.Pattern[str], ...] = ()
+    _file_state: tuple[int, int] | None = field(default=None, repr=False)
+
+    def load(self) -> None:
+        """Compile everything now; ConfigError names the variable and the bad regex."""
+        sources = [item.strip() for item in self.inline.split(",")]
+        if self.path is not None:
+            try:
+                self._file_state = _file_state(self.path)
+                sources += _pattern_lines(self.path.read_text(encoding="utf-8"))
+            except OSError as error:
+                raise ConfigError(f"{self.variable}_FILE={self.path}: cannot read ({error.strerror})"
+                                  ) from None
+        self.patterns = tuple(_compile(item, self.variable) for item in sources if item)
+
+    def refresh(self) -> bool:
+        """Re-read the file if it changed; True when the list changed. Keeps the old list on error."""
+        if self.path is None:
+            return False
+        try:
+            state = _file_state(self.path)
+        except OSError:
+            state = None
+        if state == self._file_state:
+            return False
+        before = [pattern.pattern for pattern in self.patterns]
+        try:
+            self.load()
+        except ConfigError as error:
+            self._file_state = state
+            log.error("%s; keeping the previous list", error)
+            return False
+        log.info("re-read %s_FILE %s: %d patterns", self.variable, self.path, len(self.patterns))
+        return before != [pattern.pattern for pattern in self.patterns]
+
+    def matches(self, name: str) -> bool:
+        return any(pattern.fullmatch(name) for pattern in self.patterns)
+
+
+def _file_state(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return (stat.st_mtime_ns, stat.st_size)
+
+
+def _pattern_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _compile(pattern: str, variable: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ConfigError(f"{variable}: invalid regular expression {pattern!r}: {error}") from None
+
+
+class NameFilter:
+    """Which analysis names are published: deny wins; an empty allow list allows all."""
+
+    def __init__(self, allow: PatternList, deny: PatternList):
+        self.allow = allow
+        self.deny = deny
+        allow.load()
+        deny.load()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NameFilter:
+        return cls(PatternList("ANALYSES_ALLOW", settings.analyses_allow, settings.analyses_allow_file),
+                   PatternList("ANALYSES_DENY", settings.analyses_deny, settings.analyses_deny_file))
+
+    def allows(self, name: str) -> bool:
+        if self.deny.matches(name):
+            return False
+        return not self.allow.patterns or self.allow.matches(name)
+
+    def refresh(self) -> bool:
+        changed_allow = self.allow.refresh()
+        changed_deny = self.deny.refresh()
+        return changed_allow or changed_deny
+
+
+# --- the watcher ------------------------------------------------------------------------------
+
+
+class Watcher:
+    """Watches ANALYSES_INCOMING and publishes ready folders through ``producer``."""
+
+    def __init__(self, settings: Settings, producer: EventProducer, *, producer_name: str | None = None):
+        self.settings = settings
+        self.producer = producer
+        self.producer_name = producer_name or default_producer("watcher")
+        self.incoming = settings.analyses_incoming.resolve()
+        self.topics = Topics.from_settings(settings)
+        self.names = NameFilter.from_settings(settings)
+        self._published: dict[str, str] = {}  # folder (relative) -> fingerprint
+        self._retry: set[str] = set()  # ready folders whose publish must be retried
+        self._stop = threading.Event()
+        self.ready = threading.Event()  # set once watching (and the initial scan is done)
+
+    # public API
+
+    def run(self) -> None:
+        """Scan, then watch until :meth:`stop` is called."""
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        force_polling = os.environ.get("WATCHFILES_FORCE_POLLING", "").lower() in {"1", "true", "yes"}
+        with RustNotify([str(self.incoming)], False, force_polling, 300, True, False) as notify:
+            self.scan()  # after arming the watch: a READY written meanwhile is seen twice, not never
+            self.ready.set()
+            log.info("watching %s", self.incoming)
+            while not self._stop.is_set():
+                changes = notify.watch(DEBOUNCE_MS, STEP_MS, TICK_MS, self._stop)
+                if changes == "stop":
+                    break
+                self._handle(changes)
+        log.info("watcher stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def scan(self) -> list[ReadyEvent]:
+        """Consider every folder in ANALYSES_INCOMING; returns the events published."""
+        published = []
+        for folder in sorted(self._folders()):
+            event = self.consider(folder)
+            if event is not None:
+                published.append(event)
+        return published
+
+    def consider(self, folder: Path) -> ReadyEvent | None:
+        """Publish ``folder`` if it is ready, allowed, valid and not yet published as is."""
+        key = folder.name
+        if not folder.is_dir():
+            self._forget(key)
+            return None
+        if not (folder / READY_FILE).is_file() or not self.names.allows(folder.name):
+            return None
+        try:
+            return self._publish_if_new(folder, key)
+        except (InputError, EventRejected) as error:
+            self._fail(folder, key, error)
+        except BrokerUnavailable as error:
+            log.error("%s; will retry %s", error, key)
+            self._retry.add(key)
+        except FileNotFoundError as error:
+            log.info("%s changed while reading it (%s); waiting for the next change", key, error)
+        return None
+
+    # internals
+
+    def _publish_if_new(self, folder: Path, key: str) -> ReadyEvent | None:
+        event = build_ready_event(folder, self.incoming, producer=self.producer_name)
+        if self._published.get(key) == event.fingerprint:
+            return None
+        spec = check_folder(folder)
+        if spec.name != folder.name and not self.names.allows(spec.name):
+            return None
+        event = apply_spec(event, spec)
+        send_ready(event, self.producer, self.topics)
+        self._published[key] = event.fingerprint
+        self._retry.discard(key)
+        return event
+
+    def _fail(self, folder: Path, key: str, error: InputError | EventRejected) -> None:
+        details = error.to_dict() if isinstance(error, InputError) else {
+            "message": error.reason, "file": None, "line": None, "expected": None}
+        dead_letter = failed_event({"folder": key, "analysis": folder.name}, stage="watch", error=error,
+                                   producer=self.producer_name, analysis=folder.name)
+        try:
+            moved = move_to_failed(folder, self.settings, {"stage": "watch", **details,
+                                                           "event_id": dead_letter.event_id})
+        except OSError as move_error:
+            log.error("%s failed the check (%s) and could not be moved: %s", key, details["message"],
+                      move_error)
+            return
+        self._forget(key)
+        log.warning("%s failed the check, moved to %s: %s", key, moved, details["message"])
+        with contextlib.suppress(BrokerUnavailable):
+            self.producer.send(self.topics.failed, dead_letter.key, encode(dead_letter))
+
+    def _handle(self, changes: set[tuple[int, str]] | str) -> None:
+        if self.names.refresh():
+            self.scan()  # a list changed: folders may have become (un)publishable
+            return
+        if not isinstance(changes, set):  # timeout or signal: retry what failed to publish
+            for key in sorted(self._retry):
+                self.consider(self.incoming / key)
+            return
+        for key in sorted(self._affected(path for _, path in changes)):
+            self.consider(self.incoming / key)
+
+    def _affected(self, paths: Iterable[str]) -> set[str]:
+        keys = set()
+        for raw in paths:
+            path = Path(raw)
+            if not path.is_relative_to(self.incoming) or path == self.incoming:
+                continue
+            keys.add(path.relative_to(self.incoming).parts[0])
+        return keys
+
+    def _folders(self) -> Iterable[Path]:
+        with os.scandir(self.incoming) as entries:
+            return [Path(entry.path) for entry in entries
+                    if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")]
+
+    def _forget(self, key: str) -> None:
+        self._published.pop(key, None)
+        self._retry.discard(key)
+
+
+def run_watcher(settings: Settings, *, producer_name: str | None = None) -> None:
+    """Entry point of ``annostream watch``: runs until SIGTERM or SIGINT."""
+    bootstrap = require_bootstrap(settings, "watch")
+    topics = Topics.from_settings(settings)
+    ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
+                  replication_factor=settings.topic_replication_factor)
+    with EventProducer(bootstrap, client_id="annostream-watcher") as producer:
+        watcher = Watcher(settings, producer, producer_name=producer_name)
+        restore = _stop_on_signals(watcher.stop)
+        try:
+            watcher.run()
+        finally:
+            restore()
+
+
+def _stop_on_signals(stop: Callable[[], None]) -> Callable[[], None]:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+__all__ = ["NameFilter", "PatternList", "Watcher", "run_watcher"]

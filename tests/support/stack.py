@@ -1,0 +1,133 @@
+"""Run the real ``annostream up`` process tree against the test broker and database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from engine.broker import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+
+
+@dataclass
+class Stack:
+    env: dict[str, str]
+    root: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def incoming(self) -> Path:
+        return Path(self.env["ANALYSES_INCOMING"])
+
+    @property
+    def imported(self) -> Path:
+        return Path(self.env["ANALYSES_PATH"])
+
+    @property
+    def failed(self) -> Path:
+        return Path(self.env["ANALYSES_FAILED"])
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([sys.executable, "-m", "engine", *args], env=self.env,
+                                capture_output=True, text=True, timeout=120)
+        if check and result.returncode != 0:
+            raise AssertionError(f"annostream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start(self, *extra: str) -> Stack:
+        log = open(self.root / "up.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen([sys.executable, "-m", "engine", "up", *extra], env=self.env,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /healthz",
+                   on_timeout=self.log_tail)
+        return self
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"annostream up exited early:\n{self.log_tail()}")
+        try:
+            return httpx.get(f"{self.api}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_tail(self, lines: int = 80) -> str:
+        path = self.root / "up.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGINT)
+        try:
+            self.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def drop(self, source: Path, name: str | None = None, *, ready: bool = True) -> Path:
+        """Copy an analysis folder into incoming the way pipelines do: READY last."""
+        target = self.incoming / (name or source.name)
+        staging = self.incoming.parent / f"staging-{uuid.uuid4().hex[:6]}"
+        shutil.copytree(source, staging)
+        (staging / "READY").unlink(missing_ok=True)
+        staging.rename(target)
+        if ready:
+            (target / "READY").touch()
+        return target
+
+    def get(self, path: str, **params: Any) -> Any:
+        response = httpx.get(f"{self.api}{path}", params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+
+def make_stack(tmp_path: Path, *, db_url: str, bootstrap: str, prefix: str) -> Stack:
+    data = tmp_path / "data"
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    port = free_port()
+    env.update({
+        "DB_URL": db_url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "ANNOSTREAM_TOPIC_PREFIX": prefix,
+        "ANNOSTREAM_APP_ID": f"annostream-{prefix.strip('.')}",
+        "ANNOSTREAM_DATA_DIR": str(data),
+        "ANALYSES_INCOMING": str(data / "incoming"),
+        "ANALYSES_PATH": str(data / "imported"),
+        "ANALYSES_FAILED": str(data / "failed"),
+        "PORT": str(port),
+        "ANNOSTREAM_API_WORKERS": "1",
+        "LOG_LEVEL": "INFO",
+    })
+    for key in ("ANALYSES_INCOMING", "ANALYSES_PATH", "ANALYSES_FAILED"):
+        Path(env[key]).mkdir(parents=True, exist_ok=True)
+    return Stack(env=env, root=tmp_path, port=port)
+
+
+def wait_until(condition: Callable[[], Any], *, timeout_s: float, what: str, interval_s: float = 0.1,
+               on_timeout: Callable[[], str] | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval_s)
+    detail = f"\n{on_timeout()}" if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
