@@ -24,6 +24,7 @@ run: install
 
 test: install
 	@bash ops/scripts/ensure-postgres.sh
+	@bash ops/scripts/ensure-tools.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install

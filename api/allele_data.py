@@ -25,15 +25,18 @@ SAMPLE_DATA_FIELDS = (
 )
 
 
+# Pages select plain columns, not ORM entities: building thousands of tracked objects costs
+# more than the queries themselves.
+ALLELE_COLUMNS = tuple(getattr(Allele, name) for name in ALLELE_FIELDS)
+SAMPLE_DATA_COLUMNS = tuple(getattr(GenotypeSampleData, name) for name in SAMPLE_DATA_FIELDS)
+ANNOTATION_VERSION_COLUMNS = (Annotation.id, Annotation.date_created, Annotation.date_superceeded,
+                              Annotation.bundle_version, Annotation.annotation_config_id)
+ANNOTATION_COLUMNS = (Annotation.id, Annotation.date_created, Annotation.bundle_version,
+                      Annotation.annotation_config_id, Annotation.annotations)
+
+
 def allele_fields(allele: Allele) -> dict[str, Any]:
     return {name: getattr(allele, name) for name in ALLELE_FIELDS}
-
-
-def annotation_fields(annotation: Annotation | None) -> dict[str, Any] | None:
-    if annotation is None:
-        return None
-    return {"id": annotation.id, "date_created": annotation.date_created,
-            "annotations": annotation.annotations}
 
 
 def analysis_allele_ids(analysis_id: int) -> sa.Subquery:
@@ -51,26 +54,31 @@ def count_analysis_alleles(session: Session, analysis_id: int) -> int:
     return int(session.scalar(sa.select(sa.func.count()).select_from(ids)) or 0)
 
 
-def analysis_alleles(session: Session, analysis_id: int, page: Pagination) -> list[Allele]:
+def analysis_alleles(session: Session, analysis_id: int, page: Pagination) -> list[dict[str, Any]]:
     # Ordered by id: stable across pages, and ids follow VCF order within one import.
     ids = analysis_allele_ids(analysis_id)
     query = (
-        sa.select(Allele)
+        sa.select(*ALLELE_COLUMNS)
         .where(Allele.id.in_(sa.select(ids.c.allele_id)))
         .order_by(Allele.id)
         .offset(page.offset)
         .limit(page.per_page)
     )
-    return list(session.scalars(query))
+    return [dict(row._mapping) for row in session.execute(query)]
 
 
-def current_annotations(session: Session, allele_ids: list[int]) -> dict[int, Annotation]:
+def current_annotations(session: Session, allele_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """``{allele_id: {id, date_created, ..., annotations}}`` of each allele's current annotation."""
     if not allele_ids:
         return {}
-    query = sa.select(Annotation).where(
+    query = sa.select(Annotation.allele_id, *ANNOTATION_COLUMNS).where(
         Annotation.allele_id.in_(allele_ids), Annotation.date_superceeded.is_(None)
     )
-    return {annotation.allele_id: annotation for annotation in session.scalars(query)}
+    annotations = {}
+    for row in session.execute(query):
+        fields = dict(row._mapping)
+        annotations[fields.pop("allele_id")] = fields
+    return annotations
 
 
 def analysis_genotypes(
@@ -87,8 +95,8 @@ def analysis_genotypes(
         (GenotypeSampleData.secondallele.is_(True), Genotype.secondallele_id), else_=Genotype.allele_id
     )
     query = (
-        sa.select(GenotypeSampleData, described_allele.label("allele_id"), Sample.identifier,
-                  Genotype.filter_status, Genotype.variant_quality)
+        sa.select(*SAMPLE_DATA_COLUMNS, Genotype.filter_status, Genotype.variant_quality,
+                  described_allele.label("described_allele_id"), Sample.identifier)
         .join(Genotype, GenotypeSampleData.genotype_id == Genotype.id)
         .join(Sample, GenotypeSampleData.sample_id == Sample.id)
         .where(
@@ -101,9 +109,9 @@ def analysis_genotypes(
         )
     )
     genotypes: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for sample_data, allele_id, identifier, filter_status, variant_quality in session.execute(query):
-        fields = {name: getattr(sample_data, name) for name in SAMPLE_DATA_FIELDS}
-        fields.update(filter_status=filter_status, variant_quality=variant_quality)
+    for row in session.execute(query):
+        fields = dict(row._mapping)
+        allele_id, identifier = fields.pop("described_allele_id"), fields.pop("identifier")
         genotypes[allele_id][identifier] = fields
     return genotypes
 
@@ -114,21 +122,19 @@ def analysis_allele_page(
     """One page of an analysis's alleles with genotypes and current annotation, and the total."""
     total = count_analysis_alleles(session, analysis_id)
     alleles = analysis_alleles(session, analysis_id, page)
-    ids = [allele.id for allele in alleles]
+    ids = [allele["id"] for allele in alleles]
     genotypes = analysis_genotypes(session, analysis_id, ids)
     annotations = current_annotations(session, ids)
-    items = [
-        {**allele_fields(allele), "genotypes": genotypes.get(allele.id, {}),
-         "annotation": annotation_fields(annotations.get(allele.id))}
-        for allele in alleles
-    ]
-    return items, total
+    for allele in alleles:
+        allele["genotypes"] = genotypes.get(allele["id"], {})
+        allele["annotation"] = annotations.get(allele["id"])
+    return alleles, total
 
 
 def annotation_history(session: Session, allele_id: int) -> list[dict[str, Any]]:
     """Id and dates of every annotation the allele ever had, oldest first (not the documents)."""
     query = (
-        sa.select(Annotation.id, Annotation.date_created, Annotation.date_superceeded)
+        sa.select(*ANNOTATION_VERSION_COLUMNS)
         .where(Annotation.allele_id == allele_id)
         .order_by(Annotation.date_created, Annotation.id)
     )

@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from api.errors import install_error_handlers
-from api.routes import alleles, analyses, health, import_jobs
+from api.routes import alleles, analyses, genepanels, health, import_jobs
 from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
@@ -51,11 +51,6 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(analyses.router)
     app.include_router(alleles.router)
     app.include_router(import_jobs.router)
-    # Gene panels: owned by the gene panel module (api/routes/genepanels.py).
-    try:  # TEMPORARY while the module is being written
-        from api.routes import genepanels
-    except ImportError:
-        return
     app.include_router(genepanels.router)
 
 

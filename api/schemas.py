@@ -94,6 +94,8 @@ class GenotypeOut(ApiModel):
 class AnnotationOut(ApiModel):
     id: int
     date_created: dt.datetime
+    bundle_version: str | None  # annotation data bundle that produced it; None = from VCF INFO
+    annotation_config_id: int | None
     annotations: dict[str, Any]
 
 
@@ -101,6 +103,8 @@ class AnnotationVersion(ApiModel):
     id: int
     date_created: dt.datetime
     date_superceeded: dt.datetime | None
+    bundle_version: str | None
+    annotation_config_id: int | None
 
 
 class AnalysisAlleleOut(AlleleOut):

@@ -21,7 +21,7 @@ from engine.db.migrate import require_current
 
 log = logging.getLogger("annostream.api")
 
-DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces; PORT picks the port
+DEFAULT_HOST = "0.0.0.0"  # a service listens on all interfaces
 WORKER_CLASS = "uvicorn_worker.UvicornWorker"
 GRACEFUL_TIMEOUT_S = 30
 WORKER_TIMEOUT_S = 120
@@ -34,7 +34,7 @@ def _child_exit(_server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid)
 
 
-class ApiServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no type hints
+class ApiServer(BaseApplication):
     """Gunicorn configured in code: no gunicorn.conf.py, no command-line parsing."""
 
     def __init__(self, settings: Settings, host: str, port: int) -> None:
@@ -50,12 +50,16 @@ class ApiServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships no typ
             "loglevel": settings.log_level.lower(),
             "proc_name": "annostream-api",
             "child_exit": _child_exit,
+            # gunicorn >= 25 opens one fixed-path control socket per user: several servers on
+            # one machine (tests, `annostream up` next to a manual `annostream api`) would clash.
+            "control_socket_disable": True,
         }
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # older gunicorn lacks some settings
+                self.cfg.set(key, value)
 
     def load(self) -> Any:
         from api.app import create_app

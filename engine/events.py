@@ -321,11 +321,13 @@ def _from_document(document: dict[str, Any]) -> Event:
     return FailedEvent(**_fields(document, FailedEvent))
 
 
-def _fields(document: dict[str, Any], kind: type[_Event], *, skip: tuple[str, ...] = ("ready", "artifacts",
-                                                                                       "files", "genepanel")
-            ) -> dict[str, Any]:
-    names = {item.name for item in dataclasses.fields(kind)}
-    return {key: value for key, value in document.items() if key in names and key not in skip}
+_NESTED_FIELDS = frozenset({"ready", "artifacts", "files", "genepanel"})  # built by their own helpers
+
+
+def _fields(document: dict[str, Any], kind: type[_Event]) -> dict[str, Any]:
+    """The document's plain (non-nested) fields that ``kind`` has."""
+    names = {item.name for item in dataclasses.fields(kind)} - _NESTED_FIELDS
+    return {key: value for key, value in document.items() if key in names}
 
 
 def _ready_from(document: dict[str, Any]) -> ReadyEvent:

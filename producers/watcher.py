@@ -190,6 +190,10 @@ class Watcher:
     def consider(self, folder: Path) -> ReadyEvent | None:
         """Publish ``folder`` if it is ready, allowed, valid and not yet published as is."""
         key = folder.name
+        if key.startswith(".") or folder.is_symlink():
+            # Hidden folders are staging areas (write there, then rename into place); a
+            # symlinked folder could point anywhere, so it is never published or moved.
+            return None
         if not folder.is_dir():
             self._forget(key)
             return None
@@ -204,6 +208,12 @@ class Watcher:
             self._retry.add(key)
         except FileNotFoundError as error:
             log.info("%s changed while reading it (%s); waiting for the next change", key, error)
+        except OSError as error:
+            self._fail(folder, key, InputError(f"cannot read: {error.strerror}", file=error.filename))
+        except Exception as error:
+            # A bug must not stop the watcher for every other folder; park this one visibly.
+            log.exception("internal error while checking %s", key)
+            self._fail(folder, key, InputError(f"internal error ({type(error).__name__}): {error}"))
         return None
 
     # internals

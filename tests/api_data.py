@@ -51,7 +51,7 @@ def _sample_data(genotype: Genotype, sample: Sample, type_: str, **fields: objec
     return GenotypeSampleData(genotype_id=genotype.id, sample_id=sample.id, type=type_, **fields)
 
 
-def populate(url: str) -> Ids:  # noqa: PLR0915 - one linear story of rows
+def populate(url: str) -> Ids:
     with session_scope(url) as session:
         session.add(Genepanel(name="HBOC", version="v01", genome_reference="GRCh37"))
         session.flush()
@@ -86,7 +86,8 @@ def populate(url: str) -> Ids:  # noqa: PLR0915 - one linear story of rows
         g_snv = Genotype(allele_id=snv.id, sample_id=proband.id, filter_status="PASS", variant_quality=500.0)
         g_pair = Genotype(allele_id=first.id, secondallele_id=second.id, sample_id=proband.id,
                           filter_status="LowQual", variant_quality=42.5)
-        g_single_snv = Genotype(allele_id=snv.id, sample_id=lone.id, filter_status="PASS", variant_quality=90.0)
+        g_single_snv = Genotype(allele_id=snv.id, sample_id=lone.id, filter_status="PASS",
+                                variant_quality=90.0)
         g_single_only = Genotype(allele_id=single_only.id, sample_id=lone.id, filter_status="PASS",
                                  variant_quality=77.0)
         session.add_all([g_snv, g_pair, g_single_snv, g_single_only])
@@ -116,7 +117,8 @@ def populate(url: str) -> Ids:  # noqa: PLR0915 - one linear story of rows
         session.add(old)
         session.flush()
         current = Annotation(allele_id=snv.id, annotations={"frequencies": {"gnomad": 0.2}, "version": 2},
-                             date_created=T0 + dt.timedelta(days=5), previous_annotation_id=old.id)
+                             date_created=T0 + dt.timedelta(days=5), previous_annotation_id=old.id,
+                             bundle_version="2024.1")
         session.add_all([current, Annotation(allele_id=first.id, annotations={"transcripts": []},
                                              date_created=T0)])
         session.flush()

@@ -84,7 +84,8 @@ def test_analysis_detail_has_samples_with_family(client: TestClient, ids: Ids) -
     assert (proband["proband"], proband["affected"], proband["sex"]) == (True, True, "Female")
     assert (proband["father"], proband["mother"], proband["sibling"]) == ("F1", "M1", None)
     assert proband["sample_type"] == "HTS"
-    assert (samples["F1"]["proband"], samples["F1"]["affected"], samples["F1"]["sex"]) == (False, False, "Male")
+    father = samples["F1"]
+    assert (father["proband"], father["affected"], father["sex"]) == (False, False, "Male")
     assert samples["F1"]["father"] is None
 
 
@@ -184,6 +185,8 @@ def test_allele_detail_has_current_annotation_and_history(client: TestClient, id
     assert [entry["id"] for entry in history] == [ids.old_annotation, ids.current_annotation]
     assert history[0]["date_superceeded"].startswith("2024-03-06")
     assert history[1]["date_superceeded"] is None
+    assert [entry["bundle_version"] for entry in history] == [None, "2024.1"]
+    assert body["annotation"]["bundle_version"] == "2024.1"
 
     unannotated = ok_json(client, f"/api/v1/alleles/{ids.second_of_pair}")
     assert (unannotated["annotation"], unannotated["annotation_history"]) == (None, [])
@@ -325,6 +328,7 @@ def test_metrics_expose_counters_by_route_template(client: TestClient, ids: Ids)
     for _ in range(2):
         ok_json(client, f"/api/v1/analyses/{ids.trio}")
     client.get("/api/v1/analyses/987654")
+    client.get("/no/such/987654")
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -338,7 +342,9 @@ def test_metrics_expose_counters_by_route_template(client: TestClient, ids: Ids)
     assert float(_sample(text, ok_line)) >= 2
     assert float(_sample(text, missing_line)) >= 1
     assert f'route="/api/v1/analyses/{ids.trio}"' not in text  # ids never become label values
-    assert 'route="<unmatched>"' not in text
+    assert 'route="/no/such/987654"' not in text
+    assert float(_sample(text, ok_line.replace("/api/v1/analyses/{analysis_id}", "<unmatched>")
+                         .replace('"200"', '"404"'))) >= 1
 
 
 def _sample(text: str, prefix: str) -> str:

@@ -36,7 +36,12 @@ def test_reads_hboc_panel() -> None:
     by_name = {row.transcript_name: row for row in panel.transcripts}
     brca1 = by_name["NM_007294.3"]
     assert (brca1.chromosome, brca1.tx_start, brca1.tx_end, brca1.strand) == ("17", 41196311, 41277500, "-")
-    assert (brca1.cds_start, brca1.cds_end, brca1.type, brca1.inheritance) == (41197694, 41276113, "RefSeq", "AD")
+    assert (brca1.cds_start, brca1.cds_end, brca1.type, brca1.inheritance) == (
+        41197694,
+        41276113,
+        "RefSeq",
+        "AD",
+    )
     assert len(brca1.exon_starts) == len(brca1.exon_ends) == 23
     # NM_007294.3 is a 7207 nt mRNA with a 5592 nt CDS (1863 codons + stop).
     assert sum(end - start for start, end in zip(brca1.exon_starts, brca1.exon_ends, strict=True)) == 7207
@@ -54,7 +59,9 @@ def test_reads_hboc_panel() -> None:
 
 
 def _coding_length(starts: tuple[int, ...], ends: tuple[int, ...], cds_start: int, cds_end: int) -> int:
-    return sum(max(0, min(end, cds_end) - max(start, cds_start)) for start, end in zip(starts, ends, strict=True))
+    return sum(
+        max(0, min(end, cds_end) - max(start, cds_start)) for start, end in zip(starts, ends, strict=True)
+    )
 
 
 def test_optional_columns_tags_hgnc_prefix_and_trailing_commas(tmp_path: Path) -> None:
@@ -63,7 +70,7 @@ def test_optional_columns_tags_hgnc_prefix_and_trailing_commas(tmp_path: Path) -
         fields[6], fields[7] = "MANE Select, clinical", "HGNC:1100"
         fields[12] += ","  # UCSC writes exon lists with a trailing comma
         fields[13] += ","
-        return [*lines[:BRCA1_LINE - 1], "\t".join(fields), *lines[BRCA1_LINE:]]
+        return [*lines[: BRCA1_LINE - 1], "\t".join(fields), *lines[BRCA1_LINE:]]
 
     panel = read_genepanel_folder(copy_panel(tmp_path, edit_transcripts=edit))
     brca1 = next(row for row in panel.transcripts if row.gene_id == 1100)
@@ -83,8 +90,9 @@ def test_duplicate_phenotype_lines_are_one_phenotype(tmp_path: Path) -> None:
 
 
 def test_phenotype_symbol_mismatch_is_a_warning(tmp_path: Path) -> None:
-    folder = copy_panel(tmp_path, edit_phenotypes=lambda lines: [*lines[:2], replace_field(lines[2], 1, "BRCC1"),
-                                                                 *lines[3:]])
+    folder = copy_panel(
+        tmp_path, edit_phenotypes=lambda lines: [*lines[:2], replace_field(lines[2], 1, "BRCC1"), *lines[3:]]
+    )
     warnings = read_genepanel_folder(folder).warnings
     assert len(warnings) == 1
     assert ":3: HGNC id 1100 is BRCC1 here but BRCA1" in warnings[0]
@@ -92,7 +100,12 @@ def test_phenotype_symbol_mismatch_is_a_warning(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("transcript_name", "expected"),
-    [("NM_007294.3", "RefSeq"), ("ENST00000357654", "Ensembl"), ("LRG_292t1", "LRG"), ("NR_003051.3", "RefSeq")],
+    [
+        ("NM_007294.3", "RefSeq"),
+        ("ENST00000357654", "Ensembl"),
+        ("LRG_292t1", "LRG"),
+        ("NR_003051.3", "RefSeq"),
+    ],
 )
 def test_transcript_type_follows_the_accession(transcript_name: str, expected: str) -> None:
     assert transcript_type(transcript_name) == expected
@@ -118,28 +131,71 @@ def _edit_line(line_number: int, column: int, value: str) -> Edit:
 
 MALFORMED_TRANSCRIPTS: dict[str, tuple[Edit, int | None, str, str]] = {
     # case: (edit, line, words in the message, words in "expected")
-    "start not a number": (_edit_line(BRCA2_LINE, 1, "32889616x"), BRCA2_LINE, "'read start'", "whole number"),
+    "start not a number": (
+        _edit_line(BRCA2_LINE, 1, "32889616x"),
+        BRCA2_LINE,
+        "'read start'",
+        "whole number",
+    ),
     "negative end": (_edit_line(BRCA1_LINE, 2, "-5"), BRCA1_LINE, "'read end'", "whole number"),
     "start after end": (_edit_line(BRCA1_LINE, 1, "41277501"), BRCA1_LINE, "after read end", "start <= end"),
     "bad strand": (_edit_line(BRCA2_LINE, 5, "*"), BRCA2_LINE, "strand is '*'", "'+' or '-'"),
     "empty name": (_edit_line(BRCA2_LINE, 3, ""), BRCA2_LINE, "'name': is empty", "a value"),
     "bad HGNC id": (_edit_line(BRCA1_LINE, 7, "BRCA1"), BRCA1_LINE, "'HGNC id'", "HGNC id such as"),
-    "exon count mismatch": (_edit_line(BRCA1_LINE, 13, "41197819"), BRCA1_LINE, "23 exon starts but 1 exon ends",
-                            "as many exon ends"),
-    "bad exon list": (_edit_line(BRCA2_LINE, 12, "32889616,,32893213"), BRCA2_LINE, "'exon starts'",
-                      "comma-separated"),
-    "coding start after end": (_edit_line(BRCA2_LINE, 10, "32972908"), BRCA2_LINE, "coding start", "start <= end"),
-    "duplicate transcript": (lambda lines: [*lines, lines[BRCA2_LINE - 1]], 5, "NM_000059.3 is listed twice",
-                             "first seen on line 3"),
-    "one id, two symbols": (_edit_line(BRCA1_LINE, 7, "1101"), BRCA1_LINE, "HGNC id 1101 has symbol BRCA1",
-                            "same HGNC symbol"),
-    "one symbol, two ids": (_edit_line(BRCA1_LINE, 8, "brca2"), BRCA1_LINE, "HGNC symbol brca2 has HGNC id 1100",
-                            "one HGNC id per HGNC symbol"),
-    "too many fields": (lambda lines: [*lines[:BRCA1_LINE - 1], lines[BRCA1_LINE - 1] + "\textra\tmore"],
-                        BRCA1_LINE, "17 tab-separated fields but the header has 15", "at most 15"),
-    "missing column": (lambda lines: [lines[0], lines[1].replace("\texon ends", "\texon_ends"), *lines[2:]], 2,
-                       "lacks column(s) 'exon ends'", "'exon starts', 'exon ends'"),
-    "data before header": (lambda lines: [lines[2], *lines], 1, "data line before the header", "'#chromosome'"),
+    "exon count mismatch": (
+        _edit_line(BRCA1_LINE, 13, "41197819"),
+        BRCA1_LINE,
+        "23 exon starts but 1 exon ends",
+        "as many exon ends",
+    ),
+    "bad exon list": (
+        _edit_line(BRCA2_LINE, 12, "32889616,,32893213"),
+        BRCA2_LINE,
+        "'exon starts'",
+        "comma-separated",
+    ),
+    "coding start after end": (
+        _edit_line(BRCA2_LINE, 10, "32972908"),
+        BRCA2_LINE,
+        "coding start",
+        "start <= end",
+    ),
+    "duplicate transcript": (
+        lambda lines: [*lines, lines[BRCA2_LINE - 1]],
+        5,
+        "NM_000059.3 is listed twice",
+        "first seen on line 3",
+    ),
+    "one id, two symbols": (
+        _edit_line(BRCA1_LINE, 7, "1101"),
+        BRCA1_LINE,
+        "HGNC id 1101 has symbol BRCA1",
+        "same HGNC symbol",
+    ),
+    "one symbol, two ids": (
+        _edit_line(BRCA1_LINE, 8, "brca2"),
+        BRCA1_LINE,
+        "HGNC symbol brca2 has HGNC id 1100",
+        "one HGNC id per HGNC symbol",
+    ),
+    "too many fields": (
+        lambda lines: [*lines[: BRCA1_LINE - 1], lines[BRCA1_LINE - 1] + "\textra\tmore"],
+        BRCA1_LINE,
+        "17 tab-separated fields but the header has 15",
+        "at most 15",
+    ),
+    "missing column": (
+        lambda lines: [lines[0], lines[1].replace("\texon ends", "\texon_ends"), *lines[2:]],
+        2,
+        "lacks column(s) 'exon ends'",
+        "'exon starts', 'exon ends'",
+    ),
+    "data before header": (
+        lambda lines: [lines[2], *lines],
+        1,
+        "data line before the header",
+        "'#chromosome'",
+    ),
     "no header": (lambda lines: [lines[0], *lines[2:]], 2, "data line before the header", "'#chromosome'"),
     "no transcripts": (lambda lines: lines[:2], None, "has no transcripts", "one line per transcript"),
 }
@@ -163,14 +219,27 @@ def test_malformed_transcripts_file(tmp_path: Path, case: str) -> None:
 
 
 MALFORMED_PHENOTYPES: dict[str, tuple[Edit, int | None, str, str]] = {
-    "bad MIM number": (_edit_line(5, 3, "MIM614320"), 5, "'phenotype MIM number'", "whole number or an empty"),
+    "bad MIM number": (
+        _edit_line(5, 3, "MIM614320"),
+        5,
+        "'phenotype MIM number'",
+        "whole number or an empty",
+    ),
     "empty phenotype": (_edit_line(4, 4, ""), 4, "'phenotype': is empty", "a value"),
     "bad HGNC id": (_edit_line(6, 0, "x1101"), 6, "'HGNC id'", "HGNC id such as"),
-    "gene without transcripts": (_edit_line(7, 0, "1102"), 7, "HGNC id 1102 (BRCA2), a gene without transcripts",
-                                 "genes in the transcripts file"),
+    "gene without transcripts": (
+        _edit_line(7, 0, "1102"),
+        7,
+        "HGNC id 1102 (BRCA2), a gene without transcripts",
+        "genes in the transcripts file",
+    ),
     "no header": (lambda lines: [lines[0], *lines[2:]], 2, "data line before the header", "'HGNC id'"),
-    "missing column": (lambda lines: [lines[0], lines[1].replace("\tphenotype\t", "\tdisease\t"), *lines[2:]], 2,
-                       "lacks column(s) 'phenotype'", "'phenotype MIM number'"),
+    "missing column": (
+        lambda lines: [lines[0], lines[1].replace("\tphenotype\t", "\tdisease\t"), *lines[2:]],
+        2,
+        "lacks column(s) 'phenotype'",
+        "'phenotype MIM number'",
+    ),
 }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api.allele_data import allele_fields, annotation_fields, annotation_history, current_annotations
+from api.allele_data import allele_fields, annotation_history, current_annotations
 from api.deps import SessionDep
 from api.errors import NotFoundError
 from api.schemas import AlleleDetailOut, ErrorOut
@@ -20,9 +20,8 @@ def read_allele(session: SessionDep, allele_id: int) -> dict[str, Any]:
     allele = session.get(Allele, allele_id)
     if allele is None:
         raise NotFoundError("allele", allele_id)
-    current = current_annotations(session, [allele.id]).get(allele.id)
     return {
         **allele_fields(allele),
-        "annotation": annotation_fields(current),
+        "annotation": current_annotations(session, [allele.id]).get(allele.id),
         "annotation_history": annotation_history(session, allele.id),
     }

@@ -69,7 +69,8 @@ def _panel_counts() -> tuple[Any, Any]:
     gt = genepanel_transcript
     transcripts = (
         sa.select(
-            gt.c.genepanel_name, gt.c.genepanel_version,
+            gt.c.genepanel_name,
+            gt.c.genepanel_version,
             sa.func.count().label("transcript_count"),
             sa.func.count(sa.distinct(Transcript.gene_id)).label("gene_count"),
         )
@@ -90,16 +91,29 @@ def _summaries(condition: sa.ColumnElement[bool]) -> sa.Select[Any]:
     transcripts, phenotypes = _panel_counts()
     return (
         sa.select(
-            Genepanel.name, Genepanel.version, Genepanel.genome_reference, Genepanel.official,
+            Genepanel.name,
+            Genepanel.version,
+            Genepanel.genome_reference,
+            Genepanel.official,
             Genepanel.date_created,
             sa.func.coalesce(transcripts.c.gene_count, 0).label("gene_count"),
             sa.func.coalesce(transcripts.c.transcript_count, 0).label("transcript_count"),
             sa.func.coalesce(phenotypes.c.phenotype_count, 0).label("phenotype_count"),
         )
-        .outerjoin(transcripts, sa.and_(transcripts.c.genepanel_name == Genepanel.name,
-                                        transcripts.c.genepanel_version == Genepanel.version))
-        .outerjoin(phenotypes, sa.and_(phenotypes.c.genepanel_name == Genepanel.name,
-                                       phenotypes.c.genepanel_version == Genepanel.version))
+        .outerjoin(
+            transcripts,
+            sa.and_(
+                transcripts.c.genepanel_name == Genepanel.name,
+                transcripts.c.genepanel_version == Genepanel.version,
+            ),
+        )
+        .outerjoin(
+            phenotypes,
+            sa.and_(
+                phenotypes.c.genepanel_name == Genepanel.name,
+                phenotypes.c.genepanel_version == Genepanel.version,
+            ),
+        )
         .where(condition)
     )
 
@@ -152,8 +166,12 @@ def _panel_genes(session: SessionDep, name: str, version: str) -> list[dict[str,
         sa.select(Gene).where(Gene.hgnc_id.in_(transcripts_of.keys())).order_by(Gene.hgnc_symbol)
     ).all()
     return [
-        {"hgnc_id": gene.hgnc_id, "hgnc_symbol": gene.hgnc_symbol,
-         "transcripts": transcripts_of[gene.hgnc_id], "phenotypes": phenotypes_of[gene.hgnc_id]}
+        {
+            "hgnc_id": gene.hgnc_id,
+            "hgnc_symbol": gene.hgnc_symbol,
+            "transcripts": transcripts_of[gene.hgnc_id],
+            "phenotypes": phenotypes_of[gene.hgnc_id],
+        }
         for gene in genes
     ]
 

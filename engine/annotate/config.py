@@ -16,7 +16,7 @@ SOURCE_OPS = frozenset(
     {"self", "first", "concat", "uniq", "sum", "mean", "min", "max", "count", "flag", "by_alt", "div2"}
 )
 POST_REDUCER_OPS = SOURCE_OPS - {"by_alt"}
-LUA_MESSAGE = "Lua is not supported; write it as an expression (e.g. op=\"AC / AN\")"
+LUA_MESSAGE = 'Lua is not supported; write it as an expression (e.g. op="AC / AN")'
 NAME_SUFFIXES = {"_int": "Integer", "_float": "Float", "_flag": "Flag"}
 
 
@@ -86,7 +86,8 @@ def load_config(path: Path, base_path: Path | None = None) -> AnnotationConfig:
     unknown = set(raw) - {"annotation", "postannotation"}
     if unknown:
         raise InputError(
-            f"unknown top-level entries {sorted(unknown)}", file=str(path),
+            f"unknown top-level entries {sorted(unknown)}",
+            file=str(path),
             expected="[[annotation]] and [[postannotation]] blocks",
         )
     base = Path(base_path) if base_path else path.parent
@@ -135,7 +136,8 @@ def _annotation_block(path: Path, number: int, block: dict, base: Path) -> Annot
         names = list(fields)
     if not (len(selectors) == len(names) == len(ops)):
         raise _fail(
-            path, label,
+            path,
+            label,
             f"{'fields' if fields is not None else 'columns'}, names and ops have different lengths "
             f"({len(selectors)}, {len(names)}, {len(ops)})",
             "lists of equal length",
@@ -202,7 +204,9 @@ def _post_block(path: Path, number: int, block: dict) -> PostAnnotation:
             compile_expression(op, fields)
         except ValueError as error:
             raise _fail(
-                path, label, f"op {op!r} is neither a reducer nor a valid expression: {error}",
+                path,
+                label,
+                f"op {op!r} is neither a reducer nor a valid expression: {error}",
                 f"one of {sorted(POST_REDUCER_OPS | {'setid', 'delete'})} or arithmetic over the fields",
             ) from error
     return PostAnnotation(number, fields, op, name, vcf_type)

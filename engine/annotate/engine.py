@@ -101,11 +101,18 @@ def annotate_vcf(
         _run(cfg, sources, src, out, permissive_overlap, chr_map, result, threads)
         out.flush()
     else:
-        _write_atomically(Path(dst), threads, lambda fh: _run(
-            cfg, sources, src, fh, permissive_overlap, chr_map, result, threads))
+        _write_atomically(
+            Path(dst),
+            threads,
+            lambda fh: _run(cfg, sources, src, fh, permissive_overlap, chr_map, result, threads),
+        )
     result.seconds = time.perf_counter() - annotate_started
-    log.info("annotated %d records (%d with values) in %.2fs", result.records, result.annotated,
-             time.perf_counter() - started)
+    log.info(
+        "annotated %d records (%d with values) in %.2fs",
+        result.records,
+        result.annotated,
+        time.perf_counter() - started,
+    )
     return result
 
 
@@ -183,7 +190,9 @@ class _ThreadedWriter:
 # ----------------------------------------------------------------------------- header
 
 
-def _output_header(header: list[str], cfg: AnnotationConfig, sources: list[_Source]) -> tuple[list[str], set[str]]:
+def _output_header(
+    header: list[str], cfg: AnnotationConfig, sources: list[_Source]
+) -> tuple[list[str], set[str]]:
     new_defs: dict[str, str] = {}
     for source in sources:
         for spec in source.index.specs:
@@ -195,13 +204,14 @@ def _output_header(header: list[str], cfg: AnnotationConfig, sources: list[_Sour
         elif post.op != "setid" and post.name:
             number = "0" if post.type == "Flag" else ("1" if post.op not in ("concat", "uniq") else ".")
             new_defs[post.name] = (
-                f'##INFO=<ID={post.name},Number={number},Type={post.type},'
+                f"##INFO=<ID={post.name},Number={number},Type={post.type},"
                 f'Description="calculated field: {post.name} ({post.op})">'
             )
     existing_info = {_info_id(line) for line in header if line.startswith("##INFO=<")}
     clashes = (set(new_defs) & existing_info) | deleted
     kept = [
-        line for line in header[:-1]
+        line
+        for line in header[:-1]
         if not (line.startswith("##INFO=<") and _info_id(line) in set(new_defs) | deleted)
     ]
     return [*kept, *new_defs.values(), header[-1]], clashes
@@ -274,8 +284,16 @@ def _resolve_chrom(chrom: str, source: _Source, chr_map: str) -> str | None:
 # ----------------------------------------------------------------------------- main loop
 
 
-def _run(cfg, sources: list[_Source], src: Path, out: BinaryIO, permissive: bool, chr_map: str,
-         result: AnnotateResult, threads: int) -> None:
+def _run(
+    cfg,
+    sources: list[_Source],
+    src: Path,
+    out: BinaryIO,
+    permissive: bool,
+    chr_map: str,
+    result: AnnotateResult,
+    threads: int,
+) -> None:
     with open_text_binary(src) as fh:
         header, first = read_header_and_body(fh)
         if not header or not header[-1].startswith("#CHROM"):
@@ -283,7 +301,9 @@ def _run(cfg, sources: list[_Source], src: Path, out: BinaryIO, permissive: bool
         _check_contigs(header, sources, chr_map)
         new_header, clashes = _output_header(header, cfg, sources)
         out.write(("\n".join(new_header) + "\n").encode())
-        annotator = _ChunkAnnotator(cfg, sources, permissive, chr_map, bool(clashes) or bool(cfg.postannotations))
+        annotator = _ChunkAnnotator(
+            cfg, sources, permissive, chr_map, bool(clashes) or bool(cfg.postannotations)
+        )
         line_offset = len(header)
         for chunk in iter_line_chunks(fh, first):
             pieces, n_lines, n_annotated = annotator.annotate(chunk, src, line_offset)
@@ -293,9 +313,70 @@ def _run(cfg, sources: list[_Source], src: Path, out: BinaryIO, permissive: bool
             out.write(b"".join(pieces))
 
 
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices covering [starts[k], starts[k] + lengths[k]) for every k, concatenated."""
+    total = int(lengths.sum())
+    before = np.cumsum(lengths) - lengths
+    return np.repeat(starts - before, lengths) + np.arange(total)
+
+
+def _merge_hits(
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hits of all sources as (line, payload lengths, payload bytes), ordered by line and, within a
+    line, by config order (so several sources' INFO text lands in config order)."""
+    found = [f for f in found if len(f[0])]
+    if not found:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0, dtype=np.uint8)
+    if len(found) == 1:
+        return found[0]
+    lines = np.concatenate([f[0] for f in found])
+    lengths = np.concatenate([f[1] for f in found])
+    payload = np.concatenate([f[2] for f in found])
+    order = np.argsort(lines, kind="stable")
+    offsets = np.cumsum(lengths) - lengths
+    return lines[order], lengths[order], payload[_ranges(offsets[order], lengths[order])]
+
+
+def _assemble(
+    chunk: bytes, fields: Fields, hits: tuple[np.ndarray, np.ndarray, np.ndarray], replaced: dict[int, bytes]
+) -> list:
+    """Insert each hit's INFO text at the end of its INFO field in one vectorised pass, then splice
+    in the few lines rewritten by the general path."""
+    buf = fields.buf
+    lines, lengths, payload = hits
+    cut = fields.end(INFO_FIELD)[lines]
+    dest = np.repeat(cut, lengths) + np.arange(len(payload))
+    out = np.empty(len(buf) + len(payload), dtype=np.uint8)
+    original = np.ones(len(out), dtype=bool)
+    original[dest] = False
+    out[dest] = payload
+    out[original] = buf
+    if not replaced:
+        return [out.data]
+    shift = np.cumsum(lengths)
+    view = memoryview(out)
+    pieces: list = []
+    prev = 0
+    for i in sorted(replaced):
+        moved = int(shift[np.searchsorted(lines, i) - 1]) if np.searchsorted(lines, i) > 0 else 0
+        start, end = int(fields.line_start[i]) + moved, int(fields.line_end[i]) + moved
+        pieces += (view[prev:start], replaced[i])
+        prev = end
+    pieces.append(view[prev:])
+    return pieces
+
+
 class _ChunkAnnotator:
-    def __init__(self, cfg: AnnotationConfig, sources: list[_Source], permissive: bool, chr_map: str,
-                 general_only: bool) -> None:
+    def __init__(
+        self,
+        cfg: AnnotationConfig,
+        sources: list[_Source],
+        permissive: bool,
+        chr_map: str,
+        general_only: bool,
+    ) -> None:
         self.cfg = cfg
         self.sources = sources
         self.permissive = permissive
@@ -313,54 +394,39 @@ class _ChunkAnnotator:
         pos, ok = parse_uints(fields.buf, fields.start(1), fields.end(1))
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
-            raise InputError(f"POS {fields.text(i, 1)!r} is not a number", file=str(src),
-                             line=line_offset + i + 1, expected="a positive integer")
+            raise InputError(
+                f"POS {fields.text(i, 1)!r} is not a number",
+                file=str(src),
+                line=line_offset + i + 1,
+                expected="a positive integer",
+            )
         general = np.full(n, self.general_only, dtype=bool)
         general |= count_byte(fields.buf, COMMA, fields.start(4), fields.end(4)) > 0
         if self.permissive:
             general |= True
-        extras: dict[int, bytes] = {}
+        info_start, info_end = fields.start(INFO_FIELD), fields.end(INFO_FIELD)
+        # an empty INFO ('.') is replaced rather than appended to: left to the general path
+        general |= ((info_end - info_start) == 1) & (fields.buf[info_start] == DOT)
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for chrom, a, b in chrom_runs(fields):
-            sel = slice(a, b)
-            fast = np.flatnonzero(~general[sel]) + a
+            fast = np.flatnonzero(~general[a:b]) + a
             for source in self.sources:
                 name = _resolve_chrom(chrom, source, self.chr_map)
                 if name is None or not len(fast):
                     continue
                 if source.index.is_variant:
-                    hits = _variant_fast(source.index, name, fields, pos, fast)
+                    found.append(_variant_fast(source.index, name, fields, pos, fast))
                 else:
-                    hits = _interval_fast(source.index, name, fields, pos, fast)
-                for i, text in hits:
-                    extras[i] = extras[i] + text if i in extras else text
+                    found.append(_interval_fast(source.index, name, fields, pos, fast))
+        hits = _merge_hits(found)
         replaced: dict[int, bytes] = {}
         for i in np.flatnonzero(general).tolist():
             line = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
             new_line = self._general_line(line)
             if new_line is not None:
                 replaced[i] = new_line.encode()
-        return self._assemble(chunk, fields, extras, replaced), n, len(extras) + len(replaced)
-
-    def _assemble(self, chunk: bytes, fields: Fields, extras: dict[int, bytes], replaced: dict[int, bytes]) -> list:
-        view = memoryview(chunk)
-        pieces: list = []
-        prev = 0
-        info_start, info_end = fields.start(INFO_FIELD), fields.end(INFO_FIELD)
-        buf = fields.buf
-        for i in sorted(extras.keys() | replaced.keys()):
-            if i in replaced:
-                start = int(fields.line_start[i])
-                pieces += (view[prev:start], replaced[i])
-                prev = int(fields.line_end[i])
-                continue
-            s, e = int(info_start[i]), int(info_end[i])
-            if e - s == 1 and buf[s] == DOT:
-                pieces += (view[prev:s], extras[i][1:])
-            else:
-                pieces += (view[prev:e], extras[i])
-            prev = e
-        pieces.append(view[prev:])
-        return pieces
+        pieces = _assemble(chunk, fields, hits, replaced)
+        return pieces, n, len(np.unique(hits[0])) + len(replaced)
 
     # -- general path ----------------------------------------------------------------------
 
@@ -405,8 +471,9 @@ def _render_info(info: dict) -> str:
     return ";".join(k if v is True else f"{k}={v}" for k, v in info.items() if v is not False)
 
 
-def _contributions(index: CompiledSource, chrom: str, pos: int, ref: str, alts: list[str],
-                   permissive: bool) -> list[Contribution]:
+def _contributions(
+    index: CompiledSource, chrom: str, pos: int, ref: str, alts: list[str], permissive: bool
+) -> list[Contribution]:
     start, end = pos - 1, pos - 1 + len(ref)
     if not index.is_variant:
         rows = _overlapping(index, chrom, "start", "end", start, end)
@@ -426,7 +493,9 @@ def _contributions(index: CompiledSource, chrom: str, pos: int, ref: str, alts: 
     return [index.record(chrom, r) for r in recs]
 
 
-def _overlapping(index: CompiledSource, chrom: str, start_name: str, end_name: str, start: int, end: int) -> list[int]:
+def _overlapping(
+    index: CompiledSource, chrom: str, start_name: str, end_name: str, start: int, end: int
+) -> list[int]:
     starts, ends = index.array(chrom, start_name), index.array(chrom, end_name)
     max_len = index.meta.max_len.get(chrom, 0)
     lo = int(np.searchsorted(starts, start - max_len, "right"))
@@ -463,7 +532,9 @@ class _PostOp:
             for f in post.fields:
                 if f in present:
                     v = present[f]
-                    values.extend(v.split(",") if isinstance(v, str) and post.op in NUMERIC_OPS | {"count"} else [v])
+                    values.extend(
+                        v.split(",") if isinstance(v, str) and post.op in NUMERIC_OPS | {"count"} else [v]
+                    )
             value = reduce_values(post.op, values)
         else:
             if len(present) < len(post.fields):
@@ -508,8 +579,9 @@ def _typed(raw, vcf_type: str):
 # ----------------------------------------------------------------------------- fast paths
 
 
-def _variant_fast(index: CompiledSource, chrom: str, fields: Fields, pos: np.ndarray,
-                  lines: np.ndarray) -> list[tuple[int, bytes]]:
+def _variant_fast(
+    index: CompiledSource, chrom: str, fields: Fields, pos: np.ndarray, lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     positions, keys = index.array(chrom, "pos"), index.array(chrom, "key")
     qpos = pos[lines]
     qkey = hash_spans(fields.buf, fields.start(3)[lines], fields.end(4)[lines])
@@ -525,20 +597,18 @@ def _variant_fast(index: CompiledSource, chrom: str, fields: Fields, pos: np.nda
             if keys[e] == qkey[k]:
                 entry[k] = e
                 break
-    hit = np.flatnonzero(entry >= 0)
     offsets = index.array(chrom, "sfx_off")
-    blob = memoryview(index.array(chrom, "sfx_blob"))
-    ent = entry[hit]
-    starts, ends = offsets[ent].tolist(), offsets[ent + 1].tolist()
-    result = []
-    for i, s, e in zip(lines[hit].tolist(), starts, ends, strict=True):
-        if e > s:
-            result.append((i, bytes(blob[s:e])))
-    return result
+    hit = np.flatnonzero(entry >= 0)
+    starts, ends = offsets[entry[hit]], offsets[entry[hit] + 1]
+    nonempty = ends > starts
+    hit, starts, lengths = hit[nonempty], starts[nonempty], (ends - starts)[nonempty]
+    payload = np.asarray(index.array(chrom, "sfx_blob"))[_ranges(starts, lengths)]
+    return lines[hit], lengths, payload
 
 
-def _interval_fast(index: CompiledSource, chrom: str, fields: Fields, pos: np.ndarray,
-                   lines: np.ndarray) -> list[tuple[int, bytes]]:
+def _interval_fast(
+    index: CompiledSource, chrom: str, fields: Fields, pos: np.ndarray, lines: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     starts, ends = index.array(chrom, "start"), index.array(chrom, "end")
     max_len = index.meta.max_len.get(chrom, 0)
     qs = pos[lines] - 1
@@ -548,14 +618,14 @@ def _interval_fast(index: CompiledSource, chrom: str, fields: Fields, pos: np.nd
     counts = np.maximum(hi - lo, 0)
     total = int(counts.sum())
     if total == 0:
-        return []
+        return lines[:0], lines[:0], np.zeros(0, dtype=np.uint8)
     owner = np.repeat(np.arange(len(lines)), counts)
     first_of = np.cumsum(counts) - counts
     rows = np.repeat(lo, counts) + (np.arange(total) - np.repeat(first_of, counts))
     keep = ends[rows] > qs[owner]
     owner, rows = owner[keep], rows[keep]
     if not len(owner):
-        return []
+        return lines[:0], lines[:0], np.zeros(0, dtype=np.uint8)
     hit_lines, group_start = np.unique(owner, return_index=True)
     group_end = np.append(group_start[1:], len(owner))
     rendered: list[list[str]] = [[] for _ in range(len(hit_lines))]
@@ -567,11 +637,20 @@ def _interval_fast(index: CompiledSource, chrom: str, fields: Fields, pos: np.nd
                 rendered[g].append(f";{name}")
             elif value is not None:
                 rendered[g].append(f";{name}={value}")
-    return [(int(lines[h]), "".join(r).encode()) for h, r in zip(hit_lines.tolist(), rendered, strict=True) if r]
+    keep = [k for k, r in enumerate(rendered) if r]
+    texts = ["".join(rendered[k]).encode() for k in keep]
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    return lines[hit_lines[keep]], lengths, np.frombuffer(b"".join(texts), dtype=np.uint8)
 
 
-def _reduce_groups(index: CompiledSource, chrom: str, spec: FieldSpec, rows: np.ndarray,
-                   group_start: np.ndarray, group_end: np.ndarray) -> list:
+def _reduce_groups(
+    index: CompiledSource,
+    chrom: str,
+    spec: FieldSpec,
+    rows: np.ndarray,
+    group_start: np.ndarray,
+    group_end: np.ndarray,
+) -> list:
     op = spec.output.op
     sizes = group_end - group_start
     if op == "count":
@@ -602,8 +681,11 @@ def _reduce_groups(index: CompiledSource, chrom: str, spec: FieldSpec, rows: np.
 def annotate_cli_summary(result: AnnotateResult) -> str:
     compiled = (
         f"; compiled {len(result.compiled)} source index(es) in {result.compile_seconds:.2f}s (one-off)"
-        if result.compiled else ""
+        if result.compiled
+        else ""
     )
     rate = result.records / result.seconds if result.seconds else 0.0
-    return (f"annotated {result.records} records ({result.annotated} with new values) in "
-            f"{result.seconds:.2f}s ({rate:,.0f} variants/s){compiled}")
+    return (
+        f"annotated {result.records} records ({result.annotated} with new values) in "
+        f"{result.seconds:.2f}s ({rate:,.0f} variants/s){compiled}"
+    )

@@ -14,17 +14,37 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 _BINARY: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
 }
-_UNARY: dict[type, Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+_UNARY: dict[type, Callable[[Any], Any]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Not: operator.not_,
+}
 _COMPARE: dict[type, Callable[[Any, Any], Any]] = {
-    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-    ast.Eq: operator.eq, ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
 }
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "min": min, "max": max, "abs": abs, "sum": sum, "len": len, "round": round,
-    "log10": math.log10, "log": math.log, "sqrt": math.sqrt,
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "sum": sum,
+    "len": len,
+    "round": round,
+    "log10": math.log10,
+    "log": math.log,
+    "sqrt": math.sqrt,
 }
 
 
@@ -53,9 +73,22 @@ def compile_expression(text: str, fields: Sequence[str]) -> Expression:
 
 def _check_node(node: ast.AST, names: set[str]) -> None:
     allowed = (
-        ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp, ast.Constant,
-        ast.Name, ast.Load, ast.Subscript, ast.Call, ast.And, ast.Or,
-        *_BINARY, *_UNARY, *_COMPARE,
+        ast.Expression,
+        ast.BinOp,
+        ast.UnaryOp,
+        ast.BoolOp,
+        ast.Compare,
+        ast.IfExp,
+        ast.Constant,
+        ast.Name,
+        ast.Load,
+        ast.Subscript,
+        ast.Call,
+        ast.And,
+        ast.Or,
+        *_BINARY,
+        *_UNARY,
+        *_COMPARE,
     )
     if not isinstance(node, allowed):
         raise ValueError(f"{type(node).__name__} is not allowed")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -34,13 +35,22 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.annotate.config import AnnotationBlock, OutputField
-from engine.annotate.reducers import NUMERIC_OPS, Contribution, FieldSpec, reduce_field, render_info
+from engine.annotate.config import AnnotationBlock
+from engine.annotate.reducers import (
+    NUMERIC_OPS,
+    Contribution,
+    FieldSpec,
+    raw_value,
+    reduce_field,
+    render_info,
+)
 from engine.annotate.textscan import hash_strings, open_text_binary, read_header_and_body
 from engine.errors import InputError
 
-FORMAT_VERSION = 3
-_INFO_RE = re.compile(r'^##INFO=<ID=([^,>]+),Number=([^,>]+),Type=([^,>]+)(?:,Description="((?:[^"\\]|\\.)*)")?')
+FORMAT_VERSION = 5
+_INFO_RE = re.compile(
+    r'^##INFO=<ID=([^,>]+),Number=([^,>]+),Type=([^,>]+)(?:,Description="((?:[^"\\]|\\.)*)")?'
+)
 _MISSING_TOKEN = "\x00"
 _FLAG_TOKEN = "\x01"
 _REF_NAMES = {"ref", "reference"}
@@ -83,7 +93,8 @@ def check_source_file(block: AnnotationBlock, config_path: Path) -> None:
         raise InputError(f"{block.label}: source file not found: {path}", file=str(config_path))
     if not any(Path(str(path) + ext).exists() for ext in (".tbi", ".csi")):
         raise InputError(
-            f"{block.label}: source {path} has no index", file=str(config_path),
+            f"{block.label}: source {path} has no index",
+            file=str(config_path),
             expected=f"bgzip-compressed and indexed (tabix -p vcf {path.name} -> {path.name}.tbi)",
         )
 
@@ -92,8 +103,14 @@ def fingerprint(block: AnnotationBlock) -> str:
     stat = block.file.stat()
     wanted = sorted({(o.field or "", o.column or 0, o.op in NUMERIC_OPS) for o in block.outputs})
     payload = json.dumps(
-        [FORMAT_VERSION, str(block.file.resolve()), stat.st_size, stat.st_mtime_ns,
-         [[o.name, o.op, o.field, o.column] for o in block.outputs], wanted]
+        [
+            FORMAT_VERSION,
+            str(block.file.resolve()),
+            stat.st_size,
+            stat.st_mtime_ns,
+            [[o.name, o.op, o.field, o.column] for o in block.outputs],
+            wanted,
+        ]
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
@@ -122,7 +139,7 @@ class CompiledSource:
         self._arrays: dict[tuple[int, str], np.ndarray] = {}
         self._columns: dict[tuple[int, int], list[str]] = {}
         self.specs = [
-            FieldSpec(o, slot, self.meta.numbers[slot], self.meta.kind == "variant")
+            FieldSpec(o, slot, self.meta.numbers[slot], self.meta.kind == "variant", self.meta.is_vcf)
             for slot, o in enumerate(block.outputs)
         ]
 
@@ -149,7 +166,7 @@ class CompiledSource:
         if (cid, slot) not in self._columns:
             blob = self.blob_bytes(chrom, f"col{slot}_blob").decode()
             offsets = self.array(chrom, f"col{slot}_off").tolist()
-            self._columns[(cid, slot)] = [blob[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            self._columns[(cid, slot)] = [blob[a:b] for a, b in itertools.pairwise(offsets)]
         return self._columns[(cid, slot)]
 
     def record(self, chrom: str, rec: int) -> Contribution:
@@ -289,8 +306,14 @@ class _ChromWriter:
         sfx_blob, sfx_off = _pack([s.encode() for s in suffixes])
         rec_blob, rec_off = _pack([t.encode() for t in self.rec_text])
         arrays = {
-            "pos": pos[firsts], "key": keys[firsts], "grp_off": grp_off, "grp_rec": recs,
-            "sfx_off": sfx_off, "sfx_blob": sfx_blob, "rec_off": rec_off, "rec_blob": rec_blob,
+            "pos": pos[firsts],
+            "key": keys[firsts],
+            "grp_off": grp_off,
+            "grp_rec": recs,
+            "sfx_off": sfx_off,
+            "sfx_blob": sfx_blob,
+            "rec_off": rec_off,
+            "rec_blob": rec_blob,
             "rec_start": np.asarray(self.rec_start, dtype=np.int64),
             "rec_end": np.asarray(self.rec_end, dtype=np.int64),
         }
@@ -300,8 +323,9 @@ class _ChromWriter:
         self.reset()
         return max_len
 
-    def _render_groups(self, order: np.ndarray, firsts: np.ndarray, grp_off: np.ndarray,
-                       recs: np.ndarray) -> list[str]:
+    def _render_groups(
+        self, order: np.ndarray, firsts: np.ndarray, grp_off: np.ndarray, recs: np.ndarray
+    ) -> list[str]:
         sorted_alt_keys = [self.entry_key[i] for i in order[firsts].tolist()]
         out = []
         bounds = grp_off.tolist()
@@ -309,8 +333,31 @@ class _ChromWriter:
         for g, key in enumerate(sorted_alt_keys):
             alt = key.decode().split("\t", 1)[1]
             members = [self.records[r] for r in rec_list[bounds[g] : bounds[g + 1]]]
-            out.append(render_suffix(self.specs, (alt,), members))
+            quick = _copy_suffix(self.specs, members[0]) if len(members) == 1 else None
+            out.append(quick if quick is not None else render_suffix(self.specs, (alt,), members))
         return out
+
+
+def _copy_suffix(specs: list[FieldSpec], record: Contribution) -> str | None:
+    """The common case rendered without the general reducer: one biallelic record and ops that copy
+    the value; None when the general reducer is needed."""
+    if len(record.alts) != 1:
+        return None
+    parts = []
+    for spec in specs:
+        value = raw_value(spec, record)
+        if value is None:
+            continue
+        op = spec.output.op
+        if value is True:
+            if op not in ("self", "first"):
+                return None
+            parts.append(f";{spec.output.name}")
+        elif op in ("self", "concat", "uniq", "first"):
+            parts.append(f";{spec.output.name}={value}")
+        else:
+            return None
+    return "".join(parts)
 
 
 def render_suffix(specs: list[FieldSpec], query_alts: tuple[str, ...], members: list[Contribution]) -> str:
@@ -395,7 +442,9 @@ def _compile_vcf(block: AnnotationBlock, config_path: Path, directory: Path) -> 
 def _unsorted(block: AnnotationBlock, config_path: Path, line_no: int, detail: str) -> InputError:
     return InputError(
         f"source {block.file} (from {block.label} in {config_path}) is not sorted: {detail}",
-        file=str(block.file), line=line_no, expected="a coordinate-sorted file (bcftools sort / sort -k1,1 -k2,2n)",
+        file=str(block.file),
+        line=line_no,
+        expected="a coordinate-sorted file (bcftools sort / sort -k1,1 -k2,2n)",
     )
 
 
@@ -435,7 +484,9 @@ def _compile_table(block: AnnotationBlock, config_path: Path, directory: Path, k
     ref_col = next((i for i, c in enumerate(lowered) if c in _REF_NAMES), None)
     alt_col = next((i for i, c in enumerate(lowered) if c in _ALT_NAMES), None)
     if block.outputs and any(o.column is None for o in block.outputs):
-        raise InputError(f"{block.label}: BED/TSV sources take 'columns', not 'fields'", file=str(config_path))
+        raise InputError(
+            f"{block.label}: BED/TSV sources take 'columns', not 'fields'", file=str(config_path)
+        )
     variant = kind == "tsv" and ref_col is not None and alt_col is not None
     with fh:
         if variant:
@@ -472,7 +523,8 @@ def _check_columns(block: AnnotationBlock, config_path: Path, row: list[str], li
             raise InputError(
                 f"{block.label}: column {output.column} does not exist in {block.file} "
                 f"(line {line_no} has {len(row)} columns)",
-                file=str(config_path), expected=f"a column number between 1 and {len(row)}",
+                file=str(config_path),
+                expected=f"a column number between 1 and {len(row)}",
             )
 
 
@@ -534,7 +586,7 @@ def _num(text: str) -> float:
 
 
 def _compile_tsv_variants(block, config_path, directory, fh, first, layout, ref_col, alt_col) -> SourceMeta:
-    specs = [FieldSpec(o, slot, "1", True) for slot, o in enumerate(block.outputs)]
+    specs = [FieldSpec(o, slot, "1", True, from_vcf=False) for slot, o in enumerate(block.outputs)]
     writer = _ChromWriter(directory, specs)
     chroms: list[str] = []
     max_len: dict[str, int] = {}

@@ -37,6 +37,7 @@ class FieldSpec:
     slot: int  # index into Contribution.values
     number: str  # source header Number ("1", "A", "R", ".", ...); "1" for columns, ID, FILTER
     is_variant_source: bool
+    from_vcf: bool = True  # by_alt re-orders per ALT only for VCF sources (vcfanno concatenates for TSV)
 
     @property
     def is_array(self) -> bool:
@@ -66,8 +67,9 @@ def as_float(text: Value) -> float:
         return 0.0
 
 
-def match_alts(values: Sequence[Value], query_alts: Sequence[str], source_alts: Sequence[str],
-               out: list) -> None:
+def match_alts(
+    values: Sequence[Value], query_alts: Sequence[str], source_alts: Sequence[str], out: list
+) -> None:
     """Place per-ALT ``values`` (in ``source_alts`` order) at the query's ALT positions."""
     for qi, alt in enumerate(query_alts):
         try:
@@ -80,7 +82,7 @@ def match_alts(values: Sequence[Value], query_alts: Sequence[str], source_alts: 
             out[qi] = values[0]
 
 
-def _raw_value(spec: FieldSpec, c: Contribution) -> Value | None:
+def raw_value(spec: FieldSpec, c: Contribution) -> Value | None:
     field = spec.output.field
     if spec.is_variant_source and field == "ID":
         return None if c.id in (".", "") else c.id.replace(";", ",")
@@ -94,17 +96,19 @@ def _raw_value(spec: FieldSpec, c: Contribution) -> Value | None:
     return value
 
 
-def reduce_field(spec: FieldSpec, query_alts: Sequence[str], contributions: Sequence[Contribution]) -> Value | None:
+def reduce_field(
+    spec: FieldSpec, query_alts: Sequence[str], contributions: Sequence[Contribution]
+) -> Value | None:
     """The value to write for one output, or None to write nothing."""
     op = spec.output.op
     collected: list[Value] = []
     by_alt: list[list[str]] | None = None
     self_a: list | None = None
     for c in contributions:
-        value = _raw_value(spec, c)
+        value = raw_value(spec, c)
         if value is None:
             continue
-        if op == "by_alt":
+        if op == "by_alt" and spec.from_vcf:
             per_alt: list = ["."] * len(query_alts)
             parts = value.split(",") if isinstance(value, str) else [value]
             match_alts(parts, query_alts, c.alts, per_alt)
@@ -121,7 +125,8 @@ def reduce_field(spec: FieldSpec, query_alts: Sequence[str], contributions: Sequ
                 parts = value.split(",") if isinstance(value, str) else [value]
                 match_alts(parts, query_alts, c.alts, self_a)
             continue
-        if spec.is_array and isinstance(value, str) and op not in ("uniq", "concat"):
+        # vcfanno keeps a VCF list value whole (first/self/concat copy "5,7"); numbers reduce its items
+        if spec.is_array and isinstance(value, str) and op in NUMERIC_OPS:
             collected.extend(value.split(","))
         else:
             collected.append(value)
@@ -142,7 +147,7 @@ def reduce_values(op: str, values: Sequence[Value]) -> Value | None:
         return values[0] if len(values) == 1 else ",".join(_text(v) for v in values)
     if op == "first":
         return values[0]
-    if op == "concat":
+    if op in ("concat", "by_alt"):
         return ",".join(_text(v) for v in values)
     if op == "uniq":
         return ",".join(dict.fromkeys(_text(v) for v in values))

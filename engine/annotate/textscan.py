@@ -8,6 +8,7 @@ used to compile sources and to scan queries, so their keys always agree.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,7 @@ COMMA = 44
 DOT = 46
 
 CHUNK_BYTES = 8 << 20
-_BLOCK = 16
-# fixed odd multipliers: the hash must be identical at compile and annotate time, in every process
-_WEIGHTS = (
-    (np.arange(1, _BLOCK + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
-).astype(np.uint64)
+_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 _BLOCK_MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 
@@ -156,27 +153,27 @@ def parse_uints(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[
 
 
 def hash_spans(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """64-bit hash of each byte span [starts, ends): block-wise weighted sums mixed with the length."""
+    """64-bit hash of each byte span [starts, ends), mixing 8-byte little-endian words.
+
+    Words are read through an unaligned, byte-strided uint64 view of the buffer, so one gather
+    covers 8 bytes; bytes past a span's end are masked out and the length is mixed in.
+    """
     n = len(starts)
     lengths = (ends - starts).astype(np.int64)
-    hashes = lengths.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
-    if n == 0:
-        return hashes
-    offsets = np.arange(_BLOCK, dtype=np.int64)
-    last = len(buf) - 1
-    todo = np.arange(n)
-    done = 0
     with np.errstate(over="ignore"):
+        hashes = lengths.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
+        if n == 0:
+            return hashes
+        padded = np.concatenate([buf, np.zeros(8, dtype=np.uint8)])
+        words = np.ndarray((len(padded) - 7,), dtype="<u8", buffer=padded, strides=(1,))
+        todo = np.arange(n)
+        done = 0
         while todo.size:
-            base = starts[todo] + done
-            remaining = lengths[todo] - done
-            idx = base[:, None] + offsets[None, :]
-            mask = offsets[None, :] < remaining[:, None]
-            block = np.where(mask, buf[np.minimum(idx, last)], 0).astype(np.uint64)
-            block_hash = (block * _WEIGHTS[None, :]).sum(axis=1, dtype=np.uint64)
-            mixed = hashes[todo] * _BLOCK_MIX + block_hash
+            remaining = np.minimum(lengths[todo] - done, 8)
+            word = words[starts[todo] + done] & _MASKS[remaining]
+            mixed = (hashes[todo] ^ word) * _BLOCK_MIX
             hashes[todo] = mixed ^ (mixed >> np.uint64(31))
-            done += _BLOCK
+            done += 8
             todo = todo[lengths[todo] > done]
         hashes ^= hashes >> np.uint64(29)
         hashes *= np.uint64(0xBF58476D1CE4E5B9)
@@ -195,9 +192,9 @@ def hash_strings(values: list[bytes]) -> np.ndarray:
 
 
 def count_byte(buf: np.ndarray, byte: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """How many times ``byte`` occurs in each span."""
-    cumulative = np.concatenate(([0], np.cumsum(buf == byte, dtype=np.int64)))
-    return cumulative[ends] - cumulative[starts]
+    """How many times ``byte`` occurs in each span (the byte is assumed to be sparse)."""
+    where = np.flatnonzero(buf == byte)
+    return np.searchsorted(where, ends) - np.searchsorted(where, starts)
 
 
 def chrom_runs(fields: Fields) -> list[tuple[str, int, int]]:
@@ -207,4 +204,4 @@ def chrom_runs(fields: Fields) -> list[tuple[str, int, int]]:
     chrom_hash = hash_spans(fields.buf, fields.line_start, fields.end(0))
     change = np.flatnonzero(chrom_hash[1:] != chrom_hash[:-1]) + 1
     edges = [0, *change.tolist(), fields.n]
-    return [(fields.text(a, 0), a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return [(fields.text(a, 0), a, b) for a, b in itertools.pairwise(edges)]

@@ -18,15 +18,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("config", type=Path, help="vcfanno TOML config")
     parser.add_argument("input", type=Path, help="query VCF (.vcf or .vcf.gz)")
-    parser.add_argument("-o", "--output", "-output", type=Path, default=None,
-                        help="output VCF (bgzip-compressed if it ends in .gz); default stdout")
-    parser.add_argument("-base-path", "--base-path", dest="base_path", type=Path, default=None,
-                        help="directory that relative source paths in the config are resolved against")
+    parser.add_argument(
+        "-o",
+        "--output",
+        "-output",
+        type=Path,
+        default=None,
+        help="output VCF (bgzip-compressed if it ends in .gz); default stdout",
+    )
+    parser.add_argument(
+        "-base-path",
+        "--base-path",
+        dest="base_path",
+        type=Path,
+        default=None,
+        help="directory that relative source paths in the config are resolved against",
+    )
     parser.add_argument("-p", "--threads", dest="threads", type=int, default=2, help="threads (default 2)")
-    parser.add_argument("-permissive-overlap", "--permissive-overlap", dest="permissive_overlap",
-                        action="store_true", help="annotate on overlap alone, without REF/ALT match")
-    parser.add_argument("-chr-map", "--chr-map", dest="chr_map", choices=("none", "auto"), default="none",
-                        help="'auto' maps chr1 <-> 1 when input and source name contigs differently")
+    parser.add_argument(
+        "-permissive-overlap",
+        "--permissive-overlap",
+        dest="permissive_overlap",
+        action="store_true",
+        help="annotate on overlap alone, without REF/ALT match",
+    )
+    parser.add_argument(
+        "-chr-map",
+        "--chr-map",
+        dest="chr_map",
+        choices=("none", "auto"),
+        default="none",
+        help="'auto' maps chr1 <-> 1 when input and source name contigs differently",
+    )
     parser.add_argument("-lua", "--lua", dest="lua", default=None, help=argparse.SUPPRESS)
     parser.add_argument("-ends", "--ends", dest="ends", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
@@ -39,14 +62,21 @@ def run(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     if args.lua:
-        raise InputError("Lua is not supported; write custom ops as expressions in [[postannotation]]",
-                         file=args.lua)
+        raise InputError(
+            "Lua is not supported; write custom ops as expressions in [[postannotation]]", file=args.lua
+        )
     if args.ends:
         raise InputError("-ends is not supported", expected="annotation of the variant interval only")
     logging.basicConfig(level=logging.WARNING, format="annostream annotate: %(message)s")
-    result = annotate_vcf(args.config, args.input, args.output, base_path=args.base_path,
-                          threads=args.threads, permissive_overlap=args.permissive_overlap,
-                          chr_map=args.chr_map)
+    result = annotate_vcf(
+        args.config,
+        args.input,
+        args.output,
+        base_path=args.base_path,
+        threads=args.threads,
+        permissive_overlap=args.permissive_overlap,
+        chr_map=args.chr_map,
+    )
     if not args.quiet:
         print(f"annostream annotate: {annotate_cli_summary(result)}", file=sys.stderr)
     return 0

@@ -6,7 +6,7 @@ import typer
 
 
 def api(
-    host: str = typer.Option("0.0.0.0", "--host", help="Interface to listen on."),  # noqa: S104
+    host: str = typer.Option("0.0.0.0", "--host", help="Interface to listen on."),
     port: int | None = typer.Option(None, "--port", min=1, max=65535,
                                     help="Port to listen on (default: PORT, 3114)."),
 ) -> None:

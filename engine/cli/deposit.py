@@ -10,19 +10,29 @@ import typer
 deposit_app = typer.Typer(help="Deposit reference data into the database (DB_URL).", no_args_is_help=True)
 
 
-FolderOption = Annotated[Path, typer.Option(
-    "--folder", help="ELLA gene panel folder NAME_VERSION (e.g. HBOC_v1.0.0) holding "
-    "NAME_VERSION_genes_transcripts.tsv and NAME_VERSION_phenotypes.tsv.",
-)]
-ReplaceOption = Annotated[bool, typer.Option(
-    "--replace", help="Replace a panel that is already stored (its transcripts and phenotypes).",
-)]
+FolderOption = Annotated[
+    Path,
+    typer.Option(
+        "--folder",
+        help="ELLA gene panel folder NAME_VERSION (e.g. HBOC_v1.0.0) holding "
+        "NAME_VERSION_genes_transcripts.tsv and NAME_VERSION_phenotypes.tsv.",
+    ),
+]
+ReplaceOption = Annotated[
+    bool,
+    typer.Option(
+        "--replace",
+        help="Replace a panel that is already stored (its transcripts and phenotypes).",
+    ),
+]
 GenomeReferenceOption = Annotated[str, typer.Option("--genome-reference", help="Genome build of the panel.")]
 
 
 @deposit_app.command("genepanel")
 def genepanel_command(
-    folder: FolderOption, replace: ReplaceOption = False, genome_reference: GenomeReferenceOption = "GRCh37",
+    folder: FolderOption,
+    replace: ReplaceOption = False,
+    genome_reference: GenomeReferenceOption = "GRCh37",
 ) -> None:
     """Create a gene panel, or replace a stored one with --replace. A stored panel is left alone."""
     from engine.config import get_settings

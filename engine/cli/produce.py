@@ -41,8 +41,7 @@ def publish(
 ) -> None:
     """Check FOLDER and publish one analysis.ready event for it; prints the event id.
 
-    Needs KAFKA_BOOTSTRAP_SERVERS. The READY marker is not required here: running the
-    command says the folder is complete.
+    Needs KAFKA_BOOTSTRAP_SERVERS. No READY marker needed: running this says the folder is complete.
     """
     from producers.publish import publish_folder
 

@@ -170,9 +170,9 @@ class Annotation(Base):
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     date_superceeded: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
     previous_annotation_id: Mapped[int | None] = mapped_column(sa.ForeignKey("annotation.id"))
-    # ELLA: FK to annotationconfig.id (NOT NULL there). Plain and nullable here until the
-    # annotationconfig model lands; annotations written by the VCF import have no config row.
-    annotation_config_id: Mapped[int | None] = mapped_column(sa.Integer, index=True)
+    # ELLA: FK to annotationconfig.id (NOT NULL there). Nullable here: documents from an
+    # annotation bundle were not produced by an annotation config.
+    annotation_config_id: Mapped[int | None] = mapped_column(sa.ForeignKey("annotationconfig.id"), index=True)
     # Annostream: which annotation data bundle produced the document (None = from the VCF INFO).
     bundle_version: Mapped[str | None] = mapped_column(sa.String)
 
@@ -279,3 +279,17 @@ genepanel_phenotype = sa.Table(
         ondelete="CASCADE",
     ),
 )
+
+
+class AnnotationConfig(Base):
+    """A version of the annotation config (ELLA's ``annotationconfig``): how INFO fields become
+    the annotation document (``deposit``) and how the UI shows it (``view``)."""
+
+    __tablename__ = "annotationconfig"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    deposit: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    view: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    # Annostream: sha256 of the canonical JSON of deposit + view; storing it again is a no-op.
+    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)

@@ -59,7 +59,8 @@ def allele_from_vcf(
 
 
 @lru_cache(maxsize=4096)
-def _checked_bases(value: str, column: str) -> str:
+def check_bases(value: str, column: str) -> str:
+    """``value`` if it is made of A, C, G, T, N (either case), else ``InputError``."""
     # Cached: the same short REF/ALT strings recur millions of times in a large VCF.
     if not _BASES.fullmatch(value):
         raise InputError(
@@ -71,8 +72,8 @@ def _checked_bases(value: str, column: str) -> str:
 
 
 def _sequence_allele(chrom: str, pos: int, ref: str, alt: str) -> AlleleRecord:
-    _checked_bases(ref, "REF")
-    _checked_bases(alt, "ALT")
+    check_bases(ref, "REF")
+    check_bases(alt, "ALT")
     start = pos - 1
     if len(ref) == 1 and len(alt) == 1:
         if ref == alt:
@@ -116,10 +117,10 @@ def _cnv_change_type(alt: str, svtype: str | None) -> str:
 def _cnv_allele(
     chrom: str, pos: int, ref: str, alt: str, svtype: str | None, svlen: int | None, end: int | None
 ) -> AlleleRecord:
-    _checked_bases(ref, "REF")
+    check_bases(ref, "REF")
     change_type = _cnv_change_type(alt, svtype)
     if alt not in SYMBOLIC_CHANGE_TYPES:
-        _checked_bases(alt, "ALT")
+        check_bases(alt, "ALT")
     if svlen is None:
         if end is None:
             raise InputError(

@@ -184,3 +184,84 @@ def build_variant(
         ),
         source_line=first.line,
     )
+
+
+class _BadNumber(ValueError):
+    def __init__(self, key: str, raw: str) -> None:
+        super().__init__(key, raw)
+        self.key, self.raw = key, raw
+
+
+def _number(raw: str, key: str) -> int | None:
+    if raw == ".":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        try:
+            return int(float(raw))  # some callers write GQ/CN as floats
+        except ValueError:
+            raise _BadNumber(key, raw) from None
+
+
+def _numbers(raw: str, key: str) -> list[int | None] | None:
+    if raw == ".":
+        return None
+    return [_number(part, key) for part in raw.split(",")]
+
+
+def build_single_variant(
+    record: SiteRecord,
+    sample_ids: Sequence[str],
+    file: str,
+    annotation_builder: AnnotationBuilder | None,
+) -> VariantRecord:
+    """``build_variant`` for a record that is a block of its own (the common case), inlined:
+    this runs once per imported variant, so it avoids per-field method calls."""
+    layout = record.layout
+    ad_i, dp_i, gq_i, pl_i, cn_i = layout.ad, layout.dp, layout.gq, layout.pl, layout.cn
+    ref_key, alt = f"REF ({record.ref})", record.alt
+    samples: dict[str, SampleGenotypeRecord] = {}
+    try:
+        for sample_id, values, gt in zip(sample_ids, record.sample_values, record.genotypes, strict=True):
+            gtype = GENOTYPE_TYPES.get(gt)
+            if gtype is None:
+                raise InputError(f"unsupported genotype {gt} for sample {sample_id!r}", file=file,
+                                 line=record.line, expected="a haploid or diploid genotype of 0, 1 and '.'")
+            if gt in NO_CALL:
+                gtype = "No coverage"  # uncalled in the only record of its block
+            multiallelic = gt in MULTIALLELIC_GENOTYPES
+            n = len(values)
+            depth: dict[str, int] = {}
+            ratio = 0.0
+            if ad_i is not None and ad_i < n:
+                parts = values[ad_i].split(",")
+                if len(parts) == 2 and "." not in parts:
+                    ref_depth, alt_depth = _number(parts[0], "AD"), _number(parts[1], "AD")
+                    depth = {ref_key: ref_depth, alt: alt_depth}  # type: ignore[dict-item]
+                    total = ref_depth + alt_depth  # type: ignore[operator]
+                    ratio = alt_depth / total if total else 0.0  # type: ignore[operator]
+            pl = _numbers(values[pl_i], "PL") if pl_i is not None and pl_i < n and not multiallelic else None
+            samples[sample_id] = SampleGenotypeRecord(
+                gtype,
+                multiallelic,
+                False,
+                _number(values[gq_i], "GQ") if gq_i is not None and gq_i < n else None,
+                _number(values[dp_i], "DP") if dp_i is not None and dp_i < n else None,
+                depth,
+                ratio,
+                _complete(pl),
+                _number(values[cn_i], "CN") if cn_i is not None and cn_i < n else None,
+            )
+    except _BadNumber as exc:
+        raise InputError(f"non-numeric FORMAT {exc.key} value {exc.raw!r}", file=file, line=record.line,
+                         expected=f"integer {exc.key} values or '.'") from None
+    return VariantRecord(
+        allele=_allele_of(record, file),
+        secondallele=None,
+        filter_status=record.filter,
+        variant_quality=_variant_quality(record, file),
+        samples=samples,
+        annotation=annotation_builder(record.info_dict()) if annotation_builder else None,
+        source_line=record.line,
+    )

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 03:42:47.796741
+Create Date: 2026-11-22 03:48:48.006497
 """
 from __future__ import annotations
 
@@ -43,6 +43,15 @@ def upgrade() -> None:
     with op.batch_alter_table('allele', schema=None) as batch_op:
         batch_op.create_index('ix_alleleloci', ['chromosome', 'start_position', 'open_end_position'], unique=False)
 
+    op.create_table('annotationconfig',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('deposit', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('view', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('date_created', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_annotationconfig')),
+    sa.UniqueConstraint('sha256', name=op.f('uq_annotationconfig_sha256'))
+    )
     op.create_table('gene',
     sa.Column('hgnc_id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('hgnc_symbol', sa.String(), nullable=False),
@@ -85,6 +94,7 @@ def upgrade() -> None:
     sa.Column('annotation_config_id', sa.Integer(), nullable=True),
     sa.Column('bundle_version', sa.String(), nullable=True),
     sa.ForeignKeyConstraint(['allele_id'], ['allele.id'], name=op.f('fk_annotation_allele_id_allele')),
+    sa.ForeignKeyConstraint(['annotation_config_id'], ['annotationconfig.id'], name=op.f('fk_annotation_annotation_config_id_annotationconfig')),
     sa.ForeignKeyConstraint(['previous_annotation_id'], ['annotation.id'], name=op.f('fk_annotation_previous_annotation_id_annotation')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_annotation'))
     )
@@ -108,7 +118,7 @@ def upgrade() -> None:
     sa.Column('gene_id', sa.Integer(), nullable=False),
     sa.Column('transcript_name', sa.String(), nullable=False),
     sa.Column('type', sa.Enum('RefSeq', 'Ensembl', 'LRG', name='transcript_type', native_enum=False, create_constraint=True), nullable=False),
-    sa.Column('tags', sa.JSON().with_variant(postgresql.ARRAY(sa.String()), 'postgresql'), nullable=True),
+    sa.Column('tags', sa.JSON(none_as_null=True).with_variant(postgresql.ARRAY(sa.String()), 'postgresql'), nullable=True),
     sa.Column('genome_reference', sa.String(), nullable=False),
     sa.Column('chromosome', sa.String(), nullable=False),
     sa.Column('tx_start', sa.Integer(), nullable=False),
@@ -280,6 +290,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_gene_hgnc_symbol')
 
     op.drop_table('gene')
+    op.drop_table('annotationconfig')
     with op.batch_alter_table('allele', schema=None) as batch_op:
         batch_op.drop_index('ix_alleleloci')
 

@@ -1,0 +1,221 @@
+"""Reading an ELLA analysis folder into an ``AnalysisSpec`` (ELLA's ``AnalysisConfigData``).
+
+Three forms, as in ELLA:
+
+* modern ``.analysis`` JSON: ``name``, ``genepanel_name``, ``genepanel_version``, ``priority``,
+  ``date_requested``, ``report``, ``warnings`` and ``data`` (one entry per VCF: ``vcf``, ``ped``,
+  ``technology``, ``callerName``); any other key is an error;
+* legacy ``.analysis`` JSON (has ``params``): ``params.genepanel`` is ``NAME_VERSION``, the VCF and
+  PED are the files named like the ``.analysis`` file, ``priority`` may be a string, other keys
+  (such as ``type``) become properties;
+* no ``.analysis`` file: name and gene panel come from the folder name
+  (``<anything>[.-]<panel>[-_]<version>``), every ``*.vcf``/``*.vcf.gz`` is one VCF, paired with the
+  ``.ped`` of the same stem.
+
+``warnings.txt`` and ``report.txt`` in the folder are read into the spec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from engine.deposit.ped import TECHNOLOGIES
+from engine.deposit.records import AnalysisSpec, VcfSpec
+from engine.errors import InputError
+
+# ELLA's FOLDER_FIELDS_RE: the greedy first group puts the split at the last possible separator.
+FOLDER_NAME_RE = re.compile(r"(?P<name>.+[.-](?P<panel>.+)[-_](?P<version>.+))")
+MODERN_KEYS = {"name", "genepanel_name", "genepanel_version", "priority", "date_requested", "report",
+               "warnings", "data"}
+DATA_KEYS = {"vcf", "ped", "technology", "callerName"}
+LEGACY_KNOWN_KEYS = {"name", "params", "priority", "date_requested"}
+PRIORITIES = (1, 2, 3)
+VCF_SUFFIXES = (".vcf", ".vcf.gz")
+
+
+def load_analysis_folder(folder: Path) -> AnalysisSpec:
+    """Parse and check an analysis folder; every problem is an ``InputError`` naming the file."""
+    folder = Path(folder).absolute()
+    if not folder.is_dir():
+        raise InputError("analysis folder not found", file=str(folder), expected="a directory")
+    analysis_files = sorted(folder.rglob("*.analysis"))
+    if len(analysis_files) > 1:
+        raise InputError(f"several .analysis files: {[p.name for p in analysis_files]}", file=str(folder),
+                         expected="at most one .analysis file per folder")
+    if analysis_files:
+        spec = _from_analysis_file(folder, analysis_files[0])
+    else:
+        spec = _from_folder_name(folder)
+    spec.warnings = _read_text(folder / "warnings.txt", spec.warnings)
+    spec.report = _read_text(folder / "report.txt", spec.report)
+    return spec
+
+
+def _read_text(path: Path, fallback: str | None) -> str | None:
+    if not path.is_file():
+        return fallback
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError("not UTF-8 text", file=str(path), expected="UTF-8 text") from exc
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                         file=str(path), line=exc.lineno, expected="a JSON object") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError("not UTF-8 text", file=str(path), expected="UTF-8 JSON") from exc
+    if not isinstance(content, dict):
+        raise InputError(f"top level is a {type(content).__name__}", file=str(path), expected="a JSON object")
+    return content
+
+
+def _from_analysis_file(folder: Path, path: Path) -> AnalysisSpec:
+    content = _load_json(path)
+    if "params" in content:
+        return _from_legacy(folder, path, content)
+    return _from_modern(folder, path, content)
+
+
+def _string(path: Path, content: dict[str, Any], key: str) -> str:
+    value = content.get(key)
+    if not isinstance(value, str) or not value:
+        raise InputError(f"{key!r} is {'missing' if key not in content else repr(value)}", file=str(path),
+                         expected=f"a non-empty string {key!r}")
+    return value
+
+
+def _priority(path: Path, value: Any) -> int:
+    try:
+        priority = int(value)
+    except (TypeError, ValueError):
+        priority = -1
+    if isinstance(value, bool) or isinstance(value, float) or priority not in PRIORITIES:
+        raise InputError(f"priority {value!r}", file=str(path), expected="priority 1, 2 or 3")
+    return priority
+
+
+def _date_requested(path: Path, value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        raise InputError(f"date_requested {value!r}", file=str(path),
+                         expected="an ISO date YYYY-MM-DD (or date and time)") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _existing_file(path: Path, folder: Path, name: str, key: str) -> Path:
+    candidate = Path(name)
+    resolved = candidate if candidate.is_absolute() else folder / candidate
+    if not resolved.is_file():
+        raise InputError(f"{key} file {name!r} does not exist", file=str(path),
+                         expected=f"{key} to name a file in {folder}")
+    return resolved
+
+
+def _from_modern(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisSpec:
+    unknown = sorted(set(content) - MODERN_KEYS)
+    if unknown:
+        raise InputError(f"unknown keys {unknown}", file=str(path), expected=f"only {sorted(MODERN_KEYS)}")
+    data = content.get("data")
+    if not isinstance(data, list) or not data:
+        raise InputError("'data' is missing or empty", file=str(path),
+                         expected='"data": [{"vcf": ..., "ped": ..., "technology": "HTS"}, ...]')
+    for key in ("report", "warnings"):
+        if content.get(key) is not None and not isinstance(content[key], str):
+            raise InputError(f"{key!r} is not text", file=str(path), expected=f"{key!r} a string or null")
+    return AnalysisSpec(
+        name=_string(path, content, "name"),
+        genepanel_name=_string(path, content, "genepanel_name"),
+        genepanel_version=_string(path, content, "genepanel_version"),
+        folder=folder,
+        priority=_priority(path, content.get("priority", 1)),
+        date_requested=_date_requested(path, content.get("date_requested")),
+        report=content.get("report"),
+        warnings=content.get("warnings"),
+        vcfs=[_data_entry(folder, path, i, entry) for i, entry in enumerate(data)],
+    )
+
+
+def _data_entry(folder: Path, path: Path, index: int, entry: Any) -> VcfSpec:
+    where = f"data[{index}]"
+    if not isinstance(entry, dict):
+        raise InputError(f"{where} is not an object", file=str(path), expected='{"vcf": ..., "technology": ...}')
+    unknown = sorted(set(entry) - DATA_KEYS)
+    if unknown:
+        raise InputError(f"{where} has unknown keys {unknown}", file=str(path), expected=f"only {sorted(DATA_KEYS)}")
+    vcf = entry.get("vcf")
+    if not isinstance(vcf, str) or not vcf:
+        raise InputError(f"{where} has no 'vcf'", file=str(path), expected=f"{where}.vcf naming a VCF file")
+    ped = entry.get("ped")
+    if ped is not None and not isinstance(ped, str):
+        raise InputError(f"{where}.ped is {ped!r}", file=str(path), expected="a file name or null")
+    technology = entry.get("technology", "HTS")
+    if technology not in TECHNOLOGIES:
+        raise InputError(f"{where}.technology is {technology!r}", file=str(path),
+                         expected=" or ".join(TECHNOLOGIES))
+    caller = entry.get("callerName")
+    if caller is not None and not isinstance(caller, str):
+        raise InputError(f"{where}.callerName is {caller!r}", file=str(path), expected="a string")
+    return VcfSpec(
+        path=_existing_file(path, folder, vcf, f"{where}.vcf"),
+        ped=_existing_file(path, folder, ped, f"{where}.ped") if ped else None,
+        technology=technology,
+        caller_name=caller,
+    )
+
+
+def _from_legacy(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisSpec:
+    params = content["params"]
+    genepanel = params.get("genepanel") if isinstance(params, dict) else None
+    parts = genepanel.split("_") if isinstance(genepanel, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"params.genepanel is {genepanel!r}", file=str(path),
+                         expected='params.genepanel as "NAME_VERSION", e.g. "HBOC_v1.0.0"')
+    stem = path.name[: -len(".analysis")]
+    gzipped = path.parent / f"{stem}.vcf.gz"
+    vcf_name = gzipped if gzipped.is_file() and not (path.parent / f"{stem}.vcf").is_file() else f"{stem}.vcf"
+    vcf = _existing_file(path, path.parent, str(vcf_name), "the VCF")
+    ped = path.parent / f"{stem}.ped"
+    return AnalysisSpec(
+        name=_string(path, content, "name"),
+        genepanel_name=parts[0],
+        genepanel_version=parts[1],
+        folder=folder,
+        priority=_priority(path, content.get("priority", 1)),
+        date_requested=_date_requested(path, content.get("date_requested")),
+        vcfs=[VcfSpec(path=vcf, ped=ped if ped.is_file() else None, technology="HTS")],
+        properties={k: v for k, v in content.items() if k not in LEGACY_KNOWN_KEYS},
+    )
+
+
+def _vcf_stem(path: Path) -> str:
+    name = path.name
+    return next(name[: -len(s)] for s in sorted(VCF_SUFFIXES, key=len, reverse=True) if name.endswith(s))
+
+
+def _from_folder_name(folder: Path) -> AnalysisSpec:
+    match = FOLDER_NAME_RE.fullmatch(folder.name)
+    if match is None:
+        raise InputError(f"folder name {folder.name!r} does not name a gene panel", file=str(folder),
+                         expected="a .analysis file, or a folder named <analysis>.<panel>_<version>")
+    vcfs = sorted(p for suffix in VCF_SUFFIXES for p in folder.rglob(f"*{suffix}") if p.is_file())
+    if not vcfs:
+        raise InputError("no VCF file in the folder", file=str(folder), expected="at least one .vcf or .vcf.gz")
+    peds = {p.stem: p for p in sorted(folder.rglob("*.ped"))}
+    return AnalysisSpec(
+        name=match["name"],
+        genepanel_name=match["panel"],
+        genepanel_version=match["version"],
+        folder=folder,
+        vcfs=[VcfSpec(path=v, ped=peds.get(_vcf_stem(v))) for v in vcfs],
+    )

@@ -1,0 +1,27 @@
+"""INFO fields to ELLA's per-allele annotation document, configured like ELLA's ``deposit``
+section of the annotation config (converters ``keyvalue``, ``json``, ``mapping``, ``meta``,
+``vep``, ``clinvarjson``, ``clinvarreferences``, ``hgmd``, ``hgmdprimaryreport``,
+``hgmdextrarefs``). See docs/annotation-documents.md.
+"""
+
+from engine.deposit.converters.base import AnnotationConfigError, AnnotationValueError
+from engine.deposit.converters.builder import (
+    CONVERTERS,
+    AnnotationBuilder,
+    build_annotation_builder,
+    parse_deposit_config,
+)
+from engine.deposit.converters.schema import validate_annotation
+from engine.deposit.converters.vep import CONSEQUENCE_SEVERITY, worst_consequence
+
+__all__ = [
+    "CONSEQUENCE_SEVERITY",
+    "CONVERTERS",
+    "AnnotationBuilder",
+    "AnnotationConfigError",
+    "AnnotationValueError",
+    "build_annotation_builder",
+    "parse_deposit_config",
+    "validate_annotation",
+    "worst_consequence",
+]

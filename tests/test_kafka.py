@@ -1,0 +1,74 @@
+"""Kafka plumbing against the real embedded broker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kafka import KafkaAdminClient
+
+from engine.broker import EmbeddedBroker, free_port
+from engine.config import load_settings
+from engine.kafka import BrokerUnavailable, EventProducer, Topics, ensure_topics, require_bootstrap
+from tests.support.events import read_topic
+
+
+def test_topics_carry_the_prefix(topic_prefix: str) -> None:
+    topics = Topics.from_settings(load_settings(ANNOSTREAM_TOPIC_PREFIX=topic_prefix))
+    assert topics.ready == f"{topic_prefix}analysis.ready"
+    assert topics.all() == tuple(f"{topic_prefix}analysis.{name}"
+                                 for name in ("ready", "annotated", "imported", "failed", "status"))
+
+
+def test_ensure_topics_is_idempotent(broker: EmbeddedBroker, topic_prefix: str) -> None:
+    names = [f"{topic_prefix}a", f"{topic_prefix}b"]
+    ensure_topics(broker.bootstrap_servers, names, partitions=3)
+    ensure_topics(broker.bootstrap_servers, [*names, f"{topic_prefix}c"], partitions=3)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        described = {item["name"]: item for item in admin.describe_topics([*names, f"{topic_prefix}c"])}
+    finally:
+        admin.close()
+    assert set(described) == {*names, f"{topic_prefix}c"}
+    assert all(len(item["partitions"]) == 3 for item in described.values())
+
+
+def test_send_waits_for_the_ack_and_keeps_key_and_value(broker: EmbeddedBroker, topic_prefix: str) -> None:
+    topic = f"{topic_prefix}analysis.ready"
+    ensure_topics(broker.bootstrap_servers, [topic])
+    with EventProducer(broker.bootstrap_servers) as producer:
+        started = time.monotonic()
+        producer.send(topic, "Diag-ÆØÅ-1", b'{"n": 1}', headers=[("schema", b"analysis.ready/v1")])
+        producer.send(topic, "Diag-2", b'{"n": 2}')
+        elapsed = time.monotonic() - started
+    records = read_topic(broker.bootstrap_servers, topic, expect=2)
+    assert [(r.key.decode(), r.value) for r in records] == [("Diag-ÆØÅ-1", b'{"n": 1}'),
+                                                            ("Diag-2", b'{"n": 2}')]
+    assert records[0].headers == [("schema", b"analysis.ready/v1")]
+    assert elapsed < 2.0
+
+
+def test_unreachable_broker_is_named_in_the_error() -> None:
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(BrokerUnavailable, match=f"cannot reach Kafka at {address}"):
+        EventProducer(address, timeout_s=1.0)
+    with pytest.raises(BrokerUnavailable, match=address):
+        ensure_topics(address, ["x"], timeout_s=1.0)
+
+
+def test_broker_gone_after_connect_fails_send_clearly(topic_prefix: str) -> None:
+    with EmbeddedBroker() as short_lived:
+        topic = f"{topic_prefix}gone"
+        ensure_topics(short_lived.bootstrap_servers, [topic])
+        producer = EventProducer(short_lived.bootstrap_servers, timeout_s=1.0)
+        producer.send(topic, "k", b"before")
+        short_lived.stop()
+        expected = f"could not publish to {topic} on Kafka at {short_lived.bootstrap_servers}"
+        with pytest.raises(BrokerUnavailable, match=expected):
+            producer.send(topic, "k", b"after")
+        producer.close(timeout_s=1.0)
+
+
+def test_missing_bootstrap_says_how_to_set_it() -> None:
+    with pytest.raises(BrokerUnavailable, match=r"KAFKA_BOOTSTRAP_SERVERS is not set.*annostream up"):
+        require_bootstrap(load_settings(KAFKA_BOOTSTRAP_SERVERS=""), "watch")
