@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         """``DB_URL``, or the embedded SQLite file under the data directory."""
         if self.db_url:
+            # ELLA's DB_URL is a plain postgresql:// URL; SQLAlchemy 2.1 would read that as
+            # psycopg 3, while we ship psycopg2.
+            for plain in ("postgresql://", "postgres://"):
+                if self.db_url.startswith(plain):
+                    return "postgresql+psycopg2://" + self.db_url[len(plain):]
             return self.db_url
         return f"sqlite:///{(self.data_dir / 'annostream.db').resolve()}"
 

@@ -37,7 +37,10 @@ CASES = [
     ((1000, "N", "<DEL>", {"svlen": -500}), (999, 1499, "", "", "del", 500, "cnv")),
     ((1000, "N", "<DEL:ME>", {"svtype": "DEL", "svlen": -300}), (999, 1299, "", "", "del_me", 300, "cnv")),
     ((1000, "A", "<DUP>", {"svtype": "DUP", "svlen": 2000}), (999, 1000, "", "", "dup", 2000, "cnv")),
-    ((1000, "A", "<DUP:TANDEM>", {"svtype": "DUP", "svlen": 2000}), (999, 1000, "", "", "dup_tandem", 2000, "cnv")),
+    (
+        (1000, "A", "<DUP:TANDEM>", {"svtype": "DUP", "svlen": 2000}),
+        (999, 1000, "", "", "dup_tandem", 2000, "cnv"),
+    ),
     # SVTYPE with explicit sequence: keeps REF/ALT as change_from/to
     ((1000, "ACGT", "A", {"svtype": "DEL", "svlen": -3}), (999, 1002, "ACGT", "A", "del", 3, "cnv")),
     # END instead of SVLEN
@@ -49,8 +52,15 @@ CASES = [
 def test_allele_normalisation(given: tuple, expected: tuple) -> None:
     pos, ref, alt, sv = given
     allele = allele_from_vcf("13", pos, ref, alt, **sv)
-    got = (allele.start_position, allele.open_end_position, allele.change_from, allele.change_to,
-           allele.change_type, allele.length, allele.caller_type)
+    got = (
+        allele.start_position,
+        allele.open_end_position,
+        allele.change_from,
+        allele.change_to,
+        allele.change_type,
+        allele.length,
+        allele.caller_type,
+    )
     assert got == expected
     # the VCF representation is kept verbatim
     assert (allele.chromosome, allele.vcf_pos, allele.vcf_ref, allele.vcf_alt) == ("13", pos, ref, alt)

@@ -23,8 +23,15 @@ def write_ped(tmp_path: Path, *rows: str) -> Path:
 
 def test_read_ella_trio_ped() -> None:
     assert read_ped(TRIO_PED) == [
-        SampleRecord("TestSample-001", affected=True, proband=True, sex="Male", family_id="TestFam",
-                     father_identifier="TestSample-002", mother_identifier="TestSample-003"),
+        SampleRecord(
+            "TestSample-001",
+            affected=True,
+            proband=True,
+            sex="Male",
+            family_id="TestFam",
+            father_identifier="TestSample-002",
+            mother_identifier="TestSample-003",
+        ),
         SampleRecord("TestSample-002", affected=False, proband=False, sex="Male", family_id="TestFam"),
         SampleRecord("TestSample-003", affected=False, proband=False, sex="Female", family_id="TestFam"),
     ]
@@ -47,9 +54,18 @@ def test_vcf_order_wins_over_ped_order() -> None:
 
 
 def test_siblings_share_the_probands_parents(tmp_path: Path) -> None:
-    ped = write_ped(tmp_path, "F P Dad Mum 2 2 1", "F Sib Dad Mum 1 1 0", "F Half Dad 0 1 1 0",
-                    "F Dad 0 0 1 1 0", "F Mum 0 0 2 1 0")
-    samples = {s.identifier: s for s in resolve_samples(Path("x.vcf"), ["P", "Sib", "Half", "Dad", "Mum"], ped, "HTS")}
+    ped = write_ped(
+        tmp_path,
+        "F P Dad Mum 2 2 1",
+        "F Sib Dad Mum 1 1 0",
+        "F Half Dad 0 1 1 0",
+        "F Dad 0 0 1 1 0",
+        "F Mum 0 0 2 1 0",
+    )
+    samples = {
+        s.identifier: s
+        for s in resolve_samples(Path("x.vcf"), ["P", "Sib", "Half", "Dad", "Mum"], ped, "HTS")
+    }
     assert samples["Sib"].sibling_identifier == "P"
     assert samples["Half"].sibling_identifier is None  # different mother
     assert samples["Dad"].sibling_identifier is None
@@ -102,13 +118,18 @@ def test_ped_line_errors(tmp_path: Path, rows: list[str], line: int, fragment: s
         (["F P 0 0 1 2 1", "G S 0 0 1 1 0"], ["P", "S"], "several families", True),
         (["F P 0 0 1 2 1"], ["P", "S"], "VCF samples ['S'] are not in the PED", False),
         (["F P 0 0 1 2 1", "F S 0 0 1 1 0"], ["P"], "PED samples ['S'] are not columns", True),
-        (["F P D1 0 1 2 1", "F S D2 0 1 1 0", "F D1 0 0 1 1 0", "F D2 0 0 1 1 0"], ["P", "S", "D1", "D2"],
-         "more than one father", True),
+        (
+            ["F P D1 0 1 2 1", "F S D2 0 1 1 0", "F D1 0 0 1 1 0", "F D2 0 0 1 1 0"],
+            ["P", "S", "D1", "D2"],
+            "more than one father",
+            True,
+        ),
         (["F P D 0 1 2 1", "F S 0 0 1 1 0"], ["P", "S"], "father ['D'] is not a sample", True),
     ],
 )
-def test_family_rule_errors(tmp_path: Path, rows: list[str], vcf_ids: list[str], fragment: str,
-                            blames_ped: bool) -> None:
+def test_family_rule_errors(
+    tmp_path: Path, rows: list[str], vcf_ids: list[str], fragment: str, blames_ped: bool
+) -> None:
     ped = write_ped(tmp_path, *rows)
     with pytest.raises(InputError) as caught:
         resolve_samples(tmp_path / "x.vcf", vcf_ids, ped, "HTS")

@@ -121,26 +121,34 @@ class Allele(Base):
     caller_type: Mapped[str] = mapped_column(sa.String, default="snv")
 
 
+# genotype and genotypesampledata are the high-volume tables (1M and 3M rows for a large
+# exome). They reference allele/sample/genotype ids WITHOUT database foreign keys: PostgreSQL
+# checks a foreign key with one lookup per inserted row, which made a 1M-variant import 3-4x
+# slower. Their ids are only ever written by engine.deposit.writer inside one transaction (the
+# referenced rows are created or looked up in that same transaction), and rows are deleted
+# only through engine.deposit.writer.delete_analysis. ELLA declares these foreign keys.
 class Genotype(Base):
     __tablename__ = "genotype"
     __table_args__ = (sa.UniqueConstraint("sample_id", "allele_id", "secondallele_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    allele_id: Mapped[int] = mapped_column(sa.ForeignKey("allele.id"), index=True)
-    secondallele_id: Mapped[int | None] = mapped_column(sa.ForeignKey("allele.id"))
-    # The proband sample the genotype was imported for (ELLA's meaning).
-    sample_id: Mapped[int] = mapped_column(sa.ForeignKey("sample.id", ondelete="CASCADE"), index=True)
+    allele_id: Mapped[int] = mapped_column(sa.Integer, index=True)  # -> allele.id
+    secondallele_id: Mapped[int | None] = mapped_column(sa.Integer)  # -> allele.id
+    # The proband sample the genotype was imported for (ELLA's meaning); -> sample.id.
+    # Indexed by the unique constraint's leading column.
+    sample_id: Mapped[int] = mapped_column(sa.Integer)
     filter_status: Mapped[str | None] = mapped_column(sa.String)
     variant_quality: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class GenotypeSampleData(Base):
     __tablename__ = "genotypesampledata"
+    # The unique constraint's leading column also serves lookups by genotype_id.
     __table_args__ = (sa.UniqueConstraint("genotype_id", "sample_id", "secondallele"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    genotype_id: Mapped[int] = mapped_column(sa.ForeignKey("genotype.id", ondelete="CASCADE"), index=True)
-    sample_id: Mapped[int] = mapped_column(sa.ForeignKey("sample.id", ondelete="CASCADE"))
+    genotype_id: Mapped[int] = mapped_column(sa.Integer)  # -> genotype.id
+    sample_id: Mapped[int] = mapped_column(sa.Integer)  # -> sample.id
     secondallele: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     multiallelic: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     type: Mapped[str] = mapped_column(sa.String)
@@ -293,3 +301,25 @@ class AnnotationConfig(Base):
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     # Annostream: sha256 of the canonical JSON of deposit + view; storing it again is a no-op.
     sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+
+
+class AnnotationBundle(Base):
+    """An annotation data bundle (vcfanno TOML + sources manifest + data), copied under
+    ``ANNOSTREAM_DATA_DIR/bundles/<version>/``. At most one is active, enforced by the database."""
+
+    __tablename__ = "annotation_bundle"
+    __table_args__ = (
+        sa.Index(
+            "uq_annotation_bundle_active", "active", unique=True,
+            postgresql_where=sa.text("active"), sqlite_where=sa.text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(sa.String, unique=True)
+    path: Mapped[str] = mapped_column(sa.String)
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSONType)  # the bundle's sources.json
+    config_sha256: Mapped[str] = mapped_column(sa.String(64))
+    date_added: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    active: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    date_activated: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))

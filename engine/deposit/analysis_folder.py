@@ -29,8 +29,16 @@ from engine.errors import InputError
 
 # ELLA's FOLDER_FIELDS_RE: the greedy first group puts the split at the last possible separator.
 FOLDER_NAME_RE = re.compile(r"(?P<name>.+[.-](?P<panel>.+)[-_](?P<version>.+))")
-MODERN_KEYS = {"name", "genepanel_name", "genepanel_version", "priority", "date_requested", "report",
-               "warnings", "data"}
+MODERN_KEYS = {
+    "name",
+    "genepanel_name",
+    "genepanel_version",
+    "priority",
+    "date_requested",
+    "report",
+    "warnings",
+    "data",
+}
 DATA_KEYS = {"vcf", "ped", "technology", "callerName"}
 LEGACY_KNOWN_KEYS = {"name", "params", "priority", "date_requested"}
 PRIORITIES = (1, 2, 3)
@@ -44,12 +52,12 @@ def load_analysis_folder(folder: Path) -> AnalysisSpec:
         raise InputError("analysis folder not found", file=str(folder), expected="a directory")
     analysis_files = sorted(folder.rglob("*.analysis"))
     if len(analysis_files) > 1:
-        raise InputError(f"several .analysis files: {[p.name for p in analysis_files]}", file=str(folder),
-                         expected="at most one .analysis file per folder")
-    if analysis_files:
-        spec = _from_analysis_file(folder, analysis_files[0])
-    else:
-        spec = _from_folder_name(folder)
+        raise InputError(
+            f"several .analysis files: {[p.name for p in analysis_files]}",
+            file=str(folder),
+            expected="at most one .analysis file per folder",
+        )
+    spec = _from_analysis_file(folder, analysis_files[0]) if analysis_files else _from_folder_name(folder)
     spec.warnings = _read_text(folder / "warnings.txt", spec.warnings)
     spec.report = _read_text(folder / "report.txt", spec.report)
     return spec
@@ -68,8 +76,12 @@ def _load_json(path: Path) -> dict[str, Any]:
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-                         file=str(path), line=exc.lineno, expected="a JSON object") from exc
+        raise InputError(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            file=str(path),
+            line=exc.lineno,
+            expected="a JSON object",
+        ) from exc
     except UnicodeDecodeError as exc:
         raise InputError("not UTF-8 text", file=str(path), expected="UTF-8 JSON") from exc
     if not isinstance(content, dict):
@@ -87,8 +99,11 @@ def _from_analysis_file(folder: Path, path: Path) -> AnalysisSpec:
 def _string(path: Path, content: dict[str, Any], key: str) -> str:
     value = content.get(key)
     if not isinstance(value, str) or not value:
-        raise InputError(f"{key!r} is {'missing' if key not in content else repr(value)}", file=str(path),
-                         expected=f"a non-empty string {key!r}")
+        raise InputError(
+            f"{key!r} is {'missing' if key not in content else repr(value)}",
+            file=str(path),
+            expected=f"a non-empty string {key!r}",
+        )
     return value
 
 
@@ -97,7 +112,7 @@ def _priority(path: Path, value: Any) -> int:
         priority = int(value)
     except (TypeError, ValueError):
         priority = -1
-    if isinstance(value, bool) or isinstance(value, float) or priority not in PRIORITIES:
+    if isinstance(value, bool | float) or priority not in PRIORITIES:
         raise InputError(f"priority {value!r}", file=str(path), expected="priority 1, 2 or 3")
     return priority
 
@@ -108,8 +123,9 @@ def _date_requested(path: Path, value: Any) -> dt.datetime | None:
     try:
         parsed = dt.datetime.fromisoformat(str(value))
     except ValueError:
-        raise InputError(f"date_requested {value!r}", file=str(path),
-                         expected="an ISO date YYYY-MM-DD (or date and time)") from None
+        raise InputError(
+            f"date_requested {value!r}", file=str(path), expected="an ISO date YYYY-MM-DD (or date and time)"
+        ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
@@ -117,8 +133,11 @@ def _existing_file(path: Path, folder: Path, name: str, key: str) -> Path:
     candidate = Path(name)
     resolved = candidate if candidate.is_absolute() else folder / candidate
     if not resolved.is_file():
-        raise InputError(f"{key} file {name!r} does not exist", file=str(path),
-                         expected=f"{key} to name a file in {folder}")
+        raise InputError(
+            f"{key} file {name!r} does not exist",
+            file=str(path),
+            expected=f"{key} to name a file in {folder}",
+        )
     return resolved
 
 
@@ -128,8 +147,11 @@ def _from_modern(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisS
         raise InputError(f"unknown keys {unknown}", file=str(path), expected=f"only {sorted(MODERN_KEYS)}")
     data = content.get("data")
     if not isinstance(data, list) or not data:
-        raise InputError("'data' is missing or empty", file=str(path),
-                         expected='"data": [{"vcf": ..., "ped": ..., "technology": "HTS"}, ...]')
+        raise InputError(
+            "'data' is missing or empty",
+            file=str(path),
+            expected='"data": [{"vcf": ..., "ped": ..., "technology": "HTS"}, ...]',
+        )
     for key in ("report", "warnings"):
         if content.get(key) is not None and not isinstance(content[key], str):
             raise InputError(f"{key!r} is not text", file=str(path), expected=f"{key!r} a string or null")
@@ -149,10 +171,14 @@ def _from_modern(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisS
 def _data_entry(folder: Path, path: Path, index: int, entry: Any) -> VcfSpec:
     where = f"data[{index}]"
     if not isinstance(entry, dict):
-        raise InputError(f"{where} is not an object", file=str(path), expected='{"vcf": ..., "technology": ...}')
+        raise InputError(
+            f"{where} is not an object", file=str(path), expected='{"vcf": ..., "technology": ...}'
+        )
     unknown = sorted(set(entry) - DATA_KEYS)
     if unknown:
-        raise InputError(f"{where} has unknown keys {unknown}", file=str(path), expected=f"only {sorted(DATA_KEYS)}")
+        raise InputError(
+            f"{where} has unknown keys {unknown}", file=str(path), expected=f"only {sorted(DATA_KEYS)}"
+        )
     vcf = entry.get("vcf")
     if not isinstance(vcf, str) or not vcf:
         raise InputError(f"{where} has no 'vcf'", file=str(path), expected=f"{where}.vcf naming a VCF file")
@@ -161,8 +187,9 @@ def _data_entry(folder: Path, path: Path, index: int, entry: Any) -> VcfSpec:
         raise InputError(f"{where}.ped is {ped!r}", file=str(path), expected="a file name or null")
     technology = entry.get("technology", "HTS")
     if technology not in TECHNOLOGIES:
-        raise InputError(f"{where}.technology is {technology!r}", file=str(path),
-                         expected=" or ".join(TECHNOLOGIES))
+        raise InputError(
+            f"{where}.technology is {technology!r}", file=str(path), expected=" or ".join(TECHNOLOGIES)
+        )
     caller = entry.get("callerName")
     if caller is not None and not isinstance(caller, str):
         raise InputError(f"{where}.callerName is {caller!r}", file=str(path), expected="a string")
@@ -179,8 +206,11 @@ def _from_legacy(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisS
     genepanel = params.get("genepanel") if isinstance(params, dict) else None
     parts = genepanel.split("_") if isinstance(genepanel, str) else []
     if len(parts) != 2 or not all(parts):
-        raise InputError(f"params.genepanel is {genepanel!r}", file=str(path),
-                         expected='params.genepanel as "NAME_VERSION", e.g. "HBOC_v1.0.0"')
+        raise InputError(
+            f"params.genepanel is {genepanel!r}",
+            file=str(path),
+            expected='params.genepanel as "NAME_VERSION", e.g. "HBOC_v1.0.0"',
+        )
     stem = path.name[: -len(".analysis")]
     gzipped = path.parent / f"{stem}.vcf.gz"
     vcf_name = gzipped if gzipped.is_file() and not (path.parent / f"{stem}.vcf").is_file() else f"{stem}.vcf"
@@ -206,11 +236,16 @@ def _vcf_stem(path: Path) -> str:
 def _from_folder_name(folder: Path) -> AnalysisSpec:
     match = FOLDER_NAME_RE.fullmatch(folder.name)
     if match is None:
-        raise InputError(f"folder name {folder.name!r} does not name a gene panel", file=str(folder),
-                         expected="a .analysis file, or a folder named <analysis>.<panel>_<version>")
+        raise InputError(
+            f"folder name {folder.name!r} does not name a gene panel",
+            file=str(folder),
+            expected="a .analysis file, or a folder named <analysis>.<panel>_<version>",
+        )
     vcfs = sorted(p for suffix in VCF_SUFFIXES for p in folder.rglob(f"*{suffix}") if p.is_file())
     if not vcfs:
-        raise InputError("no VCF file in the folder", file=str(folder), expected="at least one .vcf or .vcf.gz")
+        raise InputError(
+            "no VCF file in the folder", file=str(folder), expected="at least one .vcf or .vcf.gz"
+        )
     peds = {p.stem: p for p in sorted(folder.rglob("*.ped"))}
     return AnalysisSpec(
         name=match["name"],

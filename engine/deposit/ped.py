@@ -34,8 +34,12 @@ def read_ped(path: Path) -> list[SampleRecord]:
             continue
         record = _ped_line(path, number, raw)
         if record.identifier in seen:
-            raise InputError(f"sample {record.identifier!r} is listed twice (first on line {seen[record.identifier]})",
-                             file=str(path), line=number, expected="one line per sample")
+            raise InputError(
+                f"sample {record.identifier!r} is listed twice (first on line {seen[record.identifier]})",
+                file=str(path),
+                line=number,
+                expected="one line per sample",
+            )
         seen[record.identifier] = number
         records.append(record)
     if not records:
@@ -47,7 +51,9 @@ def _ped_line(path: Path, number: int, raw: str) -> SampleRecord:
     columns = [c.strip() for c in raw.split("\t")]
     if len(columns) != len(PED_COLUMNS):
         raise InputError(
-            f"{len(columns)} tab-separated columns", file=str(path), line=number,
+            f"{len(columns)} tab-separated columns",
+            file=str(path),
+            line=number,
             expected="7 tab-separated columns: " + " ".join(PED_COLUMNS),
         )
     family, sample, father, mother, sex, affected, proband = columns
@@ -72,14 +78,19 @@ def resolve_samples(
     if technology not in TECHNOLOGIES:
         raise InputError(f"technology {technology!r}", file=str(vcf_path), expected=" or ".join(TECHNOLOGIES))
     if not vcf_sample_ids:
-        raise InputError("VCF has no sample columns", file=str(vcf_path), expected="at least the proband's column")
+        raise InputError(
+            "VCF has no sample columns", file=str(vcf_path), expected="at least the proband's column"
+        )
     if ped is None:
         if len(vcf_sample_ids) > 1:
             raise InputError(
                 f"VCF has {len(vcf_sample_ids)} samples {vcf_sample_ids} but no PED file",
-                file=str(vcf_path), expected="a .ped file naming the proband of a multi-sample VCF",
+                file=str(vcf_path),
+                expected="a .ped file naming the proband of a multi-sample VCF",
             )
-        return [SampleRecord(identifier=vcf_sample_ids[0], affected=True, proband=True, sample_type=technology)]
+        return [
+            SampleRecord(identifier=vcf_sample_ids[0], affected=True, proband=True, sample_type=technology)
+        ]
 
     by_id = {r.identifier: r for r in read_ped(ped)}
     _check_same_samples(vcf_path, vcf_sample_ids, ped, by_id)
@@ -91,35 +102,52 @@ def resolve_samples(
     return samples
 
 
-def _check_same_samples(vcf_path: Path, vcf_ids: list[str], ped: Path, by_id: dict[str, SampleRecord]) -> None:
+def _check_same_samples(
+    vcf_path: Path, vcf_ids: list[str], ped: Path, by_id: dict[str, SampleRecord]
+) -> None:
     not_in_ped = [s for s in vcf_ids if s not in by_id]
     if not_in_ped:
-        raise InputError(f"VCF samples {not_in_ped} are not in the PED file {ped}", file=str(vcf_path),
-                         expected=f"every VCF sample in the PED file (PED has {sorted(by_id)})")
+        raise InputError(
+            f"VCF samples {not_in_ped} are not in the PED file {ped}",
+            file=str(vcf_path),
+            expected=f"every VCF sample in the PED file (PED has {sorted(by_id)})",
+        )
     not_in_vcf = [s for s in by_id if s not in vcf_ids]
     if not_in_vcf:
-        raise InputError(f"PED samples {not_in_vcf} are not columns of {vcf_path}", file=str(ped),
-                         expected=f"exactly the VCF's samples {vcf_ids}")
+        raise InputError(
+            f"PED samples {not_in_vcf} are not columns of {vcf_path}",
+            file=str(ped),
+            expected=f"exactly the VCF's samples {vcf_ids}",
+        )
 
 
 def _check_family(ped: Path, samples: list[SampleRecord]) -> None:
     probands = [s.identifier for s in samples if s.proband]
     if len(probands) != 1:
-        raise InputError(f"{len(probands)} probands {probands}", file=str(ped),
-                         expected="exactly one sample with proband = 1")
+        raise InputError(
+            f"{len(probands)} probands {probands}",
+            file=str(ped),
+            expected="exactly one sample with proband = 1",
+        )
     families = sorted({s.family_id or "" for s in samples})
     if len(families) != 1:
         raise InputError(f"several families {families}", file=str(ped), expected="one family id")
     ids = {s.identifier for s in samples}
     for role in ("father", "mother"):
-        parents = {getattr(s, f"{role}_identifier") for s in samples} - {None}
+        parents: set[str] = {p for s in samples if (p := getattr(s, f"{role}_identifier"))}
         if len(parents) > 1:
-            raise InputError(f"more than one {role}: {sorted(parents)}", file=str(ped),  # type: ignore[type-var]
-                             expected=f"at most one {role} in an analysis' family")
+            raise InputError(
+                f"more than one {role}: {sorted(parents)}",
+                file=str(ped),
+                expected=f"at most one {role} in an analysis' family",
+            )
         unknown = parents - ids
         if unknown:
-            raise InputError(f"{role} {sorted(unknown)} is not a sample of the VCF", file=str(ped),  # type: ignore[type-var]
-                             expected=f"the {role} id to be a sample in the PED and VCF, or 0")
+            raise InputError(
+                f"{role} {sorted(unknown)} is not a sample of the VCF",
+                file=str(ped),
+                expected=f"the {role} id to be a sample in the PED and VCF, or 0",
+            )
 
 
 def _assign_siblings(samples: list[SampleRecord]) -> None:
@@ -130,7 +158,9 @@ def _assign_siblings(samples: list[SampleRecord]) -> None:
     for sample in samples:
         if sample.proband:
             continue
-        same_parents = (sample.father_identifier == proband.father_identifier
-                        and sample.mother_identifier == proband.mother_identifier)
+        same_parents = (
+            sample.father_identifier == proband.father_identifier
+            and sample.mother_identifier == proband.mother_identifier
+        )
         if not has_parents or same_parents:
             sample.sibling_identifier = proband.identifier

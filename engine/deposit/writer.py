@@ -332,8 +332,7 @@ def _merge_alleles(loader: BulkLoader, rows: Iterable[tuple[int, bool, AlleleRec
     # WHERE true: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT unambiguously.
     inserted = loader.execute(
         f"INSERT INTO allele ({', '.join(ALLELE_COLUMNS)}) "
-        f"SELECT {', '.join(ALLELE_COLUMNS)} FROM {STAGE_ALLELE} WHERE true "
-        "ORDER BY ord, second ON CONFLICT DO NOTHING"
+        f"SELECT {', '.join(ALLELE_COLUMNS)} FROM {STAGE_ALLELE} WHERE true ON CONFLICT DO NOTHING"
     )
     match = " AND ".join(f"a.{c} = s.{c}" for c in ALLELE_IDENTITY)
     loader.create_scratch_table_as(

@@ -164,7 +164,7 @@ class Pipeline:
             streams.append(iter_variant_batches(vcf, vcf_samples, annotation_builder=builder))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
         return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
-                              properties=properties, annotation_config_id=config_id)
+                              properties=properties)
 
     def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[VcfSpec]:
         """The folder's VCFs, each replaced by its annotated artifact when the stage made one."""

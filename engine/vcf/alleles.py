@@ -12,7 +12,6 @@ ELLA (``vardb.util.vcfrecord.VCFRecord._build_allele``) stores alleles 0-based a
 
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
 
@@ -71,6 +70,15 @@ def check_bases(value: str, column: str) -> str:
     return value
 
 
+def _common_prefix_length(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _sequence_allele(chrom: str, pos: int, ref: str, alt: str) -> AlleleRecord:
     check_bases(ref, "REF")
     check_bases(alt, "ALT")
@@ -80,9 +88,9 @@ def _sequence_allele(chrom: str, pos: int, ref: str, alt: str) -> AlleleRecord:
             raise InputError(f"REF and ALT are both {ref!r}", expected="ALT different from REF")
         return AlleleRecord(chrom, start, start + 1, ref, alt, "SNP", pos, ref, alt, 1)
 
-    suffix = len(os.path.commonprefix([ref[::-1], alt[::-1]]))
+    suffix = _common_prefix_length(ref[::-1], alt[::-1])
     trimmed_ref, trimmed_alt = (ref[:-suffix], alt[:-suffix]) if suffix else (ref, alt)
-    prefix = len(os.path.commonprefix([trimmed_ref, trimmed_alt]))
+    prefix = _common_prefix_length(trimmed_ref, trimmed_alt)
     trimmed_ref, trimmed_alt = trimmed_ref[prefix:], trimmed_alt[prefix:]
     start += prefix
 

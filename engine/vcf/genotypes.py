@@ -51,11 +51,13 @@ def proband_has_allele(record: SiteRecord, proband: int, cnv_dup: bool) -> bool:
 
 
 def _allele_of(record: SiteRecord, file: str) -> AlleleRecord:
-    svtype, svlen, end = record.sv_info() if (record.alt.startswith("<") or "SV" in record.info) else (
-        None, None, None)
+    svtype, svlen, end = (
+        record.sv_info() if (record.alt.startswith("<") or "SV" in record.info) else (None, None, None)
+    )
     try:
-        return allele_from_vcf(record.chrom, record.pos, record.ref, record.alt,
-                               svtype=svtype, svlen=svlen, end=end)
+        return allele_from_vcf(
+            record.chrom, record.pos, record.ref, record.alt, svtype=svtype, svlen=svlen, end=end
+        )
     except InputError as exc:
         raise InputError(exc.message, file=file, line=record.line, expected=exc.expected) from None
 
@@ -65,15 +67,21 @@ def _order_pair(records: list[SiteRecord], proband: int, file: str) -> tuple[Sit
     if len(records) == 1:
         return records[0], None
     if len(records) > 2:
-        raise InputError("the proband has more than two ALT alleles in one multiallelic block",
-                         file=file, line=records[2].line, expected="a diploid genotype")
+        raise InputError(
+            "the proband has more than two ALT alleles in one multiallelic block",
+            file=file,
+            line=records[2].line,
+            expected="a diploid genotype",
+        )
     first = next((r for r in records if r.genotypes[proband] == FIRST_OF_PAIR), None)
     second = next((r for r in records if r.genotypes[proband] == SECOND_OF_PAIR), None)
     if first is None or second is None:
         raise InputError(
             "the proband carries two ALTs of a multiallelic site, but its decomposed genotypes are "
             f"{[r.genotypes[proband] for r in records]}",
-            file=file, line=records[1].line, expected="'1/.' on one record and './1' on the other",
+            file=file,
+            line=records[1].line,
+            expected="'1/.' on one record and './1' on the other",
         )
     return first, second
 
@@ -84,8 +92,9 @@ def _variant_quality(record: SiteRecord, file: str) -> int | None:
     try:
         return int(float(record.qual))  # ELLA stores QUAL truncated to an integer
     except ValueError:
-        raise InputError(f"non-numeric QUAL {record.qual!r}", file=file, line=record.line,
-                         expected="a number or '.'") from None
+        raise InputError(
+            f"non-numeric QUAL {record.qual!r}", file=file, line=record.line, expected="a number or '.'"
+        ) from None
 
 
 def _allele_depths(block: list[SiteRecord], n_samples: int) -> list[dict[str, int]]:
@@ -121,8 +130,12 @@ def _sample_data(
     gt = record.genotypes[sample]
     gtype = GENOTYPE_TYPES.get(gt)
     if gtype is None:
-        raise InputError(f"unsupported genotype {gt} for sample #{sample + 1}", file=file,
-                         line=record.line, expected="a haploid or diploid genotype of 0, 1 and '.'")
+        raise InputError(
+            f"unsupported genotype {gt} for sample #{sample + 1}",
+            file=file,
+            line=record.line,
+            expected="a haploid or diploid genotype of 0, 1 and '.'",
+        )
     if gt in NO_CALL and not has_coverage:
         gtype = "No coverage"
     multiallelic = gt in MULTIALLELIC_GENOTYPES
@@ -210,6 +223,33 @@ def _numbers(raw: str, key: str) -> list[int | None] | None:
     return [_number(part, key) for part in raw.split(",")]
 
 
+def _ints(parts: list[str]) -> list[int]:
+    try:
+        return list(map(int, parts))
+    except ValueError:
+        return [_number(p, "AD") or 0 for p in parts]
+
+
+def _scalars_and_pl(
+    values: list[str], n: int, gq_i: int | None, dp_i: int | None, cn_i: int | None, pl_i: int | None
+) -> tuple[int | None, int | None, int | None, list[int] | None]:
+    """GQ, DP, CN and PL of one sample; builtin ``int`` first, the careful parser only if that fails."""
+    try:
+        return (
+            int(values[gq_i]) if gq_i is not None and gq_i < n else None,
+            int(values[dp_i]) if dp_i is not None and dp_i < n else None,
+            int(values[cn_i]) if cn_i is not None and cn_i < n else None,
+            list(map(int, values[pl_i].split(","))) if pl_i is not None and pl_i < n else None,
+        )
+    except ValueError:  # '.', floats, or garbage (which _number reports)
+        return (
+            _number(values[gq_i], "GQ") if gq_i is not None and gq_i < n else None,
+            _number(values[dp_i], "DP") if dp_i is not None and dp_i < n else None,
+            _number(values[cn_i], "CN") if cn_i is not None and cn_i < n else None,
+            _complete(_numbers(values[pl_i], "PL")) if pl_i is not None and pl_i < n else None,
+        )
+
+
 def build_single_variant(
     record: SiteRecord,
     sample_ids: Sequence[str],
@@ -226,8 +266,12 @@ def build_single_variant(
         for sample_id, values, gt in zip(sample_ids, record.sample_values, record.genotypes, strict=True):
             gtype = GENOTYPE_TYPES.get(gt)
             if gtype is None:
-                raise InputError(f"unsupported genotype {gt} for sample {sample_id!r}", file=file,
-                                 line=record.line, expected="a haploid or diploid genotype of 0, 1 and '.'")
+                raise InputError(
+                    f"unsupported genotype {gt} for sample {sample_id!r}",
+                    file=file,
+                    line=record.line,
+                    expected="a haploid or diploid genotype of 0, 1 and '.'",
+                )
             if gt in NO_CALL:
                 gtype = "No coverage"  # uncalled in the only record of its block
             multiallelic = gt in MULTIALLELIC_GENOTYPES
@@ -237,25 +281,21 @@ def build_single_variant(
             if ad_i is not None and ad_i < n:
                 parts = values[ad_i].split(",")
                 if len(parts) == 2 and "." not in parts:
-                    ref_depth, alt_depth = _number(parts[0], "AD"), _number(parts[1], "AD")
-                    depth = {ref_key: ref_depth, alt: alt_depth}  # type: ignore[dict-item]
-                    total = ref_depth + alt_depth  # type: ignore[operator]
-                    ratio = alt_depth / total if total else 0.0  # type: ignore[operator]
-            pl = _numbers(values[pl_i], "PL") if pl_i is not None and pl_i < n and not multiallelic else None
+                    ref_depth, alt_depth = _ints(parts)
+                    depth = {ref_key: ref_depth, alt: alt_depth}
+                    total = ref_depth + alt_depth
+                    ratio = alt_depth / total if total else 0.0
+            gq, dp, cn, pl = _scalars_and_pl(values, n, gq_i, dp_i, cn_i, None if multiallelic else pl_i)
             samples[sample_id] = SampleGenotypeRecord(
-                gtype,
-                multiallelic,
-                False,
-                _number(values[gq_i], "GQ") if gq_i is not None and gq_i < n else None,
-                _number(values[dp_i], "DP") if dp_i is not None and dp_i < n else None,
-                depth,
-                ratio,
-                _complete(pl),
-                _number(values[cn_i], "CN") if cn_i is not None and cn_i < n else None,
+                gtype, multiallelic, False, gq, dp, depth, ratio, pl, cn
             )
     except _BadNumber as exc:
-        raise InputError(f"non-numeric FORMAT {exc.key} value {exc.raw!r}", file=file, line=record.line,
-                         expected=f"integer {exc.key} values or '.'") from None
+        raise InputError(
+            f"non-numeric FORMAT {exc.key} value {exc.raw!r}",
+            file=file,
+            line=record.line,
+            expected=f"integer {exc.key} values or '.'",
+        ) from None
     return VariantRecord(
         allele=_allele_of(record, file),
         secondallele=None,

@@ -24,9 +24,12 @@ _STRUCTURED_META = re.compile(r"##(INFO|FORMAT|FILTER|contig|ALT)=<(.*)>\s*$")
 _META_ID = re.compile(r"(?:^|,)ID=([^,>]+)")
 _META_NUMBER = re.compile(r"(?:^|,)Number=([^,>]+)")
 _META_TYPE = re.compile(r"(?:^|,)Type=([^,>]+)")
+_META_DESCRIPTION = re.compile(r'(?:^|,)Description="((?:[^"\\]|\\.)*)"')
 _NUMBER_VALUES = re.compile(r"\d+|[ARG.]")
-_TYPES = {"INFO": {"Integer", "Float", "Flag", "Character", "String"},
-          "FORMAT": {"Integer", "Float", "Character", "String"}}
+_TYPES = {
+    "INFO": {"Integer", "Float", "Flag", "Character", "String"},
+    "FORMAT": {"Integer", "Float", "Character", "String"},
+}
 
 
 @dataclass(slots=True)
@@ -37,6 +40,9 @@ class VcfHeader:
     samples: list[str]
     line_count: int  # header lines, including ``#CHROM``: the first record is line_count + 1
     info_numbers: dict[str, str] = field(default_factory=dict)  # INFO ID -> Number (A, R, G, ., n)
+    # INFO ID -> {"Number", "Type", "Description"}: annotation converters need the descriptions
+    # (VEP's CSQ lists its subfields in its Description).
+    infos: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _is_gzip(path: Path) -> bool:
@@ -50,7 +56,7 @@ def open_text(path: Path) -> IO[str]:
         raise InputError("VCF file not found", file=str(path), expected="an existing .vcf or .vcf.gz file")
     if _is_gzip(path):
         return io.TextIOWrapper(
-            io.BufferedReader(gzip.GzipFile(path, "rb"), buffer_size=1 << 20),  # type: ignore[arg-type]
+            io.BufferedReader(gzip.GzipFile(path, "rb"), buffer_size=1 << 20),
             encoding="utf-8",
             newline="",
         )
@@ -62,7 +68,7 @@ def numbered_lines(path: Path, handle: IO[str], start: int = 0) -> Iterator[tupl
     become ``InputError`` naming the line where the stream broke."""
     number = start
     try:
-        for number, line in enumerate(handle, start + 1):  # noqa: B007 - read after the loop
+        for number, line in enumerate(handle, start + 1):
             yield number, line.rstrip("\r\n")
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(
@@ -77,7 +83,8 @@ def numbered_lines(path: Path, handle: IO[str], start: int = 0) -> Iterator[tupl
         ) from exc
 
 
-def _check_structured_meta(path: Path, number: int, line: str, info_numbers: dict[str, str]) -> None:
+def _check_structured_meta(path: Path, number: int, line: str, info_numbers: dict[str, str],
+                           infos: dict[str, dict[str, str]]) -> None:
     match = _STRUCTURED_META.match(line)
     if match is None:
         return
@@ -89,65 +96,99 @@ def _check_structured_meta(path: Path, number: int, line: str, info_numbers: dic
     typ = _META_TYPE.search(body)
     if ident is None or num is None or typ is None:
         raise InputError(
-            f"##{kind} line lacks ID, Number or Type", file=str(path), line=number,
+            f"##{kind} line lacks ID, Number or Type",
+            file=str(path),
+            line=number,
             expected=f'##{kind}=<ID=...,Number=...,Type=...,Description="...">',
         )
     if not _NUMBER_VALUES.fullmatch(num.group(1)) or typ.group(1) not in _TYPES[kind]:
         raise InputError(
             f"##{kind} {ident.group(1)} has Number={num.group(1)} Type={typ.group(1)}",
-            file=str(path), line=number,
+            file=str(path),
+            line=number,
             expected=f"Number an integer, A, R, G or '.'; Type one of {sorted(_TYPES[kind])}",
         )
     if kind == "INFO":
         info_numbers[ident.group(1)] = num.group(1)
+        description = _META_DESCRIPTION.search(body)
+        infos[ident.group(1)] = {"Number": num.group(1), "Type": typ.group(1),
+                                 "Description": description.group(1) if description else ""}
 
 
 def _check_meta_line(path: Path, number: int, line: str) -> None:
     if number == 1 and not line.startswith("##fileformat=VCF"):
-        raise InputError("VCF does not start with a ##fileformat line", file=str(path), line=1,
-                         expected="##fileformat=VCFv4.x")
-    if line.startswith("##") and "<" in line.split("=", 1)[-1][:1] and not line.rstrip().endswith(">"):
-        raise InputError("unterminated structured header line", file=str(path), line=number,
-                         expected="##KEY=<...> on one line")
+        raise InputError(
+            "VCF does not start with a ##fileformat line",
+            file=str(path),
+            line=1,
+            expected="##fileformat=VCFv4.x",
+        )
+    value = line.partition("=")[2]
+    if line.startswith("##") and value.startswith("<") and not value.rstrip().endswith(">"):
+        raise InputError(
+            "unterminated structured header line",
+            file=str(path),
+            line=number,
+            expected="##KEY=<...> on one line",
+        )
 
 
 def _samples_from_column_line(path: Path, number: int, line: str) -> list[str]:
     columns = line.split("\t")
     if tuple(columns[:8]) != MANDATORY_COLUMNS:
         raise InputError(
-            "malformed #CHROM header line", file=str(path), line=number,
+            "malformed #CHROM header line",
+            file=str(path),
+            line=number,
             expected="tab-separated " + " ".join(MANDATORY_COLUMNS) + " [FORMAT samples...]",
         )
     if len(columns) == 9 or (len(columns) > 9 and columns[8] != "FORMAT"):
-        raise InputError("sample columns without FORMAT (or FORMAT without samples)",
-                         file=str(path), line=number, expected="FORMAT followed by sample names")
+        raise InputError(
+            "sample columns without FORMAT (or FORMAT without samples)",
+            file=str(path),
+            line=number,
+            expected="FORMAT followed by sample names",
+        )
     samples = columns[9:]
     duplicates = sorted({s for s in samples if samples.count(s) > 1})
     if duplicates or any(not s for s in samples):
-        raise InputError(f"duplicate or empty sample names {duplicates}", file=str(path), line=number,
-                         expected="unique sample names")
+        raise InputError(
+            f"duplicate or empty sample names {duplicates}",
+            file=str(path),
+            line=number,
+            expected="unique sample names",
+        )
     return samples
 
 
 def parse_header(path: Path, lines: Iterator[tuple[int, str]]) -> VcfHeader:
     """Consume header lines from ``lines`` up to and including ``#CHROM``."""
     info_numbers: dict[str, str] = {}
+    infos: dict[str, dict[str, str]] = {}
     last = 0
     for number, line in lines:
         last = number
         if line.startswith("##"):
             _check_meta_line(path, number, line)
-            _check_structured_meta(path, number, line, info_numbers)
+            _check_structured_meta(path, number, line, info_numbers, infos)
             continue
         if number == 1:
             _check_meta_line(path, number, line)
         if line.startswith("#CHROM"):
             samples = _samples_from_column_line(path, number, line)
-            return VcfHeader(path, samples, number, info_numbers)
-        raise InputError("data or stray text before the #CHROM header line", file=str(path),
-                         line=number, expected="'##' meta lines, then the #CHROM line")
-    raise InputError("VCF ends before its #CHROM header line", file=str(path), line=max(last, 1),
-                     expected="a #CHROM header line")
+            return VcfHeader(path, samples, number, info_numbers, infos)
+        raise InputError(
+            "data or stray text before the #CHROM header line",
+            file=str(path),
+            line=number,
+            expected="'##' meta lines, then the #CHROM line",
+        )
+    raise InputError(
+        "VCF ends before its #CHROM header line",
+        file=str(path),
+        line=max(last, 1),
+        expected="a #CHROM header line",
+    )
 
 
 def check_with_htslib(header: VcfHeader) -> None:
@@ -156,14 +197,21 @@ def check_with_htslib(header: VcfHeader) -> None:
 
     try:
         reader = cyvcf2.VCF(str(header.path))
-    except (OSError, Exception) as exc:  # cyvcf2 raises bare Exception for header errors
-        raise InputError(f"htslib cannot parse the VCF header ({exc})", file=str(header.path),
-                         line=header.line_count, expected="a VCF 4.x header") from exc
+    except Exception as exc:  # cyvcf2 raises bare Exception (or OSError) for header errors
+        raise InputError(
+            f"htslib cannot parse the VCF header ({exc})",
+            file=str(header.path),
+            line=header.line_count,
+            expected="a VCF 4.x header",
+        ) from exc
     try:
         if list(reader.samples) != header.samples:
-            raise InputError("htslib reads different sample names from the header",
-                             file=str(header.path), line=header.line_count,
-                             expected=f"samples {header.samples}")
+            raise InputError(
+                "htslib reads different sample names from the header",
+                file=str(header.path),
+                line=header.line_count,
+                expected=f"samples {header.samples}",
+            )
     finally:
         reader.close()
 

@@ -24,7 +24,14 @@ from engine.vcf.genotypes import (
     build_variant,
     proband_has_allele,
 )
-from engine.vcf.header import VcfHeader, check_with_htslib, numbered_lines, open_text, parse_header, read_header
+from engine.vcf.header import (
+    VcfHeader,
+    check_with_htslib,
+    numbered_lines,
+    open_text,
+    parse_header,
+    read_header,
+)
 from engine.vcf.records import FormatLayout, Genotype, SiteRecord, parse_gt, relative_to_alt
 
 _DUP_TYPES = frozenset({"dup", "dup_tandem"})
@@ -54,7 +61,9 @@ def iter_variant_batches(
         yield from _batches(parser, lines, batch_size)
 
 
-def _batches(parser: _RecordParser, lines: Iterator[tuple[int, str]], size: int) -> Iterator[list[VariantRecord]]:
+def _batches(
+    parser: _RecordParser, lines: Iterator[tuple[int, str]], size: int
+) -> Iterator[list[VariantRecord]]:
     """Fill batches with the cyclic garbage collector paused (it stays on while the caller works).
 
     A batch is hundreds of thousands of small acyclic objects; letting the collector rescan them
@@ -84,20 +93,28 @@ def _sample_columns(header: VcfHeader, samples: Sequence[SampleRecord]) -> tuple
     """Column offsets (after FORMAT) of the analysis' samples, and the proband's position."""
     missing = [s.identifier for s in samples if s.identifier not in header.samples]
     if missing:
-        raise InputError(f"samples {missing} are not columns of the VCF", file=str(header.path),
-                         line=header.line_count, expected=f"one of {header.samples}")
+        raise InputError(
+            f"samples {missing} are not columns of the VCF",
+            file=str(header.path),
+            line=header.line_count,
+            expected=f"one of {header.samples}",
+        )
     probands = [i for i, s in enumerate(samples) if s.proband]
     if len(probands) != 1:
-        raise InputError(f"{len(probands)} probands among the samples of this VCF",
-                         file=str(header.path), expected="exactly one proband")
+        raise InputError(
+            f"{len(probands)} probands among the samples of this VCF",
+            file=str(header.path),
+            expected="exactly one proband",
+        )
     return [header.samples.index(s.identifier) for s in samples], probands[0]
 
 
 class _RecordParser:
     """Turns data lines into ``VariantRecord``s, holding back an unfinished multiallelic block."""
 
-    def __init__(self, header: VcfHeader, samples: Sequence[SampleRecord],
-                 annotation_builder: AnnotationBuilder | None) -> None:
+    def __init__(
+        self, header: VcfHeader, samples: Sequence[SampleRecord], annotation_builder: AnnotationBuilder | None
+    ) -> None:
         self.file = str(header.path)
         self.header = header
         self.columns, self.proband = _sample_columns(header, samples)
@@ -124,8 +141,11 @@ class _RecordParser:
     def _split(self, number: int, line: str) -> list[str]:
         fields = line.split("\t")
         if len(fields) != self.n_fields:
-            raise self._error(number, f"{len(fields)} tab-separated columns",
-                              f"{self.n_fields} columns (8 fixed, FORMAT, {len(self.header.samples)} samples)")
+            raise self._error(
+                number,
+                f"{len(fields)} tab-separated columns",
+                f"{self.n_fields} columns (8 fixed, FORMAT, {len(self.header.samples)} samples)",
+            )
         if not fields[0]:
             raise self._error(number, "empty CHROM", "a chromosome name")
         return fields
@@ -151,8 +171,11 @@ class _RecordParser:
         raw = values[layout.gt] if layout.gt < len(values) else "."
         gt = parse_gt(raw)
         if gt is None:
-            raise self._error(number, f"malformed GT {raw!r} for sample {self.header.samples[sample]!r}",
-                              "GT like 0/1, 1|0, 1/1, ./. or 1")
+            raise self._error(
+                number,
+                f"malformed GT {raw!r} for sample {self.header.samples[sample]!r}",
+                "GT like 0/1, 1|0, 1/1, ./. or 1",
+            )
         return gt
 
     # -- parsing ------------------------------------------------------------------------------
@@ -172,6 +195,8 @@ class _RecordParser:
                 return done
             proband_values = fields[self.proband_column].split(":")
             proband_gt = self._genotype(number, proband_values, layout, self.columns[self.proband])
+            if max(proband_gt) > 1:
+                self._only_first_alt(number, proband_gt)
             if 1 not in proband_gt and not (proband_gt in NO_CALL and _is_cnv_dup(alt_field, info)):
                 return done  # not the proband's variant: nothing else to read on this line
             record = self._single_site(number, fields, pos, layout)
@@ -190,19 +215,43 @@ class _RecordParser:
             if max(gt) > 1:
                 self._only_first_alt(number, gt)
             genotypes.append(gt)
-        return SiteRecord(number, fields[0], pos, fields[3], fields[4], fields[5], fields[6], fields[7],
-                          layout, sample_values, genotypes, None)
+        return SiteRecord(
+            number,
+            fields[0],
+            pos,
+            fields[3],
+            fields[4],
+            fields[5],
+            fields[6],
+            fields[7],
+            layout,
+            sample_values,
+            genotypes,
+            None,
+        )
 
     def _only_first_alt(self, number: int, gt: Genotype) -> None:
         if any(a > 1 for a in gt):
-            raise self._error(number, f"genotype {gt} refers to an ALT this line does not have",
-                              "allele indices 0 and 1 on a line with one ALT")
+            raise self._error(
+                number,
+                f"genotype {gt} refers to an ALT this line does not have",
+                "allele indices 0 and 1 on a line with one ALT",
+            )
 
-    def _site(self, number: int, fields: list[str], pos: int, layout: FormatLayout,
-              block_id: str | None, alt_index: int = 0) -> SiteRecord:
+    def _site(
+        self,
+        number: int,
+        fields: list[str],
+        pos: int,
+        layout: FormatLayout,
+        block_id: str | None,
+        alt_index: int = 0,
+    ) -> SiteRecord:
         """A record for one ALT (``alt_index`` 0 = the line has one ALT; k = k-th of several)."""
         sample_values = [fields[9 + c].split(":") for c in self.columns]
-        genotypes = [self._genotype(number, v, layout, c) for v, c in zip(sample_values, self.columns, strict=True)]
+        genotypes = [
+            self._genotype(number, v, layout, c) for v, c in zip(sample_values, self.columns, strict=True)
+        ]
         alts = fields[4].split(",")
         if alt_index:
             genotypes = [relative_to_alt(gt, alt_index) for gt in genotypes]
@@ -210,15 +259,26 @@ class _RecordParser:
             for gt in genotypes:
                 self._only_first_alt(number, gt)
         return SiteRecord(
-            line=number, chrom=fields[0], pos=pos, ref=fields[3], alt=alts[max(alt_index, 1) - 1],
-            qual=fields[5], filter=fields[6], info=fields[7], layout=layout,
-            sample_values=sample_values, genotypes=genotypes, block_id=block_id,
-            alt_index=max(alt_index, 1), alt_count=len(alts) if alt_index else 1,
+            line=number,
+            chrom=fields[0],
+            pos=pos,
+            ref=fields[3],
+            alt=alts[max(alt_index, 1) - 1],
+            qual=fields[5],
+            filter=fields[6],
+            info=fields[7],
+            layout=layout,
+            sample_values=sample_values,
+            genotypes=genotypes,
+            block_id=block_id,
+            alt_index=max(alt_index, 1),
+            alt_count=len(alts) if alt_index else 1,
             info_numbers=self.header.info_numbers if alt_index else None,
         )
 
-    def _feed_block(self, number: int, fields: list[str], pos: int, layout: FormatLayout,
-                    block_id: str | None) -> list[VariantRecord]:
+    def _feed_block(
+        self, number: int, fields: list[str], pos: int, layout: FormatLayout, block_id: str | None
+    ) -> list[VariantRecord]:
         alts = fields[4].split(",")
         for alt in alts:
             self._bases(number, alt, "ALT")
@@ -236,7 +296,9 @@ class _RecordParser:
         if not self.block:
             return []
         block, self.block = self.block, []
-        proband_records = [r for r in block if proband_has_allele(r, self.proband, _is_cnv_dup(r.alt, r.info))]
+        proband_records = [
+            r for r in block if proband_has_allele(r, self.proband, _is_cnv_dup(r.alt, r.info))
+        ]
         if not proband_records:
             return []
         carried = {id(r) for r in proband_records}
@@ -247,17 +309,25 @@ class _RecordParser:
     def finish(self) -> list[VariantRecord]:
         return self.flush()
 
-    def _variant(self, proband_records: list[SiteRecord], block_records: list[SiteRecord],
-                 covered: list[bool]) -> VariantRecord:
-        return build_variant(proband_records, block_records, covered, self.proband, self.sample_ids,
-                             self.file, self.annotation_builder)
+    def _variant(
+        self, proband_records: list[SiteRecord], block_records: list[SiteRecord], covered: list[bool]
+    ) -> VariantRecord:
+        return build_variant(
+            proband_records,
+            block_records,
+            covered,
+            self.proband,
+            self.sample_ids,
+            self.file,
+            self.annotation_builder,
+        )
 
 
 def _old_multiallelic(info: str) -> str | None:
     start = info.find("OLD_MULTIALLELIC=")
     if start == -1 or (start > 0 and info[start - 1] != ";"):
         return None
-    value = info[start + len("OLD_MULTIALLELIC="):]
+    value = info[start + len("OLD_MULTIALLELIC=") :]
     return value.split(";", 1)[0]
 
 

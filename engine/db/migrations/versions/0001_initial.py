@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 03:48:48.006497
+Create Date: 2026-11-22 03:59:52.061107
 """
 from __future__ import annotations
 
@@ -43,6 +43,21 @@ def upgrade() -> None:
     with op.batch_alter_table('allele', schema=None) as batch_op:
         batch_op.create_index('ix_alleleloci', ['chromosome', 'start_position', 'open_end_position'], unique=False)
 
+    op.create_table('annotation_bundle',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.String(), nullable=False),
+    sa.Column('path', sa.String(), nullable=False),
+    sa.Column('manifest', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('config_sha256', sa.String(length=64), nullable=False),
+    sa.Column('date_added', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('date_activated', sa.DateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_annotation_bundle')),
+    sa.UniqueConstraint('version', name=op.f('uq_annotation_bundle_version'))
+    )
+    with op.batch_alter_table('annotation_bundle', schema=None) as batch_op:
+        batch_op.create_index('uq_annotation_bundle_active', ['active'], unique=True, postgresql_where=sa.text('active'), sqlite_where=sa.text('active'))
+
     op.create_table('annotationconfig',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('deposit', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
@@ -67,6 +82,35 @@ def upgrade() -> None:
     sa.Column('official', sa.Boolean(), nullable=False),
     sa.Column('date_created', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('name', 'version', name=op.f('pk_genepanel'))
+    )
+    op.create_table('genotype',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('allele_id', sa.Integer(), nullable=False),
+    sa.Column('secondallele_id', sa.Integer(), nullable=True),
+    sa.Column('sample_id', sa.Integer(), nullable=False),
+    sa.Column('filter_status', sa.String(), nullable=True),
+    sa.Column('variant_quality', sa.Float(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_genotype')),
+    sa.UniqueConstraint('sample_id', 'allele_id', 'secondallele_id', name=op.f('uq_genotype_sample_id_allele_id_secondallele_id'))
+    )
+    with op.batch_alter_table('genotype', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_genotype_allele_id'), ['allele_id'], unique=False)
+
+    op.create_table('genotypesampledata',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('genotype_id', sa.Integer(), nullable=False),
+    sa.Column('sample_id', sa.Integer(), nullable=False),
+    sa.Column('secondallele', sa.Boolean(), nullable=False),
+    sa.Column('multiallelic', sa.Boolean(), nullable=False),
+    sa.Column('type', sa.String(), nullable=False),
+    sa.Column('genotype_quality', sa.Integer(), nullable=True),
+    sa.Column('genotype_likelihood', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('sequencing_depth', sa.Integer(), nullable=True),
+    sa.Column('allele_depth', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('allele_ratio', sa.Float(), nullable=True),
+    sa.Column('copy_number', sa.Integer(), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_genotypesampledata')),
+    sa.UniqueConstraint('genotype_id', 'sample_id', 'secondallele', name=op.f('uq_genotypesampledata_genotype_id_sample_id_secondallele'))
     )
     op.create_table('analysis',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -203,58 +247,11 @@ def upgrade() -> None:
     with op.batch_alter_table('sample', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sample_analysis_id'), ['analysis_id'], unique=False)
 
-    op.create_table('genotype',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('allele_id', sa.Integer(), nullable=False),
-    sa.Column('secondallele_id', sa.Integer(), nullable=True),
-    sa.Column('sample_id', sa.Integer(), nullable=False),
-    sa.Column('filter_status', sa.String(), nullable=True),
-    sa.Column('variant_quality', sa.Float(), nullable=True),
-    sa.ForeignKeyConstraint(['allele_id'], ['allele.id'], name=op.f('fk_genotype_allele_id_allele')),
-    sa.ForeignKeyConstraint(['sample_id'], ['sample.id'], name=op.f('fk_genotype_sample_id_sample'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['secondallele_id'], ['allele.id'], name=op.f('fk_genotype_secondallele_id_allele')),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_genotype')),
-    sa.UniqueConstraint('sample_id', 'allele_id', 'secondallele_id', name=op.f('uq_genotype_sample_id_allele_id_secondallele_id'))
-    )
-    with op.batch_alter_table('genotype', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_genotype_allele_id'), ['allele_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_genotype_sample_id'), ['sample_id'], unique=False)
-
-    op.create_table('genotypesampledata',
-    sa.Column('id', sa.Integer(), nullable=False),
-    sa.Column('genotype_id', sa.Integer(), nullable=False),
-    sa.Column('sample_id', sa.Integer(), nullable=False),
-    sa.Column('secondallele', sa.Boolean(), nullable=False),
-    sa.Column('multiallelic', sa.Boolean(), nullable=False),
-    sa.Column('type', sa.String(), nullable=False),
-    sa.Column('genotype_quality', sa.Integer(), nullable=True),
-    sa.Column('genotype_likelihood', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('sequencing_depth', sa.Integer(), nullable=True),
-    sa.Column('allele_depth', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
-    sa.Column('allele_ratio', sa.Float(), nullable=True),
-    sa.Column('copy_number', sa.Integer(), nullable=True),
-    sa.ForeignKeyConstraint(['genotype_id'], ['genotype.id'], name=op.f('fk_genotypesampledata_genotype_id_genotype'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['sample_id'], ['sample.id'], name=op.f('fk_genotypesampledata_sample_id_sample'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_genotypesampledata')),
-    sa.UniqueConstraint('genotype_id', 'sample_id', 'secondallele', name=op.f('uq_genotypesampledata_genotype_id_sample_id_secondallele'))
-    )
-    with op.batch_alter_table('genotypesampledata', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_genotypesampledata_genotype_id'), ['genotype_id'], unique=False)
-
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
-    with op.batch_alter_table('genotypesampledata', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_genotypesampledata_genotype_id'))
-
-    op.drop_table('genotypesampledata')
-    with op.batch_alter_table('genotype', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_genotype_sample_id'))
-        batch_op.drop_index(batch_op.f('ix_genotype_allele_id'))
-
-    op.drop_table('genotype')
     with op.batch_alter_table('sample', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sample_analysis_id'))
 
@@ -285,12 +282,21 @@ def downgrade() -> None:
 
     op.drop_table('annotation')
     op.drop_table('analysis')
+    op.drop_table('genotypesampledata')
+    with op.batch_alter_table('genotype', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_genotype_allele_id'))
+
+    op.drop_table('genotype')
     op.drop_table('genepanel')
     with op.batch_alter_table('gene', schema=None) as batch_op:
         batch_op.drop_index('ix_gene_hgnc_symbol')
 
     op.drop_table('gene')
     op.drop_table('annotationconfig')
+    with op.batch_alter_table('annotation_bundle', schema=None) as batch_op:
+        batch_op.drop_index('uq_annotation_bundle_active', postgresql_where=sa.text('active'), sqlite_where=sa.text('active'))
+
+    op.drop_table('annotation_bundle')
     with op.batch_alter_table('allele', schema=None) as batch_op:
         batch_op.drop_index('ix_alleleloci')
 
