@@ -20,17 +20,17 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.db import migrate  # noqa: E402
-from engine.db.models import Genepanel  # noqa: E402
-from engine.db.session import session_scope  # noqa: E402
-from engine.deposit.records import (  # noqa: E402
+from engine.db import migrate
+from engine.db.models import Genepanel
+from engine.db.session import session_scope
+from engine.deposit.records import (
     AlleleRecord,
     AnalysisSpec,
     SampleGenotypeRecord,
     SampleRecord,
     VariantRecord,
 )
-from engine.deposit.writer import write_analysis  # noqa: E402
+from engine.deposit.writer import write_analysis
 
 SAMPLES = [
     SampleRecord("PROBAND", affected=True, proband=True, family_id="F", father_identifier="FATHER",
@@ -112,7 +112,8 @@ def run(db_url: str, n: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", "-n", type=int, default=100_000)
     parser.add_argument("--db-url", help="PostgreSQL URL (default: a throwaway cluster)")
     args = parser.parse_args()

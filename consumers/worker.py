@@ -17,13 +17,15 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from engine import metrics
 from engine.config import Settings
 from engine.kafka import Topics, ensure_topics
 from engine.pipeline import Outgoing, Pipeline, is_transient
-from engine import metrics
 
 log = logging.getLogger("annostream.worker")
 
@@ -31,11 +33,30 @@ TRANSIENT_RETRIES = 5
 EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
 
 
+def _limit_fetch_wait(max_wait_ms: int) -> None:
+    """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
+
+    faust offers no setting for it, so the consumer factory is wrapped once per process; the
+    value is read by aiokafka's fetcher when the consumer starts.
+    """
+    thread_class = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(thread_class, "_annostream_original_factory", thread_class._create_worker_consumer)
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms
+        return consumer
+
+    thread_class._annostream_original_factory = original
+    thread_class._create_worker_consumer = create_worker_consumer
+
+
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
         raise RuntimeError("the worker needs KAFKA_BOOTSTRAP_SERVERS (annostream up sets it)")
     pipeline = pipeline or Pipeline(settings)
+    _limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
     topics = Topics.from_settings(settings)
     rebalance = settings.kafka_rebalance_timeout_s
     app = faust.App(
@@ -91,7 +112,8 @@ async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[
     return await asyncio.get_running_loop().run_in_executor(executor, work, raw)
 
 
-async def run_with_retries(what: str, attempt: Callable[[], Awaitable[list[Outgoing] | None]]) -> list[Outgoing]:
+async def run_with_retries(what: str,
+                           attempt: Callable[[], Awaitable[list[Outgoing] | None]]) -> list[Outgoing]:
     """Retry transient infrastructure errors; fail-stop when they persist (never ack unprocessed)."""
     delay = 0.5
     for number in range(1, TRANSIENT_RETRIES + 1):

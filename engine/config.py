@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Short timeouts suit the embedded broker (Tansu waits the full rebalance timeout on a
     # group join); production Kafka keeps Kafka's own defaults unless told otherwise.
     kafka_rebalance_timeout_s: float = Field(6.0, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0)
+    # faust hard-codes a 1.5 s fetch wait; Kafka answers a fetch as soon as data arrives, but
+    # Tansu (embedded) lets it run out, which adds up to the wait to every pipeline hop.
+    kafka_fetch_max_wait_ms: int = Field(100, alias="ANNOSTREAM_KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=30000)
     topic_partitions: int = Field(4, alias="ANNOSTREAM_TOPIC_PARTITIONS", ge=1, le=1024)
     topic_replication_factor: int = Field(1, alias="ANNOSTREAM_TOPIC_REPLICATION_FACTOR", ge=1, le=16)
     worker_name: str = Field("annostream", alias="ANNOSTREAM_APP_ID", pattern=r"^[A-Za-z0-9._-]+$")
@@ -49,6 +52,8 @@ class Settings(BaseSettings):
     analyses_deny: str = Field("", alias="ANALYSES_DENY")
     analyses_allow_file: Path | None = Field(None, alias="ANALYSES_ALLOW_FILE")
     analyses_deny_file: Path | None = Field(None, alias="ANALYSES_DENY_FILE")
+    # Reference genome (.fai-indexed FASTA) for normalisation: REF check and indel left-alignment.
+    reference_fasta: Path | None = Field(None, alias="ANNOSTREAM_REFERENCE_FASTA")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -119,3 +124,7 @@ def configure_logging(settings: Settings) -> None:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Kafka clients log every connection at INFO; keep their warnings and errors only.
+    quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
+    for name in ("kafka", "aiokafka", "faust.transport", "mode"):
+        logging.getLogger(name).setLevel(quiet)

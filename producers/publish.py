@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine import metrics
 from engine.config import Settings
 from engine.events import Genepanel, ReadyEvent, build_ready_event, default_producer, encode
 from engine.kafka import EventProducer, Topics, ensure_topics, require_bootstrap
@@ -47,6 +48,7 @@ def prepare_ready_event(folder: Path, settings: Settings, *, producer: str) -> R
 def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics) -> None:
     """Publish (keyed by analysis name) and wait for the broker's acknowledgement."""
     producer.send(topics.ready, event.key, encode(event))
+    metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
     log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
              event.folder, len(event.files), event.fingerprint[:12])
 

@@ -26,6 +26,7 @@ from types import FrameType
 
 from watchfiles._rust_notify import RustNotify
 
+from engine import metrics
 from engine.config import ConfigError, Settings
 from engine.errors import InputError
 from engine.events import (
@@ -226,6 +227,7 @@ class Watcher:
         if spec.name != folder.name and not self.names.allows(spec.name):
             return None
         event = apply_spec(event, spec)
+        metrics.WATCHER_FOLDERS_SEEN.inc()
         send_ready(event, self.producer, self.topics)
         self._published[key] = event.fingerprint
         self._retry.discard(key)

@@ -88,13 +88,13 @@ def test_find_done_job_matches_name_and_fingerprint(url: str) -> None:
         assert find_done_job(session, analysis_name="B", fingerprint="f1") is None
 
 
-def test_losing_a_creation_race_returns_the_winner(url: str) -> None:
+def test_a_second_worker_gets_the_job_the_first_committed(url: str) -> None:
     from engine.db.session import session_factory
 
     make = session_factory(url)
     winner, loser = make(), make()
     try:
-        # The loser has already looked (and found nothing) when the winner commits.
+        # Two workers with their own sessions; the second opened its transaction before the first committed.
         assert loser.scalars(sa.select(ImportJob)).first() is None
         won = get_or_create_job(winner, event_id="ev-race", analysis_name="A", fingerprint="f")
         winner.commit()

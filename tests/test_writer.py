@@ -15,6 +15,7 @@ from engine.db.models import (
     Allele,
     Analysis,
     Annotation,
+    AnnotationConfig,
     Genepanel,
     Genotype,
     GenotypeSampleData,
@@ -80,8 +81,9 @@ def trio_variant(allele: AlleleRecord, *, annotation: dict[str, Any] | None = No
     if secondallele is not None:
         second_samples = {"P1": het(secondallele=True), "F1": SampleGenotypeRecord(type="Reference"),
                           "M1": SampleGenotypeRecord(type="No coverage", secondallele=True)}
-    return VariantRecord(allele=allele, secondallele=secondallele, filter_status="PASS", variant_quality=512.5,
-                         samples=samples, secondallele_samples=second_samples, annotation=annotation,
+    return VariantRecord(allele=allele, secondallele=secondallele, filter_status="PASS",
+                         variant_quality=512.5, samples=samples, secondallele_samples=second_samples,
+                         annotation=annotation,
                          secondallele_annotation={"source": "second"} if secondallele else None,
                          source_line=line)
 
@@ -95,7 +97,8 @@ def test_trio_rows_family_ids_and_sample_data(url: str) -> None:
                 trio_variant(deletion(200), secondallele=snv(201, "G"))]
     with session_scope(url) as session:
         result = write_analysis(session, spec("Trio"), TRIO, [variants], properties={"fingerprint": "abc"})
-    assert (result.n_variants, result.n_genotypes, result.n_alleles_new, result.n_alleles_reused) == (2, 2, 3, 0)
+    counts = (result.n_variants, result.n_genotypes, result.n_alleles_new, result.n_alleles_reused)
+    assert counts == (2, 2, 3, 0)
     with session_scope(url) as session:
         analysis = session.get(Analysis, result.analysis_id)
         assert analysis is not None and analysis.properties == {"fingerprint": "abc"}
@@ -120,8 +123,8 @@ def test_trio_rows_family_ids_and_sample_data(url: str) -> None:
         assert first[samples["F1"].id].type == "Reference" and first[samples["F1"].id].allele_depth is None
         second = [r for r in rows if r.genotype_id == genotypes[1].id and r.secondallele]
         assert sorted(r.type for r in second) == ["Heterozygous", "No coverage", "Reference"]
-        assert {a.annotations["csq"] for a in session.scalars(sa.select(Annotation)) if "csq" in a.annotations} == {
-            "missense"}
+        documents = [a.annotations for a in session.scalars(sa.select(Annotation))]
+        assert sorted(map(str, documents)) == ["{'csq': 'missense'}", "{'source': 'second'}"]
 
 
 def test_alleles_are_shared_between_analyses(url: str) -> None:
@@ -163,7 +166,8 @@ def test_annotation_reused_when_equal_and_superseded_when_different(url: str) ->
             trio_variant(snv(101), annotation={"csq": "stop_gained"}),
             trio_variant(snv(102), annotation=None),
         ]])
-    assert (result.annotations.unchanged, result.annotations.superseded, result.annotations.created) == (1, 1, 1)
+    versions = result.annotations
+    assert (versions.unchanged, versions.superseded, versions.created) == (1, 1, 1)
     with session_scope(url) as session:
         after = current_annotations(session)
         id_100, id_101 = (session.scalar(sa.select(Allele.id).where(Allele.vcf_pos == p)) for p in (100, 101))
@@ -184,15 +188,26 @@ def test_write_annotations_alone_for_ids_and_records(url: str) -> None:
     with session_scope(url) as session:
         write_analysis(session, spec("A1"), TRIO, [[trio_variant(snv(100), annotation={"v": 1})]])
     with session_scope(url) as session:
+        config = AnnotationConfig(deposit=[], view=[], sha256="0" * 64)
+        session.add(config)
+        session.flush()
+        config_id = config.id
         allele_id = session.scalar(sa.select(Allele.id))
         assert allele_id is not None
         result = write_annotations(session, [(allele_id, {"v": 2}), (snv(500), {"v": 1})],
-                                   annotation_config_id=7, bundle_version="2024.1")
+                                   annotation_config_id=config_id, bundle_version="2024.1")
     assert (result.created, result.superseded, result.unchanged) == (2, 1, 0)
     with session_scope(url) as session:
         current = current_annotations(session)
         assert current[allele_id].annotations == {"v": 2}
-        assert current[allele_id].bundle_version == "2024.1" and current[allele_id].annotation_config_id == 7
+        assert current[allele_id].bundle_version == "2024.1"
+        assert current[allele_id].annotation_config_id == config_id
+        # write_analysis records the config/bundle too.
+        result_2 = write_analysis(session, spec("A2"), TRIO, [[trio_variant(snv(600), annotation={"v": 3})]],
+                                  annotation_config_id=config_id, bundle_version="2024.2")
+        assert result_2.annotations.created == 1
+        stored = session.scalars(sa.select(Annotation).where(Annotation.bundle_version == "2024.2")).one()
+        assert stored.annotation_config_id == config_id and stored.annotations == {"v": 3}
         new_allele = session.scalar(sa.select(Allele.id).where(Allele.vcf_pos == 500))
         assert new_allele is not None and current[new_allele].previous_annotation_id is None
         again = write_annotations(session, [(allele_id, {"v": 2})])
@@ -281,3 +296,17 @@ def test_100k_variants_across_chunks(url: str, monkeypatch: pytest.MonkeyPatch) 
         last = session.scalars(sa.select(Genotype).order_by(Genotype.id.desc()).limit(1)).one()
         allele = session.get(Allele, last.allele_id)
         assert allele is not None and allele.vcf_pos == 1_000 + 149_999 // 3
+
+
+def test_delete_analysis_keeps_shared_alleles(url: str) -> None:
+    with session_scope(url) as session:
+        first = write_analysis(session, spec("A1"), TRIO, [[trio_variant(snv(100), annotation={"x": 1})]])
+        write_analysis(session, spec("A2"), TRIO, [[trio_variant(snv(100))]])
+    with session_scope(url) as session:
+        writer.delete_analysis(session, first.analysis_id)
+    with session_scope(url) as session:
+        assert count(session, Analysis) == 1 and count(session, Sample) == 3
+        assert count(session, Genotype) == 1 and count(session, GenotypeSampleData) == 3
+        assert count(session, Allele) == 1 and count(session, Annotation) == 1
+        remaining = session.scalars(sa.select(Sample.id)).all()
+        assert set(session.scalars(sa.select(GenotypeSampleData.sample_id)).all()) <= set(remaining)

@@ -26,7 +26,9 @@ COMMAND_MODULES = (
     "engine.cli.produce",  # watch, publish
     "engine.cli.services",  # worker, up
     "engine.cli.api_cmd",  # api
-    "engine.cli.annotate_cmd",  # annotate, bundle ...
+    "engine.cli.annotate_cmd",  # annotate
+    "engine.cli.normalise_cmd",  # normalise
+    "engine.cli.bundle_cmd",  # bundle add | list | activate
     "engine.cli.annotationconfig",  # annotationconfig update
     "engine.cli.deposit",  # deposit genepanel
 )

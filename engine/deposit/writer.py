@@ -12,8 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from contextlib import contextmanager
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -82,15 +82,22 @@ class WriteResult:
 
 def write_analysis(session: Session, spec: AnalysisSpec, samples: list[SampleRecord],
                    batches: Iterable[list[VariantRecord]], *,
-                   properties: dict[str, Any] | None = None) -> WriteResult:
-    """Store one analysis with its samples and variants; the caller commits."""
+                   properties: dict[str, Any] | None = None,
+                   annotation_config_id: int | None = None,
+                   bundle_version: str | None = None) -> WriteResult:
+    """Store one analysis with its samples and variants; the caller commits.
+
+    ``annotation_config_id``/``bundle_version`` are recorded on annotation rows this creates.
+    """
     analysis = _insert_analysis(session, spec, properties)
     sample_ids = _insert_samples(session, spec, analysis.id, samples)
     probands = [sample_ids[s.identifier] for s in samples if s.proband]
     if not probands:
         raise InputError(f"analysis {spec.name} has no proband sample", file=str(spec.folder),
                          expected="one sample marked as proband")
-    writer = _VariantWriter(BulkLoader(session), spec, sample_ids, probands)
+    loader = BulkLoader(session)
+    writer = _VariantWriter(loader, spec, sample_ids, probands,
+                            _AnnotationVersioner(loader, annotation_config_id, bundle_version))
     result = WriteResult(analysis_id=analysis.id)
     for chunk in _chunks(batches, CHUNK_SIZE):
         writer.write_chunk(chunk, result)
@@ -123,6 +130,22 @@ def write_annotations(session: Session, items: Iterable[tuple[AlleleRecord | int
         total.add(versioner.apply())
     versioner.drop()
     return total
+
+
+def delete_analysis(session: Session, analysis_id: int) -> None:
+    """Remove an analysis with its samples, genotypes and sample data (alleles and their
+    annotation are shared with other analyses and stay). Needed because genotype tables carry
+    no foreign keys to cascade from (see engine.db.models)."""
+    params = {"analysis_id": analysis_id}
+    samples = "SELECT id FROM sample WHERE analysis_id = :analysis_id"
+    session.flush()
+    session.execute(sa.text(
+        f"DELETE FROM genotypesampledata WHERE genotype_id IN "
+        f"(SELECT id FROM genotype WHERE sample_id IN ({samples}))"), params)
+    session.execute(sa.text(f"DELETE FROM genotype WHERE sample_id IN ({samples})"), params)
+    session.execute(sa.text("DELETE FROM sample WHERE analysis_id = :analysis_id"), params)
+    session.execute(sa.text("DELETE FROM analysis WHERE id = :analysis_id"), params)
+    session.expire_all()
 
 
 # --- analysis and samples --------------------------------------------------------------------
@@ -186,13 +209,13 @@ class _VariantWriter:
     """Writes chunks of variant records for one analysis."""
 
     def __init__(self, loader: BulkLoader, spec: AnalysisSpec, sample_ids: dict[str, int],
-                 probands: list[int]) -> None:
+                 probands: list[int], annotations: _AnnotationVersioner) -> None:
         self.loader = loader
         self.spec = spec
         self.sample_ids = sample_ids
         self.probands = probands
         self.identifier_by_id = {v: k for k, v in sample_ids.items()}
-        self.annotations = _AnnotationVersioner(loader, None, None)
+        self.annotations = annotations
         self.vcf_file = str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder)
         loader.create_scratch_table(
             STAGE_VARIANT,
@@ -411,10 +434,10 @@ class _AnnotationVersioner:
 
     def _apply_in_python(self, now: dt.datetime) -> AnnotationWriteResult:
         """SQLite: JSON is text there, so documents are compared as parsed values in Python."""
-        rows = self.loader.execute(
+        rows: list[Any] = list(self.loader.execute(
             f"SELECT s.allele_id, s.annotation, c.id, c.annotations FROM {STAGE_ANNOTATION} s "
             "LEFT JOIN annotation c ON c.allele_id = s.allele_id AND c.date_superceeded IS NULL"
-        ).all()
+        ))
         result = AnnotationWriteResult()
         superseded: list[dict[str, Any]] = []
         created: list[dict[str, Any]] = []
@@ -429,15 +452,14 @@ class _AnnotationVersioner:
                             "date_created": now, "previous_annotation_id": current_id,
                             "annotation_config_id": self.params["cfg"],
                             "bundle_version": self.params["bundle"]})
-        table = Annotation.__table__
         if superseded:
             self.loader.connection.execute(
-                sa.update(table).where(table.c.id == sa.bindparam("b_id"))
-                .values(date_superceeded=sa.bindparam("b_now")),
+                sa.update(Annotation).where(Annotation.id == sa.bindparam("b_id"))
+                .values(date_superceeded=sa.bindparam("b_now")).execution_options(synchronize_session=False),
                 superseded,
             )
         if created:
-            self.loader.connection.execute(sa.insert(table), created)
+            self.loader.connection.execute(sa.insert(Annotation), created)
         result.superseded = len(superseded)
         result.created = len(created)
         return result

@@ -12,7 +12,9 @@ from engine.errors import InputError
 OLD_MULTIALLELIC_LINE = (
     '##INFO=<ID=OLD_MULTIALLELIC,Number=1,Type=String,Description="Original chr:pos:ref:alt encoding">'
 )
-OLD_VARIANT_LINE = '##INFO=<ID=OLD_VARIANT,Number=.,Type=String,Description="Original chr:pos:ref:alt encoding">'
+OLD_VARIANT_LINE = (
+    '##INFO=<ID=OLD_VARIANT,Number=.,Type=String,Description="Original chr:pos:ref:alt encoding">'
+)
 _DEFINITION = re.compile(r"##(INFO|FORMAT)=<(.*)>\s*$")
 _ID = re.compile(r"(?:^|,)ID=([^,>]+)")
 _NUMBER = re.compile(r"(?:^|,)Number=([^,>]+)")

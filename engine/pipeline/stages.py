@@ -36,7 +36,7 @@ from engine.events import (
 from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
-from engine.pipeline.annotation import Annotator, PassThroughAnnotator
+from engine.pipeline.annotation import Annotator, EngineAnnotator
 
 log = logging.getLogger("annostream.pipeline")
 
@@ -71,7 +71,7 @@ class Pipeline:
         self.topics = Topics.from_settings(settings)
         self.db_url = settings.database_url
         self.incoming = settings.analyses_incoming
-        self.annotator = annotator or PassThroughAnnotator()
+        self.annotator = annotator or EngineAnnotator(settings)
         self.producer = default_producer("worker")
 
     # --- annotate stage -----------------------------------------------------------------------
