@@ -285,7 +285,7 @@ def _copy_verified(spec: BundleSpec, staging: Path, link: bool) -> None:
 
 
 def _bundle_files(folder: Path) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for directory, subdirs, names in os.walk(folder):
         subdirs[:] = sorted(d for d in subdirs if d not in _SKIPPED_FOLDERS and not d.startswith(".staging-"))
         files.extend(Path(directory) / name for name in sorted(names))

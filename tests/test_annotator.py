@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
+import pysam
 import pytest
 
 from engine.bundles import activate_bundle, add_bundle
@@ -13,7 +15,7 @@ from engine.db.migrate import upgrade
 from engine.db.session import session_scope
 from engine.deposit.ped import resolve_samples
 from engine.deposit.records import VcfSpec
-from engine.events import build_ready_event
+from engine.events import AnnotatedEvent, build_ready_event, decode_event, encode
 from engine.normalise.header import OLD_MULTIALLELIC_LINE
 from engine.pipeline import Pipeline
 from engine.pipeline.annotation import EngineAnnotator
@@ -70,7 +72,8 @@ def test_without_a_bundle_the_vcf_is_normalised_only(settings: Settings, folder:
     assert outcome.info["annotated"] is False and outcome.info["bundle_version"] is None
     assert outcome.info["normalised"] is True
     assert (outcome.info["records_in"], outcome.info["records_out"], outcome.info["split"]) == (7, 8, 1)
-    assert outcome.message is not None and "nothing was annotated: no annotation bundle is active" in outcome.message
+    assert outcome.message is not None
+    assert "nothing was annotated: no annotation bundle is active" in outcome.message
 
 
 def test_with_an_active_bundle_the_vcf_is_normalised_then_annotated(settings: Settings, folder: Path,
@@ -106,3 +109,41 @@ def test_with_an_active_bundle_the_vcf_is_normalised_then_annotated(settings: Se
 
 def test_the_pipeline_uses_the_engine_annotator_by_default(settings: Settings) -> None:
     assert isinstance(Pipeline(settings).annotator, EngineAnnotator)
+
+
+def test_the_annotate_stage_records_the_bundle_in_the_event(settings: Settings, folder: Path,
+                                                            tmp_path: Path) -> None:
+    with session_scope(settings.database_url) as session:
+        add_bundle(session, make_bundle(tmp_path / "bundle", "2024.1"), settings.data_dir)
+        activate_bundle(session, "2024.1")
+    ready = build_ready_event(folder, settings.analyses_incoming, producer="test")
+
+    [outgoing] = Pipeline(settings).annotate(encode(ready))
+
+    event = decode_event(outgoing.value, incoming=settings.analyses_incoming)
+    assert isinstance(event, AnnotatedEvent)
+    assert event.annotation is not None
+    assert (event.annotation["annotated"], event.annotation["bundle_version"]) == (True, "2024.1")
+    assert [entry.path for entry in event.artifacts] == [
+        f"{ready.analysis}/{ready.event_id}/{ANALYSIS.name}.vcf"]
+    artifact = settings.work_dir / event.artifacts[0].path
+    assert "MYDB_CLNSIG=Pathogenic" in artifact.read_text()
+
+
+def test_a_bgzipped_vcf_gives_a_bgzipped_artifact_at_the_same_path(settings: Settings, folder: Path,
+                                                                  tmp_path: Path) -> None:
+    with session_scope(settings.database_url) as session:
+        add_bundle(session, make_bundle(tmp_path / "bundle", "2024.1"), settings.data_dir)
+        activate_bundle(session, "2024.1")
+    vcf = folder / f"{ANALYSIS.name}.vcf"
+    pysam.tabix_compress(str(vcf), str(vcf) + ".gz")
+    vcf.unlink()
+
+    outcome, out_dir = run_annotator(settings, folder)
+
+    artifact = out_dir / f"{ANALYSIS.name}.vcf.gz"
+    assert outcome.artifacts == [artifact]
+    with gzip.open(artifact, "rt") as handle:
+        text = handle.read()
+    assert "MYDB_CLNSIG=Benign" in text and "OLD_MULTIALLELIC=13:32900100:C/A/T" in text
+    assert list(out_dir.iterdir()) == [artifact]

@@ -37,6 +37,13 @@ def stored_rows(url: str) -> list[tuple[str, bool]]:
             sa.select(AnnotationBundle).order_by(AnnotationBundle.id))]
 
 
+def add_two_bundles(db: str, tmp_path: Path) -> None:
+    for version in ("2024.1", "2024.2"):
+        source = make_bundle(tmp_path / version, version, af_scale=version[-1])
+        with session_scope(db) as session:
+            add_bundle(session, source, tmp_path / "data")
+
+
 def test_add_copies_a_verified_bundle_that_outlives_its_source(db: str, tmp_path: Path) -> None:
     source = make_bundle(tmp_path / "incoming")
     data_dir = tmp_path / "data"
@@ -149,9 +156,7 @@ def test_ella_anno_md5sum_destinations_are_verified(db: str, tmp_path: Path) -> 
 
 
 def test_activation_is_exclusive_and_rolls_back(db: str, tmp_path: Path) -> None:
-    for version in ("2024.1", "2024.2"):
-        with session_scope(db) as session:
-            add_bundle(session, make_bundle(tmp_path / version, version, af_scale=version[-1]), tmp_path / "data")
+    add_two_bundles(db, tmp_path)
 
     with session_scope(db) as session:
         assert activate_bundle(session, "2024.1").active
@@ -215,9 +220,7 @@ def test_cli_add_list_activate(cli_env: Path, tmp_path: Path, capsys: pytest.Cap
 
 
 def test_api_lists_bundles_and_marks_the_active_one(db: str, tmp_path: Path) -> None:
-    for version in ("2024.1", "2024.2"):
-        with session_scope(db) as session:
-            add_bundle(session, make_bundle(tmp_path / version, version, af_scale=version[-1]), tmp_path / "data")
+    add_two_bundles(db, tmp_path)
     app = FastAPI()
     app.state.sessions = session_factory(db)
     install_error_handlers(app)

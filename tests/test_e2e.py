@@ -104,7 +104,7 @@ def test_folder_flows_to_api_and_failures_are_explained(stack: Stack, broker, to
     error_file = wait_until(lambda: next(stack.failed.glob("Broken-002*/error.json"), None),
                             timeout_s=60, what="Broken-002 in failed/", on_timeout=stack.log_tail)
     error = json.loads(error_file.read_text())
-    assert error["stage"] == "persist"
+    assert error["stage"] == "annotate"  # normalisation reads every record first
     assert error["file"].endswith("TestAnalysis-001.vcf")
     assert error["line"] == body_start + 2  # 1-based line of the broken record
     assert "POS" in error["message"]
@@ -113,7 +113,7 @@ def test_folder_flows_to_api_and_failures_are_explained(stack: Stack, broker, to
     failed_jobs = stack.get("/api/v1/import/jobs", analysis="Broken-002", status="FAILED")["items"]
     assert len(failed_jobs) == 1 and "POS" in failed_jobs[0]["message"]
     dead = read_topic(broker.bootstrap_servers, f"{topic_prefix}analysis.failed", expect=1)
-    assert [(d["analysis"], d["stage"]) for d in dead] == [("Broken-002", "persist")]
+    assert [(d["analysis"], d["stage"]) for d in dead] == [("Broken-002", "annotate")]
     assert dead[0]["error"]["line"] == body_start + 2
 
 

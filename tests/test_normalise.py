@@ -222,6 +222,12 @@ def test_bad_lines_are_reported_with_their_number(tmp_path: Path) -> None:
         normalise_vcf(src, tmp_path / "out.vcf")
     assert caught.value.line == 15
 
+    write_vcf(src, ["1\t3\t.\tG\tT\t.\t.\t.\tGT\t0/1\t0/0"])  # a sample column missing
+    with pytest.raises(InputError, match="11 tab-separated columns") as caught:
+        normalise_vcf(src, tmp_path / "out.vcf")
+    assert (caught.value.line, caught.value.file) == (14, str(src))
+    assert "12 columns as in the #CHROM line (8 fixed, FORMAT and 3 samples)" in str(caught.value)
+
     src.write_text("##fileformat=VCFv4.2\n1\t3\t.\tG\tT\n")
     with pytest.raises(InputError, match="no #CHROM line"):
         normalise_vcf(src, tmp_path / "out.vcf")

@@ -27,7 +27,10 @@ def create_db_engine(url: str) -> Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Bulk imports stage 100k-row chunks in temporary tables; PostgreSQL's default 8 MB of
+    # temp_buffers would spill them to disk. Memory is only used by sessions that need it.
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                            connect_args={"options": "-c temp_buffers=128MB"})
 
 
 @lru_cache(maxsize=8)

@@ -30,7 +30,7 @@ class HeaderInfo:
     lines: list[str]
     info_numbers: dict[str, str] = field(default_factory=dict)
     format_numbers: dict[str, str] = field(default_factory=dict)
-    n_samples: int = 0
+    n_columns: int = 8  # columns of the #CHROM line (every record must have as many)
     input_line_count: int = 0  # header lines in the input file (the first record is the next line)
 
 
@@ -49,8 +49,7 @@ def prepare_header(path: Path, raw_lines: list[str]) -> HeaderInfo:
         key = _ID.search(extra[len("##INFO=<"):])
         if key and key.group(1) not in info.info_numbers:
             info.lines.append(extra)
-    columns = raw_lines[-1].split("\t")
-    info.n_samples = max(len(columns) - 9, 0)
+    info.n_columns = raw_lines[-1].count("\t") + 1
     info.lines.append(raw_lines[-1])
     return info
 

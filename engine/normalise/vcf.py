@@ -102,7 +102,7 @@ def _output(dst: Path | None, stream: BinaryIO | None) -> Iterator[BinaryIO]:
         if dst.name.endswith((".gz", ".bgz")):
             import pysam
 
-            with pysam.BGZFile(str(tmp), "wb") as compressed:
+            with pysam.BGZFile(str(tmp), "wb", index=None) as compressed:
                 yield compressed  # type: ignore[misc]
         else:
             with open(tmp, "wb", buffering=1 << 20) as plain:
@@ -142,37 +142,38 @@ class _Normaliser:
         reference = self.reference
         result = self.result
         number = self.line_no
+        tabs = self.header.n_columns - 1
         for line in lines:
             number += 1
             if line.endswith("\r"):
                 line = line[:-1]
             if not line:
                 continue
+            # Checked here for every line (cheap) so that a broken record is reported with the
+            # input file's name and line, not the normalised file's.
+            if line.count("\t") != tabs:
+                raise self._columns_error(number, line)
             parts = line.split("\t", 5)
-            if len(parts) < 6:
-                raise self._error(number, f"{len(parts)} tab-separated columns", "at least 8 columns")
+            pos = self._pos(number, parts[1])
             result.records_in += 1
             ref, alt = parts[3], parts[4]
             if len(ref) == 1 and len(alt) == 1 and alt != STAR:
                 # The common case: a biallelic SNV (or '.'), copied as it is.
                 if reference is not None:
-                    self._check_ref(number, parts[0], self._pos(number, parts[1]), ref)
+                    self._check_ref(number, parts[0], pos, ref)
                 append(line)
                 result.records_out += 1
                 continue
-            self._record(number, line, out)
+            self._record(number, line, pos, out)
         self.line_no = number
         if not out:
             return b""
         out.append("")
         return "\n".join(out).encode()
 
-    def _record(self, number: int, line: str, out: list[str]) -> None:
+    def _record(self, number: int, line: str, pos: int, out: list[str]) -> None:
         """Everything but a biallelic SNV: split, drop '*', trim and left-align."""
         fields = line.split("\t")
-        if len(fields) < 8:
-            raise self._error(number, f"{len(fields)} tab-separated columns", "at least 8 columns")
-        pos = self._pos(number, fields[1])
         if self.reference is not None:
             self._check_ref(number, fields[0], pos, fields[3])
         alts = fields[4].split(",")
@@ -235,6 +236,13 @@ class _Normaliser:
             file=str(self.src), line=found.first_line,
             expected=f"REF bases equal to {fasta} (is the VCF on the same genome build?)",
         )
+
+    def _columns_error(self, number: int, line: str) -> InputError:
+        found = line.count("\t") + 1
+        columns = self.header.n_columns
+        samples = f", FORMAT and {columns - 9} samples" if columns > 8 else ""
+        return self._error(number, f"{found} tab-separated columns",
+                           f"{columns} columns as in the #CHROM line (8 fixed{samples})")
 
     def _error(self, number: int, message: str, expected: str) -> InputError:
         return InputError(message, file=str(self.src), line=number, expected=expected)

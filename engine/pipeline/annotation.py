@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine.annotate import annotate_vcf
 from engine.bundles import BundleInfo, active_bundle
 from engine.config import Settings
 from engine.db.session import session_scope
+from engine.deposit.analysis_folder import load_analysis_folder
 from engine.events import ReadyEvent
+from engine.normalise import normalise_vcf
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,6 @@ class EngineAnnotator:
         self.threads = threads
 
     def run(self, ready: ReadyEvent, folder: Path, out_dir: Path) -> AnnotationOutcome:
-        from engine.deposit.analysis_folder import load_analysis_folder
-
         bundle = self._active_bundle()
         spec = load_analysis_folder(folder)
         counts = dict.fromkeys((*_COUNTS, "records_annotated"), 0)
@@ -60,7 +61,7 @@ class EngineAnnotator:
             "annotated": bundle is not None,
             "bundle_version": bundle.version if bundle else None,
             "normalised": True,
-            "reference_fasta": str(self.settings.reference_fasta) if self.settings.reference_fasta else None,
+            "reference_fasta": str(fasta) if (fasta := self.settings.reference_fasta) else None,
             **counts,
         }
         return AnnotationOutcome(artifacts=artifacts, info=info, message=_message(bundle, counts))
@@ -69,15 +70,14 @@ class EngineAnnotator:
         with session_scope(self.settings.database_url) as session:
             return active_bundle(session)
 
-    def _process(self, source: Path, target: Path, bundle: BundleInfo | None, counts: dict[str, int]) -> None:
-        from engine.annotate import annotate_vcf
-        from engine.normalise import normalise_vcf
-
+    def _process(self, source: Path, target: Path, bundle: BundleInfo | None,
+                 counts: dict[str, int]) -> None:
         fasta = self.settings.reference_fasta
         if bundle is None:
             result = normalise_vcf(source, target, fasta=fasta)
         else:
-            scratch = target.parent / f".normalised-{target.name}"
+            # Uncompressed: it is read once, right away, by the annotator.
+            scratch = target.parent / f".normalised-{target.name.removesuffix('.gz')}"
             try:
                 result = normalise_vcf(source, scratch, fasta=fasta)
                 annotated = annotate_vcf(bundle.config, scratch, target, base_path=bundle.path,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from kafka.errors import KafkaError
@@ -39,6 +39,7 @@ from engine.kafka import Topics
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 
 log = logging.getLogger("annostream.pipeline")
+E = TypeVar("E", ReadyEvent, AnnotatedEvent)
 
 _TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, KafkaError,
               ConnectionError, TimeoutError)
@@ -77,19 +78,7 @@ class Pipeline:
     # --- annotate stage -----------------------------------------------------------------------
 
     def annotate(self, raw: bytes) -> list[Outgoing]:
-        with metrics.observe_stage("annotate"):
-            try:
-                ready = self._decode(raw, ReadyEvent, stage="validate")
-            except _Skip as skip:
-                return skip.messages
-            try:
-                return self._annotate(ready)
-            except _Skip as skip:
-                return skip.messages
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                return self._fail(ready, "annotate", error)
+        return self._run_stage("annotate", raw, ReadyEvent, self._annotate)
 
     def _annotate(self, ready: ReadyEvent) -> list[Outgoing]:
         folder = self._claim(ready, JobStatus.ANNOTATING, stage="annotate")
@@ -106,20 +95,7 @@ class Pipeline:
     # --- persist stage ------------------------------------------------------------------------
 
     def persist(self, raw: bytes) -> list[Outgoing]:
-        with metrics.observe_stage("persist"):
-            try:
-                annotated = self._decode(raw, AnnotatedEvent, stage="validate")
-            except _Skip as skip:
-                return skip.messages
-            ready = annotated.ready
-            try:
-                return self._persist(annotated)
-            except _Skip as skip:
-                return skip.messages
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                return self._fail(ready, "persist", error)
+        return self._run_stage("persist", raw, AnnotatedEvent, self._persist)
 
     def _persist(self, annotated: AnnotatedEvent) -> list[Outgoing]:
         ready = annotated.ready
@@ -183,7 +159,25 @@ class Pipeline:
 
     # --- shared steps -------------------------------------------------------------------------
 
-    def _decode(self, raw: bytes, kind: type, *, stage: str) -> Any:
+    def _run_stage(self, stage: str, raw: bytes, kind: type[E], body: Callable[[E], list[Outgoing]]
+                   ) -> list[Outgoing]:
+        """Decode, run ``body``, and turn anything but a transient error into a recorded failure."""
+        with metrics.observe_stage(stage):
+            try:
+                event = self._decode(raw, kind, stage="validate")
+                ready = event if isinstance(event, ReadyEvent) else event.ready
+            except _Skip as skip:
+                return skip.messages
+            try:
+                return body(event)
+            except _Skip as skip:
+                return skip.messages
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                return self._fail(ready, stage, error)
+
+    def _decode(self, raw: bytes, kind: type[E], *, stage: str) -> E:
         try:
             event = decode_event(raw, incoming=self.incoming)
         except EventRejected as rejected:
