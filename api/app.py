@@ -10,7 +10,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from api.errors import install_error_handlers
-from api.routes import alleles, analyses, genepanels, health, import_jobs
+from api.routes import alleles, analyses, bundles, genepanels, health, import_jobs
 from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
@@ -52,6 +52,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(alleles.router)
     app.include_router(import_jobs.router)
     app.include_router(genepanels.router)
+    app.include_router(bundles.router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

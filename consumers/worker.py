@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -49,6 +50,24 @@ def _limit_fetch_wait(max_wait_ms: int) -> None:
 
     thread_class._annostream_original_factory = original
     thread_class._create_worker_consumer = create_worker_consumer
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A topic the worker consumes and the engine use case that handles each event."""
+
+    topic: str
+    name: str
+    work: Callable[[bytes], list[Outgoing]]
+
+
+def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
+    """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
+    topics = Topics.from_settings(settings)
+    return [
+        Stage(topics.ready, "annotate", pipeline.annotate),
+        Stage(topics.annotated, "persist", pipeline.persist),
+    ]
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
@@ -96,8 +115,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
 
         app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
 
-    make_agent(topics.ready, "annotate", pipeline.annotate)
-    make_agent(topics.annotated, "persist", pipeline.persist)
+    for stage in pipeline_stages(settings, pipeline):
+        make_agent(stage.topic, stage.name, stage.work)
 
     @app.on_before_configured.connect  # type: ignore[misc]
     def _declare_topics(_app: faust.App, **_kwargs: object) -> None:

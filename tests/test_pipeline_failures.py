@@ -115,7 +115,7 @@ BAD_INPUTS = {
     "ped column count": (lambda f: replace_line(f, PED, 2, lambda line: line + "\textra"), PED, 2, "column"),
     "two probands": (lambda f: replace_line(f, PED, 2, lambda line: line[:-1] + "1"), PED, None, "proband"),
     "ped sample not in vcf": (lambda f: replace_line(f, PED, 3, lambda line: line.replace(
-        "TestSample-003", "Stranger-9")), PED, None, "Stranger-9"),
+        "TestSample-003", "Stranger-9")), PED, 3, "Stranger-9"),
     "non-numeric POS": (record_edit(1, "12x"), VCF, "first record", "POS"),
     "illegal ALT characters": (record_edit(4, "G!"), VCF, "first record", "ALT"),
     "missing GT": (lambda f: replace_line(f, VCF, first_record_line(f), lambda line: line.replace(

@@ -105,6 +105,15 @@ def resolve_samples(
 def _check_same_samples(
     vcf_path: Path, vcf_ids: list[str], ped: Path, by_id: dict[str, SampleRecord]
 ) -> None:
+    # A PED sample missing from the VCF is usually a typo in the PED: name its line first.
+    not_in_vcf = [s for s in by_id if s not in vcf_ids]
+    if not_in_vcf:
+        raise InputError(
+            f"PED samples {not_in_vcf} are not columns of {vcf_path}",
+            file=str(ped),
+            line=_line_of_sample(ped, not_in_vcf[0]),
+            expected=f"exactly the VCF's samples {vcf_ids}",
+        )
     not_in_ped = [s for s in vcf_ids if s not in by_id]
     if not_in_ped:
         raise InputError(
@@ -112,13 +121,14 @@ def _check_same_samples(
             file=str(vcf_path),
             expected=f"every VCF sample in the PED file (PED has {sorted(by_id)})",
         )
-    not_in_vcf = [s for s in by_id if s not in vcf_ids]
-    if not_in_vcf:
-        raise InputError(
-            f"PED samples {not_in_vcf} are not columns of {vcf_path}",
-            file=str(ped),
-            expected=f"exactly the VCF's samples {vcf_ids}",
-        )
+
+
+def _line_of_sample(ped: Path, identifier: str) -> int | None:
+    for number, raw in enumerate(ped.read_text(encoding="utf-8").splitlines(), 1):
+        columns = raw.split()
+        if len(columns) > 1 and columns[1] == identifier:
+            return number
+    return None
 
 
 def _check_family(ped: Path, samples: list[SampleRecord]) -> None:

@@ -11,10 +11,12 @@ file (a re-sort like ella-anno's ``vcf-sort`` could separate them after left-ali
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,9 @@ def normalise_vcf(src: Path, dst: Path | None, *, fasta: Path | None = None,
                 header = prepare_header(src, raw_header)
                 out.write(("\n".join(header.lines) + "\n").encode())
                 _Normaliser(src, header, reference, result).run(iter_line_chunks(handle, first), out)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise InputError(f"compressed VCF is truncated or corrupt ({error})", file=str(src),
+                         expected="a complete gzip/BGZF file") from None
     finally:
         if reference is not None:
             reference.close()

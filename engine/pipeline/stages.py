@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from kafka.errors import KafkaError
@@ -19,7 +19,12 @@ from engine.config import Settings
 from engine.db.models import Analysis, ImportJob, JobStatus
 from engine.db.session import session_scope
 from engine.deposit.analysis_folder import load_analysis_folder
+from engine.deposit.annotation_config import active_annotation_config
+from engine.deposit.converters import build_annotation_builder
+from engine.deposit.genepanel import require_genepanel
+from engine.deposit.ped import resolve_samples
 from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
+from engine.deposit.writer import WriteResult, write_analysis
 from engine.errors import DuplicateAnalysisError, InputError
 from engine.events import (
     AnnotatedEvent,
@@ -33,16 +38,39 @@ from engine.events import (
     imported_event,
     verify_files,
 )
-from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming
+from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming, resolve_under
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
 from engine.pipeline.annotation import Annotator, EngineAnnotator
+from engine.vcf.header import read_header
+from engine.vcf.reader import iter_variant_batches
 
 log = logging.getLogger("annostream.pipeline")
 E = TypeVar("E", ReadyEvent, AnnotatedEvent)
 
 _TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, KafkaError,
               ConnectionError, TimeoutError)
+
+
+def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -> InputError:
+    """Point an error found in a stage's normalised copy at the user's own VCF and line.
+
+    Line numbers differ between the two files (added header lines, split records), so the
+    original is re-read with the same checks; this costs time only on the failure path.
+    """
+    for original, used in vcfs:
+        if original is used or error.file != str(used.path):
+            continue
+        try:
+            samples = resolve_samples(original.path, read_header(original.path).samples, original.ped,
+                                      original.technology)
+            for _batch in iter_variant_batches(original, samples):
+                pass
+        except InputError as in_original:
+            return in_original
+        return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
+                          expected=error.expected)
+    return error
 
 
 def is_transient(error: BaseException) -> bool:
@@ -102,8 +130,12 @@ class Pipeline:
         folder = self._claim(ready, JobStatus.PERSISTING, stage="persist")
         spec = load_analysis_folder(folder)
         vcfs = self._annotated_vcfs(annotated, spec)
+        bundle_version = (annotated.annotation or {}).get("bundle_version")
         with session_scope(self.db_url) as session:
-            result = self._write(session, spec, vcfs, ready)
+            try:
+                result = self._write(session, spec, vcfs, ready, bundle_version=bundle_version)
+            except InputError as error:
+                raise locate_in_original(error, vcfs) from None
             job = self._job(session, ready)
             job.analysis_id = result.analysis_id
             transition(session, job, JobStatus.DONE, stage="persist",
@@ -117,45 +149,39 @@ class Pipeline:
         log.info("imported %s: %s", ready.analysis, counts)
         return [self._imported(ready, result.analysis_id, counts)]
 
-    def _write(self, session: Session, spec: AnalysisSpec, vcfs: list[VcfSpec], ready: ReadyEvent) -> Any:
-        from engine.deposit.annotation_config import active_annotation_config
-        from engine.deposit.converters import build_annotation_builder
-        from engine.deposit.genepanel import require_genepanel
-        from engine.deposit.ped import resolve_samples
-        from engine.deposit.writer import write_analysis
-        from engine.vcf.header import read_header
-        from engine.vcf.reader import iter_variant_batches
-
-        require_genepanel(session, spec.genepanel_name, spec.genepanel_version,
-                          file=str(spec.folder))
+    def _write(self, session: Session, spec: AnalysisSpec, vcfs: list[tuple[VcfSpec, VcfSpec]],
+               ready: ReadyEvent, *, bundle_version: str | None) -> WriteResult:
+        require_genepanel(session, spec.genepanel_name, spec.genepanel_version, file=str(spec.folder))
         config_id, config = active_annotation_config(session)
         samples: dict[str, SampleRecord] = {}
         streams: list[Iterator[list[VariantRecord]]] = []
-        for vcf in vcfs:
-            header = read_header(vcf.path)
-            vcf_samples = resolve_samples(vcf.path, header.samples, vcf.ped, vcf.technology)
+        for original, used in vcfs:
+            header = read_header(used.path)
+            # Messages about samples name the user's VCF, not the stage's normalised copy.
+            vcf_samples = resolve_samples(original.path, header.samples, used.ped, used.technology)
             for sample in vcf_samples:
                 samples.setdefault(sample.identifier, sample)
             builder = build_annotation_builder(config, header.infos)
-            streams.append(iter_variant_batches(vcf, vcf_samples, annotation_builder=builder))
+            streams.append(iter_variant_batches(used, vcf_samples, annotation_builder=builder))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
         return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
-                              properties=properties)
+                              properties=properties, annotation_config_id=config_id,
+                              bundle_version=bundle_version)
 
-    def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[VcfSpec]:
-        """The folder's VCFs, each replaced by its annotated artifact when the stage made one."""
+    def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[tuple[VcfSpec, VcfSpec]]:
+        """(the folder's VCF, what to read): its annotated artifact when the stage made one."""
         by_path = {entry.path: entry for entry in annotated.artifacts}
         prefix = self._work_dir(annotated.ready).resolve().relative_to(self.settings.work_dir.resolve())
-        chosen = []
+        pairs = []
         for vcf in spec.vcfs:
             relative = (prefix / vcf.path.relative_to(spec.folder)).as_posix()
             if relative not in by_path:
-                chosen.append(vcf)
+                pairs.append((vcf, vcf))
                 continue
-            artifact = self.settings.work_dir / relative
-            chosen.append(VcfSpec(path=artifact, ped=vcf.ped, technology=vcf.technology,
-                                  caller_name=vcf.caller_name))
-        return chosen
+            artifact = resolve_under(relative, self.settings.work_dir, what="artifact")
+            pairs.append((vcf, VcfSpec(path=artifact, ped=vcf.ped, technology=vcf.technology,
+                                       caller_name=vcf.caller_name)))
+        return pairs
 
     # --- shared steps -------------------------------------------------------------------------
 
