@@ -323,3 +323,42 @@ class AnnotationBundle(Base):
     date_added: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     active: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     date_activated: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class ReannotationRun(Base):
+    """One ``annostream reannotate`` (a data release): its alleles split into id-range batches.
+
+    Progress is read from the batch rows (one row per batch, DONE/FAILED set in the transaction
+    that wrote its annotations), so the counts can never disagree with what was written.
+    """
+
+    __tablename__ = "reannotation_run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(sa.String, unique=True)  # uuid, carried by every batch event
+    bundle_version: Mapped[str] = mapped_column(sa.String)
+    analyses: Mapped[list[str] | None] = mapped_column(JSONType)  # None: every stored allele
+    total_batches: Mapped[int] = mapped_column(sa.Integer, default=0)
+    total_alleles: Mapped[int] = mapped_column(sa.Integer, default=0)
+    date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class ReannotationBatch(Base):
+    """One batch of a reannotation run: the run's alleles with ``id_from <= id <= id_to``."""
+
+    __tablename__ = "reannotation_batch"
+    __table_args__ = (sa.UniqueConstraint("run_id", "batch_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("reannotation_run.id", ondelete="CASCADE"), index=True)
+    batch_index: Mapped[int] = mapped_column(sa.Integer)
+    id_from: Mapped[int] = mapped_column(sa.Integer)
+    id_to: Mapped[int] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String, default="PENDING", index=True)  # PENDING, DONE, FAILED
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    n_alleles: Mapped[int | None] = mapped_column(sa.Integer)
+    n_created: Mapped[int | None] = mapped_column(sa.Integer)
+    n_superseded: Mapped[int | None] = mapped_column(sa.Integer)
+    n_unchanged: Mapped[int | None] = mapped_column(sa.Integer)
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-22 03:59:52.061107
+Create Date: 2026-11-22 04:16:22.528834
 """
 from __future__ import annotations
 
@@ -112,6 +112,17 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_genotypesampledata')),
     sa.UniqueConstraint('genotype_id', 'sample_id', 'secondallele', name=op.f('uq_genotypesampledata_genotype_id_sample_id_secondallele'))
     )
+    op.create_table('reannotation_run',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.String(), nullable=False),
+    sa.Column('bundle_version', sa.String(), nullable=False),
+    sa.Column('analyses', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('total_batches', sa.Integer(), nullable=False),
+    sa.Column('total_alleles', sa.Integer(), nullable=False),
+    sa.Column('date_created', sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reannotation_run')),
+    sa.UniqueConstraint('run_id', name=op.f('uq_reannotation_run_run_id'))
+    )
     op.create_table('analysis',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(), nullable=False),
@@ -157,6 +168,28 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_phenotype')),
     sa.UniqueConstraint('gene_id', 'description', 'inheritance', name=op.f('uq_phenotype_gene_id_description_inheritance'))
     )
+    op.create_table('reannotation_batch',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=False),
+    sa.Column('batch_index', sa.Integer(), nullable=False),
+    sa.Column('id_from', sa.Integer(), nullable=False),
+    sa.Column('id_to', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('n_alleles', sa.Integer(), nullable=True),
+    sa.Column('n_created', sa.Integer(), nullable=True),
+    sa.Column('n_superseded', sa.Integer(), nullable=True),
+    sa.Column('n_unchanged', sa.Integer(), nullable=True),
+    sa.Column('message', sa.Text(), nullable=True),
+    sa.Column('date_updated', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['run_id'], ['reannotation_run.id'], name=op.f('fk_reannotation_batch_run_id_reannotation_run'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_reannotation_batch')),
+    sa.UniqueConstraint('run_id', 'batch_index', name=op.f('uq_reannotation_batch_run_id_batch_index'))
+    )
+    with op.batch_alter_table('reannotation_batch', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_reannotation_batch_run_id'), ['run_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_reannotation_batch_status'), ['status'], unique=False)
+
     op.create_table('transcript',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('gene_id', sa.Integer(), nullable=False),
@@ -274,6 +307,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_transcript_gene_id'))
 
     op.drop_table('transcript')
+    with op.batch_alter_table('reannotation_batch', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_reannotation_batch_status'))
+        batch_op.drop_index(batch_op.f('ix_reannotation_batch_run_id'))
+
+    op.drop_table('reannotation_batch')
     op.drop_table('phenotype')
     with op.batch_alter_table('annotation', schema=None) as batch_op:
         batch_op.drop_index('uq_annotation_current_allele', postgresql_where=sa.text('date_superceeded IS NULL'), sqlite_where=sa.text('date_superceeded IS NULL'))
@@ -282,6 +320,7 @@ def downgrade() -> None:
 
     op.drop_table('annotation')
     op.drop_table('analysis')
+    op.drop_table('reannotation_run')
     op.drop_table('genotypesampledata')
     with op.batch_alter_table('genotype', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_genotype_allele_id'))

@@ -1,0 +1,249 @@
+"""Import speed: one large analysis from READY to visible in the API, on PostgreSQL, per stage.
+
+Starts the real process tree (``annostream up``: embedded broker, watcher, faust worker, API)
+with ``DB_URL`` on PostgreSQL (a throwaway cluster unless ``--db-url``), deposits the demo gene
+panel HBOC v1.0.0, builds an analysis folder from ``bench/data/query.vcf.gz`` (the 1M-record,
+3-sample VCF of ``/work/shared/bench/gen_bench.py``; override with ``--vcf``) with a PED (first
+sample proband, the others its parents) and a modern ``.analysis`` file, writes ``READY`` and
+polls the API until the analysis is listed. Reports the total, the time per pipeline stage
+(from the import job's history) and the worker's peak RSS (VmHWM of the worker process and of
+any children it started). Target (issue 3 §7): <= 30 s and <= 1.5 GB.
+
+    .venv/bin/python bench/import_bench.py [--vcf bench/data/query.vcf.gz] [--db-url postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.broker import free_port  # noqa: E402
+from engine.vcf.header import read_header  # noqa: E402
+
+PANEL = ROOT / "engine" / "demo" / "genepanels" / "HBOC_v1.0.0"
+DEFAULT_VCF = ROOT / "bench" / "data" / "query.vcf.gz"
+STAGES = ("SUBMITTED", "ANNOTATING", "ANNOTATED", "PERSISTING", "DONE")
+
+
+def build_folder(incoming: Path, name: str, vcf: Path) -> None:
+    """The analysis folder, assembled beside incoming and moved in whole; READY last."""
+    staging = incoming.parent / f".{name}"
+    staging.mkdir(parents=True)
+    shutil.copyfile(vcf, staging / f"{name}.vcf.gz")
+    samples = read_header(vcf).samples
+    proband, *others = samples
+    parents = (others + ["0", "0"])[:2]
+    lines = [f"FAM\t{proband}\t{parents[0]}\t{parents[1]}\t1\t2\t1"]
+    lines += [f"FAM\t{sample}\t0\t0\t{1 + i % 2}\t1\t0" for i, sample in enumerate(others)]
+    (staging / f"{name}.ped").write_text("\n".join(lines) + "\n")
+    analysis = {"name": name, "genepanel_name": "HBOC", "genepanel_version": "v1.0.0", "priority": 1,
+                "data": [{"vcf": f"{name}.vcf.gz", "ped": f"{name}.ped", "technology": "HTS"}]}
+    (staging / f"{name}.analysis").write_text(json.dumps(analysis, indent=2))
+    staging.rename(incoming / name)
+    (incoming / name / "READY").touch()
+
+
+def get_json(url: str, **params: str) -> dict | None:  # type: ignore[type-arg]
+    try:
+        response = httpx.get(url, params=params, timeout=5)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def wait(condition, timeout_s: float, what: str, interval: float = 0.05) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        if condition():
+            return time.perf_counter() - started
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc; no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PeakMemory(threading.Thread):
+    """Samples VmHWM of the worker and of every process below it until stopped."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__(daemon=True)
+        self.worker = worker
+        self.peaks: dict[int, tuple[int, str]] = {}
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.sample()
+            self.stop_event.wait(0.2)
+
+    def sample(self) -> None:
+        for pid in [self.worker, *descendants(self.worker)]:
+            hwm = status_kb(pid, "VmHWM")
+            if hwm > self.peaks.get(pid, (0, ""))[0]:
+                self.peaks[pid] = (hwm, " ".join(cmdline(pid))[:60])
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join()
+        self.sample()
+
+
+def find_worker(up_pid: int) -> int:
+    for pid in descendants(up_pid):
+        argv = cmdline(pid)
+        if "engine" in argv and "worker" in argv:
+            return pid
+    raise SystemExit("no 'python -m engine worker' process under annostream up")
+
+
+def stage_seconds(history: list[dict], ready_at: dt.datetime,  # type: ignore[type-arg]
+                  visible_at: dt.datetime) -> list[tuple[str, float]]:
+    times = [("READY", ready_at)]
+    times += [(entry["status"], dt.datetime.fromisoformat(entry["at"])) for entry in history]
+    times.append(("visible", visible_at))
+    return [(f"{a}->{b}", (tb - ta).total_seconds()) for (a, ta), (b, tb) in zip(times, times[1:])]
+
+
+def run(db_url: str, vcf: Path, timeout_s: float) -> None:
+    work = Path(tempfile.mkdtemp(prefix="annostream-import-"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PROMETHEUS_MULTIPROC_DIR")}
+    env.update({"ANNOSTREAM_DATA_DIR": str(work / "data"), "PORT": str(port), "LOG_LEVEL": "WARNING",
+                "DB_URL": db_url, "ANALYSES_INCOMING": str(work / "data/analyses/incoming"),
+                "ANALYSES_PATH": str(work / "data/analyses/imported"),
+                "ANALYSES_FAILED": str(work / "data/analyses/failed")})
+    api = f"http://127.0.0.1:{port}"
+    log_path = work / "up.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, "-m", "engine", "up"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    incoming = work / "data/analyses/incoming"
+    try:
+        wait(lambda: get_json(f"{api}/api/v1/analyses") is not None, 90, "the API")
+        subprocess.run([sys.executable, "-m", "engine", "deposit", "genepanel", "--folder", str(PANEL)],
+                       env=env, check=True, capture_output=True)
+        worker = find_worker(process.pid)
+        memory = PeakMemory(worker)
+        memory.start()
+        name = "Import-Bench"
+        started = time.perf_counter()
+        build_folder(incoming, name, vcf)
+        ready_written = time.perf_counter()
+        ready_at = dt.datetime.now(dt.timezone.utc)
+
+        def visible() -> bool:
+            page = get_json(f"{api}/api/v1/analyses", name=name)
+            return bool(page and page["total"] == 1)
+
+        def failed() -> bool:
+            page = get_json(f"{api}/api/v1/import/jobs", analysis=name, status="FAILED")
+            return bool(page and page["total"])
+
+        wait(lambda: visible() or failed(), timeout_s, f"{name} in the API", interval=0.1)
+        total = time.perf_counter() - ready_written
+        visible_at = dt.datetime.now(dt.timezone.utc)
+        memory.stop()
+        jobs = get_json(f"{api}/api/v1/import/jobs", analysis=name) or {"items": []}
+        job = get_json(f"{api}/api/v1/import/jobs/{jobs['items'][0]['id']}") if jobs["items"] else None
+        report(name, vcf, total, ready_written - started, job, memory, ready_at, visible_at)
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        if os.environ.get("KEEP_BENCH_DIR"):
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(name: str, vcf: Path, total: float, copy_s: float, job: dict | None,  # type: ignore[type-arg]
+           memory: PeakMemory, ready_at: dt.datetime, visible_at: dt.datetime) -> None:
+    print(f"{name}: {vcf} ({vcf.stat().st_size / 1e6:.1f} MB), folder built in {copy_s:.2f} s")
+    if job is None:
+        print("no import job found")
+    else:
+        print(f"job {job['id']}: {job['status']} - {job.get('message') or ''}")
+        for transition, seconds in stage_seconds(job["history"], ready_at, visible_at):
+            print(f"  {transition:<26} {seconds:7.2f} s")
+    print(f"READY -> visible in the API: {total:.2f} s (target <= 30 s)")
+    worker_kb = memory.peaks.get(memory.worker, (0, ""))[0]
+    print(f"worker peak RSS (VmHWM): {worker_kb / 1024:.0f} MB (target <= 1536 MB)")
+    for pid, (kb, argv) in sorted(memory.peaks.items()):
+        if pid != memory.worker:
+            print(f"  child {pid} peak RSS {kb / 1024:.0f} MB: {argv}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vcf", type=Path, default=DEFAULT_VCF)
+    parser.add_argument("--db-url", help="PostgreSQL URL (default: a throwaway cluster)")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    if not args.vcf.exists():
+        parser.error(f"{args.vcf} is missing: python3 /work/shared/bench/gen_bench.py --out bench/data --compress")
+    if args.db_url:
+        run(args.db_url, args.vcf.resolve(), args.timeout)
+        return
+    from tests.support.pgcluster import ThrowawayCluster
+
+    cluster = ThrowawayCluster()
+    try:
+        run(cluster.start(), args.vcf.resolve(), args.timeout)
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
