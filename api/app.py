@@ -7,10 +7,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
+from api.auth import require_read_token
 from api.errors import install_error_handlers
-from api.routes import alleles, analyses, bundles, genepanels, health, import_jobs
+from api.routes import alleles, analyses, bundles, genepanels, health, import_jobs, reanalyses
 from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
@@ -53,12 +54,14 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(import_jobs.router)
     app.include_router(genepanels.router)
     app.include_router(bundles.router)
+    app.include_router(reanalyses.router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The read API for the database in ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
-    app = FastAPI(title=API_TITLE, version="1", lifespan=_lifespan(settings))
+    app = FastAPI(title=API_TITLE, version="1", lifespan=_lifespan(settings),
+                  dependencies=[Depends(require_read_token)])
     app.state.settings = settings
     app.state.sessions = session_factory(settings.database_url)
     install_error_handlers(app)

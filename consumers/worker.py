@@ -63,10 +63,16 @@ class Stage:
 
 def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
     """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
+    from engine.reannotate.events import ReleaseTopics
+    from engine.reannotate.stages import ReleaseStages
+
     topics = Topics.from_settings(settings)
+    release, releases = ReleaseTopics.from_settings(settings), ReleaseStages(settings)
     return [
         Stage(topics.ready, "annotate", pipeline.annotate),
         Stage(topics.annotated, "persist", pipeline.persist),
+        Stage(release.reanalysis, "reanalyse", releases.reanalyse),
+        Stage(release.reannotation, "reannotate", releases.reannotate),
     ]
 
 
@@ -115,12 +121,13 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
 
         app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
 
-    for stage in pipeline_stages(settings, pipeline):
+    stages = pipeline_stages(settings, pipeline)
+    for stage in stages:
         make_agent(stage.topic, stage.name, stage.work)
 
     @app.on_before_configured.connect  # type: ignore[misc]
     def _declare_topics(_app: faust.App, **_kwargs: object) -> None:
-        ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
+        ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)], partitions=settings.topic_partitions,
                       replication_factor=settings.topic_replication_factor)
 
     return app

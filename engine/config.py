@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     analyses_deny_file: Path | None = Field(None, alias="ANALYSES_DENY_FILE")
     # Reference genome (.fai-indexed FASTA) for normalisation: REF check and indel left-alignment.
     reference_fasta: Path | None = Field(None, alias="ANNOSTREAM_REFERENCE_FASTA")
+    # API write endpoints need a bearer token: comma-separated tokens and/or a file, one per line.
+    api_tokens: str = Field("", alias="ANNOSTREAM_API_TOKENS")
+    api_tokens_file: Path | None = Field(None, alias="ANNOSTREAM_API_TOKENS_FILE")
+    api_read_auth: bool = Field(False, alias="ANNOSTREAM_API_READ_AUTH")  # reads need a token too
 
     @field_validator("log_level", mode="before")
     @classmethod

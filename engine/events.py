@@ -8,6 +8,7 @@ and metadata, never file contents. See docs/events.md for the contract.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import os
 import socket
@@ -136,9 +137,26 @@ class FailedEvent(_Event):
     original: dict[str, Any] | str
 
 
-Event: TypeAlias = ReadyEvent | AnnotatedEvent | ImportedEvent | FailedEvent
+@dataclass(frozen=True, kw_only=True)
+class StatusEvent(_Event):
+    """One import job transition, on the compacted ``analysis.status`` topic."""
+
+    SCHEMA: ClassVar[str] = "analysis.status"
+
+    analysis: str
+    ready_event_id: str
+    job_id: int
+    status: str
+    stage: str | None
+    message: str | None
+    attempts: int
+    at: str  # when the job made the transition (ISO 8601 UTC, Z)
+
+
+Event: TypeAlias = ReadyEvent | AnnotatedEvent | ImportedEvent | FailedEvent | StatusEvent
 EVENT_TYPES: dict[tuple[str, int], type[_Event]] = {
-    (cls.SCHEMA, cls.VERSION): cls for cls in (ReadyEvent, AnnotatedEvent, ImportedEvent, FailedEvent)
+    (cls.SCHEMA, cls.VERSION): cls
+    for cls in (ReadyEvent, AnnotatedEvent, ImportedEvent, FailedEvent, StatusEvent)
 }
 
 
@@ -230,6 +248,17 @@ def imported_event(ready: ReadyEvent, *, analysis_id: int, counts: Mapping[str, 
                          fingerprint=ready.fingerprint, analysis_id=analysis_id, counts=dict(counts))
 
 
+def status_event(entry: Mapping[str, Any], *, analysis: str, ready_event_id: str, job_id: int,
+                 attempts: int, producer: str) -> StatusEvent:
+    """An ``analysis.status`` event for one entry of an import job's status history."""
+    at = dt.datetime.fromisoformat(str(entry["at"]))
+    at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    return StatusEvent(producer=producer, analysis=analysis, ready_event_id=ready_event_id, job_id=job_id,
+                       status=str(entry["status"]), stage=entry.get("stage"), message=entry.get("message"),
+                       attempts=attempts,
+                       at=at.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+
+
 def failed_event(original: bytes | dict[str, Any] | str, *, stage: str, error: InputError | Exception,
                  producer: str, attempt: int = 1, analysis: str | None = None) -> FailedEvent:
     """A dead letter for ``original`` (raw bytes are kept as an object if they were JSON)."""
@@ -318,6 +347,8 @@ def _from_document(document: dict[str, Any]) -> Event:
                               artifacts=_files_from(document["artifacts"]))
     if kind is ImportedEvent:
         return ImportedEvent(**_fields(document, ImportedEvent))
+    if kind is StatusEvent:
+        return StatusEvent(**_fields(document, StatusEvent))
     return FailedEvent(**_fields(document, FailedEvent))
 
 

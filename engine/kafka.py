@@ -7,12 +7,14 @@ Apache Kafka or Redpanda. Idempotent produce (``enable_idempotence``) works on a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.config import Settings
@@ -25,6 +27,15 @@ ANNOTATED = "analysis.annotated"
 IMPORTED = "analysis.imported"
 FAILED = "analysis.failed"
 STATUS = "analysis.status"
+
+#: Topic configs by base name. The status topic is compacted: it keeps the latest status of
+#: every analysis (the key) for as long as the topic exists, instead of expiring by age.
+TOPIC_CONFIGS: dict[str, dict[str, str]] = {STATUS: {"cleanup.policy": "compact"}}
+
+
+def topic_config(name: str) -> dict[str, str]:
+    """The configs to create topic ``name`` (prefixed or not) with; empty for defaults."""
+    return next((dict(config) for base, config in TOPIC_CONFIGS.items() if name.endswith(base)), {})
 
 
 class BrokerUnavailable(AnnostreamError):
@@ -73,7 +84,8 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
         if not missing:
             return
         response = admin.create_topics(
-            [NewTopic(name, partitions, replication_factor) for name in missing],
+            [NewTopic(name, partitions, replication_factor, topic_configs=topic_config(name))
+             for name in missing],
             timeout_ms=int(timeout_s * 1000), raise_errors=False)
         _raise_topic_errors(response, bootstrap)
         log.info("created topics %s on %s", ", ".join(missing), bootstrap)
@@ -125,11 +137,12 @@ class EventProducer:
         except KafkaError as error:
             raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
 
-    def send(self, topic: str, key: str, value: bytes,
+    def send(self, topic: str, key: str | bytes | None, value: bytes,
              headers: Sequence[tuple[str, bytes]] | None = None) -> None:
-        """Write one event and wait for the broker's acknowledgement."""
+        """Write one event and wait for the broker's acknowledgement (raw key bytes are kept as is)."""
+        raw_key = key.encode() if isinstance(key, str) else key
         try:
-            future = self._producer.send(topic, key=key.encode(), value=value,
+            future = self._producer.send(topic, key=raw_key, value=value,
                                          headers=list(headers) if headers else None)
             future.get(timeout=self.timeout_s * 2)
         except KafkaError as error:
@@ -145,3 +158,40 @@ class EventProducer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+# --- reading without a consumer group (operations: lag, replay) -----------------------------
+
+
+def open_reader(bootstrap: str, *, timeout_s: float = 15.0) -> KafkaConsumer:
+    """A consumer outside any group: partitions are assigned by hand, nothing is committed."""
+    try:
+        return KafkaConsumer(bootstrap_servers=bootstrap, client_id="annostream-reader", group_id=None,
+                             enable_auto_commit=False, allow_auto_create_topics=False,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                             request_timeout_ms=int(timeout_s * 1000) + 1000)
+    except KafkaError as error:
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
+
+
+def topic_partitions(reader: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The topic's partitions, ascending (empty when the topic does not exist)."""
+    return [TopicPartition(topic, number) for number in sorted(reader.partitions_for_topic(topic))]
+
+
+def poll_until_idle(reader: KafkaConsumer, *, idle_s: float = 1.0,
+                    timeout_s: float = 60.0) -> Iterator[tuple[TopicPartition, list[ConsumerRecord]]]:
+    """Batches from the assigned partitions until none arrives for ``idle_s`` (or ``timeout_s``).
+
+    How far a partition goes is found by reading, not by asking for its end offset: some brokers
+    (the embedded Tansu) answer ListOffsets "latest" wrongly, and reading also skips the gaps a
+    compacted topic has.
+    """
+    deadline = time.monotonic() + timeout_s
+    idle_until = time.monotonic() + idle_s
+    while time.monotonic() < min(deadline, idle_until):
+        batches = reader.poll(timeout_ms=min(200, int(idle_s * 1000)))
+        for partition, records in batches.items():
+            if records:
+                idle_until = time.monotonic() + idle_s
+                yield partition, records

@@ -49,6 +49,14 @@ STAGE_FAILURES = Counter(
 )
 VARIANTS_IMPORTED = Counter("annostream_variants_imported", "Variants (alleles) persisted.")
 ANALYSES_IMPORTED = Counter("annostream_analyses_imported", "Analyses persisted.")
+REANNOTATION_BATCHES = Counter(
+    "annostream_reannotation_batches", "Reannotation batches handled, per outcome (done, failed, skipped).",
+    ["outcome"]
+)
+ALLELES_REANNOTATED = Counter(
+    "annostream_alleles_reannotated", "Alleles re-annotated by reannotation batches and reanalyses."
+)
+REANALYSES = Counter("annostream_reanalyses", "Reanalysis requests handled, per outcome.", ["outcome"])
 WATCHER_FOLDERS_SEEN = Counter(
     "annostream_watcher_folders_seen", "Ready analysis folders the watcher found."
 )
@@ -69,6 +77,9 @@ METRIC_NAMES = (
     "annostream_stage_failures_total",
     "annostream_variants_imported_total",
     "annostream_analyses_imported_total",
+    "annostream_reannotation_batches_total",
+    "annostream_alleles_reannotated_total",
+    "annostream_reanalyses_total",
     "annostream_watcher_folders_seen_total",
     "annostream_api_requests_total",
     "annostream_api_request_duration_seconds",

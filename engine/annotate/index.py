@@ -40,19 +40,15 @@ from engine.annotate.reducers import (
     NUMERIC_OPS,
     Contribution,
     FieldSpec,
-    raw_value,
-    reduce_field,
-    render_info,
 )
-from engine.annotate.textscan import hash_strings, open_text_binary, read_header_and_body
+from engine.annotate.textscan import hash_strings, iter_line_chunks, open_text_binary, read_header_and_body
+from engine.annotate.vcfcompile import VcfCompiler, copy_suffix, decode_record, encode_record, render_suffix
 from engine.errors import InputError
 
 FORMAT_VERSION = 5
 _INFO_RE = re.compile(
     r'^##INFO=<ID=([^,>]+),Number=([^,>]+),Type=([^,>]+)(?:,Description="((?:[^"\\]|\\.)*)")?'
 )
-_MISSING_TOKEN = "\x00"
-_FLAG_TOKEN = "\x01"
 _REF_NAMES = {"ref", "reference"}
 _ALT_NAMES = {"alt", "alternate", "alternative"}
 
@@ -173,22 +169,11 @@ class CompiledSource:
         offsets = self.array(chrom, "rec_off")
         blob = self.array(chrom, "rec_blob")
         text = bytes(blob[int(offsets[rec]) : int(offsets[rec + 1])]).decode()
-        return decode_record(text, len(self.block.outputs))
+        return decode_record(text)
 
     def entry_records(self, chrom: str, entry: int) -> list[int]:
         grp_off = self.array(chrom, "grp_off")
         return self.array(chrom, "grp_rec")[int(grp_off[entry]) : int(grp_off[entry + 1])].tolist()
-
-
-def encode_record(rid: str, filt: str, alts: str, values: list) -> str:
-    coded = [_FLAG_TOKEN if v is True else (_MISSING_TOKEN if v is None else v) for v in values]
-    return "\t".join([rid, filt, alts, *coded])
-
-
-def decode_record(text: str, n_values: int) -> Contribution:
-    parts = text.split("\t")
-    values = tuple(True if v == _FLAG_TOKEN else (None if v == _MISSING_TOKEN else v) for v in parts[3:])
-    return Contribution(tuple(parts[2].split(",")) if parts[2] else (), parts[0], parts[1], values)
 
 
 def load_or_compile(block: AnnotationBlock, config_path: Path) -> tuple[CompiledSource, float | None]:
@@ -232,35 +217,30 @@ def parse_info_header(lines: list[str]) -> dict[str, InfoDef]:
     return defs
 
 
-def _vcf_text_lines(path: Path) -> tuple[list[str], Iterator[str]]:
-    """Header lines and body lines of a VCF (text, gzip/bgzip) or BCF (through pysam)."""
+def _vcf_text_chunks(path: Path) -> tuple[list[str], Iterator[bytes]]:
+    """Header lines and the body as large blocks of whole lines, from VCF text (plain, gzip or
+    bgzip) or BCF (decoded by pysam, then handled as text)."""
     if path.name.lower().endswith(".bcf"):
         import pysam
 
         variant_file = pysam.VariantFile(str(path))
         header = str(variant_file.header).rstrip("\n").split("\n")
-        return header, (str(rec).rstrip("\n") for rec in variant_file)
+
+        def bcf_chunks() -> Iterator[bytes]:
+            with variant_file:
+                records = (str(rec) for rec in variant_file)
+                while batch := "".join(itertools.islice(records, 50_000)):
+                    yield batch.encode()
+
+        return header, bcf_chunks()
     fh = open_text_binary(path)
     header, first = read_header_and_body(fh)
 
-    def body() -> Iterator[str]:
+    def text_chunks() -> Iterator[bytes]:
         with fh:
-            carry = first
-            while True:
-                block = fh.read(8 << 20)
-                data = carry + block
-                if not block:
-                    if data.strip():
-                        yield from data.decode().rstrip("\n").split("\n")
-                    return
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    carry = data
-                    continue
-                yield from data[:cut].decode().split("\n")
-                carry = data[cut + 1 :]
+            yield from iter_line_chunks(fh, first, 16 << 20)
 
-    return header, body()
+    return header, text_chunks()
 
 
 class _ChromWriter:
@@ -333,35 +313,9 @@ class _ChromWriter:
         for g, key in enumerate(sorted_alt_keys):
             alt = key.decode().split("\t", 1)[1]
             members = [self.records[r] for r in rec_list[bounds[g] : bounds[g + 1]]]
-            quick = _copy_suffix(self.specs, members[0]) if len(members) == 1 else None
+            quick = copy_suffix(self.specs, members[0]) if len(members) == 1 else None
             out.append(quick if quick is not None else render_suffix(self.specs, (alt,), members))
         return out
-
-
-def _copy_suffix(specs: list[FieldSpec], record: Contribution) -> str | None:
-    """The common case rendered without the general reducer: one biallelic record and ops that copy
-    the value; None when the general reducer is needed."""
-    if len(record.alts) != 1:
-        return None
-    parts = []
-    for spec in specs:
-        value = raw_value(spec, record)
-        if value is None:
-            continue
-        op = spec.output.op
-        if value is True:
-            if op not in ("self", "first"):
-                return None
-            parts.append(f";{spec.output.name}")
-        elif op in ("self", "concat", "uniq", "first"):
-            parts.append(f";{spec.output.name}={value}")
-        else:
-            return None
-    return "".join(parts)
-
-
-def render_suffix(specs: list[FieldSpec], query_alts: tuple[str, ...], members: list[Contribution]) -> str:
-    return "".join(render_info(s.output.name, reduce_field(s, query_alts, members)) for s in specs)
 
 
 def _pack(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -389,52 +343,15 @@ def _field_numbers(block: AnnotationBlock, defs: dict[str, InfoDef], config_path
 
 
 def _compile_vcf(block: AnnotationBlock, config_path: Path, directory: Path) -> SourceMeta:
-    header, lines = _vcf_text_lines(block.file)
+    header, chunks = _vcf_text_chunks(block.file)
     defs = parse_info_header(header)
     numbers = _field_numbers(block, defs, config_path)
     specs = [FieldSpec(o, slot, numbers[slot], True) for slot, o in enumerate(block.outputs)]
-    wanted: dict[str, list[int]] = {}
-    for slot, output in enumerate(block.outputs):
-        if output.field not in ("ID", "FILTER"):
-            wanted.setdefault(output.field, []).append(slot)  # type: ignore[arg-type]
-    n_values = len(block.outputs)
-    writer = _ChromWriter(directory, specs)
-    chroms: list[str] = []
-    max_len: dict[str, int] = {}
-    current, last_pos = None, 0
-    line_no = len(header)
-    for line in lines:
-        line_no += 1
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split("\t", 8)
-        if len(parts) < 8:
-            raise InputError("VCF record has fewer than 8 columns", file=str(block.file), line=line_no)
-        chrom, pos_text, rid, ref, alts, _qual, filt, info = parts[:8]
-        pos = int(pos_text)
-        if chrom != current:
-            if chrom in max_len or chrom in chroms:
-                raise _unsorted(block, config_path, line_no, f"chromosome {chrom} appears in two blocks")
-            if current is not None:
-                max_len[current] = writer.flush(len(chroms) - 1)
-            chroms.append(chrom)
-            current, last_pos = chrom, 0
-        elif pos < last_pos:
-            raise _unsorted(block, config_path, line_no, f"position {pos} after {last_pos} on {chrom}")
-        last_pos = pos
-        values: list = [None] * n_values
-        if wanted and info != ".":
-            for item in info.split(";"):
-                name, eq, value = item.partition("=")
-                slots = wanted.get(name)
-                if slots:
-                    for slot in slots:
-                        values[slot] = value if eq else True
-        alt_list = tuple(a for a in alts.split(",") if a != ".")
-        contribution = Contribution(alt_list, rid, filt, tuple(values))
-        writer.add(pos, ref, contribution, encode_record(rid, filt, ",".join(alt_list), values))
-    if current is not None:
-        max_len[current] = writer.flush(len(chroms) - 1)
+    compiler = VcfCompiler(block, config_path, directory, specs, first_line=len(header))
+    for chunk in chunks:
+        compiler.add_block(chunk)
+    chroms, max_len = compiler.finish()
+    wanted = {o.field for o in block.outputs if o.field not in ("ID", "FILTER")}
     info_meta = {k: v.__dict__ for k, v in defs.items() if k in wanted}
     return SourceMeta("variant", chroms, info_meta, numbers, True, max_len)
 

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "engine.cli.bundle_cmd",  # bundle add | list | activate
     "engine.cli.annotationconfig",  # annotationconfig update
     "engine.cli.deposit",  # deposit genepanel
+    "engine.cli.release_cmd",  # reanalyse, reannotate
 )
 
 

@@ -36,6 +36,7 @@ from engine.events import (
     encode,
     failed_event,
     imported_event,
+    status_event,
     verify_files,
 )
 from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming, resolve_under
@@ -194,14 +195,40 @@ class Pipeline:
                 ready = event if isinstance(event, ReadyEvent) else event.ready
             except _Skip as skip:
                 return skip.messages
+            seen = self._history_length(ready)
             try:
-                return body(event)
+                messages = body(event)
             except _Skip as skip:
-                return skip.messages
+                messages = skip.messages
             except Exception as error:
                 if is_transient(error):
                     raise
-                return self._fail(ready, stage, error)
+                messages = self._fail(ready, stage, error)
+            return messages + self._status_messages(ready, seen)
+
+    # --- job status on the analysis.status topic -----------------------------------------------
+
+    def _history_length(self, ready: ReadyEvent) -> int:
+        with session_scope(self.db_url) as session:
+            history = session.scalar(sa.select(ImportJob.history).where(ImportJob.event_id == ready.event_id))
+        return len(history or [])
+
+    def _status_messages(self, ready: ReadyEvent, seen: int) -> list[Outgoing]:
+        """The job's transitions committed during this stage, read back after the commit.
+
+        When there are none (a replay of finished work, or a retry after the first try committed
+        but could not publish), the current status is announced again: the topic is compacted,
+        so repeating the latest status is harmless and repairs a status that was never published.
+        """
+        with session_scope(self.db_url) as session:
+            job = session.scalar(sa.select(ImportJob).where(ImportJob.event_id == ready.event_id))
+            if job is None or not job.history:
+                return []
+            entries = job.history[seen:] or job.history[-1:]
+            events = [status_event(entry, analysis=ready.analysis, ready_event_id=ready.event_id,
+                                   job_id=job.id, attempts=job.attempts or 0, producer=self.producer)
+                      for entry in entries]
+        return [Outgoing(self.topics.status, ready.analysis, encode(event)) for event in events]
 
     def _decode(self, raw: bytes, kind: type[E], *, stage: str) -> E:
         try:

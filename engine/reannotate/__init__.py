@@ -1,0 +1,12 @@
+"""Reanalysis and data releases: re-annotate stored alleles with an annotation bundle.
+
+See docs/reanalysis.md. ``core`` does the work (export -> annotate -> convert -> write),
+``runs`` plans and reports reannotation runs, ``publish`` requests work, ``stages`` is what the
+worker runs for ``reanalysis.requested`` and ``reannotation.batch`` events.
+"""
+
+from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
+from engine.reannotate.events import ReanalysisRequested, ReannotationBatchEvent, ReleaseTopics
+
+__all__ = ["AlleleSelection", "ReanalysisRequested", "ReannotateResult", "ReannotationBatchEvent",
+           "ReleaseTopics", "reannotate_alleles", "resolve_bundle"]

@@ -1,0 +1,216 @@
+"""Re-annotate stored alleles with an annotation bundle: export -> annotate -> convert -> write.
+
+1. **Export** the selected alleles to a VCF (CHROM, POS, REF, ALT from ``allele.chromosome``,
+   ``vcf_pos``, ``vcf_ref``, ``vcf_alt``; the ``ID`` column carries ``allele.id``), sorted by
+   chromosome and position. PostgreSQL writes the lines itself (``COPY (SELECT ...) TO STDOUT``
+   produces tab-separated VCF records), SQLite through Python.
+2. **Annotate** it with the bundle's vcfanno config (``annotate_vcf``, ``base_path`` = bundle).
+3. **Convert** each record's INFO with the active annotation config's converters (the
+   ``deposit`` section) into ELLA's annotation document; the ``ID`` column maps it back to the
+   allele. An allele the bundle has nothing for gets ``{}``: its previous document (say a ClinVar
+   classification withdrawn in the new release) must not stay current.
+4. **Write** with ``write_annotations`` (ELLA's versioning: identical documents are kept, changed
+   ones superseded with history), stamping the bundle version and annotation config.
+
+Steps 1, 3 and 4 run in the caller's transaction, so a crash leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from engine.annotate import annotate_vcf
+from engine.bundles import BundleInfo, active_bundle, list_bundles
+from engine.deposit.annotation_config import active_annotation_config
+from engine.deposit.converters import build_annotation_builder
+from engine.deposit.writer import AnnotationWriteResult, write_annotations
+from engine.errors import InputError
+from engine.vcf.header import read_header
+
+VCF_HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+
+
+@dataclass(frozen=True)
+class AlleleSelection:
+    """Which stored alleles: an inclusive id range, optionally only those of named analyses."""
+
+    id_from: int | None = None
+    id_to: int | None = None
+    analyses: tuple[str, ...] | None = None
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """SQL condition on ``allele`` (aliased ``a``) and its parameters."""
+        clauses, params = ["TRUE"], {}
+        if self.id_from is not None:
+            clauses.append("a.id >= :id_from")
+            params["id_from"] = self.id_from
+        if self.id_to is not None:
+            clauses.append("a.id <= :id_to")
+            params["id_to"] = self.id_to
+        if self.analyses is not None:
+            names = {f"analysis_{i}": name for i, name in enumerate(self.analyses)}
+            in_list = ", ".join(f":{key}" for key in names) or "NULL"
+            clauses.append(
+                "a.id IN (SELECT g.allele_id FROM genotype g JOIN sample s ON s.id = g.sample_id "
+                f"JOIN analysis n ON n.id = s.analysis_id WHERE n.name IN ({in_list}) "
+                "UNION SELECT g.secondallele_id FROM genotype g JOIN sample s ON s.id = g.sample_id "
+                f"JOIN analysis n ON n.id = s.analysis_id WHERE n.name IN ({in_list}) "
+                "AND g.secondallele_id IS NOT NULL)")
+            params.update(names)
+        return " AND ".join(clauses), params
+
+
+@dataclass
+class ReannotateResult:
+    bundle_version: str
+    n_alleles: int = 0
+    n_with_values: int = 0  # alleles the bundle had something for
+    annotations: AnnotationWriteResult = field(default_factory=AnnotationWriteResult)
+    seconds: dict[str, float] = field(default_factory=dict)  # export, annotate, convert+write
+
+
+def resolve_bundle(session: Session, version: str | None) -> BundleInfo:
+    """The bundle ``version`` (default: the active one), with its folder present."""
+    if version is None:
+        bundle = active_bundle(session)
+        if bundle is None:
+            raise InputError("no annotation bundle is active",
+                             expected="a bundle version, or one activated with 'annostream bundle activate'")
+    else:
+        bundles = list_bundles(session)
+        bundle = next((b for b in bundles if b.version == version), None)
+        if bundle is None:
+            known = sorted(b.version for b in bundles)
+            raise InputError(f"no annotation bundle with version {version!r}",
+                             expected=f"one of {known}" if known else "a bundle added with 'annostream bundle add'")
+    if not bundle.config.is_file():
+        raise InputError("the bundle's folder is gone", file=str(bundle.path),
+                         expected="the folder 'annostream bundle add' created (add the bundle again)")
+    return bundle
+
+
+def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSelection, *,
+                       work_dir: Path) -> ReannotateResult:
+    """Re-annotate the selected alleles with ``bundle`` in the caller's transaction (no commit)."""
+    result = ReannotateResult(bundle_version=bundle.version)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="reannotate-", dir=work_dir))
+    try:
+        exported, annotated = scratch / "alleles.vcf", scratch / "annotated.vcf"
+        with _timed(result, "export"):
+            result.n_alleles = export_alleles_vcf(session, selection, exported)
+        if result.n_alleles == 0:
+            return result
+        with _timed(result, "annotate"):
+            annotate_vcf(bundle.config, exported, annotated, base_path=bundle.path)
+        with _timed(result, "convert_write"):
+            config_id, config = active_annotation_config(session)
+            builder = build_annotation_builder(config, read_header(annotated).infos)
+            counter = _Counter()
+            documents = (counter.seen(allele_id, builder(info))
+                         for allele_id, info in iter_annotated_infos(annotated))
+            result.annotations = write_annotations(session, documents, annotation_config_id=config_id,
+                                                   bundle_version=bundle.version)
+            result.n_with_values = counter.with_values
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.with_values = 0
+
+    def seen(self, allele_id: int, document: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        if document:
+            self.with_values += 1
+            return allele_id, document
+        return allele_id, {}
+
+
+def export_alleles_vcf(session: Session, selection: AlleleSelection, path: Path) -> int:
+    """Write the selected alleles as a sorted, sites-only VCF (ID = allele id); returns the count."""
+    condition, params = selection.where()
+    select = (f"SELECT a.chromosome, a.vcf_pos, a.id, a.vcf_ref, a.vcf_alt, '.', '.', '.' FROM allele a "
+              f"WHERE {condition} ORDER BY a.chromosome, a.vcf_pos, a.id")
+    connection = session.connection()
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        out.write(VCF_HEADER)
+        if connection.dialect.name == "postgresql":
+            return _copy_out(session, select, params, out)
+        count = 0
+        for row in connection.execute(sa.text(select), params):
+            out.write("\t".join(map(str, row)) + "\n")
+            count += 1
+        return count
+
+
+def _copy_out(session: Session, select: str, params: dict[str, Any], out: io.TextIOBase) -> int:
+    """PostgreSQL formats the records itself: COPY's text format is tab-separated lines."""
+    session.flush()
+    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        # psycopg2 style placeholders, values quoted by the driver (mogrify), as COPY takes none.
+        query = cursor.mogrify(sa.text(select).compile(dialect=session.get_bind().dialect).string, params)
+        cursor.copy_expert(f"COPY ({query.decode()}) TO STDOUT", out, size=1 << 20)
+        return int(cursor.rowcount)
+    finally:
+        cursor.close()
+
+
+def iter_annotated_infos(path: Path) -> Iterator[tuple[int, dict[str, str | bool]]]:
+    """(allele id, INFO as key -> raw text, flags -> True) per record of an exported VCF."""
+    with path.open("r", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.startswith("#"):
+                continue
+            fields = line.rstrip("\n").split("\t", 8)
+            try:
+                allele_id = int(fields[2])
+            except (IndexError, ValueError):
+                raise InputError("record without an allele id", file=str(path), line=number,
+                                 expected="the ID column as exported (allele.id)") from None
+            yield allele_id, _info_dict(fields[7])
+
+
+def _info_dict(info: str) -> dict[str, str | bool]:
+    if info in (".", ""):
+        return {}
+    result: dict[str, str | bool] = {}
+    for item in info.split(";"):
+        if item:
+            key, sep, value = item.partition("=")
+            result[key] = value if sep else True
+    return result
+
+
+class _timed:
+    def __init__(self, result: ReannotateResult, step: str) -> None:
+        self.result, self.step = result, step
+
+    def __enter__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __exit__(self, *_exc: object) -> None:
+        elapsed = time.perf_counter() - self.started
+        self.result.seconds[self.step] = self.result.seconds.get(self.step, 0.0) + elapsed
+
+
+def id_ranges(session: Session, analyses: Sequence[str] | None, batch_size: int) -> list[tuple[int, int, int]]:
+    """Cut the selected alleles into (id_from, id_to, count) ranges of at most ``batch_size``."""
+    condition, params = AlleleSelection(analyses=tuple(analyses) if analyses is not None else None).where()
+    rows = session.execute(sa.text(
+        f"SELECT MIN(id), MAX(id), COUNT(*) FROM (SELECT a.id, (ROW_NUMBER() OVER (ORDER BY a.id) - 1) "
+        f"/ :size AS bucket FROM allele a WHERE {condition}) numbered GROUP BY bucket ORDER BY bucket"),
+        {**params, "size": batch_size}).all()
+    return [(int(low), int(high), int(count)) for low, high, count in rows]

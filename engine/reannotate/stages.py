@@ -1,0 +1,196 @@
+"""Worker use cases for releases: ``reanalyse`` and ``reannotate`` (raw event -> Outgoing).
+
+Like :class:`engine.pipeline.Pipeline`, they never raise for bad input: a request naming an
+unknown analysis or bundle is recorded as failed and answered with a dead letter on
+``analysis.failed``; only transient infrastructure errors escape (the worker retries them).
+
+Idempotency: a reanalysis request is an import job keyed by its event id (stage ``reanalyse``);
+a batch is its ``reannotation_batch`` row. The annotations and the DONE status are committed in
+one transaction, under a row lock on the job/batch, so a replayed event finds DONE and changes
+nothing, and a crash in the middle leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from engine import metrics
+from engine.config import Settings
+from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun, utcnow
+from engine.db.session import session_scope
+from engine.errors import InputError
+from engine.events import EventRejected, default_producer, encode, failed_event
+from engine.jobs import get_or_create_job, record_attempt, transition
+from engine.kafka import Topics
+from engine.pipeline.stages import Outgoing, is_transient
+from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
+from engine.reannotate.events import (
+    ReanalysisRequested,
+    ReannotationBatchEvent,
+    decode_release,
+)
+from engine.reannotate.runs import DONE, FAILED
+
+log = logging.getLogger("annostream.reannotate")
+E = TypeVar("E", ReanalysisRequested, ReannotationBatchEvent)
+
+REANALYSE_STAGE = "reanalyse"
+REANNOTATE_STAGE = "reannotate"
+
+
+class ReleaseStages:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.db_url = settings.database_url
+        self.failed_topic = Topics.from_settings(settings).failed
+        self.producer = default_producer("worker")
+        self.work_dir = settings.work_dir / "reannotate"
+
+    # --- reanalysis ---------------------------------------------------------------------------
+
+    def reanalyse(self, raw: bytes) -> list[Outgoing]:
+        return self._run(REANALYSE_STAGE, raw, ReanalysisRequested, self._reanalyse)
+
+    def _reanalyse(self, request: ReanalysisRequested) -> list[Outgoing]:
+        with session_scope(self.db_url) as session:
+            job = self._job(session, request)
+            if job.status == JobStatus.DONE.value:
+                log.info("reanalysis %s of %s already done", request.event_id, request.analysis)
+                metrics.REANALYSES.labels(outcome="skipped").inc()
+                return []
+            record_attempt(session, job)
+            transition(session, job, JobStatus.ANNOTATING, stage=REANALYSE_STAGE,
+                       message=f"re-annotating with bundle {request.bundle or '(active)'}")
+        try:
+            with session_scope(self.db_url) as session:
+                job = self._job(session, request)
+                session.refresh(job, with_for_update=True)  # a concurrent duplicate waits, then skips
+                if job.status == JobStatus.DONE.value:
+                    return []
+                analysis_id = session.scalar(sa.select(Analysis.id).where(Analysis.name == request.analysis))
+                if analysis_id is None:
+                    raise InputError(f"no stored analysis named {request.analysis!r}",
+                                     expected="the name of an imported analysis")
+                bundle = resolve_bundle(session, request.bundle)
+                result = reannotate_alleles(session, bundle, AlleleSelection(analyses=(request.analysis,)),
+                                            work_dir=self.work_dir)
+                job.analysis_id = analysis_id
+                transition(session, job, JobStatus.DONE, stage=REANALYSE_STAGE, message=_summary(result))
+        except InputError as error:
+            self._fail_job(request, error)
+            metrics.REANALYSES.labels(outcome="failed").inc()
+            return [self._dead_letter(request, REANALYSE_STAGE, error)]
+        metrics.REANALYSES.labels(outcome="done").inc()
+        metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
+        log.info("reanalysis of %s: %s", request.analysis, _summary(result))
+        return []
+
+    def _job(self, session: Session, request: ReanalysisRequested) -> ImportJob:
+        return get_or_create_job(session, event_id=request.event_id, analysis_name=request.analysis,
+                                 fingerprint=None)
+
+    def _fail_job(self, request: ReanalysisRequested, error: InputError) -> None:
+        with session_scope(self.db_url) as session:
+            job = self._job(session, request)
+            if job.status != JobStatus.DONE.value:
+                transition(session, job, JobStatus.FAILED, stage=REANALYSE_STAGE, message=str(error))
+
+    # --- reannotation batches -----------------------------------------------------------------
+
+    def reannotate(self, raw: bytes) -> list[Outgoing]:
+        return self._run(REANNOTATE_STAGE, raw, ReannotationBatchEvent, self._reannotate)
+
+    def _reannotate(self, event: ReannotationBatchEvent) -> list[Outgoing]:
+        with session_scope(self.db_url) as session:
+            batch = self._lock_batch(session, event)
+            if batch.status == DONE:
+                metrics.REANNOTATION_BATCHES.labels(outcome="skipped").inc()
+                return []
+            batch.attempts += 1
+            selection = AlleleSelection(event.id_from, event.id_to,
+                                        tuple(event.analyses) if event.analyses is not None else None)
+            try:
+                # A savepoint: bad input rolls back this batch's writes but keeps its FAILED status.
+                with session.begin_nested():
+                    bundle = resolve_bundle(session, event.bundle)
+                    result = reannotate_alleles(session, bundle, selection, work_dir=self.work_dir)
+            except InputError as error:
+                _finish(batch, FAILED, message=str(error))
+                metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
+                log.warning("reannotation %s batch %d failed: %s", event.run_id, event.batch_index, error)
+                return [self._dead_letter(event, REANNOTATE_STAGE, error)]
+            _finish(batch, DONE, result=result)
+        metrics.REANNOTATION_BATCHES.labels(outcome="done").inc()
+        metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
+        log.info("reannotation %s batch %d: %s (%s)", event.run_id, event.batch_index, _summary(result),
+                 ", ".join(f"{step} {seconds:.2f}s" for step, seconds in result.seconds.items()))
+        return []
+
+    def _lock_batch(self, session: Session, event: ReannotationBatchEvent) -> ReannotationBatch:
+        batch = session.scalar(
+            sa.select(ReannotationBatch).join(ReannotationRun, ReannotationRun.id == ReannotationBatch.run_id)
+            .where(ReannotationRun.run_id == event.run_id, ReannotationBatch.batch_index == event.batch_index)
+            .with_for_update(of=ReannotationBatch))
+        if batch is None:
+            raise InputError(f"reannotation run {event.run_id} has no batch {event.batch_index}",
+                             expected="a batch planned by 'annostream reannotate'")
+        if (batch.id_from, batch.id_to) != (event.id_from, event.id_to):
+            raise InputError(f"batch {event.batch_index} of run {event.run_id} covers allele ids "
+                             f"{event.id_from}-{event.id_to}, the run planned {batch.id_from}-{batch.id_to}",
+                             expected="the event as 'annostream reannotate' published it")
+        return batch
+
+    # --- shared -------------------------------------------------------------------------------
+
+    def _run(self, stage: str, raw: bytes, kind: type[E], body: Callable[[E], list[Outgoing]]) -> list[Outgoing]:
+        with metrics.observe_stage(stage):
+            try:
+                event = decode_release(raw, kind)
+            except EventRejected as rejected:
+                metrics.STAGE_FAILURES.labels(stage=stage).inc()
+                log.warning("rejected %s event: %s", stage, rejected.reason)
+                return [self._dead_letter(raw, stage, InputError(rejected.reason))]
+            try:
+                return body(event)
+            except InputError as error:
+                metrics.STAGE_FAILURES.labels(stage=stage).inc()
+                return [self._dead_letter(event, stage, error)]
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                log.exception("internal error in the %s stage", stage)
+                metrics.STAGE_FAILURES.labels(stage=stage).inc()
+                return [self._dead_letter(event, stage, InputError(f"internal error ({type(error).__name__}): {error}"))]
+
+    def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent, stage: str,
+                     error: InputError) -> Outgoing:
+        from engine.reannotate.events import encode_release
+
+        raw = original if isinstance(original, bytes) else encode_release(original)
+        analysis = original.analysis if isinstance(original, ReanalysisRequested) else None
+        dead = failed_event(raw, stage=stage, error=error, producer=self.producer, analysis=analysis)
+        return Outgoing(self.failed_topic, dead.analysis or "", encode(dead))
+
+
+def _finish(batch: ReannotationBatch, status: str, *, result: ReannotateResult | None = None,
+            message: str | None = None) -> None:
+    batch.status = status
+    batch.message = message if result is None else _summary(result)
+    batch.date_updated = utcnow()
+    if result is not None:
+        batch.n_alleles = result.n_alleles
+        batch.n_created = result.annotations.created
+        batch.n_superseded = result.annotations.superseded
+        batch.n_unchanged = result.annotations.unchanged
+
+
+def _summary(result: ReannotateResult) -> str:
+    notes = result.annotations
+    return (f"re-annotated {result.n_alleles} alleles with bundle {result.bundle_version} "
+            f"({result.n_with_values} with values): {notes.created} new annotations, "
+            f"{notes.superseded} superseded, {notes.unchanged} unchanged")

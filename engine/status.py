@@ -1,0 +1,268 @@
+"""Pipeline health for operators (``annostream status``): consumer lag, waiting folders, recent
+failures, jobs in flight, the active annotation bundle and the database revision.
+
+Lag is what the worker's consumer group has not processed yet: the records actually readable
+after each partition's committed offset. They are counted by reading (a group-less consumer,
+assign + seek) rather than from end offsets, which the embedded broker reports wrongly and
+which over-count compacted topics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.errors import KafkaError
+
+from engine.bundles import active_bundle
+from engine.config import Settings
+from engine.db import migrate
+from engine.db.models import ImportJob, JobStatus
+from engine.db.session import session_scope
+from engine.folders import READY_FILE
+from engine.kafka import BrokerUnavailable, Topics, open_reader, poll_until_idle, topic_partitions
+
+IN_FLIGHT = (JobStatus.SUBMITTED, JobStatus.ANNOTATING, JobStatus.ANNOTATED, JobStatus.PERSISTING)
+FAILURE_WINDOW = dt.timedelta(hours=1)
+DEFAULT_MAX_COUNT = 10_000
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    committed: int | None  # next offset the group will read; None = nothing committed yet
+    lag: int  # records readable after ``committed``
+    complete: bool = True  # False: counting stopped at the bound, the lag is at least ``lag``
+
+    @property
+    def shown(self) -> str:
+        return str(self.lag) if self.complete else f"≥{self.lag}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    analysis: str
+    stage: str | None
+    message: str | None
+    at: dt.datetime
+
+
+@dataclass
+class Health:
+    group: str
+    lag: list[PartitionLag] = field(default_factory=list)
+    kafka_error: str | None = None
+    incoming_ready: list[str] = field(default_factory=list)
+    incoming_waiting: list[str] = field(default_factory=list)  # no READY marker yet
+    failures: list[Failure] = field(default_factory=list)  # in the last hour, newest first
+    in_flight: dict[str, int] = field(default_factory=dict)
+    bundle: str | None = None
+    db_revision: str | None = None
+    db_head: str | None = None
+    db_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The parts could be inspected (lag, failures etc. are for the operator to judge)."""
+        return self.kafka_error is None and self.db_error is None and self.db_revision == self.db_head
+
+    def to_dict(self) -> dict[str, Any]:
+        document = dataclasses.asdict(self)
+        for failure in document["failures"]:
+            failure["at"] = failure["at"].isoformat()
+        document["ok"] = self.ok
+        return document
+
+
+# --- consumer lag -------------------------------------------------------------------------------
+
+
+def committed_offsets(bootstrap: str, group: str, partitions: list[TopicPartition],
+                      *, timeout_s: float = 10.0) -> dict[TopicPartition, int | None]:
+    """The group's committed offset per partition (None where it has committed nothing)."""
+    if not partitions:
+        return {}
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="annostream-status",
+                                 request_timeout_ms=int(timeout_s * 1000))
+    except KafkaError as error:
+        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
+    try:
+        found = admin.list_group_offsets({group: partitions}).get(group, {})
+    except KafkaError as error:
+        raise BrokerUnavailable(f"cannot read the offsets of consumer group {group!r}: {error}") from None
+    finally:
+        admin.close()
+    offsets: dict[TopicPartition, int | None] = {}
+    for partition in partitions:
+        entry = found.get(partition)
+        offsets[partition] = entry.offset if entry is not None and entry.offset >= 0 else None
+    return offsets
+
+
+def count_after(bootstrap: str, starts: Mapping[TopicPartition, int | None], *,
+                max_count: int = DEFAULT_MAX_COUNT, idle_s: float = 1.0,
+                timeout_s: float = 30.0) -> dict[TopicPartition, tuple[int, bool]]:
+    """Records readable from each start offset (None = the beginning): (count, complete).
+
+    A partition stops being read once it reaches ``max_count`` (complete=False); so does every
+    partition still being read when ``timeout_s`` runs out.
+    """
+    counts = {partition: 0 for partition in starts}
+    bounded: set[TopicPartition] = set()
+    reader = open_reader(bootstrap)
+    try:
+        reader.assign(list(starts))
+        for partition, offset in starts.items():
+            if offset is None:
+                reader.seek_to_beginning(partition)
+            else:
+                reader.seek(partition, offset)
+        started = time.monotonic()
+        for partition, records in poll_until_idle(reader, idle_s=idle_s, timeout_s=timeout_s):
+            counts[partition] = min(max_count, counts[partition] + len(records))
+            if counts[partition] >= max_count:
+                bounded.add(partition)
+                reader.pause(partition)
+        if time.monotonic() - started >= timeout_s:
+            bounded.update(partition for partition in starts if partition not in bounded)
+    finally:
+        reader.close()
+    return {partition: (count, partition not in bounded) for partition, count in counts.items()}
+
+
+def consumer_lag(bootstrap: str, group: str, topics: list[str], *, max_count: int = DEFAULT_MAX_COUNT,
+                 idle_s: float = 1.0, timeout_s: float = 30.0) -> list[PartitionLag]:
+    """Lag of ``group`` on every partition of ``topics`` (topics that do not exist are skipped)."""
+    reader = open_reader(bootstrap)
+    try:
+        partitions = [tp for topic in topics for tp in topic_partitions(reader, topic)]
+    finally:
+        reader.close()
+    committed = committed_offsets(bootstrap, group, partitions)
+    counted = count_after(bootstrap, committed, max_count=max_count, idle_s=idle_s, timeout_s=timeout_s)
+    return [PartitionLag(tp.topic, tp.partition, committed[tp], *counted[tp]) for tp in partitions]
+
+
+# --- folders and jobs ---------------------------------------------------------------------------
+
+
+def incoming_folders(incoming: Path) -> tuple[list[str], list[str]]:
+    """(folders with READY, folders without) in ANALYSES_INCOMING, as the watcher sees them."""
+    ready: list[str] = []
+    waiting: list[str] = []
+    if not incoming.is_dir():
+        return ready, waiting
+    for folder in sorted(incoming.iterdir()):
+        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue
+        (ready if (folder / READY_FILE).is_file() else waiting).append(folder.name)
+    return ready, waiting
+
+
+def recent_failures(url: str, *, window: dt.timedelta = FAILURE_WINDOW, limit: int = 20) -> list[Failure]:
+    since = dt.datetime.now(dt.UTC) - window
+    query = (sa.select(ImportJob)
+             .where(ImportJob.status == JobStatus.FAILED.value, ImportJob.date_updated >= since)
+             .order_by(ImportJob.date_updated.desc()).limit(limit))
+    with session_scope(url) as session:
+        return [Failure(job.analysis_name, job.stage, job.message, _as_utc(job.date_updated))
+                for job in session.scalars(query)]
+
+
+def _as_utc(moment: dt.datetime) -> dt.datetime:
+    # SQLite hands back naive datetimes; the engine only ever stores UTC.
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+
+
+def jobs_in_flight(url: str) -> dict[str, int]:
+    query = (sa.select(ImportJob.status, sa.func.count())
+             .where(ImportJob.status.in_([status.value for status in IN_FLIGHT]))
+             .group_by(ImportJob.status))
+    with session_scope(url) as session:
+        counts = {str(status): int(count) for status, count in session.execute(query)}
+    return {status.value: counts.get(status.value, 0) for status in IN_FLIGHT}
+
+
+# --- the whole report ---------------------------------------------------------------------------
+
+
+def collect_health(settings: Settings, *, max_count: int = DEFAULT_MAX_COUNT, idle_s: float = 1.0) -> Health:
+    """Everything ``annostream status`` shows; unreachable parts are reported, not raised."""
+    health = Health(group=settings.worker_name)
+    health.incoming_ready, health.incoming_waiting = incoming_folders(settings.analyses_incoming)
+    _add_lag(health, settings, max_count=max_count, idle_s=idle_s)
+    _add_database(health, settings.database_url)
+    return health
+
+
+def _add_lag(health: Health, settings: Settings, *, max_count: int, idle_s: float) -> None:
+    if not settings.kafka_bootstrap_servers:
+        health.kafka_error = "KAFKA_BOOTSTRAP_SERVERS is not set (the broker of `annostream up` is embedded)"
+        return
+    topics = Topics.from_settings(settings)
+    try:
+        health.lag = consumer_lag(settings.kafka_bootstrap_servers, settings.worker_name,
+                                  [topics.ready, topics.annotated], max_count=max_count, idle_s=idle_s)
+    except (BrokerUnavailable, KafkaError) as error:
+        health.kafka_error = str(error)
+
+
+def _add_database(health: Health, url: str) -> None:
+    try:
+        health.db_head = migrate.head()
+        health.db_revision = migrate.current(url)
+        if health.db_revision != health.db_head:
+            health.db_error = f"database is at {health.db_revision or '<empty>'}, not {health.db_head}"
+            return
+        health.failures = recent_failures(url)
+        health.in_flight = jobs_in_flight(url)
+        with session_scope(url) as session:
+            bundle = active_bundle(session)
+        health.bundle = bundle.version if bundle else None
+    except sa.exc.SQLAlchemyError as error:
+        health.db_error = f"cannot read the database: {type(error).__name__}: {error}".splitlines()[0]
+
+
+def render(health: Health) -> str:
+    """A readable report (the table ``annostream status`` prints)."""
+    lines = [f"Consumer lag (group {health.group})"]
+    if health.kafka_error:
+        lines.append(f"  unavailable: {health.kafka_error}")
+    elif not health.lag:
+        lines.append("  no topics yet")
+    else:
+        width = max(len(item.topic) for item in health.lag)
+        lines.append(f"  {'topic':<{width}}  partition  committed        lag")
+        for item in health.lag:
+            committed = "-" if item.committed is None else str(item.committed)
+            lines.append(f"  {item.topic:<{width}}  {item.partition:>9}  {committed:>9}  {item.shown:>9}")
+        total = sum(item.lag for item in health.lag)
+        exact = all(item.complete for item in health.lag)
+        lines.append(f"  total lag: {'' if exact else '≥'}{total}")
+    lines.append("")
+    ready, waiting = len(health.incoming_ready), len(health.incoming_waiting)
+    lines.append(f"Incoming: {ready} ready, {waiting} without READY")
+    lines.extend(f"  ready:   {name}" for name in health.incoming_ready[:10])
+    lines.extend(f"  waiting: {name}" for name in health.incoming_waiting[:10])
+    lines.append("")
+    if health.db_error:
+        lines.append(f"Database: {health.db_error}")
+    else:
+        lines.append(f"Database: revision {health.db_revision} (up to date)")
+        lines.append("Jobs in flight: " + ", ".join(f"{status} {count}" for status, count in
+                                                     health.in_flight.items()))
+        lines.append(f"Failures in the last hour: {len(health.failures)}")
+        for failure in health.failures[:10]:
+            when = failure.at.astimezone(dt.UTC).strftime("%H:%M:%SZ")
+            lines.append(f"  {when}  {failure.analysis}  [{failure.stage}]  {(failure.message or '')[:100]}")
+        lines.append(f"Annotation bundle: {health.bundle or 'none active (annotation from the VCF only)'}")
+    return "\n".join(lines)
