@@ -118,7 +118,8 @@ def test_the_annotate_stage_records_the_bundle_in_the_event(settings: Settings, 
         activate_bundle(session, "2024.1")
     ready = build_ready_event(folder, settings.analyses_incoming, producer="test")
 
-    [outgoing] = Pipeline(settings).annotate(encode(ready))
+    published = Pipeline(settings).annotate(encode(ready))
+    [outgoing] = [message for message in published if message.topic.endswith("analysis.annotated")]
 
     event = decode_event(outgoing.value, incoming=settings.analyses_incoming)
     assert isinstance(event, AnnotatedEvent)

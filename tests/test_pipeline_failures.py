@@ -53,13 +53,18 @@ def make_folder(settings: Settings, name: str, edit: Callable[[Path], None] | No
 
 
 def run(settings: Settings, folder: Path) -> list[Outgoing]:
-    """Both stages, as the worker runs them; returns what the last stage publishes."""
+    """Both stages, as the worker runs them; returns what the last stage publishes (without the
+    job status updates, which tests/test_status_events.py covers)."""
     pipeline = Pipeline(settings)
     event = build_ready_event(folder, settings.analyses_incoming, producer="test", analysis=folder.name)
-    published = pipeline.annotate(encode(event))
+    published = without_status(pipeline.annotate(encode(event)))
     if len(published) == 1 and published[0].topic == "t.analysis.annotated":
-        published = pipeline.persist(published[0].value)
+        published = without_status(pipeline.persist(published[0].value))
     return published
+
+
+def without_status(messages: list[Outgoing]) -> list[Outgoing]:
+    return [message for message in messages if message.topic != "t.analysis.status"]
 
 
 def replace_line(folder: Path, file: str, line_number: int, edit: Callable[[str], str]) -> None:
@@ -184,7 +189,7 @@ def test_crash_between_commit_and_move_is_repaired(settings: Settings) -> None:
         stages.move_to_imported = original
     assert folder.is_dir()
     # Kafka redelivers the same event: nothing is written twice and the folder moves.
-    again = pipeline.persist(annotated)
+    again = without_status(pipeline.persist(annotated))
     assert [message.topic for message in again] == ["t.analysis.imported"]
     assert not folder.exists() and (settings.analyses_path / "Crash-001").is_dir()
     with session_scope(settings.database_url) as session:

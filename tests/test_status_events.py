@@ -122,10 +122,11 @@ def test_invalid_event_has_no_status(settings: Settings) -> None:
 def test_status_topic_is_created_compacted(broker, topic_prefix: str) -> None:
     assert topic_config(f"{topic_prefix}analysis.status") == {"cleanup.policy": "compact"}
     assert topic_config(f"{topic_prefix}analysis.ready") == {}
-    ensure_topics(broker.bootstrap_servers, [f"{topic_prefix}analysis.status", f"{topic_prefix}analysis.ready"])
+    names = [f"{topic_prefix}analysis.status", f"{topic_prefix}analysis.ready"]
+    ensure_topics(broker.bootstrap_servers, names)
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
     try:
-        assert {f"{topic_prefix}analysis.status", f"{topic_prefix}analysis.ready"} <= set(admin.list_topics())
+        assert set(names) <= set(admin.list_topics())
     finally:
         admin.close()
 

@@ -33,6 +33,7 @@ from engine.annotate.reducers import (
     as_float,
     format_number,
     reduce_field,
+    reduce_interval_rows,
     reduce_values,
 )
 from engine.annotate.textscan import (
@@ -41,6 +42,7 @@ from engine.annotate.textscan import (
     Fields,
     chrom_runs,
     count_byte,
+    gather_rows,
     hash_spans,
     hash_strings,
     iter_line_chunks,
@@ -597,9 +599,8 @@ def _variant_fast(
             if keys[e] == qkey[k]:
                 entry[k] = e
                 break
-    offsets = index.array(chrom, "sfx_off")
     hit = np.flatnonzero(entry >= 0)
-    starts, ends = offsets[entry[hit]], offsets[entry[hit] + 1]
+    starts, ends = index.array(chrom, "sfx_start")[entry[hit]], index.array(chrom, "sfx_end")[entry[hit]]
     nonempty = ends > starts
     hit, starts, lengths = hit[nonempty], starts[nonempty], (ends - starts)[nonempty]
     payload = np.asarray(index.array(chrom, "sfx_blob"))[_ranges(starts, lengths)]
@@ -626,56 +627,75 @@ def _interval_fast(
     owner, rows = owner[keep], rows[keep]
     if not len(owner):
         return lines[:0], lines[:0], np.zeros(0, dtype=np.uint8)
-    hit_lines, group_start = np.unique(owner, return_index=True)
+    # owner is sorted (repeat of a range), so groups are runs
+    group_start = np.flatnonzero(np.append(True, owner[1:] != owner[:-1]))
     group_end = np.append(group_start[1:], len(owner))
-    rendered: list[list[str]] = [[] for _ in range(len(hit_lines))]
+    hit_lines = owner[group_start]
+    pool_parts: list[np.ndarray] = []
+    pool_size = 0
+    seg_start: list[np.ndarray] = []
+    seg_len: list[np.ndarray] = []
     for spec in index.specs:
-        values = _reduce_groups(index, chrom, spec, rows, group_start, group_end)
-        name = spec.output.name
-        for g, value in enumerate(values):
-            if value is True:
-                rendered[g].append(f";{name}")
-            elif value is not None:
-                rendered[g].append(f";{name}={value}")
-    keep = [k for k, r in enumerate(rendered) if r]
-    texts = ["".join(rendered[k]).encode() for k in keep]
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    return lines[hit_lines[keep]], lengths, np.frombuffer(b"".join(texts), dtype=np.uint8)
+        kind, value_start, value_len, pieces = _interval_values(index, chrom, spec, rows, group_start, group_end)
+        name_eq, name_only = f";{spec.output.name}=".encode(), f";{spec.output.name}".encode()
+        literals = np.frombuffer(name_eq + name_only, dtype=np.uint8)
+        pool_parts += [literals, *pieces]
+        text, flag = kind == 1, kind == 2
+        seg_start += [np.where(flag, pool_size + len(name_eq), pool_size), value_start + pool_size + len(literals)]
+        seg_len += [np.where(flag, len(name_only), np.where(text, len(name_eq), 0)), np.where(text, value_len, 0)]
+        pool_size += len(literals) + sum(len(p) for p in pieces)
+    blob, offsets = gather_rows(np.concatenate(pool_parts), np.stack(seg_start, axis=1), np.stack(seg_len, axis=1))
+    lengths = np.diff(offsets)
+    nonempty = lengths > 0
+    if nonempty.all():
+        return lines[hit_lines], lengths, blob
+    return lines[hit_lines[nonempty]], lengths[nonempty], blob
 
 
-def _reduce_groups(
+def _interval_values(
     index: CompiledSource,
     chrom: str,
     spec: FieldSpec,
     rows: np.ndarray,
     group_start: np.ndarray,
     group_end: np.ndarray,
-) -> list:
-    op = spec.output.op
-    sizes = group_end - group_start
-    if op == "count":
-        return [str(s) for s in sizes.tolist()]
-    if op == "flag":
-        return [True] * len(sizes)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """One output's value for every group of overlapping rows: kind (0 none, 1 text, 2 flag) and
+    the text's span in the returned byte pieces (concatenated). A group of one row copies the row's
+    value rendered at compile time; larger groups are reduced here."""
+    slot, op = spec.slot, spec.output.op
+    one_kind = index.array(chrom, f"col{slot}_one_kind")
+    one_off = index.array(chrom, f"col{slot}_one_off")
+    first = rows[group_start]
+    kind = np.asarray(one_kind[first])
+    value_start = np.asarray(one_off[first])
+    value_len = np.asarray(one_off[first + 1]) - value_start
+    pieces: list[np.ndarray] = [np.asarray(index.array(chrom, f"col{slot}_one_blob"))]
+    multi = np.flatnonzero(group_end - group_start > 1)
+    if not len(multi):
+        return kind, value_start, value_len, pieces
     if op in ("sum", "mean", "min", "max"):
-        numbers = np.asarray(index.array(chrom, f"col{spec.slot}_num"))[rows]
-        if op == "min":
-            reduced = np.minimum.reduceat(numbers, group_start)
-        elif op == "max":
-            reduced = np.maximum.reduceat(numbers, group_start)
-        else:
-            reduced = np.add.reduceat(numbers, group_start)
-            if op == "mean":
-                reduced = reduced / sizes
-        return [format_number(v) for v in reduced.tolist()]
-    texts = index.column_text(chrom, spec.slot)
-    row_list = rows.tolist()
-    out = []
-    for a, b in zip(group_start.tolist(), group_end.tolist(), strict=True):
-        values = [texts[r].replace(";", ",") for r in row_list[a:b]]
-        values = [v for v in values if v != ""]
-        out.append(reduce_values(op, values) if values else None)
-    return out
+        numbers = np.asarray(index.array(chrom, f"col{slot}_num"))[rows]
+        reducer = {"min": np.minimum, "max": np.maximum}.get(op, np.add)
+        reduced = reducer.reduceat(numbers, group_start)[multi]
+        if op == "mean":
+            reduced = reduced / (group_end - group_start)[multi]
+        values: list = [format_number(v) for v in reduced.tolist()]
+    else:
+        texts = index.column_text(chrom, slot)
+        row_list = rows.tolist()
+        values = [
+            reduce_interval_rows(op, [texts[r] for r in row_list[a:b]], [])
+            for a, b in zip(group_start[multi].tolist(), group_end[multi].tolist(), strict=True)
+        ]
+    kind, value_start, value_len = kind.copy(), value_start.copy(), value_len.copy()
+    encoded = [v.encode() if isinstance(v, str) else b"" for v in values]
+    base = len(pieces[0])
+    kind[multi] = [0 if v is None else (2 if v is True else 1) for v in values]
+    value_len[multi] = [len(e) for e in encoded]
+    value_start[multi] = base + np.cumsum(value_len[multi]) - value_len[multi]
+    pieces.append(np.frombuffer(b"".join(encoded), dtype=np.uint8))
+    return kind, value_start, value_len, pieces
 
 
 def annotate_cli_summary(result: AnnotateResult) -> str:

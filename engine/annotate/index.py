@@ -40,12 +40,13 @@ from engine.annotate.reducers import (
     NUMERIC_OPS,
     Contribution,
     FieldSpec,
+    reduce_interval_rows,
 )
 from engine.annotate.textscan import hash_strings, iter_line_chunks, open_text_binary, read_header_and_body
 from engine.annotate.vcfcompile import VcfCompiler, copy_suffix, decode_record, encode_record, render_suffix
 from engine.errors import InputError
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 7
 _INFO_RE = re.compile(
     r'^##INFO=<ID=([^,>]+),Number=([^,>]+),Type=([^,>]+)(?:,Description="((?:[^"\\]|\\.)*)")?'
 )
@@ -290,7 +291,8 @@ class _ChromWriter:
             "key": keys[firsts],
             "grp_off": grp_off,
             "grp_rec": recs,
-            "sfx_off": sfx_off,
+            "sfx_start": sfx_off[:-1],
+            "sfx_end": sfx_off[1:],
             "sfx_blob": sfx_blob,
             "rec_off": rec_off,
             "rec_blob": rec_blob,
@@ -462,8 +464,10 @@ def _compile_intervals(block, config_path, directory, fh, first, layout: TabixLa
             blob, off = _pack([v.encode() for v in values])
             np.save(directory / f"{cid}.col{slot}_blob.npy", blob)
             np.save(directory / f"{cid}.col{slot}_off.npy", off)
+            numbers = [_num(v) for v in values]
             if numeric[slot]:
-                np.save(directory / f"{cid}.col{slot}_num.npy", np.asarray([_num(v) for v in values]))
+                np.save(directory / f"{cid}.col{slot}_num.npy", np.asarray(numbers, dtype=np.float64))
+            _save_single_row_values(directory, cid, slot, block.outputs[slot].op, values, numbers)
         max_len[chroms[-1]] = int((ends - starts).max()) if len(starts) else 0
         state.update(starts=[], ends=[], cols=[[] for _ in range(n_out)])
 
@@ -493,6 +497,23 @@ def _compile_intervals(block, config_path, directory, fh, first, layout: TabixLa
     if chroms:
         flush()
     return SourceMeta("interval", chroms, {}, ["1"] * n_out, False, max_len)
+
+
+def _save_single_row_values(
+    directory: Path, cid: int, slot: int, op: str, texts: list[str], numbers: list[float]
+) -> None:
+    """Each row's value for a query that overlaps only that row (the common case), rendered once
+    here so annotation copies it: ``col{slot}_one_kind`` is 0 (nothing), 1 (text) or 2 (flag)."""
+    kinds = np.zeros(len(texts), dtype=np.uint8)
+    rendered: list[bytes] = []
+    for row, (text, number) in enumerate(zip(texts, numbers, strict=True)):
+        value = reduce_interval_rows(op, [text], [number])
+        kinds[row] = 0 if value is None else (2 if value is True else 1)
+        rendered.append(value.encode() if isinstance(value, str) else b"")
+    blob, offsets = _pack(rendered)
+    np.save(directory / f"{cid}.col{slot}_one_kind.npy", kinds)
+    np.save(directory / f"{cid}.col{slot}_one_blob.npy", blob)
+    np.save(directory / f"{cid}.col{slot}_one_off.npy", offsets)
 
 
 def _num(text: str) -> float:

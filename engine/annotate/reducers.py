@@ -184,3 +184,17 @@ def render_info(name: str, value: Value | None) -> str:
     if value is True:
         return f";{name}"
     return f";{name}={value}"
+
+
+def reduce_interval_rows(op: str, texts: Sequence[str], numbers: Sequence[float]) -> Value | None:
+    """The value for one query record from the BED/TSV rows it overlaps (their column text and, for
+    numeric ops, the parsed numbers). ``;`` in a column is written as ``,``."""
+    if op == "count":
+        return str(len(texts))
+    if op == "flag":
+        return FLAG
+    if op in ("sum", "mean", "min", "max"):
+        reduced = {"sum": sum, "min": min, "max": max, "mean": lambda v: sum(v) / len(v)}[op](numbers)
+        return format_number(reduced)
+    values = [v for v in (t.replace(";", ",") for t in texts) if v != ""]
+    return reduce_values(op, values) if values else None

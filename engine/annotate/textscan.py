@@ -205,3 +205,45 @@ def chrom_runs(fields: Fields) -> list[tuple[str, int, int]]:
     change = np.flatnonzero(chrom_hash[1:] != chrom_hash[:-1]) + 1
     edges = [0, *change.tolist(), fields.n]
     return [(fields.text(a, 0), a, b) for a, b in itertools.pairwise(edges)]
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices covering [starts[k], starts[k] + lengths[k]) for every k, concatenated (one index
+    per byte: for small sets of spans; ``gather_rows`` is the bulk tool)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    before = np.cumsum(lengths) - lengths
+    return np.repeat(np.asarray(starts, dtype=np.int64) - before, lengths) + np.arange(total, dtype=np.int64)
+
+
+def offsets_of(lengths: np.ndarray) -> np.ndarray:
+    """Offsets of a packed list from its item lengths (one more entry than items)."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def gather_rows(
+    pool: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    overrides: dict[int, bytes] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Build one byte string per row by concatenating that row's spans of ``pool``
+    (``starts``/``lengths`` have shape (rows, spans)); rows in ``overrides`` take the given bytes
+    instead. Returns the packed rows (bytes, offsets)."""
+    row_len = lengths.sum(axis=1)
+    if not overrides:
+        return pool[ranges(starts.ravel(), lengths.ravel())], offsets_of(row_len)
+    rows = np.fromiter(overrides, dtype=np.int64, count=len(overrides))
+    lengths = lengths.copy()
+    lengths[rows] = 0
+    gathered = pool[ranges(starts.ravel(), lengths.ravel())]
+    row_len[rows] = [len(overrides[r]) for r in rows.tolist()]
+    offsets = offsets_of(row_len)
+    out = np.empty(int(offsets[-1]), dtype=np.uint8)
+    placed = np.zeros(len(out), dtype=bool)
+    placed[ranges(offsets[rows], row_len[rows])] = True
+    out[~placed] = gathered
+    out[placed] = np.frombuffer(b"".join(overrides[r] for r in rows.tolist()), dtype=np.uint8)
+    return out, offsets

@@ -24,9 +24,11 @@ from engine.annotate.textscan import (
     Fields,
     chrom_runs,
     count_byte,
+    gather_rows,
     hash_spans,
     hash_strings,
     missing_fields,
+    offsets_of,
     parse_uints,
     scan_fields,
 )
@@ -85,45 +87,6 @@ def render_suffix(specs: list[FieldSpec], query_alts: tuple[str, ...], members: 
 
 
 # ----------------------------------------------------------------------------- numpy helpers
-
-
-def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Indices covering [starts[k], starts[k] + lengths[k]) for every k, concatenated."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    before = np.cumsum(lengths) - lengths
-    return np.repeat(np.asarray(starts, dtype=np.int64) - before, lengths) + np.arange(total, dtype=np.int64)
-
-
-def offsets_of(lengths: np.ndarray) -> np.ndarray:
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return offsets
-
-
-def gather_segments(pool: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate, per row, the row's spans of ``pool`` (``starts``/``lengths`` are (rows, k));
-    returns the bytes and the row offsets."""
-    blob = pool[ranges(starts.ravel(), lengths.ravel())]
-    return blob, offsets_of(lengths.sum(axis=1))
-
-
-def pick_with_overrides(
-    blob: np.ndarray, offsets: np.ndarray, pick: np.ndarray, overrides: dict[int, bytes]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Items ``pick[i]`` of a packed (blob, offsets) list, except where ``pick[i] < 0``: those take
-    ``overrides[i]``. Returns a new packed list."""
-    taken = pick >= 0
-    lengths = np.zeros(len(pick), dtype=np.int64)
-    lengths[taken] = offsets[pick[taken] + 1] - offsets[pick[taken]]
-    for i, text in overrides.items():
-        lengths[i] = len(text)
-    new_offsets = offsets_of(lengths)
-    out = np.empty(int(new_offsets[-1]), dtype=np.uint8)
-    out[ranges(new_offsets[:-1][taken], lengths[taken])] = blob[ranges(offsets[pick[taken]], lengths[taken])]
-    for i, text in overrides.items():
-        out[new_offsets[i] : new_offsets[i + 1]] = np.frombuffer(text, dtype=np.uint8)
-    return out, new_offsets
 
 
 def spans_equal(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, text: bytes) -> np.ndarray:
@@ -222,7 +185,11 @@ class VcfCompiler:
         self.max_len: dict[str, int] = {}
         self.parts = _ChromParts()
         self.last_pos = 0
-        self.info_keys = sorted({s.output.field for s in specs if s.output.field not in ("ID", "FILTER")})
+        self.slots_of: dict[str, list[int]] = {}
+        for slot, spec in enumerate(specs):
+            if spec.output.field not in ("ID", "FILTER"):
+                self.slots_of.setdefault(spec.output.field, []).append(slot)  # type: ignore[arg-type]
+        self.info_keys = sorted(self.slots_of)
         literals = [MISSING_TOKEN, FLAG_TOKEN, b"\t"]
         for spec in specs:
             literals += [f";{spec.output.name}=".encode(), f";{spec.output.name}".encode()]
@@ -252,6 +219,36 @@ class VcfCompiler:
         if fields.n == 0:
             self.line_no += chunk.count(b"\n")
             return
+        pos = self._positions(fields)
+        rare = count_byte(buf, COMMA, fields.start(4), fields.end(4)) > 0
+        rare |= spans_equal(buf, fields.start(4), fields.end(4), b".")
+        rare |= count_byte(buf, SEMICOLON, fields.start(2), fields.end(2)) > 0
+        rare |= count_byte(buf, SEMICOLON, fields.start(6), fields.end(6)) > 0
+        rare_records = {i: self._parse_rare(fields, i) for i in np.flatnonzero(rare).tolist()}
+        values = _info_values(fields, self.info_keys)
+        pool = np.concatenate([self.literals, buf])
+        base = len(self.literals)
+        texts = gather_rows(
+            pool, *self._record_spans(fields, values, base), {i: r.text for i, r in rare_records.items()}
+        )
+        suffix_spans, quick = self._suffix_spans(fields, values, base)
+        block = _Block(
+            fields=fields,
+            pos=pos,
+            keys=hash_spans(buf, fields.start(3), fields.end(4)),
+            rare=rare,
+            rare_records=rare_records,
+            texts=texts,
+            suffixes=gather_rows(pool, *suffix_spans),
+            quick=quick & ~rare,
+        )
+        for chrom, a, b in chrom_runs(fields):
+            self._start_run(chrom, pos, a, b, fields)
+            self._add_run(block, a, b)
+        self.line_no += chunk.count(b"\n")
+
+    def _positions(self, fields: Fields) -> np.ndarray:
+        buf = fields.buf
         bad = missing_fields(fields, 8)
         if bad.any():
             line = self._line_of(buf, int(fields.line_start[np.flatnonzero(bad)[0]]))
@@ -265,27 +262,22 @@ class VcfCompiler:
                 line=self._line_of(buf, int(fields.line_start[i])),
                 expected="a positive integer",
             )
-        rare = count_byte(buf, COMMA, fields.start(4), fields.end(4)) > 0
-        rare |= spans_equal(buf, fields.start(4), fields.end(4), b".")
-        rare |= count_byte(buf, SEMICOLON, fields.start(2), fields.end(2)) > 0
-        rare |= count_byte(buf, SEMICOLON, fields.start(6), fields.end(6)) > 0
-        values = _info_values(fields, self.info_keys)
-        pool = np.concatenate([self.literals, buf])
-        base = len(self.literals)
-        block = _Block(
-            fields=fields,
-            pos=pos,
-            keys=hash_spans(buf, fields.start(3), fields.end(4)),
-            rare=rare,
-            texts=gather_segments(pool, *self._record_spans(fields, values, base)),
-        )
-        suffix_spans, block.quick = self._suffix_spans(fields, values, base)
-        block.quick &= ~rare
-        block.suffixes = gather_segments(pool, *suffix_spans)
-        for chrom, a, b in chrom_runs(fields):
-            self._start_run(chrom, pos, a, b, fields)
-            self._add_run(block, a, b)
-        self.line_no += chunk.count(b"\n")
+        return pos
+
+    def _parse_rare(self, fields: Fields, i: int) -> _RareRecord:
+        """A record the block rules do not cover (multi-ALT, ALT '.', ';' in ID/FILTER), parsed one
+        value at a time as ``encode_record`` expects."""
+        line = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
+        _chrom, _pos, rid, ref, alts, _qual, filt, info = line.split("\t", 8)[:8]
+        values: list = [None] * len(self.specs)
+        if self.info_keys and info != ".":
+            for item in info.split(";"):
+                name, eq, value = item.partition("=")
+                for slot in self.slots_of.get(name, ()):
+                    values[slot] = value if eq else True
+        alt_list = [a for a in alts.split(",") if a != "."]
+        text = encode_record(rid, filt, ",".join(alt_list), values).encode()
+        return _RareRecord(text, alt_list, [f"{ref}\t{alt}".encode() for alt in alt_list])
 
     def _start_run(self, chrom: str, pos: np.ndarray, a: int, b: int, fields: Fields) -> None:
         if not self.chroms or chrom != self.chroms[-1]:
@@ -371,53 +363,29 @@ class VcfCompiler:
     def _add_run(self, block: _Block, a: int, b: int) -> None:
         """Append records [a, b) of a block (all on the current chromosome)."""
         parts, fields = self.parts, block.fields
-        local_rare = np.flatnonzero(block.rare[a:b])
         fast = np.flatnonzero(~block.rare[a:b])
         parts.entry_pos.append(block.pos[a:b][fast])
         parts.entry_key.append(block.keys[a:b][fast])
         parts.entry_rec.append(fast + parts.n_records)
         parts.n_entries += len(fast)
-        text_overrides: dict[int, bytes] = {}
-        for k in local_rare.tolist():
-            line = bytes(fields.buf[int(fields.line_start[a + k]) : int(fields.line_end[a + k])]).decode()
-            text_overrides[k] = self._add_rare_record(line, parts.n_records + k)
-        pick = np.arange(a, b, dtype=np.int64)
-        pick[local_rare] = -1
-        blob, offsets = pick_with_overrides(*block.texts, pick, text_overrides)
-        parts.rec_blobs.append((blob, np.diff(offsets)))
-        s_blob, s_off = block.suffixes
-        parts.sfx_blobs.append((s_blob[s_off[a] : s_off[b]], np.diff(s_off[a : b + 1])))
+        for i in range(a, b) if len(fast) < b - a else ():
+            rare = block.rare_records.get(i)
+            if rare is None or not rare.alts:
+                continue
+            parts.entry_pos.append(np.full(len(rare.alts), block.pos[i], dtype=np.int64))
+            parts.entry_key.append(hash_strings(rare.keys))
+            parts.entry_rec.append(np.full(len(rare.alts), parts.n_records + i - a, dtype=np.int64))
+            for alt in rare.alts:
+                parts.alt_of_entry[parts.n_entries] = alt
+                parts.n_entries += 1
+        for packed, target in ((block.texts, parts.rec_blobs), (block.suffixes, parts.sfx_blobs)):
+            blob, offsets = packed
+            target.append((blob[offsets[a] : offsets[b]], np.diff(offsets[a : b + 1])))
         parts.quick.append(block.quick[a:b])
         start = block.pos[a:b] - 1
         parts.rec_start.append(start)
         parts.rec_end.append(start + (fields.end(3)[a:b] - fields.start(3)[a:b]))
         parts.n_records += b - a
-
-    def _add_rare_record(self, line: str, rec: int) -> bytes:
-        """A record the block rules do not cover (multi-ALT, ALT '.', ';' in ID/FILTER), parsed
-        one value at a time; adds its entries and returns its record text."""
-        parts = self.parts
-        chrom_pos_id_ref_alt = line.split("\t", 8)
-        _chrom, pos_text, rid, ref, alts, _qual, filt, info = chrom_pos_id_ref_alt[:8]
-        values: list = [None] * len(self.specs)
-        if self.info_keys and info != ".":
-            slots_of: dict[str, list[int]] = {}
-            for slot, spec in enumerate(self.specs):
-                if spec.output.field not in ("ID", "FILTER"):
-                    slots_of.setdefault(spec.output.field, []).append(slot)  # type: ignore[arg-type]
-            for item in info.split(";"):
-                name, eq, value = item.partition("=")
-                for slot in slots_of.get(name, ()):
-                    values[slot] = value if eq else True
-        alt_list = [a for a in alts.split(",") if a != "."]
-        if alt_list:
-            parts.entry_pos.append(np.full(len(alt_list), int(pos_text), dtype=np.int64))
-            parts.entry_key.append(hash_strings([f"{ref}\t{alt}".encode() for alt in alt_list]))
-            parts.entry_rec.append(np.full(len(alt_list), rec, dtype=np.int64))
-            for alt in alt_list:
-                parts.alt_of_entry[parts.n_entries] = alt
-                parts.n_entries += 1
-        return encode_record(rid, filt, ",".join(alt_list), values).encode()
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -436,7 +404,7 @@ class VcfCompiler:
             new_group[1:] = (pos[1:] != pos[:-1]) | (keys[1:] != keys[:-1])
         firsts = np.flatnonzero(new_group)
         grp_off = np.append(firsts, len(pos)).astype(np.int64)
-        sfx_blob, sfx_off = self._group_suffixes(order, firsts, grp_off, recs, rec_blob, rec_off)
+        sfx_blob, sfx_start, sfx_end = self._group_suffixes(order, firsts, grp_off, recs, rec_blob, rec_off)
         rec_start = np.concatenate(parts.rec_start)
         rec_end = np.concatenate(parts.rec_end)
         arrays = {
@@ -444,7 +412,8 @@ class VcfCompiler:
             "key": keys[firsts],
             "grp_off": grp_off,
             "grp_rec": recs,
-            "sfx_off": sfx_off,
+            "sfx_start": sfx_start,
+            "sfx_end": sfx_end,
             "sfx_blob": sfx_blob,
             "rec_off": rec_off,
             "rec_blob": rec_blob,
@@ -464,18 +433,21 @@ class VcfCompiler:
         recs: np.ndarray,
         rec_blob: np.ndarray,
         rec_off: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Each entry's INFO text: the record's own rendered text for a single copying record, the
-        general reducer over the group's records otherwise."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each entry's INFO text as a span of the suffix blob: the record's own rendered text for
+        a single copying record (left in record order, not copied), the general reducer over the
+        group's records otherwise (appended after the records' texts)."""
         parts = self.parts
         sfx_blob = np.concatenate([b for b, _ in parts.sfx_blobs])
         sfx_off = offsets_of(np.concatenate([n for _, n in parts.sfx_blobs]))
         quick = np.concatenate(parts.quick)
         first_rec = recs[firsts]
-        single = np.diff(grp_off) == 1
-        pick = np.where(single & quick[first_rec], first_rec, -1)
-        overrides: dict[int, bytes] = {}
-        for g in np.flatnonzero(pick < 0).tolist():
+        use_record = (np.diff(grp_off) == 1) & quick[first_rec]
+        start = sfx_off[first_rec]
+        end = sfx_off[first_rec + 1]
+        rendered: list[bytes] = []
+        cursor = len(sfx_blob)
+        for g in np.flatnonzero(~use_record).tolist():
             members = [
                 decode_record(bytes(rec_blob[rec_off[r] : rec_off[r + 1]]).decode())
                 for r in recs[grp_off[g] : grp_off[g + 1]].tolist()
@@ -483,8 +455,13 @@ class VcfCompiler:
             entry = int(order[firsts[g]])
             alt = parts.alt_of_entry[entry] if entry in parts.alt_of_entry else members[0].alts[0]
             text = copy_suffix(self.specs, members[0]) if len(members) == 1 else None
-            overrides[g] = (text if text is not None else render_suffix(self.specs, (alt,), members)).encode()
-        return pick_with_overrides(sfx_blob, sfx_off, pick, overrides)
+            encoded = (text if text is not None else render_suffix(self.specs, (alt,), members)).encode()
+            rendered.append(encoded)
+            start[g], end[g] = cursor, cursor + len(encoded)
+            cursor += len(encoded)
+        if rendered:
+            sfx_blob = np.concatenate([sfx_blob, np.frombuffer(b"".join(rendered), dtype=np.uint8)])
+        return sfx_blob, start, end
 
     def finish(self) -> tuple[list[str], dict[str, int]]:
         if self.chroms:
@@ -497,6 +474,13 @@ def _span(fields: Fields, k: int, base: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
+class _RareRecord:
+    text: bytes
+    alts: list[str]
+    keys: list[bytes]
+
+
+@dataclass
 class _Block:
     """One block's per-record arrays, shared by its chromosome runs."""
 
@@ -504,6 +488,7 @@ class _Block:
     pos: np.ndarray
     keys: np.ndarray
     rare: np.ndarray
+    rare_records: dict[int, _RareRecord]
     texts: tuple[np.ndarray, np.ndarray]
-    suffixes: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.uint8), np.zeros(1, np.int64))
-    quick: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    suffixes: tuple[np.ndarray, np.ndarray]
+    quick: np.ndarray

@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "engine.cli.bundle_cmd",  # bundle add | list | activate
     "engine.cli.annotationconfig",  # annotationconfig update
     "engine.cli.deposit",  # deposit genepanel
+    "engine.cli.ops_cmd",  # status, replay, smoke
     "engine.cli.release_cmd",  # reanalyse, reannotate
 )
 

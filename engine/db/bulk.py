@@ -64,6 +64,18 @@ class BulkLoader:
             return self._copy(table, columns, rows)
         return self._executemany(table, columns, rows)
 
+    def load_text(self, table: str, columns: Sequence[str], text: str) -> int:
+        """PostgreSQL: append rows given as COPY text (tab-separated, ``\\N`` for NULL, one per line)."""
+        if not text:
+            return 0
+        cursor = self._raw_cursor()
+        try:
+            cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO(text),
+                               size=1 << 20)
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
     def reserve_ids(self, table: str, count: int) -> list[int]:
         """``count`` fresh primary keys for ``table`` that no other writer will use."""
         if count == 0:

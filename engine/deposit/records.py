@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, which made building
+# an allele ~10x slower (one per imported variant). Hashable by value all the same; treat as
+# immutable (it is used as a set/dict key).
+@dataclass(slots=True, unsafe_hash=True)
 class AlleleRecord:
     """One allele, as ELLA computes it (0-based, half-open, after suffix then prefix trimming)."""
 

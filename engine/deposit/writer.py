@@ -10,9 +10,12 @@ shared across analyses), and mapped back to ids with one join. Memory is bounded
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -22,9 +25,15 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.db.bulk import BulkLoader
+from engine.db.bulk import PG_NULL, BulkLoader
 from engine.db.models import Analysis, Annotation, Genepanel, Sample, utcnow
-from engine.deposit.records import AlleleRecord, AnalysisSpec, SampleRecord, VariantRecord
+from engine.deposit.records import (
+    AlleleRecord,
+    AnalysisSpec,
+    SampleGenotypeRecord,
+    SampleRecord,
+    VariantRecord,
+)
 from engine.errors import DuplicateAnalysisError, InputError, MissingGenepanelError
 
 # Records per set-based round: large enough to amortise statement overhead, small enough that
@@ -40,10 +49,12 @@ GSD_COLUMNS = ("genotype_id", "sample_id", "secondallele", "multiallelic", "type
                "sequencing_depth", "allele_depth", "allele_ratio", "genotype_likelihood", "copy_number")
 
 STAGE_ALLELE = "annostream_stage_allele"
+STAGE_INSERTED = "annostream_stage_inserted"
 STAGE_RESOLVED = "annostream_stage_resolved"
-STAGE_VARIANT = "annostream_stage_variant"
 STAGE_ANNOTATION = "annostream_stage_annotation"
 STAGE_SUPERSEDED = "annostream_stage_superseded"
+GENOTYPE_COLUMNS = ("id", "allele_id", "secondallele_id", "sample_id", "filter_status", "variant_quality")
+_STAGE_ALLELE_COLUMNS = ("id", "ord", "second", *ALLELE_COLUMNS, "annotation")
 NON_REFERENCE = frozenset({"Heterozygous", "Homozygous"})
 
 
@@ -99,8 +110,12 @@ def write_analysis(session: Session, spec: AnalysisSpec, samples: list[SampleRec
     writer = _VariantWriter(loader, spec, sample_ids, probands,
                             _AnnotationVersioner(loader, annotation_config_id, bundle_version))
     result = WriteResult(analysis_id=analysis.id)
-    for chunk in _chunks(batches, CHUNK_SIZE):
-        writer.write_chunk(chunk, result)
+    # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
+    # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
+    encoded = (writer.encode(chunk, result) for chunk in _chunks(batches, CHUNK_SIZE))
+    with _collector_paused(), _prefetched(encoded) as chunks:
+        for chunk in chunks:
+            writer.write_chunk(chunk, result)
     writer.finish(result)
     return result
 
@@ -205,6 +220,24 @@ def _relative(spec: AnalysisSpec, rows: dict[str, Sample], record: SampleRecord,
 # --- variants ----------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _EncodedChunk:
+    """One chunk of variants with every row already encoded except the database ids.
+
+    Encoding is the Python-heavy part of a write; it runs in a background thread (see
+    ``_prefetched``) while the database works on the previous chunk, and only the cheap id
+    splicing is left for the writing thread. On PostgreSQL rows are COPY text, on SQLite tuples.
+    """
+
+    size: int  # variants
+    alleles: list[Any]  # staged allele rows without their id: first allele, then second if any
+    second_at: list[int]  # per variant: index of its second allele row, or -1
+    genotype_tails: list[Any]  # per variant: sample_id, filter_status, variant_quality
+    sample_data: list[Any]  # PG: per variant, its rows with _GENOTYPE_ID placeholders; SQLite: rows
+    sample_data_owner: list[int]  # SQLite only: variant index of each sample-data row
+    has_annotation: bool
+
+
 class _VariantWriter:
     """Writes chunks of variant records for one analysis."""
 
@@ -217,27 +250,32 @@ class _VariantWriter:
         self.identifier_by_id = {v: k for k, v in sample_ids.items()}
         self.annotations = annotations
         self.vcf_file = str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder)
-        loader.create_scratch_table(
-            STAGE_VARIANT,
-            "ord INTEGER, genotype_id INTEGER, sample_id INTEGER, filter_status TEXT, "
-            "variant_quality DOUBLE PRECISION",
-        )
+        self.is_postgres = loader.is_postgres
 
-    def write_chunk(self, chunk: list[VariantRecord], result: WriteResult) -> None:
+    def encode(self, chunk: list[VariantRecord], result: WriteResult) -> _EncodedChunk:
+        """Check and encode a chunk; touches no database (runs in the prefetch thread)."""
         with result.timed("check"):
             self._check_chunk(chunk)
+        with result.timed("encode"):
+            if self.is_postgres:
+                return self._encode_text(chunk)
+            return self._encode_rows(chunk)
+
+    def write_chunk(self, encoded: _EncodedChunk, result: WriteResult) -> None:
         with result.timed("alleles"):
-            result.n_alleles_new += _merge_alleles(self.loader, self._allele_rows(chunk))
+            first_ids, second_ids, n_new = self._merge(encoded)
+            result.n_alleles_new += n_new
         with result.timed("genotypes"):
-            genotype_ids = self.loader.reserve_ids("genotype", len(chunk))
-            result.n_genotypes += self._insert_genotypes(chunk, genotype_ids)
+            genotype_ids = self.loader.reserve_ids("genotype", encoded.size)
+            result.n_genotypes += self._insert_genotypes(encoded, genotype_ids, first_ids, second_ids)
         with result.timed("sample_data"):
-            self.loader.load("genotypesampledata", GSD_COLUMNS, self._sample_data_rows(chunk, genotype_ids))
-        with result.timed("annotations"):
-            self.annotations.stage_new()
-            self.annotations.stage_from_resolved()
-            result.annotations.add(self.annotations.apply())
-        result.n_variants += len(chunk)
+            self._insert_sample_data(encoded, genotype_ids)
+        if encoded.has_annotation:
+            with result.timed("annotations"):
+                self.annotations.stage_new()
+                self.annotations.stage_from_resolved()
+                result.annotations.add(self.annotations.apply())
+        result.n_variants += encoded.size
 
     def finish(self, result: WriteResult) -> None:
         # Counted once at the end: an allele repeated across chunks is still one allele.
@@ -250,12 +288,13 @@ class _VariantWriter:
             {"ids": self.probands},
         ).scalar_one()
         result.n_alleles_reused = int(used) - result.n_alleles_new
-        for table in (STAGE_VARIANT, STAGE_ALLELE, STAGE_RESOLVED):
+        for table in (STAGE_ALLELE, STAGE_RESOLVED, STAGE_INSERTED):
             self.loader.drop_scratch_table(table)
         self.annotations.drop()
 
     def _check_chunk(self, chunk: list[VariantRecord]) -> None:
         seen: set[tuple[AlleleRecord, AlleleRecord | None]] = set()
+        known = self.sample_ids.keys()
         for record in chunk:
             key = (record.allele, record.secondallele)
             if key in seen:
@@ -265,18 +304,12 @@ class _VariantWriter:
                     file=self.vcf_file, line=record.source_line, expected="each variant once per VCF",
                 )
             seen.add(key)
-            unknown = set(record.samples) - self.sample_ids.keys()
-            if unknown:
+            if not known >= record.samples.keys():
+                unknown = set(record.samples) - known
                 raise InputError(
                     f"genotype for unknown sample {sorted(unknown)[0]}", file=self.vcf_file,
                     line=record.source_line, expected=f"one of {', '.join(sorted(self.sample_ids))}",
                 )
-
-    def _allele_rows(self, chunk: list[VariantRecord]) -> Iterator[tuple[int, bool, AlleleRecord, Any]]:
-        for ord_, record in enumerate(chunk):
-            yield ord_, False, record.allele, record.annotation
-            if record.secondallele is not None:
-                yield ord_, True, record.secondallele, record.secondallele_annotation
 
     def _proband_for(self, record: VariantRecord) -> int:
         if len(self.probands) == 1:
@@ -287,84 +320,251 @@ class _VariantWriter:
                 return sample_id
         return self.probands[0]
 
-    def _insert_genotypes(self, chunk: list[VariantRecord], genotype_ids: list[int]) -> int:
-        null = self.loader.null
-        self.loader.execute(f"DELETE FROM {STAGE_VARIANT}")
-        self.loader.load(
-            STAGE_VARIANT, ("ord", "genotype_id", "sample_id", "filter_status", "variant_quality"),
-            ((ord_, genotype_ids[ord_], self._proband_for(r),
-              null if r.filter_status is None else r.filter_status,
-              null if r.variant_quality is None else r.variant_quality)
-             for ord_, r in enumerate(chunk)),
-        )
-        self.loader.analyze(STAGE_VARIANT)
-        inserted = self.loader.execute(
-            "INSERT INTO genotype (id, allele_id, secondallele_id, sample_id, filter_status, "
-            "variant_quality) SELECT v.genotype_id, first.allele_id, second.allele_id, v.sample_id, "
-            "v.filter_status, v.variant_quality "
-            f"FROM {STAGE_VARIANT} v "
-            f"JOIN {STAGE_RESOLVED} first ON first.ord = v.ord AND NOT first.second "
-            f"LEFT JOIN {STAGE_RESOLVED} second ON second.ord = v.ord AND second.second "
-            "ORDER BY v.ord"
-        )
-        return int(inserted.rowcount)
+    # -- encoding (no database access: runs ahead in the prefetch thread) -------------------------
 
-    def _sample_data_rows(self, chunk: list[VariantRecord],
-                          genotype_ids: list[int]) -> Iterator[tuple[Any, ...]]:
-        null = self.loader.null
+    def _encode_text(self, chunk: list[VariantRecord]) -> _EncodedChunk:
+        """COPY text (PostgreSQL); each row's id is spliced in by the writing thread."""
+        alleles: list[str] = []
+        second_at: list[int] = []
+        tails: list[str] = []
+        blocks: list[str] = []
+        has_annotation = False
         sample_ids = self.sample_ids
+        placeholder = _GENOTYPE_ID
         for ord_, record in enumerate(chunk):
-            genotype_id = genotype_ids[ord_]
+            doc = record.annotation
+            alleles.append(_allele_text(ord_, "f", record.allele, doc))
+            second = record.secondallele
+            if second is not None:
+                second_at.append(len(alleles))
+                second_doc = record.secondallele_annotation
+                alleles.append(_allele_text(ord_, "t", second, second_doc))
+                has_annotation = has_annotation or second_doc is not None
+            else:
+                second_at.append(-1)
+            has_annotation = has_annotation or doc is not None
+            tails.append(f"\t{self._proband_for(record)}\t"
+                         f"{_PG_NULL if record.filter_status is None else _escape(record.filter_status)}\t"
+                         f"{_PG_NULL if record.variant_quality is None else record.variant_quality}\n")
+            rows = [f"{placeholder}\t{sample_ids[identifier]}\tf{_sample_data_text(d)}"
+                    for identifier, d in record.samples.items()]
+            if second is not None and record.secondallele_samples:
+                rows += [f"{placeholder}\t{sample_ids[identifier]}\tt{_sample_data_text(d)}"
+                         for identifier, d in record.secondallele_samples.items()]
+            blocks.append("".join(rows))
+        return _EncodedChunk(len(chunk), alleles, second_at, tails, blocks, [], has_annotation)
+
+    def _encode_rows(self, chunk: list[VariantRecord]) -> _EncodedChunk:
+        """Parameter tuples (SQLite executemany)."""
+        alleles: list[tuple[Any, ...]] = []
+        second_at: list[int] = []
+        tails: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
+        owner: list[int] = []
+        has_annotation = False
+        for ord_, record in enumerate(chunk):
+            alleles.append(_allele_row(ord_, False, record.allele, record.annotation))
+            has_annotation = has_annotation or record.annotation is not None
+            if record.secondallele is not None:
+                second_at.append(len(alleles))
+                alleles.append(_allele_row(ord_, True, record.secondallele, record.secondallele_annotation))
+                has_annotation = has_annotation or record.secondallele_annotation is not None
+            else:
+                second_at.append(-1)
+            tails.append((self._proband_for(record), record.filter_status, record.variant_quality))
             per_allele = [(False, record.samples)]
             if record.secondallele is not None and record.secondallele_samples:
                 per_allele.append((True, record.secondallele_samples))
             for secondallele, samples in per_allele:
                 for identifier, d in samples.items():
-                    yield (
-                        genotype_id, sample_ids[identifier], secondallele, d.multiallelic, d.type,
-                        null if d.genotype_quality is None else d.genotype_quality,
-                        null if d.sequencing_depth is None else d.sequencing_depth,
-                        null if d.allele_depth is None else _json(d.allele_depth),
-                        null if d.allele_ratio is None else d.allele_ratio,
-                        null if d.genotype_likelihood is None else _json(d.genotype_likelihood),
-                        null if d.copy_number is None else d.copy_number,
-                    )
+                    rows.append((self.sample_ids[identifier], secondallele, d.multiallelic, d.type,
+                                 d.genotype_quality, d.sequencing_depth,
+                                 None if d.allele_depth is None else _json(d.allele_depth), d.allele_ratio,
+                                 None if d.genotype_likelihood is None else _json(d.genotype_likelihood),
+                                 d.copy_number))
+                    owner.append(ord_)
+        return _EncodedChunk(len(chunk), alleles, second_at, tails, rows, owner, has_annotation)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _merge(self, encoded: _EncodedChunk) -> tuple[list[int], list[int | None], int]:
+        """Allele ids per variant (first, second) and how many alleles were new."""
+        reserved = self.loader.reserve_ids("allele", len(encoded.alleles))
+        if self.is_postgres:
+            text = "".join([f"{allele_id}\t{row}"
+                            for allele_id, row in zip(reserved, encoded.alleles, strict=True)])
+
+            def stage() -> None:
+                self.loader.load_text(STAGE_ALLELE, _STAGE_ALLELE_COLUMNS, text)
+        else:
+            rows = [(allele_id, *row) for allele_id, row in zip(reserved, encoded.alleles, strict=True)]
+
+            def stage() -> None:
+                self.loader.load(STAGE_ALLELE, _STAGE_ALLELE_COLUMNS, rows)
+        n_new, moved = _merge_staged_alleles(self.loader, stage, len(reserved),
+                                             resolve=encoded.has_annotation)
+        ids = [moved.get(allele_id, allele_id) for allele_id in reserved] if moved else reserved
+        second_ids: list[int | None] = [None if at < 0 else ids[at] for at in encoded.second_at]
+        # Row k of a chunk's first alleles is k plus the number of second alleles before it.
+        first_ids = [a for a, second in zip(ids, _is_second_flags(encoded.second_at, len(ids)), strict=True)
+                     if not second]
+        return first_ids, second_ids, n_new
+
+    def _insert_genotypes(self, encoded: _EncodedChunk, genotype_ids: list[int], first_ids: list[int],
+                          second_ids: list[int | None]) -> int:
+        if self.is_postgres:
+            text = "".join([
+                f"{genotype_id}\t{first}\t{_PG_NULL if second is None else second}{tail}"
+                for genotype_id, first, second, tail
+                in zip(genotype_ids, first_ids, second_ids, encoded.genotype_tails, strict=True)
+            ])
+            return self.loader.load_text("genotype", GENOTYPE_COLUMNS, text)
+        return self.loader.load("genotype", GENOTYPE_COLUMNS, [
+            (genotype_id, first, second, *tail)
+            for genotype_id, first, second, tail
+            in zip(genotype_ids, first_ids, second_ids, encoded.genotype_tails, strict=True)
+        ])
+
+    def _insert_sample_data(self, encoded: _EncodedChunk, genotype_ids: list[int]) -> None:
+        if self.is_postgres:
+            placeholder = _GENOTYPE_ID
+            text = "".join([block.replace(placeholder, str(genotype_id))
+                            for genotype_id, block in zip(genotype_ids, encoded.sample_data, strict=True)])
+            self.loader.load_text("genotypesampledata", GSD_COLUMNS, text)
+            return
+        self.loader.load("genotypesampledata", GSD_COLUMNS, [
+            (genotype_ids[owner], *row)
+            for owner, row in zip(encoded.sample_data_owner, encoded.sample_data, strict=True)
+        ])
+
+
+def _is_second_flags(second_at: list[int], n_rows: int) -> list[bool]:
+    flags = [False] * n_rows
+    for at in second_at:
+        if at >= 0:
+            flags[at] = True
+    return flags
+
+
+# --- COPY text encoding -------------------------------------------------------------------------
+
+_PG_NULL = PG_NULL
+# Stands for the genotype id in pre-encoded sample-data rows. Never part of the encoded values:
+# those are numbers, fixed words and JSON, which escapes control characters.
+_GENOTYPE_ID = "\x01"
+_COPY_SPECIAL = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _escape(value: str) -> str:
+    """A string as a COPY text field (backslash, tab and line breaks escaped)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_SPECIAL)
+    return value
+
+
+def _allele_text(ord_: int, second: str, a: AlleleRecord, doc: Any) -> str:
+    return (f"{ord_}\t{second}\t{_escape(a.chromosome)}\t{a.start_position}\t{a.open_end_position}\t"
+            f"{_escape(a.change_from)}\t{_escape(a.change_to)}\t{_escape(a.change_type)}\t{a.vcf_pos}\t"
+            f"{_escape(a.vcf_ref)}\t{_escape(a.vcf_alt)}\t{a.length}\t{_escape(a.caller_type)}\t"
+            f"{_escape(a.genome_reference)}\t{_PG_NULL if doc is None else _escape(_json(doc))}\n")
+
+
+def _allele_row(ord_: int, second: bool, a: AlleleRecord, doc: Any) -> tuple[Any, ...]:
+    return (ord_, second, a.chromosome, a.start_position, a.open_end_position, a.change_from, a.change_to,
+            a.change_type, a.vcf_pos, a.vcf_ref, a.vcf_alt, a.length, a.caller_type, a.genome_reference,
+            None if doc is None else _json(doc))
+
+
+def _sample_data_text(d: SampleGenotypeRecord) -> str:
+    """The genotypesampledata columns after (genotype_id, sample_id, secondallele), tab-led."""
+    null = _PG_NULL
+    depth = d.allele_depth
+    likelihood = d.genotype_likelihood
+    return (f"\t{'t' if d.multiallelic else 'f'}\t{_escape(d.type)}\t"
+            f"{null if d.genotype_quality is None else d.genotype_quality}\t"
+            f"{null if d.sequencing_depth is None else d.sequencing_depth}\t"
+            f"{null if depth is None else _escape(_json(depth))}\t"
+            f"{null if d.allele_ratio is None else d.allele_ratio}\t"
+            f"{null if likelihood is None else _escape(_json(likelihood))}\t"
+            f"{null if d.copy_number is None else d.copy_number}\n")
 
 
 # --- alleles -------------------------------------------------------------------------------------
 
 
-def _merge_alleles(loader: BulkLoader, rows: Iterable[tuple[int, bool, AlleleRecord, Any]]) -> int:
-    """Insert the staged alleles that are new; leave ``STAGE_RESOLVED`` (ord, second, allele_id,
-    annotation). Returns how many alleles were new."""
-    null = loader.null
-    columns = ("ord", "second", *ALLELE_COLUMNS, "annotation")
+def _create_allele_stage(loader: BulkLoader) -> None:
     loader.create_scratch_table(
         STAGE_ALLELE,
-        "ord INTEGER, second BOOLEAN, chromosome TEXT, start_position INTEGER, open_end_position INTEGER, "
-        "change_from TEXT, change_to TEXT, change_type TEXT, vcf_pos INTEGER, vcf_ref TEXT, vcf_alt TEXT, "
-        f"length INTEGER, caller_type TEXT, genome_reference TEXT, annotation {loader.json_type}",
+        "id INTEGER, ord INTEGER, second BOOLEAN, chromosome TEXT, start_position INTEGER, "
+        "open_end_position INTEGER, change_from TEXT, change_to TEXT, change_type TEXT, vcf_pos INTEGER, "
+        "vcf_ref TEXT, vcf_alt TEXT, length INTEGER, caller_type TEXT, genome_reference TEXT, "
+        f"annotation {loader.json_type}",
     )
-    loader.load(STAGE_ALLELE, columns, (
-        (ord_, second, a.chromosome, a.start_position, a.open_end_position, a.change_from, a.change_to,
-         a.change_type, a.vcf_pos, a.vcf_ref, a.vcf_alt, a.length, a.caller_type, a.genome_reference,
-         null if doc is None else _json(doc))
-        for ord_, second, a, doc in rows
-    ))
-    loader.analyze(STAGE_ALLELE)
-    # WHERE true: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT unambiguously.
-    inserted = loader.execute(
-        f"INSERT INTO allele ({', '.join(ALLELE_COLUMNS)}) "
-        f"SELECT {', '.join(ALLELE_COLUMNS)} FROM {STAGE_ALLELE} WHERE true ON CONFLICT DO NOTHING"
-    )
+
+
+def _merge_staged_alleles(loader: BulkLoader, stage: Callable[[], None], n_staged: int, *,
+                          resolve: bool) -> tuple[int, dict[int, int]]:
+    """Insert the staged alleles that are new, under the ids reserved for them.
+
+    ``stage`` fills ``STAGE_ALLELE`` with ``n_staged`` rows, each with a freshly reserved id.
+    Rows whose allele is already stored (or repeated within the stage) keep the stored id;
+    returns how many were new and {reserved id: stored id} for those. With ``resolve``, also
+    leaves ``STAGE_RESOLVED`` (ord, second, allele_id, annotation) for annotation versioning.
+    """
+    _create_allele_stage(loader)
+    stage()
+    columns = ", ".join(("id", *ALLELE_COLUMNS))
     match = " AND ".join(f"a.{c} = s.{c}" for c in ALLELE_IDENTITY)
-    loader.create_scratch_table_as(
-        STAGE_RESOLVED,
-        f"SELECT s.ord, s.second, a.id AS allele_id, s.annotation FROM {STAGE_ALLELE} s "
-        f"JOIN allele a ON {match}",
-    )
-    loader.analyze(STAGE_RESOLVED)
-    return int(inserted.rowcount)
+    # WHERE true: SQLite needs it to parse INSERT ... SELECT ... ON CONFLICT unambiguously.
+    insert = (f"INSERT INTO allele ({columns}) SELECT {columns} FROM {STAGE_ALLELE} WHERE true "
+              "ON CONFLICT DO NOTHING")
+    if loader.is_postgres:
+        # Only rows that were not inserted need the (index-probing) identity join.
+        loader.create_scratch_table(STAGE_INSERTED, "id INTEGER")
+        n_new = loader.execute(
+            f"WITH ins AS ({insert} RETURNING id) INSERT INTO {STAGE_INSERTED} SELECT id FROM ins").rowcount
+        moved: dict[int, int] = {}
+        if n_new < n_staged:  # typical for a fresh VCF: every staged allele was new, no lookup
+            loader.analyze(STAGE_INSERTED)
+            loader.analyze(STAGE_ALLELE)
+            moved = _id_pairs(loader.execute(
+                f"SELECT s.id, a.id FROM {STAGE_ALLELE} s JOIN allele a ON {match} "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {STAGE_INSERTED} i WHERE i.id = s.id)"
+            ))
+    else:
+        n_new = loader.execute(insert).rowcount
+        moved = _id_pairs(loader.execute(
+            f"SELECT s.id, a.id FROM {STAGE_ALLELE} s JOIN allele a ON {match} WHERE a.id <> s.id"
+        ))
+    if resolve:
+        loader.create_scratch_table_as(
+            STAGE_RESOLVED,
+            f"SELECT s.ord, s.second, a.id AS allele_id, s.annotation FROM {STAGE_ALLELE} s "
+            f"JOIN allele a ON {match} WHERE s.annotation IS NOT NULL",
+        )
+        loader.analyze(STAGE_RESOLVED)
+    return int(n_new), moved
+
+
+def _id_pairs(rows: Iterable[Any]) -> dict[int, int]:
+    return {int(staged): int(stored) for staged, stored in rows}
+
+
+def _merge_alleles(loader: BulkLoader, rows: Iterable[tuple[int, bool, AlleleRecord, Any]]) -> int:
+    """Merge (ord, second, allele, annotation) rows; leaves ``STAGE_RESOLVED``. Returns how many
+    alleles were new."""
+    staged = [_allele_row(ord_, second, a, doc) for ord_, second, a, doc in rows]
+    reserved = loader.reserve_ids("allele", len(staged))
+    null = loader.null
+
+    def stage() -> None:
+        loader.load(STAGE_ALLELE, _STAGE_ALLELE_COLUMNS, (
+            (allele_id, *(null if value is None else value for value in row))
+            for allele_id, row in zip(reserved, staged, strict=True)
+        ))
+
+    n_new, _moved = _merge_staged_alleles(loader, stage, len(reserved), resolve=True)
+    return n_new
 
 
 # --- annotation versioning -----------------------------------------------------------------------
@@ -470,6 +670,69 @@ class _AnnotationVersioner:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while chunks are built and written.
+
+    A chunk is hundreds of thousands of small acyclic objects (records, rows); with the collector
+    on, its generation scans revisit them again and again, which tripled the cost of checking a
+    chunk (measured). Memory is still freed by reference counting as each chunk is dropped.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextmanager
+def _prefetched(items: Iterator[Any], depth: int = 1) -> Iterator[Iterator[Any]]:
+    """Iterate ``items`` produced ahead in a background thread, at most ``depth`` waiting.
+
+    Exceptions (say, an ``InputError`` from the parser) are re-raised in the consumer; leaving
+    the block early stops the producer at its next item (memory stays bounded either way).
+    """
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put("item", item):
+                    return
+            put("end", None)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put("error", error)
+
+    def consume() -> Iterator[Any]:
+        while True:
+            kind, value = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    thread = threading.Thread(target=produce, name="annostream-encode", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _chunks(batches: Iterable[Iterable[Any]], size: int) -> Iterator[list[Any]]:

@@ -1,0 +1,96 @@
+"""``annostream status``, ``annostream replay`` and ``annostream smoke``: operating the event flow."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from engine.cli.produce import one_line_errors
+from engine.config import ConfigError, Settings, load_settings
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status")(status)
+    app.command("replay")(replay)
+    app.command("smoke")(smoke)
+
+
+def status(
+    as_json: JsonOption = False,
+    max_count: Annotated[int, typer.Option(
+        "--max-count", min=1, help="Stop counting a partition's lag here (shown as ≥N).")] = 10_000,
+) -> None:
+    """Pipeline health: consumer lag of the worker (ANNOSTREAM_APP_ID) on analysis.ready and
+    analysis.annotated, folders waiting in incoming, failures in the last hour, jobs in flight,
+    the active annotation bundle and the database revision. Exit 1 if a part is unreachable."""
+    from engine.status import collect_health, render
+
+    settings = _settings()
+    health = collect_health(settings, max_count=max_count)
+    typer.echo(json.dumps(health.to_dict(), indent=2) if as_json else render(health))
+    if not health.ok:
+        raise typer.Exit(1)
+
+
+def replay(
+    since: Annotated[str, typer.Option(
+        "--since", help="From this time: ISO 8601 (naive = UTC) or 30m/2h/1d ago.")],
+    until: Annotated[str | None, typer.Option("--until", help="Up to (not including) this time.")] = None,
+    topic: Annotated[str, typer.Option("--topic", help="Topic name without ANNOSTREAM_TOPIC_PREFIX.")
+                     ] = "analysis.ready",
+    analysis: Annotated[str | None, typer.Option("--analysis", help="Only this analysis (the message key).")
+                        ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed; publish nothing.")
+                       ] = False,
+) -> None:
+    """Re-publish past events (exact key and bytes) to the same topic, to re-drive them through
+    the pipeline. Finished work is recognised and not repeated. Needs KAFKA_BOOTSTRAP_SERVERS."""
+    from engine.kafka import require_bootstrap
+    from engine.replay import parse_moment, republish, select
+
+    with one_line_errors():
+        settings = _settings()
+        bootstrap = require_bootstrap(settings, "replay")
+        start = parse_moment(since, option="--since")
+        end = parse_moment(until, option="--until") if until is not None else None
+        selected = select(bootstrap, settings.topic(topic), since=start, until=end, analysis=analysis)
+        for message in selected:
+            typer.echo(message.describe())
+        if dry_run:
+            typer.echo(f"{len(selected)} message(s) would be replayed (dry run)")
+            return
+        count = republish(bootstrap, selected)
+        typer.echo(f"replayed {count} message(s)")
+
+
+def smoke(
+    api: Annotated[str | None, typer.Option("--api", help="Read API base URL (default http://localhost:$PORT).")
+                   ] = None,
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=1, help="Seconds to wait for the import.")] = 180.0,
+    token: Annotated[str | None, typer.Option("--token", envvar="ANNOSTREAM_SMOKE_TOKEN",
+                                              help="API bearer token, if reads need one.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Import the demo analysis through the live pipeline under a unique name, report the time
+    of each stage, and remove everything it created. Exit 0 on pass, 1 on failure."""
+    from engine.smoke import render, run_smoke
+
+    settings = _settings()
+    result = run_smoke(settings, api or f"http://localhost:{settings.port}", timeout_s=timeout, token=token)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else render(result))
+    if not result.passed or result.cleanup_errors:
+        raise typer.Exit(1)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as error:
+        print(f"annostream: {error}", file=sys.stderr)
+        raise typer.Exit(2) from None

@@ -1,0 +1,226 @@
+"""Data releases and reanalysis through the real stages on PostgreSQL (no faust): import an
+analysis annotated with bundle 1, re-annotate with bundle 2 (a ClinVar-like change), roll back,
+replay events, and read the result through the API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from engine.broker import EmbeddedBroker
+from engine.bundles import activate_bundle, add_bundle
+from engine.config import Settings, load_settings
+from engine.db.migrate import upgrade
+from engine.db.models import Allele, Annotation, Genotype, GenotypeSampleData, ImportJob, Sample
+from engine.db.session import session_scope
+from engine.deposit.annotation_config import store_annotation_config
+from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
+from engine.events import build_ready_event, encode
+from engine.pipeline import Pipeline
+from engine.reannotate.events import ReanalysisRequested, encode_release
+from engine.reannotate.runs import plan_run, run_progress
+from engine.reannotate.stages import ReleaseStages
+from tests.support.bundles import make_bundle
+
+DATA = Path(__file__).parent / "data"
+ANALYSIS = "Release-001"
+# Maps the test bundle's fields (tests/support/bundles.py) into ELLA's document.
+ANNOTATION_CONFIG = {
+    "deposit": [{"name": "keyvalue", "converter_config": {"elements": [
+        {"source": "MYDB_AF", "target": "frequencies.MYDB.freq.G", "target_type": "float"},
+        {"source": "MYDB_CLNSIG", "target": "clinvar.CLNSIG"},
+    ]}}],
+    "view": [],
+}
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, pg_url: str) -> Settings:
+    root = tmp_path / "data"
+    configured = load_settings(
+        ANNOSTREAM_DATA_DIR=root, DB_URL=pg_url, ANALYSES_INCOMING=root / "incoming",
+        ANALYSES_PATH=root / "imported", ANALYSES_FAILED=root / "failed", ANNOSTREAM_TOPIC_PREFIX="t.",
+        ANNOSTREAM_API_TOKENS=TOKEN)
+    configured.ensure_folders()
+    upgrade(pg_url)
+    with session_scope(pg_url) as session:
+        deposit_genepanel(session, read_genepanel_folder(DATA / "genepanels" / "HBOC_v1.0.0"))
+        store_annotation_config(session, ANNOTATION_CONFIG)
+        add_bundle(session, make_bundle(tmp_path / "b1", "2024.1"), configured.data_dir)
+        # Release 2: every AF changes (0.0001 -> 90.0001), CLNSIG stays.
+        add_bundle(session, make_bundle(tmp_path / "b2", "2024.2", af_scale="9"), configured.data_dir)
+        activate_bundle(session, "2024.1")
+    return configured
+
+
+def import_analysis(settings: Settings) -> None:
+    folder = settings.analyses_incoming / ANALYSIS
+    shutil.copytree(DATA / "analyses" / "TestAnalysis-001", folder)
+    (folder / "READY").unlink(missing_ok=True)
+    (folder / "TestAnalysis-001.analysis").write_text(json.dumps(
+        {"params": {"genepanel": "HBOC_v1.0.0"}, "name": ANALYSIS, "priority": "1"}))
+    pipeline = Pipeline(settings)
+    annotated = pipeline.annotate(encode(build_ready_event(folder, settings.analyses_incoming,
+                                                           producer="test", analysis=ANALYSIS)))
+    [annotated_event] = [m for m in annotated if m.topic == "t.analysis.annotated"]
+    published = pipeline.persist(annotated_event.value)
+    assert "t.analysis.imported" in [m.topic for m in published], published
+
+
+def reannotate(settings: Settings, bundle: str, batch_size: int = 2) -> list[bytes]:
+    """Plan a run and feed its batch events to the stage, as the worker does; returns the events."""
+    with session_scope(settings.database_url) as session:
+        _run, events = plan_run(session, bundle=bundle, analyses=None, batch_size=batch_size)
+    raws = [encode_release(event) for event in events]
+    stages = ReleaseStages(settings)
+    for raw in raws:
+        assert stages.reannotate(raw) == []
+    return raws
+
+
+def snapshot(url: str) -> dict[str, object]:
+    """Row counts and the current annotation per allele."""
+    with session_scope(url) as session:
+        counts = {model.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(model))
+                  for model in (Allele, Sample, Genotype, GenotypeSampleData, Annotation)}
+        current = dict(session.execute(sa.select(Annotation.allele_id, Annotation.annotations)
+                                       .where(Annotation.date_superceeded.is_(None))).all())
+        bundles = dict(session.execute(sa.select(Annotation.allele_id, Annotation.bundle_version)
+                                       .where(Annotation.date_superceeded.is_(None))).all())
+    return {"counts": counts, "current": current, "bundles": bundles}
+
+
+def allele_at(url: str, vcf_pos: int, alt: str) -> int:
+    with session_scope(url) as session:
+        return session.scalar(sa.select(Allele.id).where(Allele.vcf_pos == vcf_pos, Allele.vcf_alt == alt))
+
+
+def test_release_rollback_and_replay(settings: Settings) -> None:
+    url = settings.database_url
+    import_analysis(settings)
+    before = snapshot(url)
+    pathogenic = allele_at(url, 32890607, "T")
+    assert before["current"][pathogenic]["frequencies"]["MYDB"]["freq"]["G"] == 0.0001
+
+    with session_scope(url) as session:
+        activate_bundle(session, "2024.2")
+    events = reannotate(settings, "2024.2")
+    after = snapshot(url)
+    n_alleles = before["counts"]["allele"]
+    assert after["current"][pathogenic] == {"frequencies": {"MYDB": {"freq": {"G": 90.0001}}},
+                                            "clinvar": {"CLNSIG": "Pathogenic"}}
+    assert set(after["bundles"].values()) == {"2024.2"} and len(after["current"]) == n_alleles
+    # No duplicate alleles, samples, genotypes; every allele got a new current row.
+    for table in ("allele", "sample", "genotype", "genotypesampledata"):
+        assert after["counts"][table] == before["counts"][table]
+    assert after["counts"]["annotation"] == before["counts"]["annotation"] + n_alleles
+
+    # Replaying every batch event changes nothing.
+    stages = ReleaseStages(settings)
+    for raw in events:
+        assert stages.reannotate(raw) == []
+    assert snapshot(url) == after
+
+    client = TestClient(create_app(settings))
+    detail = client.get(f"/api/v1/alleles/{pathogenic}").json()
+    assert detail["annotation"]["annotations"]["frequencies"]["MYDB"]["freq"]["G"] == 90.0001
+    history = detail["annotation_history"]
+    assert len(history) == 2 and sum(1 for row in history if row["date_superceeded"] is None) == 1
+    runs = client.get("/api/v1/reannotations").json()
+    assert runs["total"] == 1 and runs["items"][0]["status"] == "DONE"
+    run = client.get(f"/api/v1/reannotations/{runs['items'][0]['run_id']}").json()
+    assert run["done_batches"] == run["total_batches"] == len(events) and run["alleles_done"] == n_alleles
+    # Two alleles had bundle values at import (superseded); the others get their first ({}) row.
+    annotated_before = len(before["current"])
+    assert annotated_before == 2
+    assert (run["created"], run["superseded"], run["unchanged"]) == (n_alleles, annotated_before, 0)
+
+    # Roll back: activate the previous bundle and reannotate with it.
+    with session_scope(url) as session:
+        activate_bundle(session, "2024.1")
+    reannotate(settings, "2024.1")
+    rolled_back = snapshot(url)
+    assert rolled_back["current"][pathogenic] == {"frequencies": {"MYDB": {"freq": {"G": 0.0001}}},
+                                                  "clinvar": {"CLNSIG": "Pathogenic"}}
+    assert sorted(rolled_back["bundles"].values()) == ["2024.1"] * 2 + ["2024.2"] * 4
+    # Only the two documents the release changed change back; the empty ones stay as they are.
+    assert rolled_back["counts"]["annotation"] == after["counts"]["annotation"] + annotated_before
+    for allele_id, document in before["current"].items():
+        assert rolled_back["current"][allele_id] == document
+    assert len(client.get(f"/api/v1/alleles/{pathogenic}").json()["annotation_history"]) == 3
+
+
+def test_reanalysis_request_needs_token_and_runs_once(settings: Settings, broker: EmbeddedBroker,
+                                                     topic_prefix: str) -> None:
+    url = settings.database_url
+    import_analysis(settings)
+    settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
+                                           "topic_prefix": topic_prefix})
+    client = TestClient(create_app(settings))
+    body = {"analysis": ANALYSIS, "bundle": "2024.2"}
+
+    refused = client.post("/api/v1/reanalyses", json=body)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert "message" in refused.json()
+    wrong = client.post("/api/v1/reanalyses", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+    assert client.get("/api/v1/reannotations").status_code == 200  # reads stay open
+    unknown = client.post("/api/v1/reanalyses", json={"analysis": "Nope"},
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    assert unknown.status_code == 404
+
+    accepted = client.post("/api/v1/reanalyses", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert accepted.status_code == 202, accepted.text
+    event_id = accepted.json()["event_id"]
+    raw = consume_one(broker.bootstrap_servers, f"{topic_prefix}reanalysis.requested")
+    event = orjson.loads(raw)
+    assert event["event_id"] == event_id and event["bundle"] == "2024.2" and event["analysis"] == ANALYSIS
+
+    stages = ReleaseStages(settings)
+    assert stages.reanalyse(raw) == []
+    first = snapshot(url)
+    assert set(first["bundles"].values()) == {"2024.2"}
+    assert stages.reanalyse(raw) == []  # the same request again changes nothing
+    assert snapshot(url) == first
+    with session_scope(url) as session:
+        job = session.scalar(sa.select(ImportJob).where(ImportJob.event_id == event_id))
+        assert job.status == "DONE" and job.stage == "reanalyse" and job.attempts == 1
+    status = client.get(f"/api/v1/reanalyses/{event_id}").json()
+    assert status["status"] == "DONE" and "superseded" in status["message"]
+
+
+def test_reanalysis_of_unknown_analysis_is_a_dead_letter(settings: Settings) -> None:
+    raw = encode_release(ReanalysisRequested(producer="test", analysis="Missing-1", bundle=None))
+    published = ReleaseStages(settings).reanalyse(raw)
+    assert [m.topic for m in published] == ["t.analysis.failed"]
+    assert "no stored analysis named 'Missing-1'" in orjson.loads(published[0].value)["error"]["message"]
+
+
+def test_read_auth_when_enabled(settings: Settings) -> None:
+    client = TestClient(create_app(settings.model_copy(update={"api_read_auth": True})))
+    assert client.get("/api/v1/reannotations").status_code == 401
+    assert client.get("/api/v1/reannotations", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert client.get("/healthz").status_code == 200
+
+
+def consume_one(bootstrap: str, topic: str) -> bytes:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=15000)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        for message in consumer:
+            return bytes(message.value)
+    finally:
+        consumer.close()
+    raise AssertionError(f"nothing on {topic}")

@@ -1,0 +1,169 @@
+"""``annostream status`` against the real broker and PostgreSQL: lag figures from a consumer
+group's committed offsets and what is readable after them; folders, failures, jobs in flight."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from engine.config import Settings, load_settings
+from engine.db.migrate import upgrade
+from engine.db.models import ImportJob
+from engine.db.session import get_engine, session_scope
+from engine.kafka import Topics, ensure_topics
+from engine.status import collect_health, consumer_lag, render
+
+PRODUCED = {("ready", 0): 5, ("ready", 1): 3, ("annotated", 0): 2, ("annotated", 1): 0}
+COMMITTED = {("ready", 0): 2, ("annotated", 0): 2}  # ready/1 and annotated/1: nothing committed
+
+
+@pytest.fixture
+def settings(tmp_path: Path, pg_url: str, broker, topic_prefix: str) -> Settings:
+    root = tmp_path / "data"
+    configured = load_settings(
+        ANNOSTREAM_DATA_DIR=root,
+        DB_URL=pg_url,
+        ANALYSES_INCOMING=root / "incoming",
+        ANALYSES_PATH=root / "imported",
+        ANALYSES_FAILED=root / "failed",
+        ANNOSTREAM_TOPIC_PREFIX=topic_prefix,
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+        ANNOSTREAM_APP_ID=f"group-{uuid.uuid4().hex[:8]}",
+    )
+    configured.ensure_folders()
+    upgrade(pg_url)
+    yield configured
+    get_engine.cache_clear()
+
+
+def fill_topics(settings: Settings) -> Topics:
+    topics = Topics.from_settings(settings)
+    names = {"ready": topics.ready, "annotated": topics.annotated}
+    bootstrap = settings.kafka_bootstrap_servers
+    ensure_topics(bootstrap, names.values(), partitions=2)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    for (topic, partition), count in PRODUCED.items():
+        for number in range(count):
+            producer.send(names[topic], key=b"A", value=b"{}%d" % number, partition=partition).get(10)
+    producer.close()
+    group = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=settings.worker_name, enable_auto_commit=False
+    )
+    group.commit(
+        {
+            TopicPartition(names[topic], partition): OffsetAndMetadata(offset, "", -1)
+            for (topic, partition), offset in COMMITTED.items()
+        }
+    )
+    group.close()
+    return topics
+
+
+def test_lag_counts_what_is_readable_after_the_committed_offset(settings: Settings) -> None:
+    topics = fill_topics(settings)
+    lag = consumer_lag(
+        settings.kafka_bootstrap_servers, settings.worker_name, [topics.ready, topics.annotated]
+    )
+    figures = {(item.topic, item.partition): (item.committed, item.lag, item.complete) for item in lag}
+    assert figures == {
+        (topics.ready, 0): (2, 3, True),
+        (topics.ready, 1): (None, 3, True),
+        (topics.annotated, 0): (2, 0, True),
+        (topics.annotated, 1): (None, 0, True),
+    }
+
+
+def test_lag_counting_is_bounded(settings: Settings) -> None:
+    topics = fill_topics(settings)
+    lag = consumer_lag(settings.kafka_bootstrap_servers, settings.worker_name, [topics.ready], max_count=2)
+    assert [(item.partition, item.shown, item.complete) for item in lag] == [
+        (0, "≥2", False),
+        (1, "≥2", False),
+    ]
+
+
+def test_missing_topics_and_unknown_group(settings: Settings) -> None:
+    lag = consumer_lag(settings.kafka_bootstrap_servers, "nobody", [f"{settings.topic_prefix}nothing"])
+    assert lag == []
+
+
+def add_job(session, name: str, status: str, *, minutes_ago: float, message: str | None = None) -> None:
+    when = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes_ago)
+    session.add(
+        ImportJob(
+            analysis_name=name,
+            event_id=str(uuid.uuid4()),
+            status=status,
+            stage="annotate",
+            message=message,
+            attempts=1,
+            history=[],
+            date_created=when,
+            date_updated=when,
+        )
+    )
+
+
+def test_health_report_and_cli(settings: Settings) -> None:
+    fill_topics(settings)
+    (settings.analyses_incoming / "Waiting-1").mkdir()
+    (settings.analyses_incoming / "Ready-2").mkdir()
+    (settings.analyses_incoming / "Ready-2" / "READY").touch()
+    (settings.analyses_incoming / ".staging-3").mkdir()  # hidden: the watcher ignores it
+    with session_scope(settings.database_url) as session:
+        add_job(session, "Broken-1", "FAILED", minutes_ago=5, message="bad POS")
+        add_job(session, "Broken-old", "FAILED", minutes_ago=90, message="too old to show")
+        add_job(session, "Busy-1", "ANNOTATING", minutes_ago=1)
+        add_job(session, "Busy-2", "ANNOTATING", minutes_ago=1)
+        add_job(session, "Queued-1", "ANNOTATED", minutes_ago=1)
+        add_job(session, "Done-1", "DONE", minutes_ago=1)
+
+    health = collect_health(settings)
+
+    assert health.ok
+    assert (health.incoming_ready, health.incoming_waiting) == (["Ready-2"], ["Waiting-1"])
+    assert [(f.analysis, f.message) for f in health.failures] == [("Broken-1", "bad POS")]
+    assert health.in_flight == {"SUBMITTED": 0, "ANNOTATING": 2, "ANNOTATED": 1, "PERSISTING": 0}
+    assert health.bundle is None and health.db_revision == health.db_head
+    assert sum(item.lag for item in health.lag) == 6
+    text = render(health)
+    assert "total lag: 6" in text and "Broken-1" in text and "Broken-old" not in text
+
+    env = {
+        **os.environ,
+        "DB_URL": settings.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "ANNOSTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "ANNOSTREAM_APP_ID": settings.worker_name,
+        "ANALYSES_INCOMING": str(settings.analyses_incoming),
+        "ANNOSTREAM_DATA_DIR": str(settings.data_dir),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "status", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["ok"] and sum(item["lag"] for item in document["lag"]) == 6
+    assert document["in_flight"]["ANNOTATING"] == 2
+
+
+def test_unreachable_broker_is_reported(settings: Settings) -> None:
+    from engine.broker import free_port
+
+    unreachable = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    health = collect_health(unreachable)
+    assert not health.ok and "cannot reach Kafka" in (health.kafka_error or "")
+    assert "unavailable" in render(health)
