@@ -134,7 +134,9 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT / "bench" / "data")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bed", action="store_true", help="also annotate with the 300k-interval BED")
-    parser.add_argument("--keep-index", action="store_true", help="reuse a compiled index (no compile timing)")
+    parser.add_argument(
+        "--keep-index", action="store_true", help="reuse a compiled index (no compile timing)"
+    )
     args = parser.parse_args()
     data = args.data
     ensure_data(data)
@@ -171,7 +173,10 @@ def main() -> int:
         for name, cmd in tools.items():
             results[name].append(timed(cmd, out_dir / f"{name.split()[0]}.vcf"))
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    print(f"{'tool':20} {'best s':>8} {'median s':>9} {'variants/s':>12} {'peak RSS MB':>12} {'median ratio':>13}")
+    print(
+        f"{'tool':20} {'best s':>8} {'median s':>9} {'variants/s':>12} {'peak RSS MB':>12} "
+        f"{'median ratio':>13}"
+    )
     ours = [w for w, _ in results["annostream"]]
     for name, runs in results.items():
         walls = sorted(w for w, _ in runs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import shutil
@@ -47,7 +48,7 @@ def build_folder(incoming: Path, name: str, vcf: Path) -> None:
     shutil.copyfile(vcf, staging / f"{name}.vcf.gz")
     samples = read_header(vcf).samples
     proband, *others = samples
-    parents = (others + ["0", "0"])[:2]
+    parents = [*others, "0", "0"][:2]
     lines = [f"FAM\t{proband}\t{parents[0]}\t{parents[1]}\t1\t2\t1"]
     lines += [f"FAM\t{sample}\t0\t0\t{1 + i % 2}\t1\t0" for i, sample in enumerate(others)]
     (staging / f"{name}.ped").write_text("\n".join(lines) + "\n")
@@ -138,6 +139,26 @@ class PeakMemory(threading.Thread):
         self.sample()
 
 
+def cpu_seconds(pid: int, *, with_reaped_children: bool = False) -> float:
+    """utime+stime of a process (all threads); optionally plus its reaped children's."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu(postmaster: int | None) -> float:
+    """CPU of a PostgreSQL server: the postmaster, its reaped and its living backends."""
+    if postmaster is None:
+        return float("nan")
+    return cpu_seconds(postmaster, with_reaped_children=True) + sum(
+        cpu_seconds(pid) for pid in descendants(postmaster))
+
+
 def find_worker(up_pid: int) -> int:
     for pid in descendants(up_pid):
         argv = cmdline(pid)
@@ -151,13 +172,14 @@ def stage_seconds(history: list[dict], ready_at: dt.datetime,  # type: ignore[ty
     times = [("READY", ready_at)]
     times += [(entry["status"], dt.datetime.fromisoformat(entry["at"])) for entry in history]
     times.append(("visible", visible_at))
-    return [(f"{a}->{b}", (tb - ta).total_seconds()) for (a, ta), (b, tb) in zip(times, times[1:])]
+    return [(f"{a}->{b}", (tb - ta).total_seconds()) for (a, ta), (b, tb) in itertools.pairwise(times)]
 
 
-def run(db_url: str, vcf: Path, timeout_s: float) -> None:
+def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None) -> None:
     work = Path(tempfile.mkdtemp(prefix="annostream-import-"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PROMETHEUS_MULTIPROC_DIR")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PROMETHEUS_MULTIPROC_DIR")}
     env.update({"ANNOSTREAM_DATA_DIR": str(work / "data"), "PORT": str(port), "LOG_LEVEL": "WARNING",
                 "DB_URL": db_url, "ANALYSES_INCOMING": str(work / "data/analyses/incoming"),
                 "ANALYSES_PATH": str(work / "data/analyses/imported"),
@@ -175,11 +197,12 @@ def run(db_url: str, vcf: Path, timeout_s: float) -> None:
         worker = find_worker(process.pid)
         memory = PeakMemory(worker)
         memory.start()
+        cpu_before = cpu_seconds(worker), postgres_cpu(postmaster)
         name = "Import-Bench"
         started = time.perf_counter()
         build_folder(incoming, name, vcf)
         ready_written = time.perf_counter()
-        ready_at = dt.datetime.now(dt.timezone.utc)
+        ready_at = dt.datetime.now(dt.UTC)
 
         def visible() -> bool:
             page = get_json(f"{api}/api/v1/analyses", name=name)
@@ -191,11 +214,14 @@ def run(db_url: str, vcf: Path, timeout_s: float) -> None:
 
         wait(lambda: visible() or failed(), timeout_s, f"{name} in the API", interval=0.1)
         total = time.perf_counter() - ready_written
-        visible_at = dt.datetime.now(dt.timezone.utc)
+        visible_at = dt.datetime.now(dt.UTC)
         memory.stop()
+        cpu = cpu_seconds(worker) - cpu_before[0], postgres_cpu(postmaster) - cpu_before[1]
         jobs = get_json(f"{api}/api/v1/import/jobs", analysis=name) or {"items": []}
         job = get_json(f"{api}/api/v1/import/jobs/{jobs['items'][0]['id']}") if jobs["items"] else None
         report(name, vcf, total, ready_written - started, job, memory, ready_at, visible_at)
+        print(f"CPU from READY to visible: worker {cpu[0]:.1f} s, PostgreSQL {cpu[1]:.1f} s "
+              f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -226,13 +252,15 @@ def report(name: str, vcf: Path, total: float, copy_s: float, job: dict | None, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vcf", type=Path, default=DEFAULT_VCF)
     parser.add_argument("--db-url", help="PostgreSQL URL (default: a throwaway cluster)")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     if not args.vcf.exists():
-        parser.error(f"{args.vcf} is missing: python3 /work/shared/bench/gen_bench.py --out bench/data --compress")
+        parser.error(f"{args.vcf} is missing: python3 /work/shared/bench/gen_bench.py --out bench/data "
+                     "--compress")
     if args.db_url:
         run(args.db_url, args.vcf.resolve(), args.timeout)
         return
@@ -240,7 +268,9 @@ def main() -> None:
 
     cluster = ThrowawayCluster()
     try:
-        run(cluster.start(), args.vcf.resolve(), args.timeout)
+        url = cluster.start()
+        postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+        run(url, args.vcf.resolve(), args.timeout, postmaster)
     finally:
         cluster.stop()
 

@@ -636,15 +636,25 @@ def _interval_fast(
     seg_start: list[np.ndarray] = []
     seg_len: list[np.ndarray] = []
     for spec in index.specs:
-        kind, value_start, value_len, pieces = _interval_values(index, chrom, spec, rows, group_start, group_end)
+        kind, value_start, value_len, pieces = _interval_values(
+            index, chrom, spec, rows, group_start, group_end
+        )
         name_eq, name_only = f";{spec.output.name}=".encode(), f";{spec.output.name}".encode()
         literals = np.frombuffer(name_eq + name_only, dtype=np.uint8)
         pool_parts += [literals, *pieces]
         text, flag = kind == 1, kind == 2
-        seg_start += [np.where(flag, pool_size + len(name_eq), pool_size), value_start + pool_size + len(literals)]
-        seg_len += [np.where(flag, len(name_only), np.where(text, len(name_eq), 0)), np.where(text, value_len, 0)]
+        seg_start += [
+            np.where(flag, pool_size + len(name_eq), pool_size),
+            value_start + pool_size + len(literals),
+        ]
+        seg_len += [
+            np.where(flag, len(name_only), np.where(text, len(name_eq), 0)),
+            np.where(text, value_len, 0),
+        ]
         pool_size += len(literals) + sum(len(p) for p in pieces)
-    blob, offsets = gather_rows(np.concatenate(pool_parts), np.stack(seg_start, axis=1), np.stack(seg_len, axis=1))
+    blob, offsets = gather_rows(
+        np.concatenate(pool_parts), np.stack(seg_start, axis=1), np.stack(seg_len, axis=1)
+    )
     lengths = np.diff(offsets)
     nonempty = lengths > 0
     if nonempty.all():

@@ -193,8 +193,10 @@ def reduce_interval_rows(op: str, texts: Sequence[str], numbers: Sequence[float]
         return str(len(texts))
     if op == "flag":
         return FLAG
-    if op in ("sum", "mean", "min", "max"):
-        reduced = {"sum": sum, "min": min, "max": max, "mean": lambda v: sum(v) / len(v)}[op](numbers)
-        return format_number(reduced)
+    if op in ("sum", "mean"):
+        total = float(sum(numbers))
+        return format_number(total / len(numbers) if op == "mean" else total)
+    if op in ("min", "max"):
+        return format_number(min(numbers) if op == "min" else max(numbers))
     values = [v for v in (t.replace(";", ",") for t in texts) if v != ""]
     return reduce_values(op, values) if values else None

@@ -48,7 +48,9 @@ _FLAG_COPY_OPS = frozenset({"self", "first"})
 def encode_record(rid: str, filt: str, alts: str, values: list) -> str:
     """The general path's text of one source record: ID, FILTER, ALTs and the raw values (tokens
     stand for a missing value and a set Flag)."""
-    coded = [FLAG_TOKEN.decode() if v is True else (MISSING_TOKEN.decode() if v is None else v) for v in values]
+    coded = [
+        FLAG_TOKEN.decode() if v is True else (MISSING_TOKEN.decode() if v is None else v) for v in values
+    ]
     return "\t".join([rid, filt, alts, *coded])
 
 
@@ -174,7 +176,12 @@ class VcfCompiler:
     """Feed blocks of whole source lines with :meth:`add_block`, then call :meth:`finish`."""
 
     def __init__(
-        self, block: AnnotationBlock, config_path: Path, directory: Path, specs: list[FieldSpec], first_line: int
+        self,
+        block: AnnotationBlock,
+        config_path: Path,
+        directory: Path,
+        specs: list[FieldSpec],
+        first_line: int,
     ) -> None:
         self.block = block
         self.config_path = config_path
@@ -205,7 +212,8 @@ class VcfCompiler:
 
     def _unsorted(self, line_no: int, detail: str) -> InputError:
         return InputError(
-            f"source {self.block.file} (from {self.block.label} in {self.config_path}) is not sorted: {detail}",
+            f"source {self.block.file} (from {self.block.label} in {self.config_path}) "
+            f"is not sorted: {detail}",
             file=str(self.block.file),
             line=line_no,
             expected="a coordinate-sorted file (bcftools sort / sort -k1,1 -k2,2n)",
@@ -297,12 +305,13 @@ class VcfCompiler:
             raise self._unsorted(line, f"position {int(run[k])} after {int(previous[k])} on {chrom}")
         self.last_pos = int(run[-1])
 
-
     def _literal(self, name: str, n: int) -> tuple[np.ndarray, np.ndarray]:
         start, length = self.lit_span[self.lit[name]]
         return np.full(n, start, dtype=np.int64), np.full(n, length, dtype=np.int64)
 
-    def _record_spans(self, fields: Fields, values: dict[str, _Values], base: int) -> tuple[np.ndarray, np.ndarray]:
+    def _record_spans(
+        self, fields: Fields, values: dict[str, _Values], base: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Spans (into literals + block) of every record's general-path text: ID, FILTER, ALT and
         the raw values, as ``encode_record`` writes them."""
         n = fields.n
