@@ -194,3 +194,41 @@ def test_crash_between_commit_and_move_is_repaired(settings: Settings) -> None:
     assert not folder.exists() and (settings.analyses_path / "Crash-001").is_dir()
     with session_scope(settings.database_url) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Analysis)) == 1
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"version": 99}, "analysis.ready"),
+    ({"schema": "analysis.unknown"}, "analysis.unknown"),
+    ({"folder": "../outside"}, "folder"),
+    ({"folder": "/etc"}, "folder"),
+])
+def test_invalid_events_go_to_the_dead_letter_topic_with_the_reason(settings: Settings, change: dict,
+                                                                   reason: str) -> None:
+    folder = make_folder(settings, "Odd-001")
+    document = build_ready_event(folder, settings.analyses_incoming, producer="test").to_dict()
+    raw = orjson.dumps({**document, **change})
+
+    published = without_status(Pipeline(settings).annotate(raw))
+
+    assert [message.topic for message in published] == ["t.analysis.failed"]
+    dead = orjson.loads(published[0].value)
+    assert dead["stage"] == "validate" and reason in dead["error"]["message"]
+    assert dead["original"] == orjson.loads(raw)
+    assert folder.is_dir(), "an invalid event must not move anything"
+    with session_scope(settings.database_url) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(ImportJob)) == 0
+
+
+def test_a_symlink_escaping_incoming_is_rejected(settings: Settings, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    shutil.copytree(TEST_ANALYSIS, outside)
+    (settings.analyses_incoming / "Link-001").symlink_to(outside)
+    document = build_ready_event(outside, outside.parent, producer="test", analysis="Link-001").to_dict()
+    raw = orjson.dumps({**document, "folder": "Link-001"})
+
+    published = without_status(Pipeline(settings).annotate(raw))
+
+    dead = orjson.loads(published[0].value)
+    assert published[0].topic == "t.analysis.failed" and dead["stage"] == "validate"
+    assert "ANALYSES_INCOMING" in dead["error"]["message"] or "outside" in dead["error"]["message"]
+    assert outside.is_dir() and (outside / VCF).is_file()

@@ -7,9 +7,10 @@ fields) into a directory of ``.npy`` arrays, one set per chromosome, plus ``meta
   ``pos`` (int64) and ``key`` (uint64 hash of ``REF\\tALT``), sorted; ``grp_off``/``grp_rec`` list the
   source records behind each entry; ``sfx_start``/``sfx_end`` locate in ``sfx_blob`` the INFO text
   already rendered for a query with that one ALT (the fast path copies it; entries point into the
-  blob rather than own consecutive pieces, so the compiler need not reorder it); ``rec_off``/``rec_blob`` keep each
-  record's ID, FILTER, ALTs and raw values for the general path (multi-ALT queries, permissive
-  overlap, post-annotation); ``rec_start``/``rec_end`` are 0-based half-open record extents.
+  blob rather than own consecutive pieces, so the compiler need not reorder it);
+  ``rec_off``/``rec_blob`` keep each record's ID, FILTER, ALTs and raw values for the general path
+  (multi-ALT queries, permissive overlap, post-annotation); ``rec_start``/``rec_end`` are 0-based
+  half-open record extents.
 * interval sources (BED, plain TSV) - ``start``/``end`` (0-based half-open, sorted by start), and
   per requested column its text (``col{k}_off``/``col{k}_blob``), for numeric ops ``col{k}_num``, and
   the value a query overlapping only that row gets, rendered (``col{k}_one_kind/_one_off/_one_blob``).
