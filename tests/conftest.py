@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.broker import EmbeddedBroker
+from engine.config import Settings, load_settings
 from tests.support.pgcluster import ThrowawayCluster
 
 DATA = Path(__file__).parent / "data"
@@ -72,3 +73,23 @@ def broker() -> Iterator[EmbeddedBroker]:
 def topic_prefix() -> str:
     """A unique topic prefix so tests sharing the broker never see each other's events."""
     return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Iterator[Settings]:
+    """Settings for running pipeline stages directly: temp folders, a migrated database (PostgreSQL
+    and SQLite) with the HBOC_v1.0.0 test panel, topic prefix ``t.``."""
+    from engine.db.migrate import upgrade
+    from engine.db.session import get_engine, session_scope
+    from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
+
+    root = tmp_path / "data"
+    configured = load_settings(
+        ANNOSTREAM_DATA_DIR=root, DB_URL=db_url, ANALYSES_INCOMING=root / "incoming",
+        ANALYSES_PATH=root / "imported", ANALYSES_FAILED=root / "failed", ANNOSTREAM_TOPIC_PREFIX="t.")
+    configured.ensure_folders()
+    upgrade(db_url)
+    with session_scope(db_url) as session:
+        deposit_genepanel(session, read_genepanel_folder(DATA / "genepanels" / "HBOC_v1.0.0"))
+    yield configured
+    get_engine.cache_clear()

@@ -8,35 +8,18 @@ import shutil
 from pathlib import Path
 
 import orjson
-import pytest
 import sqlalchemy as sa
 from kafka import KafkaAdminClient
 
-from engine.config import Settings, load_settings
-from engine.db.migrate import upgrade
+from engine.config import Settings
 from engine.db.models import ImportJob
-from engine.db.session import get_engine, session_scope
-from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
+from engine.db.session import session_scope
 from engine.events import StatusEvent, build_ready_event, decode_event, encode
 from engine.kafka import ensure_topics, topic_config
 from engine.pipeline import Outgoing, Pipeline
 
 DATA = Path(__file__).parent / "data"
 TEST_ANALYSIS = DATA / "analyses" / "TestAnalysis-001"
-
-
-@pytest.fixture
-def settings(tmp_path: Path, db_url: str) -> Settings:
-    root = tmp_path / "data"
-    configured = load_settings(
-        ANNOSTREAM_DATA_DIR=root, DB_URL=db_url, ANALYSES_INCOMING=root / "incoming",
-        ANALYSES_PATH=root / "imported", ANALYSES_FAILED=root / "failed", ANNOSTREAM_TOPIC_PREFIX="t.")
-    configured.ensure_folders()
-    upgrade(db_url)
-    with session_scope(db_url) as session:
-        deposit_genepanel(session, read_genepanel_folder(DATA / "genepanels" / "HBOC_v1.0.0"))
-    yield configured
-    get_engine.cache_clear()
 
 
 def make_folder(settings: Settings, name: str, *, broken: bool = False) -> Path:
