@@ -18,6 +18,7 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -48,8 +49,8 @@ def _limit_fetch_wait(max_wait_ms: int) -> None:
         consumer._fetch_max_wait_ms = max_wait_ms
         return consumer
 
-    thread_class._annostream_original_factory = original
-    thread_class._create_worker_consumer = create_worker_consumer
+    thread_class._annostream_original_factory = original  # type: ignore[attr-defined]
+    thread_class._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,12 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     pipeline = pipeline or Pipeline(settings)
     _limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
     topics = Topics.from_settings(settings)
+    stages = pipeline_stages(settings, pipeline)
+    # Declared up front with our partition count and configs (e.g. the compacted status topic),
+    # rather than left to broker auto-creation.
+    ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)],
+                  partitions=settings.topic_partitions,
+                  replication_factor=settings.topic_replication_factor)
     rebalance = settings.kafka_rebalance_timeout_s
     app = faust.App(
         settings.worker_name,
@@ -116,19 +123,13 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
         async def agent(stream: faust.StreamT) -> None:
             async for raw in stream:
                 metrics.EVENTS_CONSUMED.labels(topic=topic_name).inc()
-                messages = await run_with_retries(stage, lambda r=raw: _in_thread(executor, work, r))
-                await run_with_retries(f"{stage}/publish", lambda m=messages: publish(m))
+                messages = await run_with_retries(stage, partial(_in_thread, executor, work, raw))
+                await run_with_retries(f"{stage}/publish", partial(publish, messages))
 
         app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
 
-    stages = pipeline_stages(settings, pipeline)
     for stage in stages:
         make_agent(stage.topic, stage.name, stage.work)
-
-    @app.on_before_configured.connect  # type: ignore[misc]
-    def _declare_topics(_app: faust.App, **_kwargs: object) -> None:
-        ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)], partitions=settings.topic_partitions,
-                      replication_factor=settings.topic_replication_factor)
 
     return app
 

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
     port: int = Field(3114, alias="PORT", ge=1, le=65535)
     topic_prefix: str = Field("", alias="ANNOSTREAM_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
-    log_level: LogLevel = Field("INFO", alias=AliasChoices("LOG_LEVEL", "ANNOSTREAM_LOG_LEVEL"))
+    log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "ANNOSTREAM_LOG_LEVEL"))
     # Short timeouts suit the embedded broker (Tansu waits the full rebalance timeout on a
     # group join); production Kafka keeps Kafka's own defaults unless told otherwise.
     kafka_rebalance_timeout_s: float = Field(6.0, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0)

@@ -238,7 +238,7 @@ class Pipeline:
             log.warning("rejected event: %s", rejected.reason)
             raise _Skip([self._dead_letter(raw, stage, InputError(rejected.reason))]) from None
         if not isinstance(event, kind):
-            reason = f"{event.SCHEMA} event on the {kind.SCHEMA} topic"  # type: ignore[attr-defined]
+            reason = f"{event.SCHEMA} event on the {kind.SCHEMA} topic"
             raise _Skip([self._dead_letter(raw, stage, InputError(reason))])
         return event
 

@@ -7,13 +7,14 @@ no-op on PostgreSQL, so one revision script serves both databases.
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy.engine import Connection
 
 from engine.db.models import Base
 
 config = context.config
 
 
-def _run_on(connection) -> None:  # type: ignore[no-untyped-def]
+def _run_on(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
