@@ -71,7 +71,9 @@ def allele_rows(n: int) -> Iterator[str]:
             chrom, pos_text, _id, ref, alt = line.split("\t", 5)[:5]
             pos = int(pos_text)
             kind = "SNP" if len(ref) == len(alt) == 1 else ("del" if len(ref) > len(alt) else "ins")
-            yield f"{chrom}\t{pos - 1}\t{pos - 1 + len(ref)}\t{ref}\t{alt}\t{kind}\t{pos}\t{ref}\t{alt}\t{len(ref)}\tGRCh37\tsnv\n"
+            end = pos - 1 + len(ref)
+            yield (f"{chrom}\t{pos - 1}\t{end}\t{ref}\t{alt}\t{kind}\t{pos}\t{ref}\t{alt}\t{len(ref)}"
+                   "\tGRCh37\tsnv\n")
             written += 1
     for i in range(n - written):
         pos = 1_000 + 7 * i
@@ -87,7 +89,8 @@ def load_alleles(url: str, n: int) -> None:
         buffer = io.StringIO("".join(allele_rows(n)))
         cursor.copy_expert(f"COPY allele ({columns}) FROM STDIN", buffer)
         cursor.execute("INSERT INTO annotation (allele_id, annotations, schema_version, date_created, "
-                       "bundle_version) SELECT id, '{\"release\": \"old\"}'::jsonb, 1, now(), 'old' FROM allele")
+                       "bundle_version) SELECT id, '{\"release\": \"old\"}'::jsonb, 1, now(), 'old' "
+                       "FROM allele")
         cursor.execute("ANALYZE allele")
         cursor.execute("ANALYZE annotation")
         raw.commit()
@@ -118,7 +121,8 @@ def _same_fs(a: Path, b: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alleles", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=50_000)
@@ -157,7 +161,8 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     migrate.upgrade(url)
     started = time.perf_counter()
     load_alleles(url, args.alleles)
-    print(f"setup: {args.alleles} alleles with an old annotation each in {time.perf_counter() - started:.1f} s")
+    setup_s = time.perf_counter() - started
+    print(f"setup: {args.alleles} alleles with an old annotation each in {setup_s:.1f} s")
     with session_scope(url) as session:
         store_annotation_config(session, ANNOTATION_CONFIG)
         add_bundle(session, make_bundle(workdir / "bundle", "bench.2"), data_dir)

@@ -25,7 +25,7 @@ from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
 from engine.events import build_ready_event, encode
 from engine.pipeline import Pipeline
 from engine.reannotate.events import ReanalysisRequested, encode_release
-from engine.reannotate.runs import plan_run, run_progress
+from engine.reannotate.runs import plan_run
 from engine.reannotate.stages import ReleaseStages
 from tests.support.bundles import make_bundle
 
@@ -207,7 +207,8 @@ def test_reanalysis_of_unknown_analysis_is_a_dead_letter(settings: Settings) -> 
 def test_read_auth_when_enabled(settings: Settings) -> None:
     client = TestClient(create_app(settings.model_copy(update={"api_read_auth": True})))
     assert client.get("/api/v1/reannotations").status_code == 401
-    assert client.get("/api/v1/reannotations", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    authorised = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/api/v1/reannotations", headers=authorised).status_code == 200
     assert client.get("/healthz").status_code == 200
 
 

@@ -96,13 +96,16 @@ def _out(progress: RunProgress) -> ReannotationOut:
         name: getattr(progress, name) for name in ReannotationOut.model_fields if name != "status"})
 
 
-@router.get("/api/v1/reannotations", response_model=Page[ReannotationOut], summary="Reannotation runs, newest first")
+@router.get("/api/v1/reannotations", response_model=Page[ReannotationOut],
+            summary="Reannotation runs, newest first")
 def list_reannotations(session: SessionDep, page: PaginationDep) -> dict[str, Any]:
     total, runs = list_runs(session, limit=page.per_page, offset=page.offset)
-    return {"items": [_out(run) for run in runs], "total": total, "page": page.page, "per_page": page.per_page}
+    return {"items": [_out(run) for run in runs], "total": total, "page": page.page,
+            "per_page": page.per_page}
 
 
-@router.get("/api/v1/reannotations/{run}", response_model=ReannotationOut, responses={404: {"model": ErrorOut}},
+@router.get("/api/v1/reannotations/{run}", response_model=ReannotationOut,
+            responses={404: {"model": ErrorOut}},
             summary="Progress of one reannotation run (by id or run id)")
 def read_reannotation(session: SessionDep, run: str) -> ReannotationOut:
     found = find_run(session, run)

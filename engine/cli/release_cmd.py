@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from engine.reannotate.runs import RunProgress
 
 
 def reanalyse_command(
@@ -33,9 +36,11 @@ def reannotate_command(
     bundle: Annotated[str | None, typer.Option(
         "--bundle", help="Bundle version (default: the active bundle).")] = None,
     analysis: Annotated[list[str] | None, typer.Option(
-        "--analysis", help="Only the alleles of this analysis (repeatable); default: every stored allele.")] = None,
+        "--analysis",
+        help="Only the alleles of this analysis (repeatable); default: every stored allele.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Alleles per batch event.")] = 50_000,
-    no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once the batches are published.")] = False,
+    no_wait: Annotated[bool, typer.Option(
+        "--no-wait", help="Return once the batches are published.")] = False,
     timeout: Annotated[float | None, typer.Option(
         "--timeout", help="Stop waiting after this many seconds (the run goes on).")] = None,
 ) -> None:
@@ -47,8 +52,8 @@ def reannotate_command(
 
     settings = get_settings()
     migrate.require_current(settings.database_url)
-    progress = start_reannotation(settings, bundle=bundle, analyses=analysis or None, batch_size=batch_size,
-                                  producer=default_producer("cli"))
+    progress = start_reannotation(settings, bundle=bundle, analyses=analysis or None,
+                                  batch_size=batch_size, producer=default_producer("cli"))
     typer.echo(f"reannotation run {progress.id} ({progress.run_id}): {progress.total_alleles} alleles in "
                f"{progress.total_batches} batches with bundle {progress.bundle_version}")
     if no_wait or progress.total_batches == 0:
@@ -56,10 +61,12 @@ def reannotate_command(
         return
     final = wait_for_run(settings.database_url, progress.id, timeout)
     if not final.finished:
-        typer.echo(f"still running after {timeout} s: {final.done_batches}/{final.total_batches} batches done")
+        typer.echo(f"still running after {timeout} s: "
+                   f"{final.done_batches}/{final.total_batches} batches done")
         raise typer.Exit(3)
     typer.echo(f"{final.status}: {final.done_batches}/{final.total_batches} batches, "
-               f"{final.alleles_done} alleles: {final.created} new annotations, {final.superseded} superseded, "
+               f"{final.alleles_done} alleles: {final.created} new annotations, "
+               f"{final.superseded} superseded, "
                f"{final.unchanged} unchanged")
     for failure in final.failures:
         typer.echo(f"  failed {failure}", err=True)
@@ -67,7 +74,7 @@ def reannotate_command(
         raise typer.Exit(1)
 
 
-def wait_for_run(db_url: str, run_id: int, timeout_s: float | None, interval_s: float = 0.5):  # noqa: ANN201
+def wait_for_run(db_url: str, run_id: int, timeout_s: float | None, interval_s: float = 0.5) -> RunProgress:
     """Poll the run's batches, showing a progress bar, until all are done or failed."""
     from tqdm import tqdm
 

@@ -41,7 +41,8 @@ from engine.vcf.header import read_header
 # ('.') sends every record down its per-record path (4x slower).
 EXPORT_FLAG = "ANNOSTREAM_EXPORT"
 VCF_HEADER = ("##fileformat=VCFv4.2\n"
-              f'##INFO=<ID={EXPORT_FLAG},Number=0,Type=Flag,Description="Exported by annostream reannotate">\n'
+              f'##INFO=<ID={EXPORT_FLAG},Number=0,Type=Flag,'
+              'Description="Exported by annostream reannotate">\n'
               "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
 
 
@@ -55,7 +56,8 @@ class AlleleSelection:
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """SQL condition on ``allele`` (aliased ``a``) and its parameters."""
-        clauses, params = ["TRUE"], {}
+        clauses: list[str] = ["TRUE"]
+        params: dict[str, Any] = {}
         if self.id_from is not None:
             clauses.append("a.id >= :id_from")
             params["id_from"] = self.id_from
@@ -97,7 +99,8 @@ def resolve_bundle(session: Session, version: str | None) -> BundleInfo:
         if bundle is None:
             known = sorted(b.version for b in bundles)
             raise InputError(f"no annotation bundle with version {version!r}",
-                             expected=f"one of {known}" if known else "a bundle added with 'annostream bundle add'")
+                             expected=f"one of {known}" if known
+                             else "a bundle added with 'annostream bundle add'")
     if not bundle.config.is_file():
         raise InputError("the bundle's folder is gone", file=str(bundle.path),
                          expected="the folder 'annostream bundle add' created (add the bundle again)")
@@ -149,7 +152,8 @@ class _Counter:
 def export_alleles_vcf(session: Session, selection: AlleleSelection, path: Path) -> int:
     """Write the selected alleles as a sorted, sites-only VCF (ID = allele id); returns the count."""
     condition, params = selection.where()
-    select = (f"SELECT a.chromosome, a.vcf_pos, a.id, a.vcf_ref, a.vcf_alt, '.', '.', '{EXPORT_FLAG}' FROM allele a "
+    select = (f"SELECT a.chromosome, a.vcf_pos, a.id, a.vcf_ref, a.vcf_alt, '.', '.', '{EXPORT_FLAG}' "
+              "FROM allele a "
               f"WHERE {condition} ORDER BY a.chromosome, a.vcf_pos, a.id")
     connection = session.connection()
     with path.open("w", encoding="utf-8", newline="\n") as out:
@@ -214,7 +218,8 @@ class _timed:
         self.result.seconds[self.step] = self.result.seconds.get(self.step, 0.0) + elapsed
 
 
-def id_ranges(session: Session, analyses: Sequence[str] | None, batch_size: int) -> list[tuple[int, int, int]]:
+def id_ranges(session: Session, analyses: Sequence[str] | None,
+              batch_size: int) -> list[tuple[int, int, int]]:
     """Cut the selected alleles into (id_from, id_to, count) ranges of at most ``batch_size``."""
     condition, params = AlleleSelection(analyses=tuple(analyses) if analyses is not None else None).where()
     rows = session.execute(sa.text(

@@ -24,7 +24,8 @@ from engine.reannotate.runs import DEFAULT_BATCH_SIZE, RunProgress, plan_run, ru
 def check_reanalysis(session: Session, analysis: str, bundle: str | None) -> str:
     """The bundle version the request will use; InputError if the analysis or bundle is unknown."""
     if session.scalar(sa.select(Analysis.id).where(Analysis.name == analysis)) is None:
-        raise InputError(f"no stored analysis named {analysis!r}", expected="the name of an imported analysis")
+        raise InputError(f"no stored analysis named {analysis!r}",
+                         expected="the name of an imported analysis")
     return resolve_bundle(session, bundle).version
 
 
@@ -33,8 +34,10 @@ def request_reanalysis(settings: Settings, analysis: str, bundle: str | None, *,
     """Check and publish a reanalysis request (keyed by the analysis); returns the event."""
     with session_scope(settings.database_url) as session:
         version = check_reanalysis(session, analysis, bundle)
-    event = ReanalysisRequested(producer=producer, analysis=analysis, bundle=version, requested_by=requested_by)
-    publish_messages(settings, [(ReleaseTopics.from_settings(settings).reanalysis, event.key, encode_release(event))])
+    event = ReanalysisRequested(producer=producer, analysis=analysis, bundle=version,
+                                requested_by=requested_by)
+    topic = ReleaseTopics.from_settings(settings).reanalysis
+    publish_messages(settings, [(topic, event.key, encode_release(event))])
     return event
 
 
@@ -53,7 +56,9 @@ def start_reannotation(settings: Settings, *, bundle: str | None, analyses: Sequ
 def publish_messages(settings: Settings, messages: list[tuple[str, str, bytes]]) -> None:
     """Publish (topic, key, value) messages, each acknowledged by the broker, creating topics first."""
     bootstrap = require_bootstrap(settings, "reanalyse/reannotate")
-    ensure_topics(bootstrap, sorted({topic for topic, _key, _value in messages}), partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor)
+    ensure_topics(bootstrap, sorted({topic for topic, _key, _value in messages}),
+                  partitions=settings.topic_partitions,
+                  replication_factor=settings.topic_replication_factor)
     with EventProducer(bootstrap, client_id="annostream-release") as producer:
         for topic, key, value in messages:
             producer.send(topic, key, value)

@@ -91,7 +91,8 @@ def run_progress(session: Session, run: ReannotationRun) -> RunProgress:
         sa.select(
             sa.func.count().filter(ReannotationBatch.status == DONE),
             sa.func.count().filter(ReannotationBatch.status == FAILED),
-            sa.func.coalesce(sa.func.sum(ReannotationBatch.n_alleles).filter(ReannotationBatch.status == DONE), 0),
+            sa.func.coalesce(
+                sa.func.sum(ReannotationBatch.n_alleles).filter(ReannotationBatch.status == DONE), 0),
             sa.func.coalesce(sa.func.sum(ReannotationBatch.n_created), 0),
             sa.func.coalesce(sa.func.sum(ReannotationBatch.n_superseded), 0),
             sa.func.coalesce(sa.func.sum(ReannotationBatch.n_unchanged), 0),

@@ -147,7 +147,8 @@ class ReleaseStages:
 
     # --- shared -------------------------------------------------------------------------------
 
-    def _run(self, stage: str, raw: bytes, kind: type[E], body: Callable[[E], list[Outgoing]]) -> list[Outgoing]:
+    def _run(self, stage: str, raw: bytes, kind: type[E],
+             body: Callable[[E], list[Outgoing]]) -> list[Outgoing]:
         with metrics.observe_stage(stage):
             try:
                 event = decode_release(raw, kind)
@@ -165,7 +166,8 @@ class ReleaseStages:
                     raise
                 log.exception("internal error in the %s stage", stage)
                 metrics.STAGE_FAILURES.labels(stage=stage).inc()
-                return [self._dead_letter(event, stage, InputError(f"internal error ({type(error).__name__}): {error}"))]
+                internal = InputError(f"internal error ({type(error).__name__}): {error}")
+                return [self._dead_letter(event, stage, internal)]
 
     def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent, stage: str,
                      error: InputError) -> Outgoing:
