@@ -63,14 +63,16 @@ def wait(condition, timeout_s: float, what: str) -> float:  # type: ignore[no-un
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--db-url", default=None, help="default: embedded SQLite in the temp data dir")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="annostream-latency-"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PROMETHEUS_MULTIPROC_DIR")}
+    inherited = ("KAFKA_BOOTSTRAP_SERVERS", "PROMETHEUS_MULTIPROC_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
     env.update({"ANNOSTREAM_DATA_DIR": str(work / "data"), "PORT": str(port), "LOG_LEVEL": "WARNING",
                 "ANALYSES_INCOMING": str(work / "data/analyses/incoming"),
                 "ANALYSES_PATH": str(work / "data/analyses/imported"),

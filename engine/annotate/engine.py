@@ -142,7 +142,7 @@ def _write_atomically(dst: Path, threads: int, body: Callable[[BinaryIO], None])
         if dst.name.endswith((".gz", ".bgz")):
             import pysam
 
-            with pysam.BGZFile(str(tmp), "wb") as raw, _ThreadedWriter(raw) as fh:  # type: ignore[arg-type]
+            with pysam.BGZFile(str(tmp), "wb", index=None) as raw, _ThreadedWriter(raw) as fh:
                 body(fh)  # type: ignore[arg-type]
         else:
             with open(tmp, "wb", buffering=1 << 20) as fh:
@@ -358,7 +358,7 @@ def _assemble(
     if not replaced:
         return [out.data]
     shift = np.cumsum(lengths)
-    view = memoryview(out)
+    view = memoryview(out)  # type: ignore[arg-type]
     pieces: list = []
     prev = 0
     for i in sorted(replaced):
@@ -423,8 +423,8 @@ class _ChunkAnnotator:
         hits = _merge_hits(found)
         replaced: dict[int, bytes] = {}
         for i in np.flatnonzero(general).tolist():
-            line = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
-            new_line = self._general_line(line)
+            text = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
+            new_line = self._general_line(text)
             if new_line is not None:
                 replaced[i] = new_line.encode()
         pieces = _assemble(chunk, fields, hits, replaced)

@@ -33,7 +33,7 @@ def open_text_binary(path: Path) -> BinaryIO:
     if magic == b"\x1f\x8b":
         from isal import igzip_threaded
 
-        return igzip_threaded.open(path, "rb", threads=1)  # type: ignore[return-value]
+        return igzip_threaded.open(path, "rb", threads=1)
     return open(path, "rb", buffering=1 << 20)
 
 
