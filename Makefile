@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test install lint typecheck bench clean
+.PHONY: run test install lint clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "annostream needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -22,7 +22,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/annostream up --demo
 
-test: install
+test: install lint
 	@bash ops/scripts/ensure-postgres.sh
 	@bash ops/scripts/ensure-tools.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -30,9 +30,6 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy engine consumers producers api
-
-bench: install
-	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/annotate_bench.py [--rounds 3] [--bed] [--data bench/data]
 
-Generates the data with /work/shared/bench/gen_bench.py (or $GEN_BENCH) when missing, compiles the
+Generates the data with bench/gen_bench.py (or $GEN_BENCH) when missing, compiles the
 annostream index once (timed separately), then times each tool per round (wall, variants/s, peak
 RSS of the child) and checks correctness: the records annostream annotated equal
 expected_hits.txt.gz and every copied value equals the source text.
@@ -27,7 +27,7 @@ FIELDS = ["AF", "AC", "AN", "GENE", "CLNSIG", "ID"]
 def ensure_data(data: Path) -> None:
     if (data / "query.vcf.gz").exists() and (data / "source.vcf.gz").exists():
         return
-    generator = os.environ.get("GEN_BENCH", "/work/shared/bench/gen_bench.py")
+    generator = os.environ.get("GEN_BENCH", str(Path(__file__).resolve().parent / "gen_bench.py"))
     subprocess.run([sys.executable, generator, "--out", str(data), "--compress"], check=True)
 
 

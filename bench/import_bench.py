@@ -3,7 +3,7 @@
 Starts the real process tree (``annostream up``: embedded broker, watcher, faust worker, API)
 with ``DB_URL`` on PostgreSQL (a throwaway cluster unless ``--db-url``), deposits the demo gene
 panel HBOC v1.0.0, builds an analysis folder from ``bench/data/query.vcf.gz`` (the 1M-record,
-3-sample VCF of ``/work/shared/bench/gen_bench.py``; override with ``--vcf``) with a PED (first
+3-sample VCF of ``bench/gen_bench.py``; override with ``--vcf``) with a PED (first
 sample proband, the others its parents) and a modern ``.analysis`` file, writes ``READY`` and
 polls the API until the analysis is listed. Reports the total, the time per pipeline stage
 (from the import job's history) and the worker's peak RSS (VmHWM of the worker process and of
@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     if not args.vcf.exists():
-        parser.error(f"{args.vcf} is missing: python3 /work/shared/bench/gen_bench.py --out bench/data "
+        parser.error(f"{args.vcf} is missing: python3 bench/gen_bench.py --out bench/data "
                      "--compress")
     if args.db_url:
         run(args.db_url, args.vcf.resolve(), args.timeout)

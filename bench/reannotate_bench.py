@@ -12,7 +12,7 @@ the workers' batch log lines (they overlap across workers, so they add up to mor
 time when --workers > 1).
 
 Generate the data first if missing:
-    python3 /work/shared/bench/gen_bench.py --out bench/data --compress
+    python3 bench/gen_bench.py --out bench/data --compress
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--db-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
     args = parser.parse_args()
     if not (DATA / "source.vcf.gz").exists():
-        sys.exit("bench/data/source.vcf.gz is missing: python3 /work/shared/bench/gen_bench.py "
+        sys.exit("bench/data/source.vcf.gz is missing: python3 bench/gen_bench.py "
                  "--out bench/data --compress")
     cluster = None
     url = args.db_url
