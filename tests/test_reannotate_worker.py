@@ -17,6 +17,7 @@ from engine.bundles import activate_bundle, add_bundle
 from engine.db.migrate import upgrade
 from engine.db.models import Annotation, ReannotationBatch
 from engine.db.session import session_scope
+from engine.deposit.annotation_config import store_annotation_config
 from engine.deposit.records import AlleleRecord
 from engine.deposit.writer import write_annotations
 from tests.support.bundles import make_bundle
@@ -24,6 +25,9 @@ from tests.support.stack import wait_until
 
 N_ALLELES = 30_000
 BATCH = 1_000
+ANNOTATION_CONFIG = {"deposit": [{"name": "keyvalue", "converter_config": {"elements": [
+    {"source": "MYDB_CLNSIG", "target": "clinvar.CLNSIG"}]}}], "view": []}
+OLD_DOCUMENT = {"release": "old", "clinvar": {"CLNSIG": "withdrawn"}}
 
 
 def synthetic_alleles(count: int) -> list[AlleleRecord]:
@@ -55,7 +59,9 @@ def test_sigkill_mid_run_resumes_exactly_once(tmp_path: Path, pg_url: str, broke
     with session_scope(pg_url) as session:
         add_bundle(session, make_bundle(tmp_path / "b1", "2024.1"), data)
         activate_bundle(session, "2024.1")
-        write_annotations(session, ((record, {"release": "old"}) for record in synthetic_alleles(N_ALLELES)),
+        store_annotation_config(session, ANNOTATION_CONFIG)
+        # Every old document holds a value the bundle owns, so every allele gets a new row.
+        write_annotations(session, ((record, OLD_DOCUMENT) for record in synthetic_alleles(N_ALLELES)),
                           bundle_version="old")
     env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
     env.update({"DB_URL": pg_url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
@@ -99,7 +105,15 @@ def test_sigkill_mid_run_resumes_exactly_once(tmp_path: Path, pg_url: str, broke
         current = session.execute(sa.select(Annotation.bundle_version, sa.func.count())
                                   .where(Annotation.date_superceeded.is_(None))
                                   .group_by(Annotation.bundle_version)).all()
+        documents = session.execute(sa.select(Annotation.annotations, sa.func.count())
+                                    .where(Annotation.date_superceeded.is_(None))
+                                    .group_by(Annotation.annotations)).all()
     # Exactly one new row per allele (old one superseded): nothing lost, nothing applied twice.
     assert len(rows_per_allele) == N_ALLELES and set(rows_per_allele) == {2}
     assert current == [("2024.1", N_ALLELES)]
+    # The bundle's part replaced (two sites have a classification), the rest of the document kept.
+    assert sorted(documents, key=repr) == [
+        ({"clinvar": {"CLNSIG": "Benign"}, "release": "old"}, 1),
+        ({"clinvar": {"CLNSIG": "Pathogenic"}, "release": "old"}, 1),
+        ({"release": "old"}, N_ALLELES - 2)]
     assert len(batch_states(pg_url)) == N_ALLELES // BATCH

@@ -6,9 +6,10 @@
    produces tab-separated VCF records), SQLite through Python.
 2. **Annotate** it with the bundle's vcfanno config (``annotate_vcf``, ``base_path`` = bundle).
 3. **Convert** each record's INFO with the active annotation config's converters (the
-   ``deposit`` section) into ELLA's annotation document; the ``ID`` column maps it back to the
-   allele. An allele the bundle has nothing for gets ``{}``: its previous document (say a ClinVar
-   classification withdrawn in the new release) must not stay current.
+   ``deposit`` section); the ``ID`` column maps it back to the allele. The new document is the
+   current one without the targets the bundle owns, plus what the bundle produced now (see
+   :mod:`engine.reannotate.merge`): a ClinVar classification withdrawn in the new release
+   disappears, VEP transcripts from the analysis VCF stay.
 4. **Write** with ``write_annotations`` (ELLA's versioning: identical documents are kept, changed
    ones superseded with history), stamping the bundle version and annotation config.
 
@@ -26,15 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.annotate import annotate_vcf
+from engine.annotate import annotate_vcf, load_config
 from engine.bundles import BundleInfo, active_bundle, list_bundles
 from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.writer import AnnotationWriteResult, write_annotations
 from engine.errors import InputError
+from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets
 from engine.vcf.header import read_header
 
 # Records carry a flag as INFO: the annotator's fast path appends to INFO, while an empty INFO
@@ -123,11 +126,15 @@ def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSe
             annotate_vcf(bundle.config, exported, annotated, base_path=bundle.path)
         config_id, config = active_annotation_config(session)
         builder = build_annotation_builder(config, read_header(annotated).infos)
+        owned = owned_targets(config, bundle_info_fields(load_config(bundle.config, bundle.path)))
+        with _timed(result, "read"):
+            current = current_documents(session, selection)
         counter = _Counter()
         # Batches are bounded (the CLI cuts runs into id ranges), so the documents fit in memory
         # and converting and writing can be timed apart.
         with _timed(result, "convert"):
-            documents = [counter.seen(allele_id, builder(info))
+            documents = [(allele_id, merge_document(current.pop(allele_id, None), counter.seen(builder(info)),
+                                                    owned))
                          for allele_id, info in iter_annotated_infos(annotated)]
         with _timed(result, "write"):
             result.annotations = write_annotations(session, documents, annotation_config_id=config_id,
@@ -142,11 +149,22 @@ class _Counter:
     def __init__(self) -> None:
         self.with_values = 0
 
-    def seen(self, allele_id: int, document: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
-        if document:
+    def seen(self, produced: dict[str, Any] | None) -> dict[str, Any] | None:
+        if produced:
             self.with_values += 1
-            return allele_id, document
-        return allele_id, {}
+        return produced
+
+
+def current_documents(session: Session, selection: AlleleSelection) -> dict[int, dict[str, Any]]:
+    """{allele id: current annotation document} of the selected alleles, in one query."""
+    condition, params = selection.where()
+    connection = session.connection()
+    # As text, parsed by orjson: several times faster than the driver's json.loads per row.
+    document = "c.annotations::text" if connection.dialect.name == "postgresql" else "c.annotations"
+    rows = connection.execute(sa.text(
+        f"SELECT c.allele_id, {document} FROM annotation c JOIN allele a ON a.id = c.allele_id "
+        f"WHERE c.date_superceeded IS NULL AND {condition}"), params)
+    return {allele_id: orjson.loads(text) for allele_id, text in rows}
 
 
 def export_alleles_vcf(session: Session, selection: AlleleSelection, path: Path) -> int:

@@ -44,6 +44,24 @@ FIRST_OF_PAIR, SECOND_OF_PAIR = (1, -1), (-1, 1)
 AnnotationBuilder = Callable[[dict[str, str | bool]], dict[str, Any] | None]
 
 
+def annotation_sources(builder: AnnotationBuilder | None) -> frozenset[str] | None:
+    """The INFO keys ``builder`` reads, when it says (``build_annotation_builder``'s do)."""
+    sources = getattr(builder, "sources", None)
+    return sources if isinstance(sources, frozenset) else None
+
+
+def annotate(builder: AnnotationBuilder | None, record: SiteRecord) -> dict[str, Any] | None:
+    """The annotation document of a record; the INFO dict is only built when a key the builder
+    reads occurs in the line (most lines of an unannotated VCF have none)."""
+    if builder is None:
+        return None
+    if record.alt_count == 1:  # decomposed records gain OLD_MULTIALLELIC: always build those
+        sources = annotation_sources(builder)
+        if sources is not None and not any(source in record.info for source in sources):
+            return None
+    return builder(record.info_dict())
+
+
 def proband_has_allele(record: SiteRecord, proband: int, cnv_dup: bool) -> bool:
     """ELLA's ``has_allele``: a 1 in the genotype; CNV duplications also when not called."""
     gt = record.genotypes[proband]
@@ -191,10 +209,8 @@ def build_variant(
         variant_quality=_variant_quality(head, file),
         samples=per_sample(first, False),
         secondallele_samples=per_sample(second, True) if second else None,
-        annotation=annotation_builder(first.info_dict()) if annotation_builder else None,
-        secondallele_annotation=(
-            annotation_builder(second.info_dict()) if annotation_builder and second else None
-        ),
+        annotation=annotate(annotation_builder, first),
+        secondallele_annotation=annotate(annotation_builder, second) if second else None,
         source_line=first.line,
     )
 
@@ -302,6 +318,6 @@ def build_single_variant(
         filter_status=record.filter,
         variant_quality=_variant_quality(record, file),
         samples=samples,
-        annotation=annotation_builder(record.info_dict()) if annotation_builder else None,
+        annotation=annotate(annotation_builder, record),
         source_line=record.line,
     )

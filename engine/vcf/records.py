@@ -39,6 +39,19 @@ def relative_to_alt(gt: Genotype, alt_index: int) -> Genotype:
     return tuple(1 if a == alt_index else (0 if a == 0 else -1) for a in gt)
 
 
+def parse_info(info: str) -> dict[str, str | bool]:
+    """An INFO column as written: key -> raw value text, flags -> True."""
+    result: dict[str, str | bool] = {}
+    if info in (".", ""):
+        return result
+    for item in info.split(";"):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        result[key] = value if sep else True
+    return result
+
+
 @dataclass(slots=True)
 class FormatLayout:
     """Positions of the FORMAT keys of one FORMAT string (cached per distinct string)."""
@@ -140,14 +153,7 @@ class SiteRecord:
 
     def info_dict(self) -> dict[str, str | bool]:
         """INFO as written: key -> raw value text, flags -> True (split per ALT if decomposed)."""
-        result: dict[str, str | bool] = {}
-        if self.info in (".", ""):
-            return result
-        for item in self.info.split(";"):
-            if not item:
-                continue
-            key, sep, value = item.partition("=")
-            result[key] = value if sep else True
+        result = parse_info(self.info)
         if self.alt_count > 1:
             self._split_per_alt(result)
         return result

@@ -10,6 +10,7 @@ from engine.deposit.converters.builder import (
     AnnotationBuilder,
     build_annotation_builder,
     parse_deposit_config,
+    targets_by_source,
 )
 from engine.deposit.converters.schema import validate_annotation
 from engine.deposit.converters.vep import CONSEQUENCE_SEVERITY, worst_consequence
@@ -22,6 +23,7 @@ __all__ = [
     "AnnotationValueError",
     "build_annotation_builder",
     "parse_deposit_config",
+    "targets_by_source",
     "validate_annotation",
     "worst_consequence",
 ]

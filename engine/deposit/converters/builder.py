@@ -164,6 +164,20 @@ def parse_deposit_config(config: Mapping[str, Any], file: str | None = None) -> 
     return plans
 
 
+def targets_by_source(config: Mapping[str, Any], file: str | None = None) -> dict[str, tuple[str, ...]]:
+    """Which document targets (dot paths, config order) each INFO ``source`` field feeds.
+
+    Needs no VCF: it tells which parts of a document a set of INFO fields can produce (say, what a
+    re-annotation bundle owns). Raises :class:`AnnotationConfigError` like the builder.
+    """
+    targets: dict[str, list[str]] = {}
+    for plan in parse_deposit_config(config, file):
+        feeds = targets.setdefault(plan.converter.source, [])
+        if plan.target not in feeds:
+            feeds.append(plan.target)
+    return {source: tuple(paths) for source, paths in targets.items()}
+
+
 def _place(document: dict[str, Any], plan: ElementPlan, value: Any) -> None:
     node = document
     for key in plan.parents:
@@ -275,6 +289,9 @@ def build_annotation_builder(
             check(document)
         return document
 
+    # The INFO keys this builder reads: a reader can skip building the INFO dict of a line in
+    # which none of them occurs (the builder would return None for it anyway).
+    build.sources = sources  # type: ignore[attr-defined]
     return build
 
 
