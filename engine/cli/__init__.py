@@ -5,6 +5,7 @@ dependencies lazily so ``annostream --help`` stays fast.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -38,13 +39,7 @@ COMMAND_MODULES = (
 
 def _register() -> None:
     for module_name in COMMAND_MODULES:
-        try:
-            module = __import__(module_name, fromlist=["register"])
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
