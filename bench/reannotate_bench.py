@@ -3,7 +3,8 @@
     .venv/bin/python bench/reannotate_bench.py [--alleles 1000000] [--workers 2] [--db-url postgresql://...]
 
 Setup (not timed): the alleles of bench/data/query.vcf.gz (topped up with synthetic SNVs) are
-COPYed into ``allele`` with an old annotation document each; a bundle is built from
+COPYed into ``allele`` with an old annotation document each (with a bundle-owned value, so
+every document changes); a bundle is built from
 bench/data/source.vcf.gz (fields AF, AC, AN, GENE, CLNSIG) and activated; an annotation config
 maps those fields into the document. Then ``annostream worker`` processes (embedded broker) are
 started and given time to join their consumer group, and ``annostream reannotate`` is timed
@@ -56,6 +57,9 @@ ANNOTATION_CONFIG = {
     ]}}],
     "view": [],
 }
+# Every old document holds a value the bundle owns (replaced or withdrawn: the worst case, every
+# allele gets a new row) and one it does not (kept).
+OLD_DOCUMENT = {"release": "old", "external": {"BENCH": {"clnsig": "old"}}}
 STEP_LINE = re.compile(r"batch \d+: re-annotated (\d+) alleles .*\((export [\d.]+s.*)\)$")
 
 
@@ -89,8 +93,8 @@ def load_alleles(url: str, n: int) -> None:
         buffer = io.StringIO("".join(allele_rows(n)))
         cursor.copy_expert(f"COPY allele ({columns}) FROM STDIN", buffer)
         cursor.execute("INSERT INTO annotation (allele_id, annotations, schema_version, date_created, "
-                       "bundle_version) SELECT id, '{\"release\": \"old\"}'::jsonb, 1, now(), 'old' "
-                       "FROM allele")
+                       "bundle_version) SELECT id, %s::jsonb, 1, now(), 'old' "
+                       "FROM allele", (json.dumps(OLD_DOCUMENT),))
         cursor.execute("ANALYZE allele")
         cursor.execute("ANALYZE annotation")
         raw.commit()

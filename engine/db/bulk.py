@@ -64,14 +64,15 @@ class BulkLoader:
             return self._copy(table, columns, rows)
         return self._executemany(table, columns, rows)
 
-    def load_text(self, table: str, columns: Sequence[str], text: str) -> int:
-        """PostgreSQL: append rows given as COPY text (tab-separated, ``\\N`` for NULL, one per line)."""
+    def load_text(self, table: str, columns: Sequence[str], text: str | bytes) -> int:
+        """PostgreSQL: append rows given as COPY text (tab-separated, ``\\N`` for NULL, one per line;
+        bytes are UTF-8)."""
         if not text:
             return 0
+        stream = io.BytesIO(text) if isinstance(text, bytes) else io.StringIO(text)
         cursor = self._raw_cursor()
         try:
-            cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO(text),
-                               size=1 << 20)
+            cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", stream, size=1 << 20)
             return int(cursor.rowcount)
         finally:
             cursor.close()

@@ -57,9 +57,9 @@ class VariantColumns:
 def to_records(columns: VariantColumns) -> list[VariantRecord]:
     """The same variants as ``VariantRecord``s (for writers without a columnar path, and tests)."""
     n = columns.size
-    constant = {"caller_type": columns.caller_type, "genome_reference": columns.genome_reference}
     alleles = [
-        AlleleRecord(*fields, **constant)
+        AlleleRecord(**dict(zip(_ALLELE_FIELDS, fields, strict=True)), caller_type=columns.caller_type,
+                     genome_reference=columns.genome_reference)
         for fields in zip(*(getattr(columns, name).to_pylist() for name in _ALLELE_FIELDS), strict=True)
     ]
     per_sample = []

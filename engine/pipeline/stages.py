@@ -20,6 +20,7 @@ from engine.db.models import Analysis, ImportJob, JobStatus
 from engine.db.session import session_scope
 from engine.deposit.analysis_folder import load_analysis_folder
 from engine.deposit.annotation_config import active_annotation_config
+from engine.deposit.columns import VariantColumns
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.genepanel import require_genepanel
 from engine.deposit.ped import resolve_samples
@@ -43,6 +44,7 @@ from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
 from engine.pipeline.annotation import Annotator, EngineAnnotator
+from engine.vcf.fastpath import iter_variant_blocks
 from engine.vcf.header import read_header
 from engine.vcf.reader import iter_variant_batches
 
@@ -155,7 +157,7 @@ class Pipeline:
         require_genepanel(session, spec.genepanel_name, spec.genepanel_version, file=str(spec.folder))
         config_id, config = active_annotation_config(session)
         samples: dict[str, SampleRecord] = {}
-        streams: list[Iterator[list[VariantRecord]]] = []
+        streams: list[Iterator[list[VariantRecord] | VariantColumns]] = []
         for original, used in vcfs:
             header = read_header(used.path)
             # Messages about samples name the user's VCF, not the stage's normalised copy.
@@ -163,7 +165,7 @@ class Pipeline:
             for sample in vcf_samples:
                 samples.setdefault(sample.identifier, sample)
             builder = build_annotation_builder(config, header.infos)
-            streams.append(iter_variant_batches(used, vcf_samples, annotation_builder=builder))
+            streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
         return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
                               properties=properties, annotation_config_id=config_id,

@@ -75,10 +75,10 @@ class _GenotypeTable:
     @classmethod
     def build(cls) -> _GenotypeTable:
         texts = ["0", "1", "."] + [f"{a}{sep}{b}" for a, b in product("01.", repeat=2) for sep in "/|"]
-        genotypes = [parse_gt(text) for text in texts]
+        genotypes = [gt for text in texts if (gt := parse_gt(text)) is not None]
         return cls(
             texts=pa.array(texts),
-            carries=np.array([1 in gt for gt in genotypes]),  # type: ignore[operator]
+            carries=np.array([1 in gt for gt in genotypes]),
             types=np.array(["No coverage" if gt in NO_CALL else GENOTYPE_TYPES[gt] for gt in genotypes],
                            dtype=object),
             multiallelic=np.array([gt in MULTIALLELIC_GENOTYPES for gt in genotypes]),
@@ -276,9 +276,9 @@ class _BlockParser:
         values["carried"] = np.zeros(group.num_rows, dtype=bool)
         values["carried"][np.flatnonzero(ok)] = carried & good
         # Values are kept for the rows that passed the column-count check; expand to the group.
-        index = np.full(group.num_rows, -1, dtype=np.int64)
-        index[np.flatnonzero(ok)] = np.arange(len(rows))
-        values = {k: (v if k == "carried" else _Expanded(v, index)) for k, v in values.items()}
+        position = np.full(group.num_rows, -1, dtype=np.int64)
+        position[np.flatnonzero(ok)] = np.arange(len(rows))
+        values = {k: (v if k == "carried" else _Expanded(v, position)) for k, v in values.items()}
         return full, values
 
     def _columns(self, site: pa.Table, values: dict[str, Any]) -> VariantColumns:
@@ -345,8 +345,8 @@ class _BlockParser:
         try:
             text = chunk.decode("utf-8")
         except UnicodeDecodeError as error:
-            line = before + chunk[: error.start].count(b"\n") + 1
-            raise InputError("VCF is not valid UTF-8 text", file=self.file, line=line,
+            broken = before + chunk[: error.start].count(b"\n") + 1
+            raise InputError("VCF is not valid UTF-8 text", file=self.file, line=broken,
                              expected="UTF-8 text") from None
         parser = self.parser
         done: list[VariantRecord] = []
