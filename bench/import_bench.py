@@ -67,6 +67,21 @@ def get_json(url: str, **params: str) -> dict | None:  # type: ignore[type-arg]
     return response.json() if response.status_code == 200 else None
 
 
+def warm_up(api: str, incoming: Path) -> None:
+    """Import one small analysis first: a running lab's worker has long joined its consumer
+    group, so the first join (several seconds on the embedded broker) is not what we measure."""
+    demo = ROOT / "engine" / "demo" / "analyses" / "Demo-Single"
+    staging = incoming.parent / ".warm-up"
+    shutil.copytree(demo, staging)
+    config = staging / "Demo-Single.analysis"
+    config.write_text(config.read_text().replace('"Demo-Single"', '"Warm-Up"'))
+    staging.rename(incoming / "Warm-Up")
+    (incoming / "Warm-Up" / "READY").touch()
+    seconds = wait(lambda: (get_json(f"{api}/api/v1/analyses", name="Warm-Up") or {}).get("total") == 1,
+                   120, "the warm-up analysis")
+    print(f"warm-up analysis imported in {seconds:.1f} s (includes the worker's first group join)")
+
+
 def wait(condition, timeout_s: float, what: str, interval: float = 0.05) -> float:  # type: ignore[no-untyped-def]
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
@@ -194,6 +209,7 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
         wait(lambda: get_json(f"{api}/api/v1/analyses") is not None, 90, "the API")
         subprocess.run([sys.executable, "-m", "engine", "deposit", "genepanel", "--folder", str(PANEL)],
                        env=env, check=True, capture_output=True)
+        warm_up(api, incoming)
         worker = find_worker(process.pid)
         memory = PeakMemory(worker)
         memory.start()

@@ -102,7 +102,8 @@ def current_document(url: str, site: tuple[int, str]) -> dict[str, object]:
     with session_scope(url) as session:
         return session.scalar(
             sa.select(Annotation.annotations).join(Allele, Allele.id == Annotation.allele_id)
-            .where(Allele.vcf_pos == site[0], Allele.vcf_alt == site[1], Annotation.date_superceeded.is_(None)))
+            .where(Allele.vcf_pos == site[0], Allele.vcf_alt == site[1],
+                   Annotation.date_superceeded.is_(None)))
 
 
 def history_length(url: str, site: tuple[int, str]) -> int:
@@ -128,7 +129,8 @@ def test_release_keeps_transcripts_and_drops_withdrawn_values(settings: Settings
 
     released = current_document(url, PATHOGENIC)
     assert released == {"transcripts": transcripts, "frequencies": {"MYDB": {"freq": {"G": 90.0001}}}}
-    assert current_document(url, BENIGN) == {"transcripts": benign_transcripts, "clinvar": {"CLNSIG": "Benign"},
+    assert current_document(url, BENIGN) == {"transcripts": benign_transcripts,
+                                            "clinvar": {"CLNSIG": "Benign"},
                                             "frequencies": {"MYDB": {"freq": {"G": 90.002}}}}
     assert history_length(url, PATHOGENIC) == 2
 

@@ -758,8 +758,9 @@ class _AnnotationVersioner:
         one new row, and once chose a 50k x 50k nested loop over an unindexed scratch table).
         """
         loader = self.loader
-        staged, low, high = loader.execute(
-            f"SELECT COUNT(*), MIN(allele_id), MAX(allele_id) FROM {STAGE_ANNOTATION}").one()
+        extent: tuple[Any, ...] = tuple(loader.execute(
+            f"SELECT COUNT(*), MIN(allele_id), MAX(allele_id) FROM {STAGE_ANNOTATION}").one())
+        staged, low, high = extent
         if not staged:
             return AnnotationWriteResult()
         bounds = {"now": now, "low": low, "high": high}
