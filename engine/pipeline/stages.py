@@ -164,7 +164,9 @@ class Pipeline:
             vcf_samples = resolve_samples(original.path, header.samples, used.ped, used.technology)
             for sample in vcf_samples:
                 samples.setdefault(sample.identifier, sample)
-            builder = build_annotation_builder(config, header.infos)
+            # Documents are checked against ELLA's JSON schemas: a bad one fails the import with
+            # the path that is wrong instead of reaching the UI.
+            builder = build_annotation_builder(config, header.infos, validate=True)
             streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
         return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),

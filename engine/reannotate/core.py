@@ -165,11 +165,15 @@ def current_documents(session: Session, selection: AlleleSelection) -> dict[int,
     if selection.id_to is not None:
         condition += " AND c.allele_id <= :id_to"
     connection = session.connection()
+    postgres = connection.dialect.name == "postgresql"
     # As text, parsed by orjson: several times faster than the driver's json.loads per row.
-    document = "c.annotations::text" if connection.dialect.name == "postgresql" else "c.annotations"
+    document = "c.annotations::text" if postgres else "c.annotations"
+    # Locked until commit: an import changing one of these documents meanwhile waits, instead of
+    # having its change overwritten by a merge with the document read here.
+    lock = " FOR NO KEY UPDATE OF c" if postgres else ""
     rows = connection.execute(sa.text(
         f"SELECT c.allele_id, {document} FROM annotation c JOIN allele a ON a.id = c.allele_id "
-        f"WHERE c.date_superceeded IS NULL AND {condition}"), params)
+        f"WHERE c.date_superceeded IS NULL AND {condition}{lock}"), params)
     return {allele_id: orjson.loads(text) for allele_id, text in rows}
 
 
