@@ -310,3 +310,13 @@ def test_delete_analysis_keeps_shared_alleles(url: str) -> None:
         assert count(session, Allele) == 1 and count(session, Annotation) == 1
         remaining = session.scalars(sa.select(Sample.id)).all()
         assert set(session.scalars(sa.select(GenotypeSampleData.sample_id)).all()) <= set(remaining)
+
+
+def test_a_variant_repeated_in_another_chunk_is_rejected(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per-chunk checks cannot see it; the unique constraint does not either (NULL secondallele_id).
+    monkeypatch.setattr(writer, "CHUNK_SIZE", 2)
+    variants = [trio_variant(snv(100 + i), line=i + 1) for i in range(4)] + [trio_variant(snv(100), line=5)]
+    with pytest.raises(InputError, match="1:100 A>T occurs more than once"), session_scope(url) as session:
+        write_analysis(session, spec("Dup"), TRIO, [variants[:2], variants[2:4], variants[4:]])
+    with session_scope(url) as session:
+        assert count(session, Analysis) == 0 and count(session, Genotype) == 0

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.db.bulk import PG_NULL, BulkLoader
-from engine.db.models import Analysis, Annotation, Genepanel, Sample, utcnow
+from engine.db.models import Allele, Analysis, Annotation, Genepanel, Genotype, Sample, utcnow
 from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.records import (
     AlleleRecord,
@@ -123,8 +123,29 @@ def write_analysis(session: Session, spec: AnalysisSpec, samples: list[SampleRec
     with _collector_paused(), _prefetched(encoded) as chunks:
         for chunk in chunks:
             writer.write_chunk(chunk, result)
+    _reject_duplicate_genotypes(session, spec, probands)
     writer.finish(result)
     return result
+
+
+def _reject_duplicate_genotypes(session: Session, spec: AnalysisSpec, probands: list[int]) -> None:
+    """The per-chunk checks cannot see a variant repeated in two chunks; one query can.
+
+    (The unique constraint does not catch it either: ``secondallele_id`` is NULL for most rows.)
+    """
+    duplicate = session.execute(
+        sa.select(Allele.chromosome, Allele.vcf_pos, Allele.vcf_ref, Allele.vcf_alt)
+        .join(Genotype, Genotype.allele_id == Allele.id)
+        .where(Genotype.sample_id.in_(probands))
+        .group_by(Genotype.sample_id, Genotype.allele_id, Genotype.secondallele_id, Allele.chromosome,
+                  Allele.vcf_pos, Allele.vcf_ref, Allele.vcf_alt)
+        .having(sa.func.count() > 1)
+        .limit(1)
+    ).first()
+    if duplicate is not None:
+        chromosome, pos, ref, alt = duplicate
+        raise InputError(f"variant {chromosome}:{pos} {ref}>{alt} occurs more than once",
+                         file=str(spec.folder), expected="each variant once per VCF")
 
 
 def write_annotations(session: Session, items: Iterable[tuple[AlleleRecord | int, dict[str, Any]]], *,
