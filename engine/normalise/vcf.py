@@ -27,6 +27,7 @@ from engine.errors import InputError
 from engine.normalise.align import Reference, normalise_alleles
 from engine.normalise.decompose import STAR, split_record, star_to_ref
 from engine.normalise.header import HeaderInfo, prepare_header
+from engine.vcf.header import parse_pos
 
 MAX_REPORTED_MISMATCHES = 20
 
@@ -167,7 +168,7 @@ class _Normaliser:
             if line.count("\t") != tabs:
                 raise self._columns_error(number, line)
             parts = line.split("\t", 5)
-            pos = self._pos(number, parts[1])
+            pos = parse_pos(parts[1], file=str(self.src), line=number)
             result.records_in += 1
             ref, alt = parts[3], parts[4]
             if len(ref) == 1 and len(alt) == 1 and alt != STAR:
@@ -219,15 +220,6 @@ class _Normaliser:
             self.result.left_aligned += 1
         else:
             self.result.trimmed += 1
-
-    def _pos(self, number: int, raw: str) -> int:
-        try:
-            pos = int(raw)
-        except ValueError:
-            raise self._error(number, f"POS {raw!r} is not a number", "a positive integer POS") from None
-        if pos < 1:
-            raise self._error(number, f"POS {pos} is not positive", "a positive integer POS")
-        return pos
 
     def _check_ref(self, number: int, chrom: str, pos: int, ref: str) -> None:
         reference = self.reference

@@ -222,3 +222,16 @@ def read_header(path: Path) -> VcfHeader:
         header = parse_header(path, numbered_lines(path, handle))
     check_with_htslib(header)
     return header
+
+
+def parse_pos(raw: str, *, file: str, line: int) -> int:
+    """A record's POS column as a positive integer, or an InputError at its line."""
+    try:
+        pos = int(raw)
+    except ValueError:
+        raise InputError(f"POS {raw!r} is not a number", file=file, line=line,
+                         expected="a positive integer POS") from None
+    if pos < 1:
+        raise InputError(f"POS {pos} is not positive", file=file, line=line,
+                         expected="a positive integer POS")
+    return pos

@@ -30,6 +30,7 @@ from engine.vcf.header import (
     numbered_lines,
     open_text,
     parse_header,
+    parse_pos,
     read_header,
 )
 from engine.vcf.records import FormatLayout, Genotype, SiteRecord, parse_gt, relative_to_alt
@@ -150,15 +151,6 @@ class _RecordParser:
             raise self._error(number, "empty CHROM", "a chromosome name")
         return fields
 
-    def _pos(self, number: int, raw: str) -> int:
-        try:
-            pos = int(raw)
-        except ValueError:
-            raise self._error(number, f"POS {raw!r} is not a number", "a positive integer POS") from None
-        if pos < 1:
-            raise self._error(number, f"POS {pos} is not positive", "a positive integer POS")
-        return pos
-
     def _bases(self, number: int, value: str, column: str) -> None:
         if column == "ALT" and (value in SYMBOLIC_CHANGE_TYPES or value in _NOT_AN_ALLELE):
             return
@@ -183,7 +175,7 @@ class _RecordParser:
         if not line:
             return []
         fields = self._split(number, line)
-        pos = self._pos(number, fields[1])
+        pos = parse_pos(fields[1], file=self.file, line=number)
         ref, alt_field, info = fields[3], fields[4], fields[7]
         self._bases(number, ref, "REF")
         layout = self._layout(number, fields[8])
