@@ -87,7 +87,11 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     stages = pipeline_stages(settings, pipeline)
     # Declared up front with our partition count and configs (e.g. the compacted status topic),
     # rather than left to broker auto-creation.
-    ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)],
+    from engine.reannotate.events import ReleaseTopics
+
+    # The release topics include the ones only produced to (annotation.changed).
+    release_topics = ReleaseTopics.from_settings(settings).all()
+    ensure_topics(bootstrap, sorted({*topics.all(), *release_topics, *(stage.topic for stage in stages)}),
                   partitions=settings.topic_partitions,
                   replication_factor=settings.topic_replication_factor)
     rebalance = settings.kafka_rebalance_timeout_s

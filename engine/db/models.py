@@ -323,6 +323,8 @@ class AnnotationBundle(Base):
     date_added: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     active: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     date_activated: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    # Set by 'bundle remove': the folder is gone, the record stays (annotations name the version).
+    date_removed: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class ReannotationRun(Base):
@@ -341,6 +343,10 @@ class ReannotationRun(Base):
     total_batches: Mapped[int] = mapped_column(sa.Integer, default=0)
     total_alleles: Mapped[int] = mapped_column(sa.Integer, default=0)
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    # "all": every selected allele (id-range batches); "incremental": only the alleles listed in
+    # reannotation_target (what the difference between the bundles touches).
+    mode: Mapped[str] = mapped_column(sa.String, default="all", server_default="all")
+    plan: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # why each allele was selected
 
 
 class ReannotationBatch(Base):
@@ -362,3 +368,33 @@ class ReannotationBatch(Base):
     n_unchanged: Mapped[int | None] = mapped_column(sa.Integer)
     message: Mapped[str | None] = mapped_column(sa.Text)
     date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class ReannotationTarget(Base):
+    """An allele an incremental run re-annotates (its batches cover ranges of these ids)."""
+
+    __tablename__ = "reannotation_target"
+
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("reannotation_run.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    allele_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+
+
+class ReannotationChange(Base):
+    """One owned target of one allele whose value a run changed (the change report).
+
+    Linked to analyses through the allele (genotype -> sample -> analysis) when read, so an
+    analysis imported later that has the allele is reported too. No foreign key to ``allele``:
+    the ELLA tables may live in another schema (ELLA database mode)."""
+
+    __tablename__ = "reannotation_change"
+    __table_args__ = (sa.Index("ix_reannotation_change_run_allele", "run_id", "allele_id"),
+                      sa.Index("ix_reannotation_change_run_batch", "run_id", "batch_index"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("reannotation_run.id", ondelete="CASCADE"))
+    batch_index: Mapped[int] = mapped_column(sa.Integer)
+    allele_id: Mapped[int] = mapped_column(sa.Integer)
+    target: Mapped[str] = mapped_column(sa.String)
+    old_value: Mapped[Any | None] = mapped_column(JSONType)
+    new_value: Mapped[Any | None] = mapped_column(JSONType)

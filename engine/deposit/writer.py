@@ -150,14 +150,18 @@ def _reject_duplicate_genotypes(session: Session, spec: AnalysisSpec, probands: 
 
 def write_annotations(session: Session, items: Iterable[tuple[AlleleRecord | int, dict[str, Any]]], *,
                       annotation_config_id: int | None = None,
-                      bundle_version: str | None = None) -> AnnotationWriteResult:
+                      bundle_version: str | None = None,
+                      yield_to_concurrent: bool = False) -> AnnotationWriteResult:
     """Make each document the current annotation of its allele (ELLA's versioning).
 
     An identical current document is reused; a different one is superseded and linked as
     ``previous_annotation_id``. Alleles given as records are created if not stored yet.
+    ``yield_to_concurrent`` (re-annotation): where another transaction (an import) created the
+    current annotation of an allele that had none after this one looked, keep that one instead of
+    failing on the one-current-row index (PostgreSQL; the import's document is the newer one).
     """
     loader = BulkLoader(session)
-    versioner = _AnnotationVersioner(loader, annotation_config_id, bundle_version)
+    versioner = _AnnotationVersioner(loader, annotation_config_id, bundle_version, yield_to_concurrent)
     total = AnnotationWriteResult()
     for chunk in _chunks([items], CHUNK_SIZE):
         by_id = [(item, doc) for item, doc in chunk if isinstance(item, int)]
@@ -735,9 +739,11 @@ class _AnnotationVersioner:
     """Applies staged (allele_id, document) pairs with ELLA's one-current-row versioning."""
 
     def __init__(self, loader: BulkLoader, annotation_config_id: int | None,
-                 bundle_version: str | None) -> None:
+                 bundle_version: str | None, yield_to_concurrent: bool = False) -> None:
         self.loader = loader
         self.params = {"cfg": annotation_config_id, "bundle": bundle_version}
+        self.on_conflict = (" ON CONFLICT (allele_id) WHERE date_superceeded IS NULL DO NOTHING"
+                            if yield_to_concurrent else "")
 
     def stage_new(self) -> None:
         json_type = self.loader.json_type
@@ -801,7 +807,7 @@ class _AnnotationVersioner:
             f"SELECT s.allele_id, s.annotation, 1, :now, old.id, :cfg, :bundle FROM {STAGE_ANNOTATION} s "
             f"LEFT JOIN {STAGE_SUPERSEDED} old ON old.allele_id = s.allele_id "
             "WHERE NOT EXISTS (SELECT 1 FROM annotation c WHERE c.allele_id = s.allele_id "
-            "AND c.date_superceeded IS NULL AND c.allele_id BETWEEN :low AND :high)",
+            f"AND c.date_superceeded IS NULL AND c.allele_id BETWEEN :low AND :high){self.on_conflict}",
             {**bounds, **self.params},
         ).rowcount
         return AnnotationWriteResult(created=created, superseded=superseded, unchanged=staged - created)

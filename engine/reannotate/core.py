@@ -37,7 +37,7 @@ from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.writer import AnnotationWriteResult, write_annotations
 from engine.errors import InputError
-from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets
+from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets, owned_values
 from engine.vcf.header import read_header
 
 # Records carry a flag as INFO: the annotator's fast path appends to INFO, while an empty INFO
@@ -51,11 +51,13 @@ VCF_HEADER = ("##fileformat=VCFv4.2\n"
 
 @dataclass(frozen=True)
 class AlleleSelection:
-    """Which stored alleles: an inclusive id range, optionally only those of named analyses."""
+    """Which stored alleles: an inclusive id range, optionally only those of named analyses, and
+    for an incremental run (``run_pk``) only the alleles it listed in ``reannotation_target``."""
 
     id_from: int | None = None
     id_to: int | None = None
     analyses: tuple[str, ...] | None = None
+    run_pk: int | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """SQL condition on ``allele`` (aliased ``a``) and its parameters."""
@@ -77,6 +79,12 @@ class AlleleSelection:
                 f"JOIN analysis n ON n.id = s.analysis_id WHERE n.name IN ({in_list}) "
                 "AND g.secondallele_id IS NOT NULL)")
             params.update(names)
+        if self.run_pk is not None:
+            bounds = "".join(f" AND t.allele_id {op} :{name}" for op, name in
+                             ((">=", "id_from"), ("<=", "id_to")) if name in params)
+            clauses.append("a.id IN (SELECT t.allele_id FROM reannotation_target t "
+                           f"WHERE t.run_id = :run_pk{bounds})")
+            params["run_pk"] = self.run_pk
         return " AND ".join(clauses), params
 
 
@@ -86,6 +94,9 @@ class ReannotateResult:
     n_alleles: int = 0
     n_with_values: int = 0  # alleles the bundle had something for
     annotations: AnnotationWriteResult = field(default_factory=AnnotationWriteResult)
+    # The change report: (allele id, target path, old value, new value) per owned target whose
+    # value changed (None: absent).
+    changes: list[tuple[int, str, Any, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # export, annotate, read, convert, write
 
 
@@ -133,12 +144,20 @@ def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSe
         # Batches are bounded (the CLI cuts runs into id ranges), so the documents fit in memory
         # and converting and writing can be timed apart.
         with _timed(result, "convert"):
-            documents = [(allele_id, merge_document(current.pop(allele_id, None), counter.seen(builder(info)),
-                                                    owned))
-                         for allele_id, info in iter_annotated_infos(annotated)]
+            documents = []
+            for allele_id, info in iter_annotated_infos(annotated):
+                document = current.pop(allele_id, None)
+                before = owned_values(document, owned) if document else {}
+                merged = merge_document(document, counter.seen(builder(info)), owned)
+                after = owned_values(merged, owned)
+                if before != after:
+                    result.changes.extend((allele_id, target, before.get(target), after.get(target))
+                                          for target in sorted(before.keys() | after.keys())
+                                          if before.get(target) != after.get(target))
+                documents.append((allele_id, merged))
         with _timed(result, "write"):
             result.annotations = write_annotations(session, documents, annotation_config_id=config_id,
-                                                   bundle_version=bundle.version)
+                                                   bundle_version=bundle.version, yield_to_concurrent=True)
         result.n_with_values = counter.with_values
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -251,9 +270,10 @@ class _timed:
 
 
 def id_ranges(session: Session, analyses: Sequence[str] | None,
-              batch_size: int) -> list[tuple[int, int, int]]:
+              batch_size: int, run_pk: int | None = None) -> list[tuple[int, int, int]]:
     """Cut the selected alleles into (id_from, id_to, count) ranges of at most ``batch_size``."""
-    condition, params = AlleleSelection(analyses=tuple(analyses) if analyses is not None else None).where()
+    condition, params = AlleleSelection(analyses=tuple(analyses) if analyses is not None else None,
+                                        run_pk=run_pk).where()
     rows = session.execute(sa.text(
         f"SELECT MIN(id), MAX(id), COUNT(*) FROM (SELECT a.id, (ROW_NUMBER() OVER (ORDER BY a.id) - 1) "
         f"/ :size AS bucket FROM allele a WHERE {condition}) numbered GROUP BY bucket ORDER BY bucket"),

@@ -21,19 +21,27 @@ from engine.folders import utc_now
 
 REANALYSIS_REQUESTED = "reanalysis.requested"
 REANNOTATION_BATCH = "reannotation.batch"
+ANNOTATION_CHANGED = "annotation.changed"
+BUNDLE_ACTIVATED = "bundle.activated"
+# Namespace of the deterministic ids of annotation.changed events: a replayed batch republishes
+# the same event ids, so readers can drop duplicates.
+_CHANGED_NAMESPACE = uuid.UUID("6f1d9a52-5b7e-4d0e-9a39-1c0b6a7e2d11")
 
 
 @dataclass(frozen=True, slots=True)
 class ReleaseTopics:
     reanalysis: str
     reannotation: str
+    changed: str
+    bundle_activated: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReleaseTopics:
-        return cls(settings.topic(REANALYSIS_REQUESTED), settings.topic(REANNOTATION_BATCH))
+        return cls(settings.topic(REANALYSIS_REQUESTED), settings.topic(REANNOTATION_BATCH),
+                   settings.topic(ANNOTATION_CHANGED), settings.topic(BUNDLE_ACTIVATED))
 
-    def all(self) -> tuple[str, str]:
-        return (self.reanalysis, self.reannotation)
+    def all(self) -> tuple[str, ...]:
+        return (self.reanalysis, self.reannotation, self.changed, self.bundle_activated)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,8 +82,52 @@ class ReannotationBatchEvent:
         return f"{self.run_id}:{self.batch_index}"
 
 
-ReleaseEvent = ReanalysisRequested | ReannotationBatchEvent
-E = TypeVar("E", ReanalysisRequested, ReannotationBatchEvent)
+@dataclass(frozen=True, kw_only=True)
+class AnnotationChanged:
+    """An allele whose bundle-owned annotation a release changed (key: the allele id)."""
+
+    SCHEMA: ClassVar[str] = ANNOTATION_CHANGED
+    VERSION: ClassVar[int] = 1
+
+    event_id: str
+    time: str = field(default_factory=utc_now)
+    producer: str
+    run_id: str
+    bundle: str
+    allele_id: int
+    allele: dict[str, Any]  # chromosome, vcf_pos, vcf_ref, vcf_alt
+    analyses: list[str]
+    changes: list[dict[str, Any]]  # {"target": "a.b", "old": ..., "new": ...}
+
+    @staticmethod
+    def event_id_for(run_id: str, allele_id: int) -> str:
+        return str(uuid.uuid5(_CHANGED_NAMESPACE, f"{run_id}:{allele_id}"))
+
+    @property
+    def key(self) -> str:
+        return str(self.allele_id)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BundleActivated:
+    """A bundle became the active one; drives the IGV tracks stage (key: the bundle version)."""
+
+    SCHEMA: ClassVar[str] = BUNDLE_ACTIVATED
+    VERSION: ClassVar[int] = 1
+
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    time: str = field(default_factory=utc_now)
+    producer: str
+    bundle: str
+    previous: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.bundle
+
+
+ReleaseEvent = ReanalysisRequested | ReannotationBatchEvent | AnnotationChanged | BundleActivated
+E = TypeVar("E", ReanalysisRequested, ReannotationBatchEvent, AnnotationChanged, BundleActivated)
 
 
 def encode_release(event: ReleaseEvent) -> bytes:

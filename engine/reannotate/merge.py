@@ -10,6 +10,7 @@ while parts the bundle cannot produce (say VEP ``transcripts`` from the analysis
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -47,6 +48,20 @@ def merge_document(current: dict[str, Any] | None, produced: Mapping[str, Any] |
     if produced:
         _deep_merge(document, produced)
     return document
+
+
+def owned_values(document: Mapping[str, Any], owned: Iterable[TargetPath]) -> dict[str, Any]:
+    """{"a.b.c": value} of the owned targets present in ``document`` (copied: merging mutates)."""
+    values: dict[str, Any] = {}
+    for path in owned:
+        node: Any = document
+        for key in path:
+            if not isinstance(node, Mapping) or key not in node:
+                break
+            node = node[key]
+        else:
+            values[".".join(path)] = copy.deepcopy(node) if isinstance(node, dict | list) else node
+    return values
 
 
 def _remove(document: dict[str, Any], path: TargetPath) -> None:

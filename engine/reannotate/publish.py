@@ -18,7 +18,14 @@ from engine.errors import InputError
 from engine.kafka import EventProducer, ensure_topics, require_bootstrap
 from engine.reannotate.core import resolve_bundle
 from engine.reannotate.events import ReanalysisRequested, ReleaseTopics, encode_release
-from engine.reannotate.runs import DEFAULT_BATCH_SIZE, RunProgress, plan_run, run_progress
+from engine.reannotate.runs import (
+    DEFAULT_BATCH_SIZE,
+    RunProgress,
+    find_run,
+    missing_batches,
+    plan_run,
+    run_progress,
+)
 
 
 def check_reanalysis(session: Session, analysis: str, bundle: str | None) -> str:
@@ -42,15 +49,35 @@ def request_reanalysis(settings: Settings, analysis: str, bundle: str | None, *,
 
 
 def start_reannotation(settings: Settings, *, bundle: str | None, analyses: Sequence[str] | None,
-                       batch_size: int = DEFAULT_BATCH_SIZE, producer: str) -> RunProgress:
-    """Plan a run (committed before anything is published) and publish its batches."""
+                       batch_size: int = DEFAULT_BATCH_SIZE, producer: str,
+                       full: bool = False) -> RunProgress | None:
+    """Plan a run (committed before anything is published) and publish its batches; ``None``
+    when an incremental release has nothing to re-annotate (nothing is written)."""
     with session_scope(settings.database_url) as session:
         run, events = plan_run(session, bundle=bundle, analyses=analyses, batch_size=batch_size,
-                               producer=producer)
+                               producer=producer, full=full)
+        if run is None:
+            return None
         progress = run_progress(session, run)
     topic = ReleaseTopics.from_settings(settings).reannotation
     publish_messages(settings, [(topic, event.key, encode_release(event)) for event in events])
     return progress
+
+
+def resume_reannotation(settings: Settings, run: str, *, producer: str) -> tuple[RunProgress, int]:
+    """Republish the batches of ``run`` that are not DONE (failed ones go back to PENDING);
+    returns the progress and how many batches were republished."""
+    with session_scope(settings.database_url) as session:
+        found = find_run(session, run)
+        if found is None:
+            raise InputError(f"no reannotation run {run!r}",
+                             expected="an id or run id from GET /api/v1/reannotations")
+        events = missing_batches(session, found, producer=producer)
+        progress = run_progress(session, found)
+    topic = ReleaseTopics.from_settings(settings).reannotation
+    if events:
+        publish_messages(settings, [(topic, event.key, encode_release(event)) for event in events])
+    return progress, len(events)
 
 
 def publish_messages(settings: Settings, messages: list[tuple[str, str, bytes]]) -> None:

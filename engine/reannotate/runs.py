@@ -18,11 +18,13 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import Analysis, ReannotationBatch, ReannotationRun
 from engine.errors import InputError
-from engine.reannotate.core import id_ranges, resolve_bundle
+from engine.reannotate.core import AlleleSelection, id_ranges, resolve_bundle
 from engine.reannotate.events import ReannotationBatchEvent
+from engine.reannotate.select import ReleasePlan, plan_release, write_targets
 
 DEFAULT_BATCH_SIZE = 50_000
 PENDING, DONE, FAILED = "PENDING", "DONE", "FAILED"
+FULL, INCREMENTAL = "all", "incremental"  # reannotation_run.mode
 
 
 @dataclass(frozen=True)
@@ -53,21 +55,44 @@ class RunProgress:
         return "FAILED" if self.failed_batches else "DONE"
 
 
-def plan_run(session: Session, *, bundle: str | None, analyses: Sequence[str] | None,
-             batch_size: int = DEFAULT_BATCH_SIZE,
-             producer: str = "annostream") -> tuple[ReannotationRun, list[ReannotationBatchEvent]]:
-    """Record a run and its batches (the caller commits, then publishes the returned events)."""
-    if batch_size < 1:
-        raise InputError(f"batch size {batch_size}", expected="a positive number of alleles per batch")
-    version = resolve_bundle(session, bundle).version
+def preview_run(session: Session, *, bundle: str | None,
+                analyses: Sequence[str] | None) -> ReleasePlan:
+    """What an incremental run would re-annotate, per source bundle and dataset (writes nothing)."""
+    info = resolve_bundle(session, bundle)
     names = sorted(set(analyses)) if analyses else None
     if names:
         _require_analyses(session, names)
-    ranges = id_ranges(session, names, batch_size)
+    return plan_release(session, info, AlleleSelection(analyses=tuple(names) if names else None))
+
+
+def plan_run(session: Session, *, bundle: str | None, analyses: Sequence[str] | None,
+             batch_size: int = DEFAULT_BATCH_SIZE, producer: str = "annostream",
+             full: bool = False) -> tuple[ReannotationRun | None, list[ReannotationBatchEvent]]:
+    """Record a run and its batches (the caller commits, then publishes the returned events).
+
+    Incremental (the default): only the alleles the difference to their current bundle touches
+    (:mod:`engine.reannotate.select`); with nothing to do no run is recorded (``None``).
+    ``full``: every selected allele."""
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size}", expected="a positive number of alleles per batch")
+    info = resolve_bundle(session, bundle)
+    version = info.version
+    names = sorted(set(analyses)) if analyses else None
+    if names:
+        _require_analyses(session, names)
+    selection = AlleleSelection(analyses=tuple(names) if names else None)
+    plan = None if full else plan_release(session, info, selection)
+    if plan is not None and plan.selected == 0:
+        return None, []
     run = ReannotationRun(run_id=str(uuid.uuid4()), bundle_version=version, analyses=names,
-                          total_batches=len(ranges), total_alleles=sum(count for *_, count in ranges))
+                          mode=FULL if full else INCREMENTAL,
+                          plan=plan.as_dict() if plan is not None else None)
     session.add(run)
     session.flush()
+    if plan is not None:
+        write_targets(session, plan, selection, run.id)
+    ranges = id_ranges(session, names, batch_size, run_pk=None if full else run.id)
+    run.total_batches, run.total_alleles = len(ranges), sum(count for *_, count in ranges)
     session.add_all(ReannotationBatch(run_id=run.id, batch_index=index, id_from=low, id_to=high,
                                       status=PENDING, attempts=0)
                     for index, (low, high, _count) in enumerate(ranges))
@@ -122,3 +147,21 @@ def list_runs(session: Session, *, limit: int = 100, offset: int = 0) -> tuple[i
     rows = session.scalars(sa.select(ReannotationRun).order_by(ReannotationRun.id.desc())
                            .limit(limit).offset(offset)).all()
     return int(total), [run_progress(session, row) for row in rows]
+
+
+def missing_batches(session: Session, run: ReannotationRun, *,
+                    producer: str = "annostream") -> list[ReannotationBatchEvent]:
+    """The events of the run's batches that are not DONE; FAILED ones are set back to PENDING
+    (the caller commits, then publishes). A DONE batch is never redone: the worker skips it."""
+    batches = session.scalars(
+        sa.select(ReannotationBatch)
+        .where(ReannotationBatch.run_id == run.id, ReannotationBatch.status != DONE)
+        .order_by(ReannotationBatch.batch_index).with_for_update()).all()
+    for batch in batches:
+        if batch.status == FAILED:
+            batch.status, batch.message = PENDING, f"resumed after: {batch.message}"
+    session.flush()
+    return [ReannotationBatchEvent(producer=producer, run_id=run.run_id, batch_index=batch.batch_index,
+                                   bundle=run.bundle_version, id_from=batch.id_from, id_to=batch.id_to,
+                                   analyses=run.analyses)
+            for batch in batches]

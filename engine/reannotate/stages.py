@@ -28,13 +28,15 @@ from engine.events import EventRejected, default_producer, encode, failed_event
 from engine.jobs import get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
 from engine.pipeline.stages import Outgoing, is_transient
+from engine.reannotate.changes import changed_events, record_changes
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.events import (
     ReanalysisRequested,
     ReannotationBatchEvent,
+    ReleaseTopics,
     decode_release,
 )
-from engine.reannotate.runs import DONE, FAILED
+from engine.reannotate.runs import DONE, FAILED, INCREMENTAL
 
 log = logging.getLogger("annostream.reannotate")
 E = TypeVar("E", ReanalysisRequested, ReannotationBatchEvent)
@@ -50,6 +52,7 @@ class ReleaseStages:
         self.failed_topic = Topics.from_settings(settings).failed
         self.producer = default_producer("worker")
         self.work_dir = settings.work_dir / "reannotate"
+        self.release_topics = ReleaseTopics.from_settings(settings)
 
     # --- reanalysis ---------------------------------------------------------------------------
 
@@ -107,43 +110,53 @@ class ReleaseStages:
 
     def _reannotate(self, event: ReannotationBatchEvent) -> list[Outgoing]:
         with session_scope(self.db_url) as session:
-            batch = self._lock_batch(session, event)
+            batch, run = self._lock_batch(session, event)
             if batch.status == DONE:
+                # Committed before, but its annotation.changed events may not have been published
+                # (a crash between commit and publish): publish them again, same event ids.
                 metrics.REANNOTATION_BATCHES.labels(outcome="skipped").inc()
-                return []
+                return changed_events(session, run, batch.batch_index, self.release_topics.changed,
+                                      self.producer)
             batch.attempts += 1
             selection = AlleleSelection(event.id_from, event.id_to,
-                                        tuple(event.analyses) if event.analyses is not None else None)
+                                        tuple(event.analyses) if event.analyses is not None else None,
+                                        run_pk=run.id if run.mode == INCREMENTAL else None)
             try:
                 # A savepoint: bad input rolls back this batch's writes but keeps its FAILED status.
                 with session.begin_nested():
                     bundle = resolve_bundle(session, event.bundle)
                     result = reannotate_alleles(session, bundle, selection, work_dir=self.work_dir)
+                    record_changes(session, run.id, batch.batch_index, result.changes)
             except InputError as error:
                 _finish(batch, FAILED, message=str(error))
                 metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
                 log.warning("reannotation %s batch %d failed: %s", event.run_id, event.batch_index, error)
                 return [self._dead_letter(event, REANNOTATE_STAGE, error)]
             _finish(batch, DONE, result=result)
+            outgoing = changed_events(session, run, batch.batch_index, self.release_topics.changed,
+                                      self.producer)
         metrics.REANNOTATION_BATCHES.labels(outcome="done").inc()
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
         log.info("reannotation %s batch %d: %s (%s)", event.run_id, event.batch_index, _summary(result),
                  ", ".join(f"{step} {seconds:.2f}s" for step, seconds in result.seconds.items()))
-        return []
+        return outgoing
 
-    def _lock_batch(self, session: Session, event: ReannotationBatchEvent) -> ReannotationBatch:
-        batch = session.scalar(
-            sa.select(ReannotationBatch).join(ReannotationRun, ReannotationRun.id == ReannotationBatch.run_id)
+    def _lock_batch(self, session: Session,
+                    event: ReannotationBatchEvent) -> tuple[ReannotationBatch, ReannotationRun]:
+        row = session.execute(
+            sa.select(ReannotationBatch, ReannotationRun)
+            .join(ReannotationRun, ReannotationRun.id == ReannotationBatch.run_id)
             .where(ReannotationRun.run_id == event.run_id, ReannotationBatch.batch_index == event.batch_index)
-            .with_for_update(of=ReannotationBatch))
-        if batch is None:
+            .with_for_update(of=ReannotationBatch)).first()
+        if row is None:
             raise InputError(f"reannotation run {event.run_id} has no batch {event.batch_index}",
                              expected="a batch planned by 'annostream reannotate'")
+        batch, run = row
         if (batch.id_from, batch.id_to) != (event.id_from, event.id_to):
             raise InputError(f"batch {event.batch_index} of run {event.run_id} covers allele ids "
                              f"{event.id_from}-{event.id_to}, the run planned {batch.id_from}-{batch.id_to}",
                              expected="the event as 'annostream reannotate' published it")
-        return batch
+        return batch, run
 
     # --- shared -------------------------------------------------------------------------------
 

@@ -1,0 +1,266 @@
+"""Which stored alleles an incremental release re-annotates (``reannotate`` without ``--all``).
+
+The selected alleles are grouped by where their current annotation came from: the bundle
+(``annotation.bundle_version``) and the annotation config (``annotation_config_id``). Per group:
+
+* already from the new bundle with the active config: skipped;
+* from no bundle, from a bundle that is no longer on disk, from another annotation config, or
+  from a bundle with another vcfanno config: every allele of the group (full re-annotation);
+* otherwise the bundles are compared (:mod:`engine.reannotate.diff`): unchanged datasets are
+  skipped, and of the changed ones only the alleles their record-level difference touches are
+  taken - the exact (contig, POS, REF, ALT) key for variant sources, overlap for interval sources.
+
+Alleles without a current annotation are always taken. The chosen ids go to
+``reannotation_target`` for the run; its batches are id ranges over them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from engine.annotate.textscan import hash_strings
+from engine.bundles import CONFIG_FILE, BundleInfo, list_bundles
+from engine.db.bulk import BulkLoader
+from engine.deposit.annotation_config import active_annotation_config
+from engine.reannotate.core import AlleleSelection
+from engine.reannotate.diff import BlockDiff, diff_bundles
+
+TOUCHED = "reannotate_touched"
+
+
+@dataclass
+class GroupPlan:
+    """One group of alleles (same source bundle and annotation config) and what is done with it."""
+
+    bundle_version: str | None
+    annotation_config_id: int | None
+    alleles: int
+    action: str  # "skip" | "full" | "incremental"
+    reason: str
+    selected: int = 0
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"from_bundle": self.bundle_version, "annotation_config_id": self.annotation_config_id,
+                "alleles": self.alleles, "action": self.action, "reason": self.reason,
+                "selected": self.selected, "datasets": self.datasets}
+
+
+@dataclass
+class ReleasePlan:
+    bundle: str
+    groups: list[GroupPlan]
+    unannotated: int  # selected alleles without a current annotation (always re-annotated)
+    touched: set[int] = field(default_factory=set)  # ids from the "incremental" groups
+
+    @property
+    def selected(self) -> int:
+        return self.unannotated + sum(group.selected for group in self.groups)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "selected": self.selected, "unannotated": self.unannotated,
+                "groups": [group.as_dict() for group in self.groups]}
+
+    def describe(self) -> list[str]:
+        """Human-readable lines, per source bundle and dataset (``reannotate --dry-run``)."""
+        lines = [f"bundle {self.bundle}: {self.selected} allele(s) to re-annotate"]
+        if self.unannotated:
+            lines.append(f"  {self.unannotated} allele(s) without a current annotation: all")
+        for group in self.groups:
+            origin = group.bundle_version or "(no bundle)"
+            lines.append(f"  {group.alleles} allele(s) annotated by {origin} "
+                         f"(annotation config {group.annotation_config_id}): {group.action}, "
+                         f"{group.selected} selected - {group.reason}")
+            for dataset in group.datasets:
+                versions = f"{dataset['old_version']} -> {dataset['new_version']}"
+                lines.append(f"    dataset {dataset['name']} ({versions}): {dataset['status']}")
+                for block in dataset["blocks"]:
+                    lines.append(f"      {block['file']}: {block['added']} added, "
+                                 f"{block['removed']} removed, {block['changed']} changed records; "
+                                 f"{block['alleles']} stored allele(s) touched")
+        return lines
+
+
+def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelection) -> ReleasePlan:
+    """Decide which alleles to re-annotate (writes nothing; ``write_targets`` records them)."""
+    config_id, _config = active_annotation_config(session)
+    bundles = {info.version: info for info in list_bundles(session)}
+    loader = BulkLoader(session)
+    condition, params = selection.where()
+    plan = ReleasePlan(bundle.version, [], 0)
+    for version, group_config, count in _groups(session, selection):
+        group = GroupPlan(version, group_config, int(count), "full", "")
+        plan.groups.append(group)
+        old = bundles.get(version) if version is not None else None
+        if version == bundle.version and group_config == config_id:
+            group.action, group.reason = "skip", "already annotated by this bundle"
+            continue
+        if version is None:
+            group.reason = "annotated by no bundle"
+        elif old is None or not (old.path / CONFIG_FILE).is_file():
+            group.reason = f"bundle {version} is no longer on disk"
+        elif group_config != config_id:
+            group.reason = "annotated with another annotation config"
+        else:
+            difference = diff_bundles(old, bundle)
+            group.datasets = [dataset.summary() for dataset in difference.datasets]
+            if not difference.comparable:
+                group.reason = difference.reason or "the bundles cannot be compared"
+            else:
+                group.action = "incremental"
+                changed = [d.name for d in difference.datasets if d.status != "unchanged"]
+                group.reason = (f"changed datasets: {', '.join(changed)}" if changed
+                                else "no dataset changed")
+                touched: set[int] = set()
+                blocks = iter(difference.changed_blocks)
+                for dataset in group.datasets:
+                    for summary in dataset["blocks"]:
+                        block = next(blocks)
+                        ids = _touched(loader, block, version, group_config, condition, params)
+                        summary["alleles"] = len(ids)
+                        touched |= ids
+                group.selected = len(touched)
+                plan.touched |= touched
+                continue
+        group.selected = group.alleles
+    total = int(loader.execute(f"SELECT COUNT(*) FROM allele a WHERE {condition}", params).scalar_one())
+    plan.unannotated = total - sum(group.alleles for group in plan.groups)
+    return plan
+
+
+def write_targets(session: Session, plan: ReleasePlan, selection: AlleleSelection, run_pk: int) -> None:
+    """Record the planned alleles of run ``run_pk`` in ``reannotation_target``."""
+    loader = BulkLoader(session)
+    condition, params = selection.where()
+    params = {**params, "run_pk": run_pk}
+    if plan.touched:
+        loader.load("reannotation_target", ("run_id", "allele_id"),
+                    ((run_pk, allele_id) for allele_id in sorted(plan.touched)))
+    for group in plan.groups:
+        if group.action != "full":
+            continue
+        group_condition, group_params = _group_condition(group.bundle_version, group.annotation_config_id)
+        loader.execute(
+            "INSERT INTO reannotation_target (run_id, allele_id) SELECT :run_pk, c.allele_id "
+            "FROM annotation c JOIN allele a ON a.id = c.allele_id WHERE c.date_superceeded IS NULL "
+            f"AND {group_condition} AND {condition}", {**params, **group_params})
+    if plan.unannotated:
+        loader.execute(
+            "INSERT INTO reannotation_target (run_id, allele_id) SELECT :run_pk, a.id FROM allele a "
+            f"WHERE {condition} AND NOT EXISTS (SELECT 1 FROM annotation c WHERE c.allele_id = a.id "
+            "AND c.date_superceeded IS NULL)", params)
+
+
+def _groups(session: Session, selection: AlleleSelection) -> list[tuple[str | None, int | None, int]]:
+    condition, params = selection.where()
+    # Without an analysis or range filter the allele table need not be read at all.
+    source = ("annotation c" if condition == "TRUE"
+              else "annotation c JOIN allele a ON a.id = c.allele_id")
+    rows = session.execute(sa.text(
+        f"SELECT c.bundle_version, c.annotation_config_id, COUNT(*) FROM {source} "
+        f"WHERE c.date_superceeded IS NULL AND {condition} GROUP BY 1, 2 ORDER BY 3 DESC"), params)
+    return [(version, config, int(count)) for version, config, count in rows]
+
+
+def _group_condition(version: str | None, config_id: int | None) -> tuple[str, dict[str, Any]]:
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    if version is None:
+        parts.append("c.bundle_version IS NULL")
+    else:
+        parts.append("c.bundle_version = :group_bundle")
+        params["group_bundle"] = version
+    if config_id is None:
+        parts.append("c.annotation_config_id IS NULL")
+    else:
+        parts.append("c.annotation_config_id = :group_config")
+        params["group_config"] = config_id
+    return " AND ".join(parts), params
+
+
+def _toggle_chr(name: str) -> str:
+    return name[3:] if name.startswith("chr") else f"chr{name}"
+
+
+def _touched(loader: BulkLoader, block: BlockDiff, version: str | None, config_id: int | None,
+             condition: str, params: dict[str, Any]) -> set[int]:
+    """Ids of the group's alleles the block's difference touches."""
+    if not block.touched:
+        return set()
+    group_condition, group_params = _group_condition(version, config_id)
+    # The stored contig name may differ from the source's by a 'chr' prefix (the annotator maps
+    # chr1 <-> 1 when the source lacks the stored name).
+    names: dict[str, str] = {}
+    for chrom in block.touched:
+        names[chrom] = chrom
+        names.setdefault(_toggle_chr(chrom), chrom)
+    if block.kind == "variant":
+        return _touched_variants(loader, block, names, f"{group_condition} AND {condition}",
+                                 {**params, **group_params})
+    return _touched_intervals(loader, block, names, f"{group_condition} AND {condition}",
+                              {**params, **group_params})
+
+
+def _touched_variants(loader: BulkLoader, block: BlockDiff, names: dict[str, str], condition: str,
+                      params: dict[str, Any]) -> set[int]:
+    wanted: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for chrom, (positions, keys) in block.touched.items():
+        for position, key in zip(positions.tolist(), keys.tolist(), strict=True):
+            wanted[(chrom, position)].add(key)
+    loader.create_scratch_table(TOUCHED, "chrom TEXT, pos INTEGER")
+    loader.load(TOUCHED, ("chrom", "pos"),
+                ((alias, position) for alias, chrom in names.items()
+                 for position in np.unique(block.touched[chrom][0]).tolist()))
+    loader.analyze(TOUCHED)
+    rows: Sequence[Any] = loader.execute(
+        "SELECT a.id, a.chromosome, a.vcf_pos, a.vcf_ref, a.vcf_alt FROM allele a "
+        f"JOIN {TOUCHED} t ON a.chromosome = t.chrom AND a.vcf_pos = t.pos "
+        "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
+        f"WHERE {condition}", params).tuples().all()
+    loader.drop_scratch_table(TOUCHED)
+    if not rows:
+        return set()
+    hashes = hash_strings([f"{ref}\t{alt}".encode() for _id, _chrom, _pos, ref, alt in rows]).tolist()
+    return {allele_id for (allele_id, chrom, position, _ref, _alt), key in zip(rows, hashes, strict=True)
+            if key in wanted.get((names[chrom], position), ())}
+
+
+def _touched_intervals(loader: BulkLoader, block: BlockDiff, names: dict[str, str], condition: str,
+                       params: dict[str, Any]) -> set[int]:
+    aliases = {f"chrom_{i}": alias for i, alias in enumerate(names)}
+    rows: Sequence[Any] = loader.execute(
+        "SELECT a.id, a.chromosome, a.vcf_pos, LENGTH(a.vcf_ref) FROM allele a "
+        "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
+        f"WHERE a.chromosome IN ({', '.join(':' + key for key in aliases)}) AND {condition}",
+        {**params, **aliases}).tuples().all()
+    merged = {chrom: _merge(starts, ends) for chrom, (starts, ends) in block.touched.items()}
+    touched: set[int] = set()
+    for allele_id, chrom, position, ref_length in rows:
+        starts, ends = merged[names[chrom]]
+        query_start, query_end = position - 1, position - 1 + ref_length  # the annotator's extent
+        k = int(np.searchsorted(starts, query_end, "left")) - 1
+        if k >= 0 and ends[k] > query_start:
+            touched.add(allele_id)
+    return touched
+
+
+def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, disjoint ranges covering the given ones (so one binary search finds an overlap)."""
+    order = np.argsort(starts, kind="stable")
+    merged_starts: list[int] = []
+    merged_ends: list[int] = []
+    for start, end in zip(starts[order].tolist(), ends[order].tolist(), strict=True):
+        if merged_ends and start <= merged_ends[-1]:
+            merged_ends[-1] = max(merged_ends[-1], end)
+        else:
+            merged_starts.append(start)
+            merged_ends.append(end)
+    return np.array(merged_starts, dtype=np.int64), np.array(merged_ends, dtype=np.int64)
+
