@@ -151,7 +151,8 @@ def _reject_duplicate_genotypes(session: Session, spec: AnalysisSpec, probands: 
 def write_annotations(session: Session, items: Iterable[tuple[AlleleRecord | int, dict[str, Any]]], *,
                       annotation_config_id: int | None = None,
                       bundle_version: str | None = None,
-                      yield_to_concurrent: bool = False) -> AnnotationWriteResult:
+                      yield_to_concurrent: bool = False,
+                      stamp_unchanged: bool = False) -> AnnotationWriteResult:
     """Make each document the current annotation of its allele (ELLA's versioning).
 
     An identical current document is reused; a different one is superseded and linked as
@@ -159,9 +160,13 @@ def write_annotations(session: Session, items: Iterable[tuple[AlleleRecord | int
     ``yield_to_concurrent`` (re-annotation): where another transaction (an import) created the
     current annotation of an allele that had none after this one looked, keep that one instead of
     failing on the one-current-row index (PostgreSQL; the import's document is the newer one).
+    ``stamp_unchanged`` (re-annotation): a kept identical document is stamped with
+    ``bundle_version`` and ``annotation_config_id`` too, as that bundle now vouches for it (the
+    next release is compared against the bundle a document's stamp names).
     """
     loader = BulkLoader(session)
-    versioner = _AnnotationVersioner(loader, annotation_config_id, bundle_version, yield_to_concurrent)
+    versioner = _AnnotationVersioner(loader, annotation_config_id, bundle_version, yield_to_concurrent,
+                                     stamp_unchanged)
     total = AnnotationWriteResult()
     for chunk in _chunks([items], CHUNK_SIZE):
         by_id = [(item, doc) for item, doc in chunk if isinstance(item, int)]
@@ -739,8 +744,10 @@ class _AnnotationVersioner:
     """Applies staged (allele_id, document) pairs with ELLA's one-current-row versioning."""
 
     def __init__(self, loader: BulkLoader, annotation_config_id: int | None,
-                 bundle_version: str | None, yield_to_concurrent: bool = False) -> None:
+                 bundle_version: str | None, yield_to_concurrent: bool = False,
+                 stamp_unchanged: bool = False) -> None:
         self.loader = loader
+        self.stamp_unchanged = stamp_unchanged
         self.params = {"cfg": annotation_config_id, "bundle": bundle_version}
         self.on_conflict = (" ON CONFLICT (allele_id) WHERE date_superceeded IS NULL DO NOTHING"
                             if yield_to_concurrent else "")
@@ -810,6 +817,12 @@ class _AnnotationVersioner:
             f"AND c.date_superceeded IS NULL AND c.allele_id BETWEEN :low AND :high){self.on_conflict}",
             {**bounds, **self.params},
         ).rowcount
+        if self.stamp_unchanged:
+            loader.execute(
+                f"UPDATE annotation a SET bundle_version = :bundle, annotation_config_id = :cfg "
+                f"FROM {STAGE_ANNOTATION} s WHERE a.allele_id = s.allele_id AND a.date_superceeded IS NULL "
+                "AND a.allele_id BETWEEN :low AND :high AND (a.bundle_version IS DISTINCT FROM :bundle "
+                "OR a.annotation_config_id IS DISTINCT FROM :cfg)", {**bounds, **self.params})
         return AnnotationWriteResult(created=created, superseded=superseded, unchanged=staged - created)
 
     def _apply_in_python(self, now: dt.datetime) -> AnnotationWriteResult:
@@ -821,10 +834,13 @@ class _AnnotationVersioner:
         result = AnnotationWriteResult()
         superseded: list[dict[str, Any]] = []
         created: list[dict[str, Any]] = []
+        stamped: list[dict[str, Any]] = []
         for allele_id, new_text, current_id, current_text in rows:
             new_doc = json.loads(new_text)
             if current_id is not None and json.loads(current_text) == new_doc:
                 result.unchanged += 1
+                if self.stamp_unchanged:
+                    stamped.append({"b_id": current_id})
                 continue
             if current_id is not None:
                 superseded.append({"b_id": current_id, "b_now": now})
@@ -840,6 +856,13 @@ class _AnnotationVersioner:
             )
         if created:
             self.loader.connection.execute(sa.insert(Annotation), created)
+        if stamped:
+            self.loader.connection.execute(
+                sa.update(Annotation).where(Annotation.id == sa.bindparam("b_id"))
+                .values(bundle_version=self.params["bundle"], annotation_config_id=self.params["cfg"])
+                .execution_options(synchronize_session=False),
+                stamped,
+            )
         result.superseded = len(superseded)
         result.created = len(created)
         return result

@@ -157,7 +157,8 @@ def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSe
                 documents.append((allele_id, merged))
         with _timed(result, "write"):
             result.annotations = write_annotations(session, documents, annotation_config_id=config_id,
-                                                   bundle_version=bundle.version, yield_to_concurrent=True)
+                                                   bundle_version=bundle.version, yield_to_concurrent=True,
+                                                   stamp_unchanged=True)
         result.n_with_values = counter.with_values
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
