@@ -8,9 +8,16 @@ side: one incrementally, one with every allele (``full``).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import os
 import random
+import re
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +27,10 @@ from typing import Any
 import pysam
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
+from api.app import create_app
+from engine.broker import EmbeddedBroker
 from engine.bundles import activate_bundle, add_bundle
 from engine.config import Settings, load_settings
 from engine.db.migrate import upgrade
@@ -30,7 +40,7 @@ from engine.deposit.annotation_config import store_annotation_config
 from engine.deposit.writer import write_annotations
 from engine.reannotate.changes import list_changes
 from engine.reannotate.events import encode_release
-from engine.reannotate.runs import find_run, plan_run, preview_run
+from engine.reannotate.runs import find_run, missing_batches, plan_run, preview_run, run_progress
 from engine.reannotate.stages import ReleaseStages
 from engine.vcf.alleles import allele_from_vcf
 
@@ -96,7 +106,8 @@ def next_release(rng: random.Random, records: list[Record]) -> list[Record]:
     return sorted(set(out))
 
 
-def make_bundle(folder: Path, version: str, records: list[Record], regions: list[tuple[int, int, str]]) -> Path:
+def make_bundle(folder: Path, version: str, records: list[Record],
+                regions: list[tuple[int, int, str]]) -> Path:
     data = folder / "data"
     data.mkdir(parents=True)
     vcf = data / "db.vcf"
@@ -152,7 +163,8 @@ def twin_urls(pg_server_url: str, tmp_path: Path) -> Iterator[tuple[str, str, Se
             ref = BASES[((pos - 10_000) // 10) % 4]
             alleles.append(allele_from_vcf("13", pos, ref, BASES[(BASES.index(ref) + 3) % 4]))
         unique = {allele.identity(): allele for allele in alleles}
-        write_annotations(session, [(allele, {"kept": "from the analysis VCF"}) for allele in unique.values()])
+        kept = {"kept": "from the analysis VCF"}
+        write_annotations(session, [(allele, dict(kept)) for allele in unique.values()])
     release(settings, urls[0], "r1", full=True)
     get_engine(urls[0]).dispose()
     get_engine.cache_clear()
@@ -263,3 +275,111 @@ def test_a_release_that_changes_nothing_writes_nothing(twin_urls: tuple[str, str
         assert session.scalar(sa.select(sa.func.count()).select_from(ReannotationRun)) == runs_before
         plan = preview_run(session, bundle="r1", analyses=None)
     assert plan.selected == 0 and [group.action for group in plan.groups] == ["skip"]
+
+
+def cli(settings: Settings, url: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DB_URL": url, "ANNOSTREAM_DATA_DIR": str(settings.data_dir),
+           "ANALYSES_INCOMING": str(settings.analyses_incoming), "ANALYSES_PATH": str(settings.analyses_path),
+           **extra}
+    if "KAFKA_BOOTSTRAP_SERVERS" not in extra:
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    return subprocess.run([sys.executable, "-m", "engine", *args], env=env, text=True, capture_output=True,
+                          timeout=120)
+
+
+def test_report_through_api_and_cli_dry_run_and_resume(twin_urls: tuple[str, str, Settings],
+                                                       broker: EmbeddedBroker) -> None:
+    url, _full_url, settings = twin_urls
+    dry = cli(settings, url, "reannotate", "--bundle", "r2", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "annotated by r1" in dry.stdout and "dataset db (r1 -> r2): changed" in dry.stdout
+    assert "dataset regions (1 -> 1): unchanged" in dry.stdout
+    assert re.search(r"data/db\.vcf\.gz: \d+ added, \d+ removed, \d+ changed records; \d+ stored", dry.stdout)
+    with session_scope(url) as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(ReannotationRun)) == 1  # r1 only
+
+    # A run whose first batch is done, second failed, the rest never delivered: --resume
+    # republishes exactly the missing ones.
+    with session_scope(url) as session:
+        run, events = plan_run(session, bundle="r2", analyses=None, batch_size=4)
+        assert run is not None and len(events) >= 3
+        run_id = run.run_id
+    stages = ReleaseStages(settings.model_copy(update={"db_url": url}))
+    stages.reannotate(encode_release(events[0]))
+    with session_scope(url) as session:
+        session.execute(sa.text("UPDATE reannotation_batch SET status = 'FAILED', message = 'worker lost' "
+                                "WHERE batch_index = 1 AND run_id = (SELECT id FROM reannotation_run "
+                                "WHERE run_id = :r)"), {"r": run_id})
+    prefix = f"r{uuid.uuid4().hex[:6]}."
+    resumed = cli(settings, url, "reannotate", "--resume", run_id, "--no-wait",
+                  KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, ANNOSTREAM_TOPIC_PREFIX=prefix)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"republished {len(events) - 1} of {len(events)} batches" in resumed.stdout
+    with session_scope(url) as session:
+        found = find_run(session, run_id)
+        assert found is not None
+        republished = missing_batches(session, found)
+        assert [event.batch_index for event in republished] == list(range(1, len(events)))
+    for event in republished:
+        stages.reannotate(encode_release(event))
+    with session_scope(url) as session:
+        found = find_run(session, run_id)
+        assert found is not None and run_progress(session, found).status == "DONE"
+        _total, rows = list_changes(session, found)
+        assert not missing_batches(session, found)
+    assert rows
+
+    # The report, filtered, through the API and the CLI.
+    client = TestClient(create_app(settings.model_copy(update={"db_url": url})))
+    page = client.get(f"/api/v1/reannotations/{run_id}/changes", params={"target": "clinvar", "per_page": 5})
+    assert page.status_code == 200, page.text
+    body = page.json()
+    clinvar_rows = [row for row in rows if row.target.startswith("clinvar")]
+    assert body["total"] == len(clinvar_rows) and len(body["items"]) == min(5, len(clinvar_rows))
+    assert body["items"][0] == clinvar_rows[0].as_dict()
+    unknown = client.get(f"/api/v1/reannotations/{run_id}/changes", params={"analysis": "nope"})
+    assert unknown.status_code == 404
+    assert client.get("/api/v1/reannotations/999999/changes").status_code == 404
+    as_csv = cli(settings, url, "release", "changes", run_id, "--format", "csv", "--target", "clinvar")
+    assert as_csv.returncode == 0, as_csv.stderr
+    parsed = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert len(parsed) == len(clinvar_rows)
+    assert parsed[0]["target"] == "clinvar.CLNSIG"
+    assert int(parsed[0]["allele_id"]) == clinvar_rows[0].allele_id
+    as_json = cli(settings, url, "release", "changes", run_id, "--format", "json")
+    assert json.loads(as_json.stdout)["total"] == len(rows)
+    table = cli(settings, url, "release", "changes", run_id)
+    assert table.stdout.strip().endswith(f"{len(rows)} change(s)")
+
+
+def test_an_import_racing_a_batch_on_the_same_allele_does_not_fail_it(
+        twin_urls: tuple[str, str, Settings]) -> None:
+    url, _full_url, settings = twin_urls
+    # An allele with no current annotation: the batch will create its first one.
+    with session_scope(url) as session:
+        allele_id = session.scalar(sa.text("SELECT MIN(allele_id) FROM annotation"))
+        session.execute(sa.text("UPDATE annotation SET date_superceeded = now() WHERE allele_id = :a "
+                                "AND date_superceeded IS NULL"), {"a": allele_id})
+        run, events = plan_run(session, bundle="r2", analyses=None, batch_size=100_000)
+        assert run is not None and len(events) == 1
+    # The "import" creates that allele's current annotation and holds its transaction open while
+    # the batch writes; then commits. The batch waits on the index entry, then keeps the import's.
+    importer = get_engine(url).connect()
+    transaction = importer.begin()
+    importer.execute(sa.text("INSERT INTO annotation (allele_id, annotations, schema_version, date_created) "
+                             "VALUES (:a, '{\"from\": \"import\"}', 1, now())"), {"a": allele_id})
+    stages = ReleaseStages(settings.model_copy(update={"db_url": url}))
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(stages.reannotate(encode_release(events[0]))))
+    worker.start()
+    time.sleep(2.0)
+    assert worker.is_alive()  # waiting for the import's uncommitted row
+    transaction.commit()
+    importer.close()
+    worker.join(60)
+    assert outcome and all(message.topic.endswith("annotation.changed") for message in outcome[0])
+    with session_scope(url) as session:
+        assert session.scalar(sa.text("SELECT status FROM reannotation_batch b JOIN reannotation_run r "
+                                      "ON r.id = b.run_id WHERE r.run_id = :r"), {"r": run.run_id}) == "DONE"
+        assert session.scalar(sa.text("SELECT annotations FROM annotation WHERE allele_id = :a "
+                                      "AND date_superceeded IS NULL"), {"a": allele_id}) == {"from": "import"}

@@ -20,6 +20,7 @@ from api.schemas import ApiModel, ErrorOut, Page
 from engine.db.models import Analysis, ImportJob
 from engine.errors import InputError
 from engine.kafka import BrokerUnavailable
+from engine.reannotate.changes import list_changes
 from engine.reannotate.core import resolve_bundle
 from engine.reannotate.events import ReanalysisRequested, ReleaseTopics, encode_release
 from engine.reannotate.publish import publish_messages
@@ -55,6 +56,19 @@ class ReannotationOut(ApiModel):
     unchanged: int
     date_created: dt.datetime
     failures: list[str]
+    mode: str  # "incremental" (what the release changed) or "all"
+
+
+class ChangeOut(ApiModel):
+    allele_id: int
+    chromosome: str
+    vcf_pos: int
+    vcf_ref: str
+    vcf_alt: str
+    target: str  # dotted path in the annotation document
+    old: Any  # null: absent before
+    new: Any  # null: withdrawn
+    analyses: list[str]  # every stored analysis that has the allele
 
 
 @router.post("/api/v1/reanalyses", status_code=202, response_model=ReanalysisAccepted,
@@ -112,3 +126,21 @@ def read_reannotation(session: SessionDep, run: str) -> ReannotationOut:
     if found is None:
         raise NotFoundError("reannotation run", run)
     return _out(run_progress(session, found))
+
+
+@router.get("/api/v1/reannotations/{run}/changes", response_model=Page[ChangeOut],
+            responses={404: {"model": ErrorOut}},
+            summary="The change report of a run: owned targets whose value changed, per allele")
+def read_reannotation_changes(session: SessionDep, run: str, page: PaginationDep,
+                              analysis: str | None = None, target: str | None = None) -> dict[str, Any]:
+    found = find_run(session, run)
+    if found is None:
+        raise NotFoundError("reannotation run", run)
+    unknown = analysis is not None and session.scalar(
+        sa.select(Analysis.id).where(Analysis.name == analysis)) is None
+    if unknown:
+        raise NotFoundError("analysis", repr(analysis))
+    total, rows = list_changes(session, found, analysis=analysis, target=target, limit=page.per_page,
+                               offset=page.offset)
+    return {"items": [row.as_dict() for row in rows], "total": total, "page": page.page,
+            "per_page": page.per_page}

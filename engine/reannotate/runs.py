@@ -43,6 +43,7 @@ class RunProgress:
     unchanged: int
     date_created: dt.datetime
     failures: list[str]  # "batch N: message" of failed batches
+    mode: str = FULL
 
     @property
     def finished(self) -> bool:
@@ -132,7 +133,7 @@ def run_progress(session: Session, run: ReannotationRun) -> RunProgress:
                        total_batches=run.total_batches, done_batches=done, failed_batches=failed,
                        total_alleles=run.total_alleles, alleles_done=alleles, created=created,
                        superseded=superseded, unchanged=unchanged, date_created=run.date_created,
-                       failures=failures)
+                       failures=failures, mode=run.mode)
 
 
 def find_run(session: Session, identifier: int | str) -> ReannotationRun | None:
