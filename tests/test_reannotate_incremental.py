@@ -38,8 +38,8 @@ from engine.db.models import Annotation, ReannotationRun
 from engine.db.session import get_engine, session_scope
 from engine.deposit.annotation_config import store_annotation_config
 from engine.deposit.writer import write_annotations
+from engine.events import encode
 from engine.reannotate.changes import list_changes
-from engine.reannotate.events import encode_release
 from engine.reannotate.runs import find_run, missing_batches, plan_run, preview_run, run_progress
 from engine.reannotate.stages import ReleaseStages
 from engine.vcf.alleles import allele_from_vcf
@@ -189,7 +189,7 @@ def release(settings: Settings, url: str, bundle: str, *, full: bool) -> str | N
         run_id = run.run_id if run is not None else None
     stages = ReleaseStages(settings.model_copy(update={"db_url": url}))
     for event in events:
-        stages.reannotate(encode_release(event))
+        stages.reannotate(encode(event))
     return run_id
 
 
@@ -305,7 +305,7 @@ def test_report_through_api_and_cli_dry_run_and_resume(twin_urls: tuple[str, str
         assert run is not None and len(events) >= 3
         run_id = run.run_id
     stages = ReleaseStages(settings.model_copy(update={"db_url": url}))
-    stages.reannotate(encode_release(events[0]))
+    stages.reannotate(encode(events[0]))
     with session_scope(url) as session:
         session.execute(sa.text("UPDATE reannotation_batch SET status = 'FAILED', message = 'worker lost' "
                                 "WHERE batch_index = 1 AND run_id = (SELECT id FROM reannotation_run "
@@ -321,7 +321,7 @@ def test_report_through_api_and_cli_dry_run_and_resume(twin_urls: tuple[str, str
         republished = missing_batches(session, found)
         assert [event.batch_index for event in republished] == list(range(1, len(events)))
     for event in republished:
-        stages.reannotate(encode_release(event))
+        stages.reannotate(encode(event))
     with session_scope(url) as session:
         found = find_run(session, run_id)
         assert found is not None and run_progress(session, found).status == "DONE"
@@ -370,7 +370,7 @@ def test_an_import_racing_a_batch_on_the_same_allele_does_not_fail_it(
                              "VALUES (:a, '{\"from\": \"import\"}', 1, now())"), {"a": allele_id})
     stages = ReleaseStages(settings.model_copy(update={"db_url": url}))
     outcome: list[Any] = []
-    worker = threading.Thread(target=lambda: outcome.append(stages.reannotate(encode_release(events[0]))))
+    worker = threading.Thread(target=lambda: outcome.append(stages.reannotate(encode(events[0]))))
     worker.start()
     time.sleep(2.0)
     assert worker.is_alive()  # waiting for the import's uncommitted row

@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 from engine.db.bulk import BulkLoader
 from engine.db.models import Allele, Analysis, ReannotationChange, ReannotationRun
 from engine.errors import InputError
+from engine.events import AnnotationChanged, encode
 from engine.pipeline.stages import Outgoing
-from engine.reannotate.events import AnnotationChanged, encode_release
 
 
 def record_changes(session: Session, run_pk: int, batch_index: int,
@@ -84,7 +84,7 @@ def changed_events(session: Session, run: ReannotationRun, batch_index: int, top
                     "vcf_alt": first.vcf_alt},
             analyses=analyses.get(allele_id, []),
             changes=[{"target": item.target, "old": item.old_value, "new": item.new_value} for item in items])
-        outgoing.append(Outgoing(topic, event.key, encode_release(event)))
+        outgoing.append(Outgoing(topic, event.key, encode(event)))
     return outgoing
 
 

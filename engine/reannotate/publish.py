@@ -15,9 +15,9 @@ from engine.config import Settings
 from engine.db.models import Analysis
 from engine.db.session import session_scope
 from engine.errors import InputError
+from engine.events import ReanalysisRequested, Topics, encode
 from engine.kafka import EventProducer, ensure_topics, require_bootstrap
 from engine.reannotate.core import resolve_bundle
-from engine.reannotate.events import ReanalysisRequested, ReleaseTopics, encode_release
 from engine.reannotate.runs import (
     DEFAULT_BATCH_SIZE,
     RunProgress,
@@ -43,8 +43,8 @@ def request_reanalysis(settings: Settings, analysis: str, bundle: str | None, *,
         version = check_reanalysis(session, analysis, bundle)
     event = ReanalysisRequested(producer=producer, analysis=analysis, bundle=version,
                                 requested_by=requested_by)
-    topic = ReleaseTopics.from_settings(settings).reanalysis
-    publish_messages(settings, [(topic, event.key, encode_release(event))])
+    topic = Topics.from_settings(settings).reanalysis
+    publish_messages(settings, [(topic, event.key, encode(event))])
     return event
 
 
@@ -59,8 +59,8 @@ def start_reannotation(settings: Settings, *, bundle: str | None, analyses: Sequ
         if run is None:
             return None
         progress = run_progress(session, run)
-    topic = ReleaseTopics.from_settings(settings).reannotation
-    publish_messages(settings, [(topic, event.key, encode_release(event)) for event in events])
+    topic = Topics.from_settings(settings).reannotation
+    publish_messages(settings, [(topic, event.key, encode(event)) for event in events])
     return progress
 
 
@@ -74,9 +74,9 @@ def resume_reannotation(settings: Settings, run: str, *, producer: str) -> tuple
                              expected="an id or run id from GET /api/v1/reannotations")
         events = missing_batches(session, found, producer=producer)
         progress = run_progress(session, found)
-    topic = ReleaseTopics.from_settings(settings).reannotation
+    topic = Topics.from_settings(settings).reannotation
     if events:
-        publish_messages(settings, [(topic, event.key, encode_release(event)) for event in events])
+        publish_messages(settings, [(topic, event.key, encode(event)) for event in events])
     return progress, len(events)
 
 

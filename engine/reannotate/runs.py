@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import Analysis, ReannotationBatch, ReannotationRun
 from engine.errors import InputError
+from engine.events import ReannotationBatchEvent
 from engine.reannotate.core import AlleleSelection, id_ranges, resolve_bundle
-from engine.reannotate.events import ReannotationBatchEvent
 from engine.reannotate.select import ReleasePlan, plan_release, write_targets
 
 DEFAULT_BATCH_SIZE = 50_000

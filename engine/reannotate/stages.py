@@ -24,18 +24,20 @@ from engine.config import Settings
 from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun, utcnow
 from engine.db.session import session_scope
 from engine.errors import InputError
-from engine.events import EventRejected, default_producer, encode, failed_event
+from engine.events import (
+    EventRejected,
+    ReanalysisRequested,
+    ReannotationBatchEvent,
+    Topics,
+    decode,
+    default_producer,
+    encode,
+    failed_event,
+)
 from engine.jobs import get_or_create_job, record_attempt, transition
-from engine.kafka import Topics
 from engine.pipeline.stages import Outgoing, is_transient
 from engine.reannotate.changes import changed_events, record_changes
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
-from engine.reannotate.events import (
-    ReanalysisRequested,
-    ReannotationBatchEvent,
-    ReleaseTopics,
-    decode_release,
-)
 from engine.reannotate.runs import DONE, FAILED, INCREMENTAL
 
 log = logging.getLogger("annostream.reannotate")
@@ -49,10 +51,10 @@ class ReleaseStages:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.db_url = settings.database_url
-        self.failed_topic = Topics.from_settings(settings).failed
+        self.topics = Topics.from_settings(settings)
+        self.failed_topic = self.topics.failed
         self.producer = default_producer("worker")
         self.work_dir = settings.work_dir / "reannotate"
-        self.release_topics = ReleaseTopics.from_settings(settings)
 
     # --- reanalysis ---------------------------------------------------------------------------
 
@@ -115,7 +117,7 @@ class ReleaseStages:
                 # Committed before, but its annotation.changed events may not have been published
                 # (a crash between commit and publish): publish them again, same event ids.
                 metrics.REANNOTATION_BATCHES.labels(outcome="skipped").inc()
-                return changed_events(session, run, batch.batch_index, self.release_topics.changed,
+                return changed_events(session, run, batch.batch_index, self.topics.changed,
                                       self.producer)
             batch.attempts += 1
             selection = AlleleSelection(event.id_from, event.id_to,
@@ -133,7 +135,7 @@ class ReleaseStages:
                 log.warning("reannotation %s batch %d failed: %s", event.run_id, event.batch_index, error)
                 return [self._dead_letter(event, REANNOTATE_STAGE, error)]
             _finish(batch, DONE, result=result)
-            outgoing = changed_events(session, run, batch.batch_index, self.release_topics.changed,
+            outgoing = changed_events(session, run, batch.batch_index, self.topics.changed,
                                       self.producer)
         metrics.REANNOTATION_BATCHES.labels(outcome="done").inc()
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
@@ -164,7 +166,7 @@ class ReleaseStages:
              body: Callable[[E], list[Outgoing]]) -> list[Outgoing]:
         with metrics.observe_stage(stage):
             try:
-                event = decode_release(raw, kind)
+                event = decode(raw, kind)
             except EventRejected as rejected:
                 metrics.STAGE_FAILURES.labels(stage=stage).inc()
                 log.warning("rejected %s event: %s", stage, rejected.reason)
@@ -184,9 +186,7 @@ class ReleaseStages:
 
     def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent, stage: str,
                      error: InputError) -> Outgoing:
-        from engine.reannotate.events import encode_release
-
-        raw = original if isinstance(original, bytes) else encode_release(original)
+        raw = original if isinstance(original, bytes) else encode(original)
         analysis = original.analysis if isinstance(original, ReanalysisRequested) else None
         dead = failed_event(raw, stage=stage, error=error, producer=self.producer, analysis=analysis)
         return Outgoing(self.failed_topic, dead.analysis or "", encode(dead))
