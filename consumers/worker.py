@@ -74,6 +74,7 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
         Stage(topics.annotated, "persist", pipeline.persist),
         Stage(topics.reanalysis, "reanalyse", releases.reanalyse),
         Stage(topics.reannotation, "reannotate", releases.reannotate),
+        Stage(topics.bundle_activated, "tracks", releases.tracks),
     ]
 
 

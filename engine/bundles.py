@@ -82,6 +82,7 @@ class BundleInfo:
     date_added: dt.datetime
     date_activated: dt.datetime | None
     datasets: dict[str, str]  # dataset name -> dataset version
+    date_removed: dt.datetime | None = None
 
     @property
     def config(self) -> Path:
@@ -93,7 +94,8 @@ class BundleInfo:
                     if isinstance(entry, dict)}
         return cls(version=row.version, path=Path(row.path), active=bool(row.active),
                    config_sha256=row.config_sha256, date_added=row.date_added,
-                   date_activated=row.date_activated, datasets=datasets)
+                   date_activated=row.date_activated, datasets=datasets,
+                   date_removed=row.date_removed)
 
 
 def bundles_root(data_dir: Path) -> Path:
@@ -124,6 +126,7 @@ def check_complete(spec: BundleSpec) -> None:
     """Every listed file exists, and every source the config uses is listed (and indexed)."""
     from engine.annotate.config import load_config
     from engine.annotate.index import check_source_file
+    from engine.tracks import bundle_tracks
 
     for relative in spec.files:
         if not (spec.folder / relative).is_file():
@@ -144,6 +147,7 @@ def check_complete(spec: BundleSpec) -> None:
             raise InputError(f"{block.label}: source is not listed in {MANIFEST_FILE}, so its checksum "
                              "cannot be verified", file=str(block.file),
                              expected=f"an entry under a dataset's 'files' in {spec.folder / MANIFEST_FILE}")
+    bundle_tracks(spec.folder)  # declared IGV tracks name one indexed file of their dataset
 
 
 def _read_version(path: Path) -> str:
@@ -355,3 +359,53 @@ def activate_bundle(session: Session, version: str) -> BundleInfo:
     session.flush()
     session.refresh(target)
     return BundleInfo.of(target)
+
+
+def deactivate_bundle(session: Session) -> BundleInfo | None:
+    """Make no bundle active (new analyses are normalised, not annotated); returns the one that was."""
+    row = session.scalar(sa.select(AnnotationBundle).where(AnnotationBundle.active.is_(True))
+                         .with_for_update())
+    if row is None:
+        return None
+    row.active = False
+    session.flush()
+    return BundleInfo.of(row)
+
+
+def remove_bundle(session: Session, version: str) -> BundleInfo:
+    """Delete an inactive bundle's folder; its database record stays (annotations name it).
+
+    Refused while it is active or a reannotation run that uses it still has batches to do. The
+    caller commits; the folder is deleted only after the checks, under the bundle row's lock.
+    """
+    from engine.db.models import ReannotationBatch, ReannotationRun
+
+    row = session.scalar(sa.select(AnnotationBundle).where(AnnotationBundle.version == version)
+                         .with_for_update())
+    if row is None:
+        known = sorted(session.scalars(sa.select(AnnotationBundle.version)))
+        raise InputError(f"no annotation bundle with version {version!r}",
+                         expected=f"one of {known}" if known
+                         else "a bundle added with 'annostream bundle add'")
+    if row.active:
+        raise InputError(f"bundle {version} is the active bundle",
+                         expected="activate another bundle (or 'annostream bundle deactivate') first")
+    running = session.scalars(
+        sa.select(ReannotationRun.run_id)
+        .join(ReannotationBatch, ReannotationBatch.run_id == ReannotationRun.id)
+        .where(ReannotationRun.bundle_version == version, ReannotationBatch.status == "PENDING")
+        .distinct()).all()
+    if running:
+        raise InputError(f"bundle {version} is used by reannotation run(s) still running: "
+                         f"{', '.join(running)}",
+                         expected="the runs to finish (GET /api/v1/reannotations) before removing the bundle")
+    folder = Path(row.path)
+    if folder.exists():
+        # Renamed first so no reader ever sees a half-deleted bundle: it is there or it is gone.
+        doomed = folder.with_name(f".removed-{folder.name}-{uuid.uuid4().hex[:8]}")
+        os.replace(folder, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    if row.date_removed is None:
+        row.date_removed = utcnow()
+    session.flush()
+    return BundleInfo.of(row)

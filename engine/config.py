@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     api_tokens: str = Field("", alias="ANNOSTREAM_API_TOKENS")
     api_tokens_file: Path | None = Field(None, alias="ANNOSTREAM_API_TOKENS_FILE")
     api_read_auth: bool = Field(False, alias="ANNOSTREAM_API_READ_AUTH")  # reads need a token too
+    # ELLA's IGV data folder (tracks/ and track_config.json); bundles' IGV tracks are put there.
+    igv_data: Path | None = Field(None, alias="IGV_DATA")
 
     @field_validator("log_level", mode="before")
     @classmethod

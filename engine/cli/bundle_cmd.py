@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import sqlalchemy as sa
 import typer
+
+if TYPE_CHECKING:
+    from engine.bundles import BundleInfo
+    from engine.config import Settings
 
 bundle_app = typer.Typer(help="Annotation data bundles (ANNOSTREAM_DATA_DIR/bundles, DB_URL).",
                          no_args_is_help=True)
@@ -52,7 +57,8 @@ def list_command() -> None:
     for bundle in bundles:
         datasets = ", ".join(f"{name} {version}" for name, version in bundle.datasets.items())
         added = bundle.date_added.strftime("%Y-%m-%d %H:%M")
-        typer.echo(f"{'*' if bundle.active else ' '} {bundle.version}\tadded {added}\t{datasets}")
+        removed = f"\tremoved {bundle.date_removed:%Y-%m-%d %H:%M}" if bundle.date_removed else ""
+        typer.echo(f"{'*' if bundle.active else ' '} {bundle.version}\tadded {added}\t{datasets}{removed}")
 
 
 @bundle_app.command("activate")
@@ -61,7 +67,45 @@ def activate_command(
 ) -> None:
     """Make VERSION the active bundle for new analyses (analyses in flight keep theirs).
     Rolling back is activating the previous version."""
-    from engine.bundles import activate_bundle
+    from engine.bundles import activate_bundle, active_bundle
+    from engine.config import get_settings
+    from engine.db import migrate
+    from engine.db.session import session_scope
+
+    url = get_settings().database_url
+    migrate.require_current(url)
+    settings = get_settings()
+    with session_scope(url) as session:
+        previous = active_bundle(session)
+        info = activate_bundle(session, version)
+    typer.echo(f"bundle {info.version} is active")
+    follow_tracks(settings, info, previous.version if previous else None)
+
+
+def follow_tracks(settings: Settings, info: BundleInfo, previous: str | None) -> None:
+    """Announce the activation (``bundle.activated``: the worker's tracks stage updates the IGV
+    tracks); without Kafka, update them here."""
+    from engine.events import BundleActivated, Topics, default_producer, encode
+    from engine.reannotate.publish import publish_messages
+    from engine.tracks import apply_tracks
+
+    if settings.kafka_bootstrap_servers:
+        event = BundleActivated(producer=default_producer("cli"), bundle=info.version, previous=previous)
+        topic = Topics.from_settings(settings).bundle_activated
+        publish_messages(settings, [(topic, event.key, encode(event))])
+        typer.echo(f"published bundle.activated: the worker updates the IGV tracks in "
+                   f"{settings.igv_data or '(IGV_DATA not set)'}")
+        return
+    result = apply_tracks(info, settings.igv_data)
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    typer.echo(result.summary())
+
+
+@bundle_app.command("deactivate")
+def deactivate_command() -> None:
+    """Make no bundle active: new analyses are normalised but not annotated until one is activated."""
+    from engine.bundles import deactivate_bundle
     from engine.config import get_settings
     from engine.db import migrate
     from engine.db.session import session_scope
@@ -69,8 +113,59 @@ def activate_command(
     url = get_settings().database_url
     migrate.require_current(url)
     with session_scope(url) as session:
-        info = activate_bundle(session, version)
-    typer.echo(f"bundle {info.version} is active")
+        info = deactivate_bundle(session)
+    typer.echo(f"bundle {info.version} deactivated: no bundle is active" if info else "no bundle was active")
+
+
+@bundle_app.command("remove")
+def remove_command(
+    version: Annotated[str, typer.Argument(help="Version of a stored, inactive bundle.")],
+) -> None:
+    """Delete a bundle's folder to free disk space; the database keeps its record. Refused while
+    it is active or a reannotation run still needs it."""
+    from engine.bundles import remove_bundle
+    from engine.config import get_settings
+    from engine.db import migrate
+    from engine.db.session import session_scope
+
+    url = get_settings().database_url
+    migrate.require_current(url)
+    with session_scope(url) as session:
+        info = remove_bundle(session, version)
+        still = session.scalar(sa.text("SELECT COUNT(*) FROM annotation WHERE date_superceeded IS NULL "
+                                       "AND bundle_version = :v"), {"v": version})
+    typer.echo(f"bundle {info.version} removed ({info.path}); its record stays")
+    if still:
+        typer.echo(f"note: {still} current annotation(s) still come from {version}: the next release "
+                   "re-annotates them in full (they cannot be compared with a removed bundle)")
+
+
+@bundle_app.command("diff")
+def diff_command(
+    old: Annotated[str, typer.Argument(help="Version of a stored bundle.")],
+    new: Annotated[str, typer.Argument(help="Version of another stored bundle.")],
+) -> None:
+    """What changed between two bundles: datasets by checksum, records added/removed/changed."""
+    from engine.config import get_settings
+    from engine.db import migrate
+    from engine.db.session import session_scope
+    from engine.reannotate.core import resolve_bundle
+    from engine.reannotate.diff import diff_bundles
+
+    url = get_settings().database_url
+    migrate.require_current(url)
+    with session_scope(url) as session:
+        before, after = resolve_bundle(session, old), resolve_bundle(session, new)
+    difference = diff_bundles(before, after)
+    typer.echo(f"bundle {old} -> {new}")
+    if not difference.comparable:
+        typer.echo(f"  {difference.reason}: records are not compared")
+    for dataset in difference.datasets:
+        versions = f"{dataset.old_version} -> {dataset.new_version}"
+        typer.echo(f"  dataset {dataset.name} ({versions}): {dataset.status}")
+        for block in dataset.blocks:
+            typer.echo(f"    {block.file}: {block.added} added, {block.removed} removed, "
+                       f"{block.changed} changed records")
 
 
 def register(app: typer.Typer) -> None:

@@ -20,11 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine import metrics
+from engine.bundles import active_bundle
 from engine.config import Settings
 from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun, utcnow
 from engine.db.session import session_scope
 from engine.errors import InputError
 from engine.events import (
+    BundleActivated,
     EventRejected,
     ReanalysisRequested,
     ReannotationBatchEvent,
@@ -39,12 +41,14 @@ from engine.pipeline.stages import Outgoing, is_transient
 from engine.reannotate.changes import changed_events, record_changes
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.runs import DONE, FAILED, INCREMENTAL
+from engine.tracks import apply_tracks
 
 log = logging.getLogger("annostream.reannotate")
-E = TypeVar("E", ReanalysisRequested, ReannotationBatchEvent)
+E = TypeVar("E", ReanalysisRequested, ReannotationBatchEvent, BundleActivated)
 
 REANALYSE_STAGE = "reanalyse"
 REANNOTATE_STAGE = "reannotate"
+TRACKS_STAGE = "tracks"
 
 
 class ReleaseStages:
@@ -160,6 +164,27 @@ class ReleaseStages:
                              expected="the event as 'annostream reannotate' published it")
         return batch, run
 
+    # --- IGV tracks ---------------------------------------------------------------------------
+
+    def tracks(self, raw: bytes) -> list[Outgoing]:
+        return self._run(TRACKS_STAGE, raw, BundleActivated, self._tracks)
+
+    def _tracks(self, event: BundleActivated) -> list[Outgoing]:
+        # The tracks of the bundle active *now*, whatever bundle the event names: activation
+        # events of different bundles may arrive in any order (other keys, other partitions),
+        # and the last activation must win.
+        with session_scope(self.db_url) as session:
+            active = active_bundle(session)
+        if active is None:
+            log.info("bundle %s was activated, but no bundle is active now: IGV tracks left as they are",
+                     event.bundle)
+            return []
+        result = apply_tracks(active, self.settings.igv_data)
+        for warning in result.warnings:
+            log.warning("%s", warning)
+        log.info("%s", result.summary())
+        return []
+
     # --- shared -------------------------------------------------------------------------------
 
     def _run(self, stage: str, raw: bytes, kind: type[E],
@@ -184,7 +209,8 @@ class ReleaseStages:
                 internal = InputError(f"internal error ({type(error).__name__}): {error}")
                 return [self._dead_letter(event, stage, internal)]
 
-    def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent, stage: str,
+    def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent | BundleActivated,
+                     stage: str,
                      error: InputError) -> Outgoing:
         raw = original if isinstance(original, bytes) else encode(original)
         analysis = original.analysis if isinstance(original, ReanalysisRequested) else None
