@@ -1,16 +1,24 @@
-"""Benchmark a data release: N stored alleles re-annotated with a new bundle through real workers.
+"""Benchmark a monthly data release: incremental and full re-annotation side by side, in one run.
 
     .venv/bin/python bench/reannotate_bench.py [--alleles 1000000] [--workers 2] [--db-url postgresql://...]
 
-Setup (not timed): the alleles of bench/data/query.vcf.gz (topped up with synthetic SNVs) are
-COPYed into ``allele`` with an old annotation document each (with a bundle-owned value, so
-every document changes); a bundle is built from
-bench/data/source.vcf.gz (fields AF, AC, AN, GENE, CLNSIG) and activated; an annotation config
-maps those fields into the document. Then ``annostream worker`` processes (embedded broker) are
-started and given time to join their consumer group, and ``annostream reannotate`` is timed
-until every batch is done. Per-step seconds (export, annotate, convert+write) are summed from
-the workers' batch log lines (they overlap across workers, so they add up to more than the wall
-time when --workers > 1).
+Setup (not timed):
+* ``allele`` gets N alleles (bench/data/query.vcf.gz sites, topped up with synthetic SNVs);
+* bundle bench.1 is built from bench/data/source.vcf.gz (2M ClinVar-like records: AF, AC, AN, GENE,
+  CLNSIG) and bench.2 from a copy in which 1% of the records change a value (CLNSIG or AF),
+  0.2% are removed and 0.2% added (a new ALT at an existing site); both are added (their
+  indexes compiled) and every allele is annotated with bench.1 (a full run, in process);
+* the database is copied (``CREATE DATABASE ... TEMPLATE``), so both modes start from the same
+  state.
+
+Timed, each through real ``annostream worker`` processes (embedded broker) and the real CLI,
+from starting ``annostream reannotate --bundle bench.2`` until every batch is done:
+1. incremental (the default) on the first database;
+2. ``--all`` (every allele) on the copy;
+3. the same release again on the first database (nothing changed: nothing to do).
+
+Checked: every current document is equal in both databases (md5 of the jsonb text per allele),
+and the same alleles got a new annotation row. PostgreSQL runs with its durable defaults.
 
 Generate the data first if missing:
     python3 bench/gen_bench.py --out bench/data --compress
@@ -33,6 +41,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -102,22 +111,73 @@ def load_alleles(url: str, n: int) -> None:
         raw.close()
 
 
-def make_bundle(folder: Path, version: str) -> Path:
+def derive_release(source: Path, target: Path, *, change: float, add: float, remove: float,
+                   seed: int) -> dict[str, int]:
+    """``target`` (bgzipped, tabix-indexed): ``source`` with some records changed, removed, added."""
+    import random
+
+    import pysam
+
+    rng = random.Random(seed)
+    counts = {"changed": 0, "removed": 0, "added": 0}
+    plain = target.with_suffix("")  # .vcf
+    with gzip.open(source, "rt") as reader, plain.open("w") as writer:
+        for line in reader:
+            if line.startswith("#"):
+                writer.write(line)
+                continue
+            roll = rng.random()
+            if roll < remove:
+                counts["removed"] += 1
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if roll < remove + change:
+                counts["changed"] += 1
+                info = fields[7]
+                if rng.random() < 0.5 and "CLNSIG=" in info:
+                    head, _, tail = info.partition("CLNSIG=")
+                    value, sep, rest = tail.partition(";")
+                    new = "Pathogenic" if value != "Pathogenic" else "Benign"
+                    fields[7] = f"{head}CLNSIG={new}{sep}{rest}"
+                else:
+                    head, _, tail = info.partition("AF=")
+                    _value, sep, rest = tail.partition(";")
+                    fields[7] = f"{head}AF={rng.random():.6f}{sep}{rest}"
+            writer.write("\t".join(fields) + "\n")
+            ref, alt = fields[3], fields[4]
+            if rng.random() < add and len(ref) == 1 and len(alt) == 1:
+                new_alt = next(base for base in "ACGT" if base not in (ref, alt))
+                writer.write("\t".join([fields[0], fields[1], ".", ref, new_alt, ".", "PASS",
+                                        "AC=1;AN=100;AF=0.01;GENE=NEW;CLNSIG=Uncertain_significance"]) + "\n")
+                counts["added"] += 1
+    pysam.tabix_index(str(plain), preset="vcf", force=True)
+    return counts
+
+
+def make_bundle(folder: Path, version: str, source: Path, dataset_version: str) -> Path:
     data = folder / "data"
     data.mkdir(parents=True)
-    for name in ("source.vcf.gz", "source.vcf.gz.tbi"):
-        os.link(DATA / name, data / name) if _same_fs(DATA, data) else shutil.copy(DATA / name, data / name)
+    for name, suffix in (("source.vcf.gz", ""), ("source.vcf.gz.tbi", ".tbi")):
+        origin = Path(str(source) + suffix)
+        os.link(origin, data / name) if _same_fs(origin.parent, data) else shutil.copy(origin, data / name)
     names = ", ".join(f'"BENCH_{field}"' for field in FIELDS)
     fields = ", ".join(f'"{field}"' for field in FIELDS)
     ops = ", ".join('"self"' for _ in FIELDS)
     (folder / "vcfanno_config.toml").write_text(
         f'[[annotation]]\nfile = "data/source.vcf.gz"\nfields = [{fields}]\nnames = [{names}]\n'
         f"ops = [{ops}]\n")
-    files = {f"data/{name}": hashlib.sha256((data / name).read_bytes()).hexdigest()
-             for name in ("source.vcf.gz", "source.vcf.gz.tbi")}
-    (folder / "sources.json").write_text(json.dumps({"bench": {"version": "1", "files": files}}))
+    files = {f"data/{name}": _sha256(data / name) for name in ("source.vcf.gz", "source.vcf.gz.tbi")}
+    (folder / "sources.json").write_text(json.dumps({"bench": {"version": dataset_version, "files": files}}))
     (folder / "version").write_text(version + "\n")
     return folder
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _same_fs(a: Path, b: Path) -> bool:
@@ -130,27 +190,24 @@ def main() -> None:
     parser.add_argument("--alleles", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=50_000)
-    parser.add_argument("--db-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
+    parser.add_argument("--change", type=float, default=0.01, help="fraction of records whose values change")
+    parser.add_argument("--add", type=float, default=0.002, help="fraction of records added")
+    parser.add_argument("--remove", type=float, default=0.002, help="fraction of records removed")
+    parser.add_argument("--db-url", help="a PostgreSQL server URL (default: a throwaway cluster)")
     args = parser.parse_args()
     if not (DATA / "source.vcf.gz").exists():
         sys.exit("bench/data/source.vcf.gz is missing: python3 bench/gen_bench.py "
                  "--out bench/data --compress")
     cluster = None
-    url = args.db_url
-    if url is None:
+    server = args.db_url
+    if server is None:
         from tests.support.pgcluster import ThrowawayCluster
 
         cluster = ThrowawayCluster()
         server = cluster.start()
-        name = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
     workdir = Path(tempfile.mkdtemp(prefix="reannotate-bench-"))
     try:
-        run(args, url, workdir)
+        run(args, server, workdir)
     finally:
         if not os.environ.get("BENCH_KEEP"):
             shutil.rmtree(workdir, ignore_errors=True)
@@ -160,59 +217,138 @@ def main() -> None:
             cluster.stop()
 
 
-def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
+def _database(server: str, name: str, template: str | None = None) -> str:
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")))
+    admin.dispose()
+    return sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def run(args: argparse.Namespace, server: str, workdir: Path) -> None:
+    from engine.db.session import get_engine
+    from engine.events import encode
+    from engine.reannotate.runs import plan_run
+    from engine.reannotate.stages import ReleaseStages
+
     data_dir = workdir / "data"
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    url = _database(server, name)
     migrate.upgrade(url)
     started = time.perf_counter()
     load_alleles(url, args.alleles)
-    setup_s = time.perf_counter() - started
-    print(f"setup: {args.alleles} alleles with an old annotation each in {setup_s:.1f} s")
+    counts = derive_release(DATA / "source.vcf.gz", workdir / "source2.vcf.gz", change=args.change,
+                            add=args.add, remove=args.remove, seed=7)
+    print(f"setup: {args.alleles} alleles; release bench.2 changes {counts['changed']}, removes "
+          f"{counts['removed']}, adds {counts['added']} records of bench/data/source.vcf.gz "
+          f"({time.perf_counter() - started:.1f} s)")
+    started = time.perf_counter()
     with session_scope(url) as session:
         store_annotation_config(session, ANNOTATION_CONFIG)
-        add_bundle(session, make_bundle(workdir / "bundle", "bench.2"), data_dir)
+        add_bundle(session, make_bundle(workdir / "b1", "bench.1", DATA / "source.vcf.gz", "1"), data_dir)
+        add_bundle(session, make_bundle(workdir / "b2", "bench.2", workdir / "source2.vcf.gz", "2"), data_dir)
+        activate_bundle(session, "bench.1")
+    print(f"setup: both bundles added, indexes compiled ({time.perf_counter() - started:.1f} s)")
+    started = time.perf_counter()
+    env_settings = _settings(url, data_dir)
+    with session_scope(url) as session:
+        _run, events = plan_run(session, bundle="bench.1", analyses=None, batch_size=args.batch_size,
+                                full=True)
+    stages = ReleaseStages(env_settings)
+    for event in events:
+        stages.reannotate(encode(event))
+    with session_scope(url) as session:
         activate_bundle(session, "bench.2")
-    prefix = f"b{uuid.uuid4().hex[:6]}."
+        session.execute(sa.text("ANALYZE annotation"))
+    print(f"setup: every allele annotated with bench.1 ({time.perf_counter() - started:.1f} s)")
+    get_engine(url).dispose()
+    get_engine.cache_clear()
+    copy_url = _database(server, f"{name}_full", template=name)
+    since = _now(url)
+
     with EmbeddedBroker() as broker:
-        env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
-        env.update({"DB_URL": url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                    "ANNOSTREAM_TOPIC_PREFIX": prefix, "ANNOSTREAM_APP_ID": f"bench-{prefix.strip('.')}",
-                    "ANNOSTREAM_DATA_DIR": str(data_dir), "ANALYSES_INCOMING": str(data_dir / "in"),
-                    "ANALYSES_PATH": str(data_dir / "done"), "ANALYSES_FAILED": str(data_dir / "failed"),
-                    "ANNOSTREAM_TOPIC_PARTITIONS": str(max(4, args.workers))})
-        logs = [workdir / f"worker-{i}.log" for i in range(args.workers)]
-        workers = [subprocess.Popen([sys.executable, "-m", "engine", "worker"], env=env,
-                                    stdout=log.open("wb"), stderr=subprocess.STDOUT) for log in logs]
-        try:
-            time.sleep(20)  # the consumer group forms (Tansu waits the rebalance timeout on a join)
-            started = time.perf_counter()
-            result = subprocess.run([sys.executable, "-m", "engine", "reannotate", "--bundle", "bench.2",
-                                     "--batch-size", str(args.batch_size)], env=env, text=True,
-                                    capture_output=True)
-            wall = time.perf_counter() - started
-        finally:
-            for worker in workers:
-                worker.terminate()
-            for worker in workers:
-                worker.wait(timeout=30)
-    print(result.stdout.strip())
+        results = {}
+        for label, db, extra in (("incremental", url, []), ("full (--all)", copy_url, ["--all"]),
+                                 ("nothing changed", url, [])):
+            wall, output = timed_release(args, broker, db, data_dir, workdir, label, extra)
+            results[label] = wall
+            print(f"{label}: {wall:.2f} s wall ({load()})")
+            print("  " + output.strip().replace("\n", "\n  "))
+    inc, full = fingerprints(url, since), fingerprints(copy_url, since)
+    same_documents = inc[0] == full[0]
+    same_alleles = inc[1] == full[1]
+    print(f"documents equal in both databases: {same_documents} ({len(inc[0])} alleles); "
+          f"same alleles with a new annotation row: {same_alleles} ({len(inc[1])})")
+    if not (same_documents and same_alleles):
+        sys.exit(1)
+
+
+def _settings(url: str, data_dir: Path) -> Any:
+    from engine.config import load_settings
+
+    return load_settings(DB_URL=url, ANNOSTREAM_DATA_DIR=data_dir, ANALYSES_INCOMING=data_dir / "in",
+                         ANALYSES_PATH=data_dir / "done", ANALYSES_FAILED=data_dir / "failed")
+
+
+def _now(url: str) -> Any:
+    with session_scope(url) as session:
+        return session.scalar(sa.text("SELECT now()"))
+
+
+def fingerprints(url: str, since: Any) -> tuple[dict[int, str], set[int]]:
+    with session_scope(url) as session:
+        documents: dict[int, str] = dict(session.execute(sa.text(
+            "SELECT allele_id, md5(annotations::text) FROM annotation "
+            "WHERE date_superceeded IS NULL")).tuples())
+        renewed = set(session.scalars(sa.text(
+            "SELECT allele_id FROM annotation WHERE date_created > :t"), {"t": since}))
+    return documents, renewed
+
+
+def timed_release(args: argparse.Namespace, broker: EmbeddedBroker, url: str, data_dir: Path, workdir: Path,
+                  label: str, extra: list[str]) -> tuple[float, str]:
+    prefix = f"b{uuid.uuid4().hex[:6]}."
+    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update({"DB_URL": url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                "ANNOSTREAM_TOPIC_PREFIX": prefix, "ANNOSTREAM_APP_ID": f"bench-{prefix.strip('.')}",
+                "ANNOSTREAM_DATA_DIR": str(data_dir), "ANALYSES_INCOMING": str(data_dir / "in"),
+                "ANALYSES_PATH": str(data_dir / "done"), "ANALYSES_FAILED": str(data_dir / "failed"),
+                "ANNOSTREAM_TOPIC_PARTITIONS": str(max(4, args.workers))})
+    logs = [workdir / f"worker-{label.split()[0]}-{i}.log" for i in range(args.workers)]
+    workers = [subprocess.Popen([sys.executable, "-m", "engine", "worker"], env=env,
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT) for log in logs]
+    try:
+        time.sleep(20)  # the consumer group forms (Tansu waits the rebalance timeout on a join)
+        started = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "engine", "reannotate", "--bundle", "bench.2",
+                                 "--batch-size", str(args.batch_size), *extra], env=env, text=True,
+                                capture_output=True)
+        wall = time.perf_counter() - started
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
     if result.returncode != 0:
-        print(result.stderr[-3000:])
+        print(result.stdout, result.stderr[-3000:])
         for log in logs:
             print(log.read_text()[-3000:])
         sys.exit(1)
     steps: dict[str, float] = {}
-    alleles = 0
     for log in logs:
         for line in log.read_text().splitlines():
             match = STEP_LINE.search(line.rstrip())
             if match:
-                alleles += int(match.group(1))
                 for part in match.group(2).split(", "):
                     step, seconds = part.rsplit(" ", 1)
                     steps[step] = steps.get(step, 0.0) + float(seconds.rstrip("s"))
-    print(f"reannotate: {alleles} alleles in {wall:.1f} s wall ({alleles / wall:,.0f} alleles/s) "
-          f"with {args.workers} worker(s)")
-    print("summed over batches: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps.items()))
+    summed = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps.items())
+    lines = [line for line in result.stdout.splitlines() if "reannotate:" not in line]
+    return wall, "\n".join(lines) + (f"\nsummed over batches: {summed}" if summed else "")
 
 
 if __name__ == "__main__":
