@@ -30,9 +30,6 @@ from engine.annotate.config import AnnotationConfig, load_config
 from engine.annotate.index import CompiledSource, load_or_compile
 from engine.bundles import CONFIG_FILE, BundleInfo, read_bundle
 
-# Matched entries are compared in slices of this many, bounding the index arrays built for it.
-_COMPARE_CHUNK = 200_000
-
 
 @dataclass
 class BlockDiff:
@@ -214,20 +211,45 @@ def _match_entries(old_pos: np.ndarray, old_key: np.ndarray, new_pos: np.ndarray
 
 def _spans_differ(old_blob: np.ndarray, old_start: np.ndarray, old_end: np.ndarray,
                   new_blob: np.ndarray, new_start: np.ndarray, new_end: np.ndarray) -> np.ndarray:
-    """Per pair, whether the two byte spans differ (exact: lengths, then every byte)."""
+    """Per pair, whether the two byte spans differ (exact byte comparison).
+
+    Most pairs of a release are equal, and consecutive entries' spans usually follow each other
+    in both blobs, so runs of ``_RUN`` pairs whose spans are contiguous on both sides are compared
+    as one slice each (one memcmp); only runs that differ, or are not contiguous, are compared
+    pair by pair.
+    """
     old_len, new_len = old_end - old_start, new_end - new_start
     differs = old_len != new_len
-    candidates = np.flatnonzero(~differs & (old_len > 0))
-    for first in range(0, len(candidates), _COMPARE_CHUNK):
-        chunk = candidates[first:first + _COMPARE_CHUNK]
-        lengths = old_len[chunk]
-        owner = np.repeat(np.arange(len(chunk)), lengths)
-        offset = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        unequal = old_blob[np.repeat(old_start[chunk], lengths) + offset] != \
-            new_blob[np.repeat(new_start[chunk], lengths) + offset]
-        bad = np.unique(owner[unequal])
-        differs[chunk[bad]] = True
+    todo = np.flatnonzero(~differs & (old_len > 0))
+    if not todo.size:
+        return differs
+    old_bytes, new_bytes = np.asarray(old_blob).tobytes(), np.asarray(new_blob).tobytes()
+    os_, oe, ns, ne = old_start[todo], old_end[todo], new_start[todo], new_end[todo]
+    # linked[k]: pair k+1 starts where pair k ends, in both blobs.
+    linked = (os_[1:] == oe[:-1]) & (ns[1:] == ne[:-1])
+    firsts = np.arange(0, todo.size, _RUN)
+    lasts = np.minimum(firsts + _RUN, todo.size) - 1
+    # A run is contiguous when every link inside it holds (the link out of its last pair is not
+    # part of it).
+    unlinked = np.append(~linked, False).astype(np.int64)
+    broken = (np.add.reduceat(unlinked, firsts) - unlinked[lasts]).tolist()
+    recheck: list[int] = []
+    runs = zip(firsts.tolist(), lasts.tolist(), os_[firsts].tolist(), oe[lasts].tolist(), ns[firsts].tolist(),
+               ne[lasts].tolist(), broken, strict=True)
+    for first, last, old_from, old_to, new_from, new_to, gaps in runs:
+        if gaps or old_bytes[old_from:old_to] != new_bytes[new_from:new_to]:
+            recheck.extend(range(first, last + 1))
+    if recheck:
+        checks = np.array(recheck, dtype=np.int64)
+        pieces = zip(os_[checks].tolist(), oe[checks].tolist(), ns[checks].tolist(), ne[checks].tolist(),
+                     strict=True)
+        unequal = np.fromiter((old_bytes[a:b] != new_bytes[c:d] for a, b, c, d in pieces), dtype=bool,
+                              count=len(checks))
+        differs[todo[checks[unequal]]] = True
     return differs
+
+
+_RUN = 16  # pairs compared as one slice (1.4% of records changing leaves ~80% of runs clean)
 
 
 # --- interval sources --------------------------------------------------------------------------
