@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -26,13 +24,13 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from engine import metrics
 from engine.config import Settings
+from engine.errors import describe_internal, is_retriable
 from engine.kafka import Topics, ensure_topics
-from engine.pipeline import Outgoing, Pipeline, is_transient
+from engine.pipeline import Outgoing, Pipeline, StageGuard, StageHandler
+from engine.pipeline.guard import Backoff
 
 log = logging.getLogger("annostream.worker")
 
-TRANSIENT_RETRIES = 5
-EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
 
 
 def _limit_fetch_wait(max_wait_ms: int) -> None:
@@ -53,16 +51,7 @@ def _limit_fetch_wait(max_wait_ms: int) -> None:
     thread_class._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
-@dataclass(frozen=True)
-class Stage:
-    """A topic the worker consumes and the engine use case that handles each event."""
-
-    topic: str
-    name: str
-    work: Callable[[bytes], list[Outgoing]]
-
-
-def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
+def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[StageHandler]:
     """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
     from engine.reannotate.events import ReleaseTopics
     from engine.reannotate.stages import ReleaseStages
@@ -70,10 +59,10 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
     topics = Topics.from_settings(settings)
     release, releases = ReleaseTopics.from_settings(settings), ReleaseStages(settings)
     return [
-        Stage(topics.ready, "annotate", pipeline.annotate),
-        Stage(topics.annotated, "persist", pipeline.persist),
-        Stage(release.reanalysis, "reanalyse", releases.reanalyse),
-        Stage(release.reannotation, "reannotate", releases.reannotate),
+        StageHandler("annotate", topics.ready, pipeline.annotate, pipeline.fail_annotate),
+        StageHandler("persist", topics.annotated, pipeline.persist, pipeline.fail_persist),
+        StageHandler("reanalyse", release.reanalysis, releases.reanalyse, releases.fail_reanalyse),
+        StageHandler("reannotate", release.reannotation, releases.reannotate, releases.fail_reannotate),
     ]
 
 
@@ -87,7 +76,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     stages = pipeline_stages(settings, pipeline)
     # Declared up front with our partition count and configs (e.g. the compacted status topic),
     # rather than left to broker auto-creation.
-    ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)],
+    ensure_topics(bootstrap, [*topics.all(), *(handler.topic for handler in stages)],
                   partitions=settings.topic_partitions,
                   replication_factor=settings.topic_replication_factor)
     rebalance = settings.kafka_rebalance_timeout_s
@@ -109,6 +98,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
         producer_acks=-1,
     )
 
+    guard = StageGuard(settings)
+
     async def publish(messages: list[Outgoing]) -> None:
         for message in messages:
             # Wait for the broker's ack before the consumed event is acked.
@@ -116,46 +107,59 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
             await pending
             metrics.EVENTS_PRODUCED.labels(topic=message.topic).inc()
 
-    def make_agent(topic_name: str, stage: str, work: Callable[[bytes], list[Outgoing]]) -> None:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage}")
-        source = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+    def make_agent(handler: StageHandler) -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{handler.name}")
+        source = app.topic(handler.topic, value_serializer="raw", key_serializer="raw")
+        loop_guard = partial(guard.run, handler)
 
         async def agent(stream: faust.StreamT) -> None:
-            async for raw in stream:
-                metrics.EVENTS_CONSUMED.labels(topic=topic_name).inc()
-                messages = await run_with_retries(stage, partial(_in_thread, executor, work, raw))
-                await run_with_retries(f"{stage}/publish", partial(publish, messages))
+            async for key, raw in stream.items():
+                metrics.EVENTS_CONSUMED.labels(topic=handler.topic).inc()
+                key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
+                messages = await asyncio.get_running_loop().run_in_executor(
+                    executor, loop_guard, raw, key_text)
+                await publish_or_park(settings, guard, handler.name, messages, publish)
 
-        app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
+        app.agent(source, name=f"annostream.{handler.name}", concurrency=1)(agent)
 
-    for stage in stages:
-        make_agent(stage.topic, stage.name, stage.work)
+    for handler in stages:
+        make_agent(handler)
 
     return app
 
 
-async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[Outgoing]],
-                     raw: bytes) -> list[Outgoing]:
-    return await asyncio.get_running_loop().run_in_executor(executor, work, raw)
+async def publish_or_park(settings: Settings, guard: StageGuard, stage: str, messages: list[Outgoing],
+                          publish: Callable[[list[Outgoing]], Awaitable[None]]) -> None:
+    """Publish what a stage returned, retrying broker trouble (with backoff) until it passes.
 
-
-async def run_with_retries(what: str,
-                           attempt: Callable[[], Awaitable[list[Outgoing] | None]]) -> list[Outgoing]:
-    """Retry transient infrastructure errors; fail-stop when they persist (never ack unprocessed)."""
-    delay = 0.5
-    for number in range(1, TRANSIENT_RETRIES + 1):
-        try:
-            return (await attempt()) or []
-        except Exception as error:
-            if not is_transient(error):
-                log.exception("%s: unexpected error; exiting so the event is redelivered", what)
-                os._exit(EXIT_INFRASTRUCTURE)
-            log.warning("%s: transient error (attempt %d/%d): %s", what, number, TRANSIENT_RETRIES, error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    log.error("%s: infrastructure still failing after %d attempts; exiting so the event is "
-              "redelivered after restart", what, TRANSIENT_RETRIES)
-    os._exit(EXIT_INFRASTRUCTURE)
+    A message the broker refuses for good (e.g. too large) is parked rather than retried
+    forever or dropped: the consumed event is then acknowledged and the partition moves on.
+    """
+    for message in messages:
+        backoff = Backoff(settings.retry_max_delay_s)
+        refusals = 0
+        while True:
+            try:
+                await publish([message])
+                break
+            except Exception as error:
+                if is_retriable(error):
+                    metrics.STAGE_RETRIES.labels(stage=f"{stage}/publish").inc()
+                    delay = backoff.next_delay()
+                    log.warning("%s: publishing to %s failed, retrying in %.1f s: %s", stage, message.topic,
+                                delay, error)
+                    await asyncio.sleep(delay)
+                    continue
+                refusals += 1
+                log.exception("%s: the broker refused a message for %s (%d of %d)", stage, message.topic,
+                              refusals, settings.max_attempts)
+                if refusals >= settings.max_attempts:
+                    reason = f"publishing to {message.topic} failed: {describe_internal(error)}"
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, guard.park, f"{stage}/publish", message.topic, message.key, message.value,
+                        reason)
+                    break
+                await asyncio.sleep(backoff.next_delay())
 
 
 def run_worker(settings: Settings) -> None:

@@ -23,7 +23,7 @@ from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
 import schemas
-from engine.errors import InputError
+from engine.errors import EventRejected, InputError
 from engine.folders import (
     ERROR_FILE,
     READY_FILE,
@@ -36,14 +36,6 @@ from engine.folders import (
 
 #: Files in an analysis folder that are markers, not content.
 EXCLUDED_FILES = frozenset({READY_FILE, ERROR_FILE})
-
-
-class EventRejected(ValueError):
-    """An event that must not be processed; ``reason`` says why (naming the field)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 # --- models -----------------------------------------------------------------------------------

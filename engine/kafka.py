@@ -18,7 +18,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.config import Settings
-from engine.errors import AnnostreamError
+from engine.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,6 @@ TOPIC_CONFIGS: dict[str, dict[str, str]] = {STATUS: {"cleanup.policy": "compact"
 def topic_config(name: str) -> dict[str, str]:
     """The configs to create topic ``name`` (prefixed or not) with; empty for defaults."""
     return next((dict(config) for base, config in TOPIC_CONFIGS.items() if name.endswith(base)), {})
-
-
-class BrokerUnavailable(AnnostreamError):
-    """The Kafka broker could not be reached or did not acknowledge a write."""
 
 
 @dataclass(frozen=True, slots=True)

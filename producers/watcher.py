@@ -27,18 +27,11 @@ from types import FrameType
 from watchfiles._rust_notify import RustNotify
 
 from engine import metrics
-from engine.config import ConfigError, Settings
-from engine.errors import InputError
-from engine.events import (
-    EventRejected,
-    ReadyEvent,
-    build_ready_event,
-    default_producer,
-    encode,
-    failed_event,
-)
+from engine.config import Settings
+from engine.errors import BrokerUnavailable, ConfigError, EventRejected, InputError
+from engine.events import ReadyEvent, build_ready_event, default_producer, encode, failed_event
 from engine.folders import READY_FILE, move_to_failed
-from engine.kafka import BrokerUnavailable, EventProducer, Topics, ensure_topics, require_bootstrap
+from engine.kafka import EventProducer, Topics, ensure_topics, require_bootstrap
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from kafka import KafkaAdminClient
 
 from engine.broker import EmbeddedBroker, free_port
 from engine.config import load_settings
-from engine.kafka import BrokerUnavailable, EventProducer, Topics, ensure_topics, require_bootstrap
+from engine.errors import BrokerUnavailable
+from engine.kafka import EventProducer, Topics, ensure_topics, require_bootstrap
 from tests.support.events import read_topic
 
 

@@ -15,11 +15,9 @@ from pydantic import BaseModel, Field
 
 from api.auth import WriteToken
 from api.deps import PaginationDep, SessionDep, SettingsDep
-from api.errors import NotFoundError
 from api.schemas import ApiModel, ErrorOut, Page
 from engine.db.models import Analysis, ImportJob
-from engine.errors import InputError
-from engine.kafka import BrokerUnavailable
+from engine.errors import BrokerUnavailable, InputError, NotFoundError
 from engine.reannotate.core import resolve_bundle
 from engine.reannotate.events import ReanalysisRequested, ReleaseTopics, encode_release
 from engine.reannotate.publish import publish_messages

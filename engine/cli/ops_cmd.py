@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from engine.cli.produce import one_line_errors
-from engine.config import ConfigError, Settings, load_settings
+from engine.config import Settings, load_settings
+from engine.errors import ConfigError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
 

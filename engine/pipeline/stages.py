@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import TypeVar
 
 import sqlalchemy as sa
-from kafka.errors import KafkaError
 from sqlalchemy.orm import Session
 
 from engine import metrics
@@ -26,10 +24,9 @@ from engine.deposit.genepanel import require_genepanel
 from engine.deposit.ped import resolve_samples
 from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
 from engine.deposit.writer import WriteResult, write_analysis
-from engine.errors import DuplicateAnalysisError, InputError
+from engine.errors import DuplicateAnalysisError, EventRejected, FailureNotRecorded, InputError
 from engine.events import (
     AnnotatedEvent,
-    EventRejected,
     ReadyEvent,
     annotated_event,
     decode_event,
@@ -44,6 +41,7 @@ from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
 from engine.pipeline.annotation import Annotator, EngineAnnotator
+from engine.pipeline.guard import Backoff, Outgoing
 from engine.vcf.fastpath import iter_variant_blocks
 from engine.vcf.header import read_header
 from engine.vcf.reader import iter_variant_batches
@@ -51,8 +49,8 @@ from engine.vcf.reader import iter_variant_batches
 log = logging.getLogger("annostream.pipeline")
 E = TypeVar("E", ReadyEvent, AnnotatedEvent)
 
-_TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, KafkaError,
-              ConnectionError, TimeoutError)
+#: Tries of the move to ANALYSES_PATH after the commit, before leaving it to a later delivery.
+AFTER_COMMIT_MOVE_TRIES = 3
 
 
 def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -> InputError:
@@ -74,20 +72,6 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
         return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
                           expected=error.expected)
     return error
-
-
-def is_transient(error: BaseException) -> bool:
-    """Infrastructure trouble worth retrying (as opposed to bad input or a bug)."""
-    return isinstance(error, _TRANSIENT)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A message a stage wants published once it has finished."""
-
-    topic: str
-    key: str
-    value: bytes
 
 
 class _Skip(Exception):
@@ -143,7 +127,7 @@ class Pipeline:
             job.analysis_id = result.analysis_id
             transition(session, job, JobStatus.DONE, stage="persist",
                        message=f"imported {result.n_variants} variants")
-        move_to_imported(folder, self.settings)
+        self._move_after_commit(folder, ready)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
         metrics.ANALYSES_IMPORTED.inc()
         metrics.VARIANTS_IMPORTED.inc(result.n_variants)
@@ -151,6 +135,27 @@ class Pipeline:
                   "genotypes": result.n_genotypes}
         log.info("imported %s: %s", ready.analysis, counts)
         return [self._imported(ready, result.analysis_id, counts)]
+
+    def _move_after_commit(self, folder: Path, ready: ReadyEvent) -> None:
+        """Move an imported folder to ANALYSES_PATH; retried, and never a failure of the import.
+
+        The analysis is committed: if the move keeps failing, the folder stays in incoming and
+        is moved when the event is delivered again or the folder is published again (the
+        watcher rescans incoming at start), both of which find the finished job.
+        """
+        backoff = Backoff(min(self.settings.retry_max_delay_s, 2.0))
+        for number in range(1, AFTER_COMMIT_MOVE_TRIES + 1):
+            try:
+                move_to_imported(folder, self.settings)
+                return
+            except Exception as error:
+                metrics.STAGE_RETRIES.labels(stage="persist/move").inc()
+                log.warning("%s: imported, but moving %s to ANALYSES_PATH failed (try %d of %d): %s",
+                            ready.analysis, folder, number, AFTER_COMMIT_MOVE_TRIES, error)
+                if number < AFTER_COMMIT_MOVE_TRIES:
+                    backoff.sleep()
+        log.error("%s: imported; its folder stays in %s until the move succeeds on the next delivery "
+                  "or publication of the folder", ready.analysis, folder)
 
     def _write(self, session: Session, spec: AnalysisSpec, vcfs: list[tuple[VcfSpec, VcfSpec]],
                ready: ReadyEvent, *, bundle_version: str | None) -> WriteResult:
@@ -192,7 +197,12 @@ class Pipeline:
 
     def _run_stage(self, stage: str, raw: bytes, kind: type[E], body: Callable[[E], list[Outgoing]]
                    ) -> list[Outgoing]:
-        """Decode, run ``body``, and turn anything but a transient error into a recorded failure."""
+        """Decode and run ``body``; bad input becomes a recorded failure.
+
+        Everything else escapes to :class:`engine.pipeline.guard.StageGuard`, which retries
+        infrastructure errors and bounds the attempts on a bug. When recording the failure
+        fails, :class:`FailureNotRecorded` tells the guard to retry that, then park the event.
+        """
         with metrics.observe_stage(stage):
             try:
                 event = self._decode(raw, kind, stage="validate")
@@ -204,11 +214,31 @@ class Pipeline:
                 messages = body(event)
             except _Skip as skip:
                 messages = skip.messages
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                messages = self._fail(ready, stage, error)
+            except InputError as error:
+                metrics.STAGE_FAILURES.labels(stage=stage).inc()
+                try:
+                    messages = self._fail(ready, stage, error)
+                except Exception as recording:
+                    raise FailureNotRecorded(error) from recording
             return messages + self._status_messages(ready, seen)
+
+    def fail_annotate(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that an ``analysis.ready`` event cannot be processed (the guard gave up on it)."""
+        return self._fail_raw("annotate", raw, ReadyEvent, error)
+
+    def fail_persist(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that an ``analysis.annotated`` event cannot be processed."""
+        return self._fail_raw("persist", raw, AnnotatedEvent, error)
+
+    def _fail_raw(self, stage: str, raw: bytes, kind: type[E], error: InputError) -> list[Outgoing]:
+        try:
+            event = self._decode(raw, kind, stage="validate")
+        except _Skip as skip:
+            return skip.messages
+        ready = event if isinstance(event, ReadyEvent) else event.ready
+        seen = self._history_length(ready)
+        metrics.STAGE_FAILURES.labels(stage=stage).inc()
+        return self._fail(ready, stage, error) + self._status_messages(ready, seen)
 
     # --- job status on the analysis.status topic -----------------------------------------------
 
@@ -318,18 +348,16 @@ class Pipeline:
             return []
         return [self._imported(ready, job.analysis_id, {})]
 
-    def _fail(self, ready: ReadyEvent, stage: str, error: Exception) -> list[Outgoing]:
-        metrics.STAGE_FAILURES.labels(stage=stage).inc()
-        if not isinstance(error, InputError):
-            log.exception("%s: internal error in the %s stage", ready.analysis, stage)
-            error = InputError(f"internal error ({type(error).__name__}): {error}")
+    def _fail(self, ready: ReadyEvent, stage: str, error: InputError) -> list[Outgoing]:
         log.warning("%s: %s stage failed: %s", ready.analysis, stage, error)
         attempt = 1
         with session_scope(self.db_url) as session:
             job = self._job(session, ready)
             attempt = max(job.attempts, 1)
-            if job.status != JobStatus.DONE.value:
-                transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
+            if job.status == JobStatus.DONE.value:
+                # Committed already (a crash after the commit): the import stands.
+                return self._imported_again(job, ready)
+            transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
         folder = resolve_in_incoming(ready.folder, self.incoming)
         if folder.is_dir():
             details = {"stage": stage, **error.to_dict(), "event_id": ready.event_id}

@@ -16,7 +16,7 @@ from jsonschema.exceptions import best_match
 
 import schemas
 from engine.config import Settings
-from engine.events import EventRejected
+from engine.errors import EventRejected
 from engine.folders import utc_now
 
 REANALYSIS_REQUESTED = "reanalysis.requested"

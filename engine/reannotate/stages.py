@@ -23,11 +23,11 @@ from engine import metrics
 from engine.config import Settings
 from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun, utcnow
 from engine.db.session import session_scope
-from engine.errors import InputError
-from engine.events import EventRejected, default_producer, encode, failed_event
+from engine.errors import EventRejected, InputError
+from engine.events import default_producer, encode, failed_event
 from engine.jobs import get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
-from engine.pipeline.stages import Outgoing, is_transient
+from engine.pipeline.guard import Outgoing
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.events import (
     ReanalysisRequested,
@@ -161,13 +161,33 @@ class ReleaseStages:
             except InputError as error:
                 metrics.STAGE_FAILURES.labels(stage=stage).inc()
                 return [self._dead_letter(event, stage, error)]
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                log.exception("internal error in the %s stage", stage)
-                metrics.STAGE_FAILURES.labels(stage=stage).inc()
-                internal = InputError(f"internal error ({type(error).__name__}): {error}")
-                return [self._dead_letter(event, stage, internal)]
+            # Anything else escapes to the StageGuard: retried, or failed via fail_* below.
+
+    def fail_reanalyse(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that a reanalysis request cannot be processed (the guard gave up on it)."""
+        try:
+            request = decode_release(raw, ReanalysisRequested)
+        except EventRejected as rejected:
+            return [self._dead_letter(raw, REANALYSE_STAGE, InputError(rejected.reason))]
+        self._fail_job(request, error)
+        metrics.REANALYSES.labels(outcome="failed").inc()
+        return [self._dead_letter(request, REANALYSE_STAGE, error)]
+
+    def fail_reannotate(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that a re-annotation batch cannot be processed (the guard gave up on it)."""
+        try:
+            event = decode_release(raw, ReannotationBatchEvent)
+        except EventRejected as rejected:
+            return [self._dead_letter(raw, REANNOTATE_STAGE, InputError(rejected.reason))]
+        with session_scope(self.db_url) as session:
+            try:
+                batch = self._lock_batch(session, event)
+            except InputError:
+                batch = None
+            if batch is not None and batch.status != DONE:
+                _finish(batch, FAILED, message=str(error))
+        metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
+        return [self._dead_letter(event, REANNOTATE_STAGE, error)]
 
     def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent, stage: str,
                      error: InputError) -> Outgoing:
