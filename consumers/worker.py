@@ -22,7 +22,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from engine import metrics
+from engine import ledger, metrics
 from engine.config import Settings
 from engine.errors import describe_internal, is_retriable
 from engine.kafka import Topics, ensure_topics
@@ -124,6 +124,18 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
 
     for handler in stages:
         make_agent(handler)
+
+    reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconciler")
+
+    @app.timer(interval=settings.reconcile_every_s)
+    async def reconcile_ledger() -> None:
+        # Work the broker lost (a restart of the memory-only embedded broker, expired retention)
+        # is published again from the database; every worker may do it, duplicates are harmless.
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                reconciler, partial(ledger.reconcile_through_kafka, settings, bootstrap))
+        except Exception as error:
+            log.warning("reconciler: %s (next try in %.0f s)", error, settings.reconcile_every_s)
 
     return app
 

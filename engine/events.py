@@ -25,8 +25,10 @@ from jsonschema.exceptions import best_match
 import schemas
 from engine.errors import EventRejected, InputError
 from engine.folders import (
+    ANALYSIS_NAME_RE,
     ERROR_FILE,
     READY_FILE,
+    check_analysis_name,
     check_relative_path,
     relative_to_incoming,
     resolve_in_incoming,
@@ -257,7 +259,8 @@ def failed_event(original: bytes | dict[str, Any] | str, *, stage: str, error: I
     if isinstance(original, bytes):
         original = _raw_to_original(original)
     if analysis is None and isinstance(original, dict) and isinstance(original.get("analysis"), str):
-        analysis = original["analysis"]
+        # A hostile name stays inside ``original``; the dead letter's own field must be valid.
+        analysis = original["analysis"] if ANALYSIS_NAME_RE.fullmatch(original["analysis"]) else None
     details = error.to_dict() if isinstance(error, InputError) else {
         "message": str(error) or type(error).__name__, "file": None, "line": None, "expected": None}
     return FailedEvent(producer=producer, analysis=analysis or None, stage=stage, error=details,
@@ -373,6 +376,10 @@ def _check_paths(event: Event, incoming: Path) -> None:
 
 
 def _check_ready_paths(ready: ReadyEvent, incoming: Path) -> None:
+    try:
+        check_analysis_name(ready.analysis)
+    except InputError as error:
+        raise EventRejected(f"field analysis: {error.message}") from None
     try:
         folder = resolve_in_incoming(ready.folder, incoming)
     except InputError as error:

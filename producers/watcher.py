@@ -221,7 +221,7 @@ class Watcher:
             return None
         event = apply_spec(event, spec)
         metrics.WATCHER_FOLDERS_SEEN.inc()
-        send_ready(event, self.producer, self.topics)
+        send_ready(event, self.producer, self.topics, self.settings)
         self._published[key] = event.fingerprint
         self._retry.discard(key)
         return event

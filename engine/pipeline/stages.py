@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
@@ -12,9 +13,9 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine import metrics
+from engine import ledger, metrics
 from engine.config import Settings
-from engine.db.models import Analysis, ImportJob, JobStatus
+from engine.db.models import Analysis, ImportJob, JobStatus, LedgerState
 from engine.db.session import session_scope
 from engine.deposit.analysis_folder import load_analysis_folder
 from engine.deposit.annotation_config import active_annotation_config
@@ -37,9 +38,17 @@ from engine.events import (
     status_event,
     verify_files,
 )
-from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming, resolve_under
+from engine.folders import (
+    check_analysis_name,
+    move_to_failed,
+    move_to_imported,
+    resolve_in_incoming,
+    resolve_under,
+)
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
+from engine.ledger import WorkEvent
+from engine.limits import configure_limits
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.pipeline.guard import Backoff, Outgoing
 from engine.vcf.fastpath import iter_variant_blocks
@@ -84,6 +93,7 @@ class _Skip(Exception):
 class Pipeline:
     def __init__(self, settings: Settings, *, annotator: Annotator | None = None):
         self.settings = settings
+        configure_limits(settings)
         self.topics = Topics.from_settings(settings)
         self.db_url = settings.database_url
         self.incoming = settings.analyses_incoming
@@ -105,6 +115,7 @@ class Pipeline:
         with session_scope(self.db_url) as session:
             transition(session, self._job(session, ready), JobStatus.ANNOTATED, stage="annotate",
                        message=outcome.message)
+            ledger.progress(session, ready.event_id)
         return [Outgoing(self.topics.annotated, ready.analysis, encode(event))]
 
     # --- persist stage ------------------------------------------------------------------------
@@ -115,7 +126,8 @@ class Pipeline:
     def _persist(self, annotated: AnnotatedEvent) -> list[Outgoing]:
         ready = annotated.ready
         folder = self._claim(ready, JobStatus.PERSISTING, stage="persist")
-        spec = load_analysis_folder(folder)
+        spec = load_analysis_folder(folder, max_analysis_bytes=self.settings.max_analysis_file_bytes,
+                                    max_json_depth=self.settings.max_json_depth)
         vcfs = self._annotated_vcfs(annotated, spec)
         bundle_version = (annotated.annotation or {}).get("bundle_version")
         with session_scope(self.db_url) as session:
@@ -127,6 +139,7 @@ class Pipeline:
             job.analysis_id = result.analysis_id
             transition(session, job, JobStatus.DONE, stage="persist",
                        message=f"imported {result.n_variants} variants")
+            ledger.finish(session, ready.event_id, LedgerState.DONE)
         self._move_after_commit(folder, ready)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
         metrics.ANALYSES_IMPORTED.inc()
@@ -277,9 +290,16 @@ class Pipeline:
         return event
 
     def _claim(self, ready: ReadyEvent, status: JobStatus, *, stage: str) -> Path:
-        """Find or create the job; skip finished work; move the job to ``status``."""
+        """Find or create the job; skip finished work; move the job to ``status``.
+
+        The work ledger records the event (if its publisher did not) and its progress in the
+        same transaction.
+        """
         folder = resolve_in_incoming(ready.folder, self.incoming)
         with session_scope(self.db_url) as session:
+            ledger.record(session, WorkEvent(event_id=ready.event_id, schema=ready.SCHEMA,
+                                             topic=self.topics.ready, key=ready.key, value=encode(ready),
+                                             analysis=ready.analysis))
             job = self._job(session, ready)
             self._skip_if_finished(session, job, ready, folder)
             if not folder.is_dir():
@@ -288,16 +308,22 @@ class Pipeline:
             self._reject_duplicate_name(session, ready)
             record_attempt(session, job)
             transition(session, job, status, stage=stage)
+            ledger.progress(session, ready.event_id)
         return folder
 
     def _skip_if_finished(self, session: Session, job: ImportJob, ready: ReadyEvent, folder: Path) -> None:
+        """Raise _Skip for work already done; commits what it records before raising."""
         if job.status == JobStatus.DONE.value:
             # A replayed or duplicated event: re-announce the result, change nothing.
             self._repair_folder(session, ready, folder)
+            ledger.finish(session, ready.event_id, LedgerState.DONE)
+            session.commit()
             raise _Skip(self._imported_again(job, ready))
         if job.status in (JobStatus.FAILED.value, JobStatus.CANCELLED.value) and not folder.is_dir():
             log.info("%s: event %s already ended %s; nothing to redo", ready.analysis, ready.event_id,
                      job.status)
+            ledger.finish(session, ready.event_id, LedgerState.FAILED)
+            session.commit()
             raise _Skip([])
         earlier = find_done_job(session, analysis_name=ready.analysis, fingerprint=ready.fingerprint)
         if earlier is not None and earlier.id != job.id:
@@ -305,7 +331,26 @@ class Pipeline:
             transition(session, job, JobStatus.DONE, stage="dedupe",
                        message=f"same folder content as import job {earlier.id}: nothing to do")
             self._repair_folder(session, ready, folder)
+            ledger.finish(session, ready.event_id, LedgerState.DONE)
+            session.commit()
             raise _Skip(self._imported_again(job, ready))
+        if not folder.is_dir():
+            ended = self._ended_job(session, ready, job)
+            if ended is not None:
+                # A second event for a folder whose first event already failed it (e.g. the
+                # watcher's rescan and the reconciler both published it): nothing to redo.
+                transition(session, job, JobStatus.FAILED, stage="dedupe",
+                           message=f"same folder as import job {ended.id}, which failed: {ended.message}")
+                ledger.finish(session, ready.event_id, LedgerState.FAILED)
+                session.commit()
+                raise _Skip([])
+
+    def _ended_job(self, session: Session, ready: ReadyEvent, job: ImportJob) -> ImportJob | None:
+        query = (sa.select(ImportJob)
+                 .where(ImportJob.analysis_name == ready.analysis, ImportJob.fingerprint == ready.fingerprint,
+                        ImportJob.status == JobStatus.FAILED.value, ImportJob.id != job.id)
+                 .order_by(ImportJob.id.desc()).limit(1))
+        return session.scalars(query).first()
 
     def _repair_folder(self, session: Session, ready: ReadyEvent, folder: Path) -> None:
         """A crash between commit and move leaves an imported folder in incoming: move it now."""
@@ -337,7 +382,10 @@ class Pipeline:
                                  fingerprint=ready.fingerprint)
 
     def _work_dir(self, ready: ReadyEvent) -> Path:
-        return self.settings.work_dir / ready.analysis / ready.event_id
+        """DATA_DIR/work/<analysis>/<event id>, built only from checked values (never escapes)."""
+        name = check_analysis_name(ready.analysis, file=ready.folder)
+        event_id = str(uuid.UUID(ready.event_id))  # the schema demands a uuid; this proves it
+        return resolve_under(f"{name}/{event_id}", self.settings.work_dir, what="work directory")
 
     def _imported(self, ready: ReadyEvent, analysis_id: int, counts: dict[str, int]) -> Outgoing:
         event = imported_event(ready, analysis_id=analysis_id, counts=counts, producer=self.producer)
@@ -358,6 +406,7 @@ class Pipeline:
                 # Committed already (a crash after the commit): the import stands.
                 return self._imported_again(job, ready)
             transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
+            ledger.finish(session, ready.event_id, LedgerState.FAILED)
         folder = resolve_in_incoming(ready.folder, self.incoming)
         if folder.is_dir():
             details = {"stage": stage, **error.to_dict(), "event_id": ready.event_id}

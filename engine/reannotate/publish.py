@@ -16,6 +16,7 @@ from engine.db.models import Analysis
 from engine.db.session import session_scope
 from engine.errors import InputError
 from engine.kafka import EventProducer, ensure_topics, require_bootstrap
+from engine.ledger import Message, WorkEvent, record, record_then_publish
 from engine.reannotate.core import resolve_bundle
 from engine.reannotate.events import ReanalysisRequested, ReleaseTopics, encode_release
 from engine.reannotate.runs import DEFAULT_BATCH_SIZE, RunProgress, plan_run, run_progress
@@ -48,7 +49,9 @@ def start_reannotation(settings: Settings, *, bundle: str | None, analyses: Sequ
         run, events = plan_run(session, bundle=bundle, analyses=analyses, batch_size=batch_size,
                                producer=producer)
         progress = run_progress(session, run)
-    topic = ReleaseTopics.from_settings(settings).reannotation
+        topic = ReleaseTopics.from_settings(settings).reannotation
+        for event in events:  # the transactional outbox: committed with the plan
+            record(session, WorkEvent.from_message(topic, event.key, encode_release(event)))
     publish_messages(settings, [(topic, event.key, encode_release(event)) for event in events])
     return progress
 
@@ -60,5 +63,10 @@ def publish_messages(settings: Settings, messages: list[tuple[str, str, bytes]])
                   partitions=settings.topic_partitions,
                   replication_factor=settings.topic_replication_factor)
     with EventProducer(bootstrap, client_id="annostream-release") as producer:
-        for topic, key, value in messages:
-            producer.send(topic, key, value)
+        def publish(batch: list[Message]) -> None:
+            for topic, key, value in batch:
+                producer.send(topic, key, value)
+
+        # The work ledger first (a no-op for entries recorded with the plan): a broker restart
+        # or outage then loses nothing, the reconciler publishes them again.
+        record_then_publish(settings, [WorkEvent.from_message(*message) for message in messages], publish)

@@ -19,19 +19,29 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine import metrics
+from engine import ledger, metrics
 from engine.config import Settings
-from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun, utcnow
+from engine.db.models import (
+    Analysis,
+    ImportJob,
+    JobStatus,
+    LedgerState,
+    ReannotationBatch,
+    ReannotationRun,
+    utcnow,
+)
 from engine.db.session import session_scope
 from engine.errors import EventRejected, InputError
 from engine.events import default_producer, encode, failed_event
 from engine.jobs import get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
+from engine.ledger import WorkEvent
 from engine.pipeline.guard import Outgoing
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.events import (
     ReanalysisRequested,
     ReannotationBatchEvent,
+    ReleaseTopics,
     decode_release,
 )
 from engine.reannotate.runs import DONE, FAILED
@@ -48,6 +58,7 @@ class ReleaseStages:
         self.settings = settings
         self.db_url = settings.database_url
         self.failed_topic = Topics.from_settings(settings).failed
+        self.topics = ReleaseTopics.from_settings(settings)
         self.producer = default_producer("worker")
         self.work_dir = settings.work_dir / "reannotate"
 
@@ -58,11 +69,14 @@ class ReleaseStages:
 
     def _reanalyse(self, request: ReanalysisRequested) -> list[Outgoing]:
         with session_scope(self.db_url) as session:
+            ledger.record(session, self._work(request))
             job = self._job(session, request)
             if job.status == JobStatus.DONE.value:
                 log.info("reanalysis %s of %s already done", request.event_id, request.analysis)
                 metrics.REANALYSES.labels(outcome="skipped").inc()
+                ledger.finish(session, request.event_id, LedgerState.DONE)
                 return []
+            ledger.progress(session, request.event_id)
             record_attempt(session, job)
             transition(session, job, JobStatus.ANNOTATING, stage=REANALYSE_STAGE,
                        message=f"re-annotating with bundle {request.bundle or '(active)'}")
@@ -81,6 +95,7 @@ class ReleaseStages:
                                             work_dir=self.work_dir)
                 job.analysis_id = analysis_id
                 transition(session, job, JobStatus.DONE, stage=REANALYSE_STAGE, message=_summary(result))
+                ledger.finish(session, request.event_id, LedgerState.DONE)
         except InputError as error:
             self._fail_job(request, error)
             metrics.REANALYSES.labels(outcome="failed").inc()
@@ -89,6 +104,12 @@ class ReleaseStages:
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
         log.info("reanalysis of %s: %s", request.analysis, _summary(result))
         return []
+
+    def _work(self, event: ReanalysisRequested | ReannotationBatchEvent) -> WorkEvent:
+        from engine.reannotate.events import encode_release
+
+        topic = self.topics.reanalysis if isinstance(event, ReanalysisRequested) else self.topics.reannotation
+        return WorkEvent.from_message(topic, event.key, encode_release(event))
 
     def _job(self, session: Session, request: ReanalysisRequested) -> ImportJob:
         return get_or_create_job(session, event_id=request.event_id, analysis_name=request.analysis,
@@ -99,6 +120,7 @@ class ReleaseStages:
             job = self._job(session, request)
             if job.status != JobStatus.DONE.value:
                 transition(session, job, JobStatus.FAILED, stage=REANALYSE_STAGE, message=str(error))
+                ledger.finish(session, request.event_id, LedgerState.FAILED)
 
     # --- reannotation batches -----------------------------------------------------------------
 
@@ -107,9 +129,11 @@ class ReleaseStages:
 
     def _reannotate(self, event: ReannotationBatchEvent) -> list[Outgoing]:
         with session_scope(self.db_url) as session:
+            ledger.record(session, self._work(event))
             batch = self._lock_batch(session, event)
             if batch.status == DONE:
                 metrics.REANNOTATION_BATCHES.labels(outcome="skipped").inc()
+                ledger.finish(session, event.event_id, LedgerState.DONE)
                 return []
             batch.attempts += 1
             selection = AlleleSelection(event.id_from, event.id_to,
@@ -121,10 +145,12 @@ class ReleaseStages:
                     result = reannotate_alleles(session, bundle, selection, work_dir=self.work_dir)
             except InputError as error:
                 _finish(batch, FAILED, message=str(error))
+                ledger.finish(session, event.event_id, LedgerState.FAILED)
                 metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
                 log.warning("reannotation %s batch %d failed: %s", event.run_id, event.batch_index, error)
                 return [self._dead_letter(event, REANNOTATE_STAGE, error)]
             _finish(batch, DONE, result=result)
+            ledger.finish(session, event.event_id, LedgerState.DONE)
         metrics.REANNOTATION_BATCHES.labels(outcome="done").inc()
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
         log.info("reannotation %s batch %d: %s (%s)", event.run_id, event.batch_index, _summary(result),
@@ -186,6 +212,7 @@ class ReleaseStages:
                 batch = None
             if batch is not None and batch.status != DONE:
                 _finish(batch, FAILED, message=str(error))
+            ledger.finish(session, event.event_id, LedgerState.FAILED)
         metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
         return [self._dead_letter(event, REANNOTATE_STAGE, error)]
 
