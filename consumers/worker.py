@@ -25,7 +25,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from engine import ledger, metrics
 from engine.config import Settings
 from engine.errors import describe_internal, is_retriable
-from engine.kafka import Topics, ensure_topics
+from engine.events import Topics
+from engine.kafka import ensure_topics
 from engine.pipeline import Outgoing, Pipeline, StageGuard, StageHandler
 from engine.pipeline.guard import Backoff
 
@@ -53,16 +54,15 @@ def _limit_fetch_wait(max_wait_ms: int) -> None:
 
 def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[StageHandler]:
     """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
-    from engine.reannotate.events import ReleaseTopics
     from engine.reannotate.stages import ReleaseStages
 
     topics = Topics.from_settings(settings)
-    release, releases = ReleaseTopics.from_settings(settings), ReleaseStages(settings)
+    releases = ReleaseStages(settings)
     return [
         StageHandler("annotate", topics.ready, pipeline.annotate, pipeline.fail_annotate),
         StageHandler("persist", topics.annotated, pipeline.persist, pipeline.fail_persist),
-        StageHandler("reanalyse", release.reanalysis, releases.reanalyse, releases.fail_reanalyse),
-        StageHandler("reannotate", release.reannotation, releases.reannotate, releases.fail_reannotate),
+        StageHandler("reanalyse", topics.reanalysis, releases.reanalyse, releases.fail_reanalyse),
+        StageHandler("reannotate", topics.reannotation, releases.reannotate, releases.fail_reannotate),
     ]
 
 

@@ -27,8 +27,9 @@ from engine.db import migrate
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
 from engine.errors import BrokerUnavailable
+from engine.events import Topics
 from engine.folders import READY_FILE
-from engine.kafka import Topics, open_reader, poll_until_idle, topic_partitions
+from engine.kafka import open_reader, poll_until_idle, topic_partitions
 from engine.ledger import counts as ledger_counts
 from engine.parked import list_parked
 

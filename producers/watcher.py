@@ -29,9 +29,9 @@ from watchfiles._rust_notify import RustNotify
 from engine import metrics
 from engine.config import Settings
 from engine.errors import BrokerUnavailable, ConfigError, EventRejected, InputError
-from engine.events import ReadyEvent, build_ready_event, default_producer, encode, failed_event
+from engine.events import ReadyEvent, Topics, build_ready_event, default_producer, encode, failed_event
 from engine.folders import READY_FILE, move_to_failed
-from engine.kafka import EventProducer, Topics, ensure_topics, require_bootstrap
+from engine.kafka import EventProducer, ensure_topics, require_bootstrap
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)

@@ -32,18 +32,19 @@ from engine.db.models import (
 )
 from engine.db.session import session_scope
 from engine.errors import EventRejected, InputError
-from engine.events import default_producer, encode, failed_event
+from engine.events import (
+    ReanalysisRequested,
+    ReannotationBatchEvent,
+    Topics,
+    decode,
+    default_producer,
+    encode,
+    failed_event,
+)
 from engine.jobs import get_or_create_job, record_attempt, transition
-from engine.kafka import Topics
 from engine.ledger import WorkEvent
 from engine.pipeline.guard import Outgoing
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
-from engine.reannotate.events import (
-    ReanalysisRequested,
-    ReannotationBatchEvent,
-    ReleaseTopics,
-    decode_release,
-)
 from engine.reannotate.runs import DONE, FAILED
 
 log = logging.getLogger("annostream.reannotate")
@@ -58,7 +59,7 @@ class ReleaseStages:
         self.settings = settings
         self.db_url = settings.database_url
         self.failed_topic = Topics.from_settings(settings).failed
-        self.topics = ReleaseTopics.from_settings(settings)
+        self.topics = Topics.from_settings(settings)
         self.producer = default_producer("worker")
         self.work_dir = settings.work_dir / "reannotate"
 
@@ -106,10 +107,8 @@ class ReleaseStages:
         return []
 
     def _work(self, event: ReanalysisRequested | ReannotationBatchEvent) -> WorkEvent:
-        from engine.reannotate.events import encode_release
-
         topic = self.topics.reanalysis if isinstance(event, ReanalysisRequested) else self.topics.reannotation
-        return WorkEvent.from_message(topic, event.key, encode_release(event))
+        return WorkEvent.from_message(topic, event.key, encode(event))
 
     def _job(self, session: Session, request: ReanalysisRequested) -> ImportJob:
         return get_or_create_job(session, event_id=request.event_id, analysis_name=request.analysis,
@@ -177,7 +176,7 @@ class ReleaseStages:
              body: Callable[[E], list[Outgoing]]) -> list[Outgoing]:
         with metrics.observe_stage(stage):
             try:
-                event = decode_release(raw, kind)
+                event = decode(raw, kind)
             except EventRejected as rejected:
                 metrics.STAGE_FAILURES.labels(stage=stage).inc()
                 log.warning("rejected %s event: %s", stage, rejected.reason)
@@ -192,7 +191,7 @@ class ReleaseStages:
     def fail_reanalyse(self, raw: bytes, error: InputError) -> list[Outgoing]:
         """Record that a reanalysis request cannot be processed (the guard gave up on it)."""
         try:
-            request = decode_release(raw, ReanalysisRequested)
+            request = decode(raw, ReanalysisRequested)
         except EventRejected as rejected:
             return [self._dead_letter(raw, REANALYSE_STAGE, InputError(rejected.reason))]
         self._fail_job(request, error)
@@ -202,7 +201,7 @@ class ReleaseStages:
     def fail_reannotate(self, raw: bytes, error: InputError) -> list[Outgoing]:
         """Record that a re-annotation batch cannot be processed (the guard gave up on it)."""
         try:
-            event = decode_release(raw, ReannotationBatchEvent)
+            event = decode(raw, ReannotationBatchEvent)
         except EventRejected as rejected:
             return [self._dead_letter(raw, REANNOTATE_STAGE, InputError(rejected.reason))]
         with session_scope(self.db_url) as session:
@@ -218,9 +217,7 @@ class ReleaseStages:
 
     def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent, stage: str,
                      error: InputError) -> Outgoing:
-        from engine.reannotate.events import encode_release
-
-        raw = original if isinstance(original, bytes) else encode_release(original)
+        raw = original if isinstance(original, bytes) else encode(original)
         analysis = original.analysis if isinstance(original, ReanalysisRequested) else None
         dead = failed_event(raw, stage=stage, error=error, producer=self.producer, analysis=analysis)
         return Outgoing(self.failed_topic, dead.analysis or "", encode(dead))
