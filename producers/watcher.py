@@ -13,7 +13,6 @@ ANALYSES_INCOMING that holds a ``READY`` marker (pipelines write it last).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -240,8 +239,14 @@ class Watcher:
             return
         self._forget(key)
         log.warning("%s failed the check, moved to %s: %s", key, moved, details["message"])
-        with contextlib.suppress(BrokerUnavailable):
+        try:
             self.producer.send(self.topics.failed, dead_letter.key, encode(dead_letter))
+        except BrokerUnavailable as error:
+            # The folder and its error.json in ANALYSES_FAILED are the durable record; the
+            # dead letter is the notification, and losing it must at least be visible.
+            metrics.WATCHER_DEAD_LETTERS_UNSENT.inc()
+            log.error("%s: could not publish its dead letter %s (%s); error.json in %s has the details",
+                      key, dead_letter.event_id, error, moved)
 
     def _handle(self, changes: set[tuple[int, str]] | str) -> None:
         if self.names.refresh():
