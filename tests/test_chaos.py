@@ -39,7 +39,7 @@ from tests.test_guard import import_through_guard
 
 SMALL = DATA / "analyses" / "TestAnalysis-001"
 GENEPANEL = DATA / "genepanels" / "HBOC_v1.0.0"
-N_SMALL, N_BIG, BIG_VARIANTS = 18, 2, 100_000
+N_SMALL, N_BIG, BIG_VARIANTS = 18, 2, 110_000  # ~110k records each
 WORKER_KILLS = 5
 
 
@@ -82,6 +82,13 @@ def kill(pid: int | None) -> bool:
     return True
 
 
+def embedded_bootstrap(stack: Stack) -> str:
+    pid = find_child(stack, "broker", "--storage-engine")
+    assert pid is not None, "no embedded broker under annostream up"
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return argv[argv.index("--listener-url") + 1].removeprefix("tcp://")
+
+
 def big_vcf(root: Path) -> Path:
     subprocess.run(
         [
@@ -90,7 +97,11 @@ def big_vcf(root: Path) -> Path:
             "--out",
             str(root),
             "--n-source",
-            "1000",
+            "2000",
+            "--frac-exact",
+            "0.01",
+            "--frac-samepos",
+            "0.005",
             "--n-query",
             str(BIG_VARIANTS),
             "--n-bed",
@@ -136,19 +147,25 @@ def build_small(target_root: Path, name: str) -> Path:
     return folder
 
 
-def row_counts(url: str, name: str) -> tuple[int, int]:
-    """(samples, genotypes) of the analysis called ``name``."""
-    from engine.db.models import Analysis
+def row_counts(url: str, name: str) -> tuple[int, int, int]:
+    """(samples, genotypes, genotype sample data rows) of the analysis called ``name``."""
+    from engine.db.models import Analysis, GenotypeSampleData
 
     with session_scope(url) as session:
-        analysis_id = session.scalar(sa.select(Analysis.id).where(Analysis.name == name))
-        samples = session.scalar(
-            sa.select(sa.func.count()).select_from(Sample).where(Sample.analysis_id == analysis_id)
+        samples = (
+            sa.select(Sample.id)
+            .join(Analysis, Analysis.id == Sample.analysis_id)
+            .where(Analysis.name == name)
         )
-        genotypes = session.scalar(
-            sa.select(sa.func.count()).select_from(Genotype).where(Genotype.analysis_id == analysis_id)
+        n_samples = session.scalar(sa.select(sa.func.count()).select_from(samples.subquery()))
+        genotypes = sa.select(Genotype.id).where(Genotype.sample_id.in_(samples))
+        n_genotypes = session.scalar(sa.select(sa.func.count()).select_from(genotypes.subquery()))
+        n_data = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(GenotypeSampleData)
+            .where(GenotypeSampleData.genotype_id.in_(genotypes))
         )
-    return int(samples or 0), int(genotypes or 0)
+    return int(n_samples or 0), int(n_genotypes or 0), int(n_data or 0)
 
 
 def clean_counts(server_url: str, tmp_path: Path, big: Path) -> dict[str, tuple[int, int]]:
@@ -183,6 +200,7 @@ def clean_counts(server_url: str, tmp_path: Path, big: Path) -> dict[str, tuple[
         out = import_through_guard(settings, pipeline, raw)
         assert [message.topic for message in out] == ["t.analysis.imported"], out
         counts[kind] = row_counts(url, folder.name)
+        assert min(counts[kind]) > 0, counts
     get_engine.cache_clear()
     return counts
 
@@ -235,7 +253,8 @@ def test_nothing_lost_nothing_stuck(tmp_path: Path, cluster: ThrowawayCluster) -
         # kill, one database outage of a few seconds.
         faults = ["worker"] * WORKER_KILLS + ["broker", "database"]
         rng.shuffle(faults)
-        deadline = time.monotonic() + 60
+        deadline = started = time.monotonic()
+        deadline += 60
         dropped = 0
         while faults or dropped < len(order):
             if dropped < len(order):
@@ -275,7 +294,12 @@ def test_nothing_lost_nothing_stuck(tmp_path: Path, cluster: ThrowawayCluster) -
             on_timeout=lambda: where(f"incoming: {sorted(p.name for p in stack.incoming.iterdir())}"),
         )
 
-        # A re-annotation run and a reanalysis through another broker kill.
+        print(
+            f"chaos: all {len(order)} analyses DONE {time.monotonic() - started:.0f} s after the first drop"
+        )
+        # A re-annotation run and a reanalysis through another broker kill. The CLI talks to the
+        # broker `up` embeds, found from its command line.
+        stack.env["KAFKA_BOOTSTRAP_SERVERS"] = embedded_bootstrap(stack)
         stack.cli("bundle", "add", str(make_bundle(tmp_path / "bundle", "2030.1")))
         stack.cli("bundle", "activate", "2030.1")
         stack.cli("reannotate", "--bundle", "2030.1", "--batch-size", "20000", "--no-wait")
