@@ -102,6 +102,13 @@ def move_to_failed(folder: Path, settings: Settings, error: dict[str, Any]) -> P
     return move_folder(folder, settings.analyses_failed)
 
 
+def fail_folder(folder: Path, settings: Settings, *, stage: str, error: InputError,
+                event_id: str | None) -> Path:
+    """Record why ``folder`` failed (``error.json``: the stage, the error's fields, the event id)
+    and move it into ANALYSES_FAILED; returns its new path. Used by the watcher and the stages."""
+    return move_to_failed(folder, settings, {"stage": stage, **error.to_dict(), "event_id": event_id})
+
+
 def write_error_file(folder: Path, error: dict[str, Any]) -> Path:
     document = {
         "stage": error.get("stage"),

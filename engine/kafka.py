@@ -9,6 +9,7 @@ Apache Kafka or Redpanda. Idempotent produce (``enable_idempotence``) works on a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
@@ -20,7 +21,9 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.config import Settings
 from engine.errors import AnnostreamError
-from engine.events.topics import topic_config
+from engine.events.base import Event
+from engine.events.codec import encode
+from engine.events.topics import Topics, topic_config
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,19 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
         log.info("created topics %s on %s", ", ".join(missing), bootstrap)
     finally:
         admin.close()
+
+
+def ensure_engine_topics(settings: Settings, *, command: str) -> str:
+    """Create every topic of the registry that does not exist yet; returns the bootstrap servers.
+
+    With ANNOSTREAM_TOPIC_PARTITIONS and ANNOSTREAM_TOPIC_REPLICATION_FACTOR and each topic's
+    configs (e.g. the compacted status topic), rather than leaving topics to broker
+    auto-creation. ``command`` names the service in the message when no broker is configured.
+    """
+    bootstrap = require_bootstrap(settings, command)
+    ensure_topics(bootstrap, Topics.from_settings(settings).all(), partitions=settings.topic_partitions,
+                  replication_factor=settings.topic_replication_factor)
+    return bootstrap
 
 
 def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
@@ -119,6 +135,49 @@ class EventProducer:
         self._producer.close(timeout=timeout_s)
 
     def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class EventPublisher:
+    """Publishes events to the topic the registry gives their class, each acknowledged by the broker.
+
+    One per process (e.g. the API's, shared by every request): the producer is opened, and the
+    topics created, on first use, so a process starts without a reachable broker and never
+    opens a connection before a fork. Thread-safe (kafka-python's producer is).
+    """
+
+    def __init__(self, settings: Settings, *, client_id: str, command: str):
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.client_id = client_id
+        self.command = command
+        self._producer: EventProducer | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Send each event (keyed by its partition key) and wait for the broker's acknowledgement."""
+        producer = self._open()
+        for event in events:
+            producer.send(self.topics.carrying(type(event)), event.key, encode(event))
+
+    def _open(self) -> EventProducer:
+        with self._lock:
+            if self._producer is None:
+                bootstrap = ensure_engine_topics(self.settings, command=self.command)
+                self._producer = EventProducer(bootstrap, client_id=self.client_id)
+            return self._producer
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+
+    def __enter__(self) -> EventPublisher:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

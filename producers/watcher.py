@@ -38,8 +38,8 @@ from engine.events import (
     encode,
     failed_event,
 )
-from engine.folders import READY_FILE, move_to_failed
-from engine.kafka import BrokerUnavailable, EventProducer, ensure_topics, require_bootstrap
+from engine.folders import READY_FILE, fail_folder
+from engine.kafka import BrokerUnavailable, EventProducer, ensure_engine_topics
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)
@@ -234,20 +234,18 @@ class Watcher:
         self._retry.discard(key)
         return event
 
-    def _fail(self, folder: Path, key: str, error: InputError | EventRejected) -> None:
-        details = error.to_dict() if isinstance(error, InputError) else {
-            "message": error.reason, "file": None, "line": None, "expected": None}
+    def _fail(self, folder: Path, key: str, problem: InputError | EventRejected) -> None:
+        error = problem if isinstance(problem, InputError) else InputError(problem.reason)
         dead_letter = failed_event({"folder": key, "analysis": folder.name}, stage="watch", error=error,
                                    producer=self.producer_name, analysis=folder.name)
         try:
-            moved = move_to_failed(folder, self.settings, {"stage": "watch", **details,
-                                                           "event_id": dead_letter.event_id})
+            moved = fail_folder(folder, self.settings, stage="watch", error=error,
+                                event_id=dead_letter.event_id)
         except OSError as move_error:
-            log.error("%s failed the check (%s) and could not be moved: %s", key, details["message"],
-                      move_error)
+            log.error("%s failed the check (%s) and could not be moved: %s", key, error, move_error)
             return
         self._forget(key)
-        log.warning("%s failed the check, moved to %s: %s", key, moved, details["message"])
+        log.warning("%s failed the check, moved to %s: %s", key, moved, error)
         with contextlib.suppress(BrokerUnavailable):
             self.producer.send(self.topics.failed, dead_letter.key, encode(dead_letter))
 
@@ -283,10 +281,7 @@ class Watcher:
 
 def run_watcher(settings: Settings, *, producer_name: str | None = None) -> None:
     """Entry point of ``annostream watch``: runs until SIGTERM or SIGINT."""
-    bootstrap = require_bootstrap(settings, "watch")
-    topics = Topics.from_settings(settings)
-    ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
+    bootstrap = ensure_engine_topics(settings, command="watch")
     with EventProducer(bootstrap, client_id="annostream-watcher") as producer:
         watcher = Watcher(settings, producer, producer_name=producer_name)
         restore = _stop_on_signals(watcher.stop)
