@@ -27,6 +27,10 @@ from engine.events.topics import Topics, topic_config
 
 log = logging.getLogger(__name__)
 
+# Defaults of the clients below are the settings' defaults; services pass their settings' values.
+DEFAULT_TIMEOUT_S: float = Settings.model_fields["kafka_timeout_s"].default
+DEFAULT_FETCH_MAX_WAIT_MS: int = Settings.model_fields["kafka_fetch_max_wait_ms"].default
+
 class BrokerUnavailable(AnnostreamError):
     """The Kafka broker could not be reached or did not acknowledge a write."""
 
@@ -42,7 +46,7 @@ def require_bootstrap(settings: Settings, command: str) -> str:
 
 
 def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
-                  replication_factor: int = 1, timeout_s: float = 15.0) -> None:
+                  replication_factor: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
     wanted = list(dict.fromkeys(names))
     if not wanted:
@@ -71,7 +75,7 @@ def ensure_engine_topics(settings: Settings, *, command: str) -> str:
     """
     bootstrap = require_bootstrap(settings, command)
     ensure_topics(bootstrap, Topics.from_settings(settings).all(), partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
+                  replication_factor=settings.topic_replication_factor, timeout_s=settings.kafka_timeout_s)
     return bootstrap
 
 
@@ -100,7 +104,8 @@ class EventProducer:
     Idempotent, so the client's own retries never write an event twice.
     """
 
-    def __init__(self, bootstrap: str, *, client_id: str = "annostream", timeout_s: float = 15.0):
+    def __init__(self, bootstrap: str, *, client_id: str = "annostream",
+                 timeout_s: float = DEFAULT_TIMEOUT_S):
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         try:
@@ -168,7 +173,8 @@ class EventPublisher:
         with self._lock:
             if self._producer is None:
                 bootstrap = ensure_engine_topics(self.settings, command=self.command)
-                self._producer = EventProducer(bootstrap, client_id=self.client_id)
+                self._producer = EventProducer(bootstrap, client_id=self.client_id,
+                                               timeout_s=self.settings.kafka_timeout_s)
             return self._producer
 
     def close(self) -> None:
@@ -188,12 +194,13 @@ class EventPublisher:
 # --- reading without a consumer group (operations: lag, replay) -----------------------------
 
 
-def open_reader(bootstrap: str, *, timeout_s: float = 15.0) -> KafkaConsumer:
+def open_reader(bootstrap: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS) -> KafkaConsumer:
     """A consumer outside any group: partitions are assigned by hand, nothing is committed."""
     try:
         return KafkaConsumer(bootstrap_servers=bootstrap, client_id="annostream-reader", group_id=None,
                              enable_auto_commit=False, allow_auto_create_topics=False,
-                             auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
                              request_timeout_ms=int(timeout_s * 1000) + 1000)
     except KafkaError as error:
         raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None

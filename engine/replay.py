@@ -17,7 +17,7 @@ import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
 from engine.errors import InputError
-from engine.kafka import EventProducer, open_reader, poll_until_idle, topic_partitions
+from engine.kafka import DEFAULT_TIMEOUT_S, EventProducer, open_reader, poll_until_idle, topic_partitions
 
 #: Header added to every replayed message: where the original is (``topic/partition/offset``).
 REPLAYED_FROM = "annostream.replayed-from"
@@ -112,9 +112,9 @@ def _selected(record: ConsumerRecord) -> Selected:
                     headers=tuple((name, bytes(value)) for name, value in record.headers or ()))
 
 
-def republish(bootstrap: str, messages: list[Selected]) -> int:
+def republish(bootstrap: str, messages: list[Selected], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Write ``messages`` again (same topic, key and value; original headers plus REPLAYED_FROM)."""
-    with EventProducer(bootstrap, client_id="annostream-replay") as producer:
+    with EventProducer(bootstrap, client_id="annostream-replay", timeout_s=timeout_s) as producer:
         for message in messages:
             origin = f"{message.topic}/{message.partition}/{message.offset}".encode()
             kept = [item for item in message.headers if item[0] != REPLAYED_FROM]

@@ -62,6 +62,7 @@ def publish_folder(folder: Path, settings: Settings, *, producer_name: str | Non
     require_bootstrap(settings, "publish")
     event = prepare_ready_event(folder, settings, producer=producer_name or default_producer("publish"))
     bootstrap = ensure_engine_topics(settings, command="publish")
-    with EventProducer(bootstrap, client_id="annostream-publish") as producer:
+    with EventProducer(bootstrap, client_id="annostream-publish",
+                       timeout_s=settings.kafka_timeout_s) as producer:
         send_ready(event, producer, Topics.from_settings(settings))
     return event

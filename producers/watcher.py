@@ -50,6 +50,8 @@ DEBOUNCE_MS = 200
 STEP_MS = 20
 # How often the loop wakes without file events: retry failed publishes, re-read list files.
 TICK_MS = 1000
+# With WATCHFILES_FORCE_POLLING: how often the folder is polled for changes.
+POLL_DELAY_MS = 300
 
 
 # --- allow / deny lists -----------------------------------------------------------------------
@@ -165,8 +167,8 @@ class Watcher:
     def run(self) -> None:
         """Scan, then watch until :meth:`stop` is called."""
         self.incoming.mkdir(parents=True, exist_ok=True)
-        force_polling = os.environ.get("WATCHFILES_FORCE_POLLING", "").lower() in {"1", "true", "yes"}
-        with RustNotify([str(self.incoming)], False, force_polling, 300, True, False) as notify:
+        with RustNotify([str(self.incoming)], False, self.settings.watch_force_polling, POLL_DELAY_MS, True,
+                        False) as notify:
             self.scan()  # after arming the watch: a READY written meanwhile is seen twice, not never
             self.ready.set()
             log.info("watching %s", self.incoming)
@@ -282,7 +284,8 @@ class Watcher:
 def run_watcher(settings: Settings, *, producer_name: str | None = None) -> None:
     """Entry point of ``annostream watch``: runs until SIGTERM or SIGINT."""
     bootstrap = ensure_engine_topics(settings, command="watch")
-    with EventProducer(bootstrap, client_id="annostream-watcher") as producer:
+    with EventProducer(bootstrap, client_id="annostream-watcher",
+                       timeout_s=settings.kafka_timeout_s) as producer:
         watcher = Watcher(settings, producer, producer_name=producer_name)
         restore = _stop_on_signals(watcher.stop)
         try:
