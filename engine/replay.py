@@ -18,6 +18,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from engine.errors import InputError
 from engine.kafka import DEFAULT_TIMEOUT_S, EventProducer, open_reader, poll_until_idle, topic_partitions
+from engine.timeutil import iso_utc, utcnow
 
 #: Header added to every replayed message: where the original is (``topic/partition/offset``).
 REPLAYED_FROM = "annostream.replayed-from"
@@ -55,14 +56,14 @@ class Selected:
         return value if isinstance(value, str) else None
 
     def describe(self) -> str:
-        when = self.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        when = iso_utc(self.time, timespec="milliseconds")
         return (f"{self.topic}[{self.partition}]@{self.offset}  {when}  key={self.key_text!r}  "
                 f"event_id={self.event_id or '-'}")
 
 
 def parse_moment(text: str, *, now: dt.datetime | None = None, option: str = "--since") -> dt.datetime:
     """An ISO 8601 date/time (naive = UTC) or a duration ago (``30m``, ``2h``, ``1d``)."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utcnow()
     relative = _RELATIVE.match(text.strip())
     if relative:
         return now - dt.timedelta(**{_UNITS[relative["unit"]]: int(relative["amount"])})

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from api.auth import WriteToken
 from api.deps import PaginationDep, PublisherDep, SessionDep
 from api.errors import NotFoundError
-from api.schemas import ApiModel, ErrorOut, Page
+from api.models import ApiModel, ErrorOut, Page
 from engine.db.models import ImportJob
 from engine.errors import InputError, UnknownAnalysisError
 from engine.kafka import BrokerUnavailable
