@@ -36,7 +36,7 @@ TRANSIENT_RETRIES = 5
 EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
 
 
-def _limit_fetch_wait(max_wait_ms: int) -> None:
+def limit_fetch_wait(max_wait_ms: int) -> None:
     """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
 
     faust offers no setting for it, so the consumer factory is wrapped once per process; the
@@ -80,7 +80,7 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
     """The faust app: topics created, faust configured, one agent per stage."""
     create_topics(settings)
-    _limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
+    limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
     app = faust.App(settings.worker_name, **faust_settings(settings))
     build_agents(app, pipeline_stages(settings, pipeline or Pipeline(settings)))
     return app

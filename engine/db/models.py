@@ -69,11 +69,6 @@ class SampleType(enum.StrEnum):
     SANGER = "Sanger"
 
 
-class Sex(enum.StrEnum):
-    MALE = "Male"
-    FEMALE = "Female"
-
-
 class Sample(Base):
     __tablename__ = "sample"
     __table_args__ = (sa.UniqueConstraint("analysis_id", "identifier"),)
