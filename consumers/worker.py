@@ -1,10 +1,11 @@
 """The faust worker: a thin adapter that feeds Kafka events to the engine's pipeline stages.
 
 Faust traps this module is written around:
-- An exception escaping an agent acks the message (it is lost). Stage functions never raise for
-  bad input (they return a dead-letter message instead); an infrastructure error that survives
-  retries makes the process exit *before* the message is acked, so it is redelivered after the
-  supervisor restarts the worker.
+- An exception escaping an agent acks the message (it is lost). Every stage runs under
+  :class:`engine.pipeline.StageGuard` (the error model): bad input becomes a dead letter,
+  infrastructure errors are retried in place until they pass, a bug fails the event after a
+  bounded number of attempts, and an event whose failure cannot even be recorded is parked in
+  the database. Nothing escapes, so the worker never restarts in a loop on one event.
 - ``concurrency > 1`` can commit offsets past in-flight work: every agent uses concurrency 1 and
   finishes one event (including delivery of what it publishes) before taking the next.
 - Blocking work inside an agent stalls the event loop: stages run in a dedicated thread each.
@@ -26,15 +27,13 @@ from engine import ledger, metrics
 from engine.config import Settings
 from engine.errors import describe_internal, is_retriable
 from engine.events import Topics
-from engine.kafka import ensure_topics
+from engine.kafka import ensure_engine_topics, require_bootstrap
 from engine.pipeline import Outgoing, Pipeline, StageGuard, StageHandler
 from engine.pipeline.guard import Backoff
 
 log = logging.getLogger("annostream.worker")
 
-
-
-def _limit_fetch_wait(max_wait_ms: int) -> None:
+def limit_fetch_wait(max_wait_ms: int) -> None:
     """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
 
     faust offers no setting for it, so the consumer factory is wrapped once per process; the
@@ -67,37 +66,46 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[StageHandler
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        raise RuntimeError("the worker needs KAFKA_BOOTSTRAP_SERVERS (annostream up sets it)")
-    pipeline = pipeline or Pipeline(settings)
-    _limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
-    topics = Topics.from_settings(settings)
-    stages = pipeline_stages(settings, pipeline)
-    # Declared up front with our partition count and configs (e.g. the compacted status topic),
-    # rather than left to broker auto-creation.
-    ensure_topics(bootstrap, [*topics.all(), *(handler.topic for handler in stages)],
-                  partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
-    rebalance = settings.kafka_rebalance_timeout_s
-    app = faust.App(
-        settings.worker_name,
-        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
-        store="memory://",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        datadir=str(settings.data_dir / "faust"),
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication_factor,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=rebalance,
-        broker_rebalance_timeout=rebalance,
-        broker_heartbeat_interval=max(0.5, rebalance / 6),
-        broker_commit_every=1,
-        producer_acks=-1,
-    )
+    """The faust app: topics created, faust configured, one agent per stage."""
+    create_topics(settings)
+    limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
+    app = faust.App(settings.worker_name, **faust_settings(settings))
+    build_agents(app, settings, pipeline_stages(settings, pipeline or Pipeline(settings)))
+    add_reconciler(app, settings)
+    return app
 
+
+def create_topics(settings: Settings) -> None:
+    """Every topic of the registry, declared up front with our partition count and configs
+    (e.g. the compacted status topic) rather than left to broker auto-creation."""
+    ensure_engine_topics(settings, command="worker")
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """faust's settings for the worker (see the module docstring for why each one)."""
+    bootstrap = require_bootstrap(settings, "worker")
+    rebalance = settings.kafka_rebalance_timeout_s
+    return {
+        "broker": [f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        "store": "memory://",
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "web_enabled": False,
+        "datadir": str(settings.data_dir / "faust"),
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": rebalance,
+        "broker_rebalance_timeout": rebalance,
+        "broker_heartbeat_interval": max(0.5, rebalance / 6),
+        "broker_commit_every": 1,
+        "producer_acks": -1,
+    }
+
+
+def build_agents(app: faust.App, settings: Settings, stages: list[StageHandler]) -> None:
+    """One agent per stage: concurrency 1, the stage under the StageGuard in its own thread,
+    then publish what it returned."""
     guard = StageGuard(settings)
 
     async def publish(messages: list[Outgoing]) -> None:
@@ -110,14 +118,13 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     def make_agent(handler: StageHandler) -> None:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{handler.name}")
         source = app.topic(handler.topic, value_serializer="raw", key_serializer="raw")
-        loop_guard = partial(guard.run, handler)
+        guarded = partial(guard.run, handler)
 
         async def agent(stream: faust.StreamT) -> None:
             async for key, raw in stream.items():
                 metrics.EVENTS_CONSUMED.labels(topic=handler.topic).inc()
                 key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
-                messages = await asyncio.get_running_loop().run_in_executor(
-                    executor, loop_guard, raw, key_text)
+                messages = await asyncio.get_running_loop().run_in_executor(executor, guarded, raw, key_text)
                 await publish_or_park(settings, guard, handler.name, messages, publish)
 
         app.agent(source, name=f"annostream.{handler.name}", concurrency=1)(agent)
@@ -125,19 +132,21 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     for handler in stages:
         make_agent(handler)
 
+
+def add_reconciler(app: faust.App, settings: Settings) -> None:
+    """Every ANNOSTREAM_RECONCILE_EVERY seconds, publish again the work the ledger records as
+    unfinished and silent (lost by a restarted memory-only broker, or expired retention). Every
+    worker may do it; duplicates are harmless (stages are idempotent per event id)."""
+    bootstrap = require_bootstrap(settings, "worker")
     reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconciler")
 
     @app.timer(interval=settings.reconcile_every_s)
     async def reconcile_ledger() -> None:
-        # Work the broker lost (a restart of the memory-only embedded broker, expired retention)
-        # is published again from the database; every worker may do it, duplicates are harmless.
         try:
             await asyncio.get_running_loop().run_in_executor(
                 reconciler, partial(ledger.reconcile_through_kafka, settings, bootstrap))
         except Exception as error:
             log.warning("reconciler: %s (next try in %.0f s)", error, settings.reconcile_every_s)
-
-    return app
 
 
 async def publish_or_park(settings: Settings, guard: StageGuard, stage: str, messages: list[Outgoing],

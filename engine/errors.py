@@ -8,6 +8,7 @@
     |   |-- MissingGenepanelError            no
     |   |-- AnnotationConfigError            no
     |   |-- AnnotationValueError             no
+    |   |-- UnknownAnalysisError             no      API 404: a request names no stored analysis
     |   |-- EventRejected                    no      dead letter (the event itself is invalid)
     |   `-- LimitExceeded                    no      a configured bound on input was exceeded
     |-- ConfigError                          no      a setting is missing or invalid (CLI exit 2)
@@ -233,3 +234,7 @@ def is_database_outage(error: BaseException) -> bool:
 def describe_internal(error: BaseException) -> str:
     """The message of an unexpected error as users see it: ``internal error (Type): text``."""
     return f"internal error ({type(error).__name__}): {error}"
+
+
+class UnknownAnalysisError(InputError):
+    """A request names an analysis that is not stored (the API answers 404). Not retriable."""

@@ -24,7 +24,8 @@ from engine import metrics
 from engine.config import Settings
 from engine.db.models import LedgerEntry, LedgerState, utcnow
 from engine.db.session import session_scope
-from engine.errors import is_retriable
+from engine.errors import BrokerUnavailable, is_retriable
+from engine.events import Event, Topics, encode
 
 log = logging.getLogger("annostream.ledger")
 
@@ -42,6 +43,11 @@ class WorkEvent:
     key: str
     value: bytes
     analysis: str | None = None
+
+    @classmethod
+    def of(cls, event: Event, topics: Topics) -> WorkEvent:
+        """The entry for ``event``, published to the topic the registry gives its class."""
+        return cls.from_message(topics.carrying(type(event)), event.key, encode(event))
 
     @classmethod
     def from_message(cls, topic: str, key: str, value: bytes) -> WorkEvent:
@@ -108,13 +114,15 @@ def finish(session: Session, event_id: str, state: LedgerState) -> None:
 
 def record_then_publish(
     settings: Settings, events: Sequence[WorkEvent], publish: Callable[[list[Message]], None]
-) -> None:
+) -> bool:
     """The outbox step for publishers: commit the ledger entries, then publish.
 
     If the database is unreachable the events are still published (and the worker records
-    them when it picks them up); if the broker is unreachable the error propagates but the
-    entries stay PENDING, so the reconciler publishes them once the broker is back.
+    them when it picks them up); if the broker is unreachable the entries stay PENDING, so the
+    reconciler publishes them once the broker is back, and the BrokerUnavailable says so.
+    Returns whether the events are in the ledger.
     """
+    recorded = True
     try:
         with session_scope(settings.database_url) as session:
             for event in events:
@@ -122,12 +130,22 @@ def record_then_publish(
     except Exception as error:
         if not is_retriable(error):
             raise
+        recorded = False
         log.warning(
             "database unavailable, publishing %d event(s) without a ledger entry: %s",
             len(events),
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
         )
-    publish([(event.topic, event.key, event.value) for event in events])
+    try:
+        publish([(event.topic, event.key, event.value) for event in events])
+    except BrokerUnavailable as error:
+        if not recorded:
+            raise
+        raise BrokerUnavailable(
+            f"{error}; the work is recorded in the database's work ledger and will be published "
+            "when the broker is back (or run 'annostream replay --from-ledger')"
+        ) from None
+    return recorded
 
 
 def pending(

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 
 from api.deps import PaginationDep, SessionDep
-from api.schemas import ApiModel, ErrorOut, Page
+from api.models import ApiModel, ErrorOut, Page
 from engine.db.models import Gene, Genepanel, Phenotype, Transcript, genepanel_phenotype, genepanel_transcript
 from engine.errors import NotFoundError
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from api.deps import SettingsDep
-from api.schemas import ReadinessOut
+from api.models import ReadinessOut
 from engine.db.session import get_engine
 from engine.metrics import render_metrics
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 
 from api.deps import PaginationDep, SessionDep
-from api.schemas import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
+from api.models import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
 from engine.db.models import ImportJob, JobStatus
 from engine.errors import NotFoundError
 

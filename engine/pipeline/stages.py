@@ -41,7 +41,7 @@ from engine.events import (
 )
 from engine.folders import (
     check_analysis_name,
-    move_to_failed,
+    fail_folder,
     move_to_imported,
     resolve_in_incoming,
     resolve_under,
@@ -405,8 +405,7 @@ class Pipeline:
             ledger.finish(session, ready.event_id, LedgerState.FAILED)
         folder = resolve_in_incoming(ready.folder, self.incoming)
         if folder.is_dir():
-            details = {"stage": stage, **error.to_dict(), "event_id": ready.event_id}
-            move_to_failed(folder, self.settings, details)
+            fail_folder(folder, self.settings, stage=stage, error=error, event_id=ready.event_id)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
         dead = failed_event(ready.to_dict(), stage=stage, error=error, producer=self.producer,
                             attempt=attempt, analysis=ready.analysis)

@@ -28,7 +28,6 @@ from engine.db.models import (
     LedgerState,
     ReannotationBatch,
     ReannotationRun,
-    utcnow,
 )
 from engine.db.session import session_scope
 from engine.errors import EventRejected, InputError
@@ -46,6 +45,7 @@ from engine.ledger import WorkEvent
 from engine.pipeline.guard import Outgoing
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.runs import DONE, FAILED
+from engine.timeutil import utcnow
 
 log = logging.getLogger("annostream.reannotate")
 E = TypeVar("E", ReanalysisRequested, ReannotationBatchEvent)
