@@ -85,14 +85,14 @@ def activate_command(
 def follow_tracks(settings: Settings, info: BundleInfo, previous: str | None) -> None:
     """Announce the activation (``bundle.activated``: the worker's tracks stage updates the IGV
     tracks); without Kafka, update them here."""
-    from engine.events import BundleActivated, Topics, default_producer, encode
-    from engine.reannotate.publish import publish_messages
+    from engine.events import BundleActivated, default_producer
+    from engine.kafka import EventPublisher
     from engine.tracks import apply_tracks
 
     if settings.kafka_bootstrap_servers:
         event = BundleActivated(producer=default_producer("cli"), bundle=info.version, previous=previous)
-        topic = Topics.from_settings(settings).bundle_activated
-        publish_messages(settings, [(topic, event.key, encode(event))])
+        with EventPublisher(settings, client_id="annostream-cli", command="bundle activate") as publisher:
+            publisher.publish([event])
         typer.echo(f"published bundle.activated: the worker updates the IGV tracks in "
                    f"{settings.igv_data or '(IGV_DATA not set)'}")
         return

@@ -21,13 +21,17 @@ def reanalyse_command(
 
     from engine.config import get_settings
     from engine.db import migrate
+    from engine.db.session import session_scope
     from engine.events import default_producer
+    from engine.kafka import EventPublisher
     from engine.reannotate.publish import request_reanalysis
 
     settings = get_settings()
     migrate.require_current(settings.database_url)
-    event = request_reanalysis(settings, analysis, bundle, producer=default_producer("cli"),
-                               requested_by=f"cli@{getpass.getuser()}")
+    with (session_scope(settings.database_url) as session,
+          EventPublisher(settings, client_id="annostream-cli", command="reanalyse") as publisher):
+        event = request_reanalysis(session, publisher, analysis, bundle, producer=default_producer("cli"),
+                                   requested_by=f"cli@{getpass.getuser()}")
     typer.echo(f"reanalysis of {analysis} with bundle {event.bundle} requested: event {event.event_id}")
     typer.echo(f"follow it with: GET /api/v1/reanalyses/{event.event_id}")
 
@@ -59,34 +63,39 @@ def reannotate_command(
     from engine.db import migrate
     from engine.db.session import session_scope
     from engine.events import default_producer
+    from engine.kafka import EventPublisher
     from engine.reannotate.publish import resume_reannotation, start_reannotation
     from engine.reannotate.runs import preview_run
 
     settings = get_settings()
     migrate.require_current(settings.database_url)
-    if resume is not None:
-        if everything or dry_run or analysis:
-            raise typer.BadParameter("--resume takes no --all, --dry-run or --analysis (the run has them)")
-        progress, republished = resume_reannotation(settings, resume, producer=default_producer("cli"))
-        typer.echo(f"reannotation run {progress.id} ({progress.run_id}): republished {republished} of "
-                   f"{progress.total_batches} batches")
-    elif dry_run:
-        if everything:
+    if dry_run:
+        if everything or resume is not None:
             raise typer.BadParameter("--dry-run describes the incremental selection; "
-                                     "--all takes every allele")
+                                     "it takes no --all or --resume")
         with session_scope(settings.database_url) as session:
             plan = preview_run(session, bundle=bundle, analyses=analysis or None)
         for line in plan.describe():
             typer.echo(line)
         return
-    else:
-        started = start_reannotation(settings, bundle=bundle, analyses=analysis or None,
-                                     batch_size=batch_size, producer=default_producer("cli"), full=everything)
-        if started is None:
-            typer.echo("nothing to re-annotate: no stored allele is touched by what changed "
-                       "(see --dry-run for the details)")
-            return
-        progress, republished = started, started.total_batches
+    with (session_scope(settings.database_url) as session,
+          EventPublisher(settings, client_id="annostream-cli", command="reannotate") as publisher):
+        if resume is not None:
+            if everything or analysis:
+                raise typer.BadParameter("--resume takes no --all or --analysis (the run has them)")
+            progress, republished = resume_reannotation(session, publisher, resume,
+                                                        producer=default_producer("cli"))
+            typer.echo(f"reannotation run {progress.id} ({progress.run_id}): republished {republished} "
+                       f"of {progress.total_batches} batches")
+        else:
+            started = start_reannotation(session, publisher, bundle=bundle, analyses=analysis or None,
+                                         batch_size=batch_size, producer=default_producer("cli"),
+                                         full=everything)
+            if started is None:
+                typer.echo("nothing to re-annotate: no stored allele is touched by what changed "
+                           "(see --dry-run for the details)")
+                return
+            progress, republished = started, started.total_batches
     typer.echo(f"reannotation run {progress.id} ({progress.run_id}): {progress.total_alleles} alleles in "
                f"{progress.total_batches} batches with bundle {progress.bundle_version}")
     if no_wait or progress.total_batches == 0 or republished == 0:

@@ -24,7 +24,7 @@ from engine.db.bulk import BulkLoader
 from engine.db.models import Allele, Analysis, ReannotationChange, ReannotationRun
 from engine.errors import InputError
 from engine.events import AnnotationChanged, encode
-from engine.pipeline.stages import Outgoing
+from engine.pipeline.guard import Outgoing
 
 
 def record_changes(session: Session, run_pk: int, batch_index: int,

@@ -19,15 +19,21 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine import metrics
+from engine import ledger, metrics
 from engine.bundles import active_bundle
 from engine.config import Settings
-from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun, utcnow
+from engine.db.models import (
+    Analysis,
+    ImportJob,
+    JobStatus,
+    LedgerState,
+    ReannotationBatch,
+    ReannotationRun,
+)
 from engine.db.session import session_scope
-from engine.errors import InputError
+from engine.errors import EventRejected, InputError
 from engine.events import (
     BundleActivated,
-    EventRejected,
     ReanalysisRequested,
     ReannotationBatchEvent,
     Topics,
@@ -37,10 +43,12 @@ from engine.events import (
     failed_event,
 )
 from engine.jobs import get_or_create_job, record_attempt, transition
-from engine.pipeline.stages import Outgoing, is_transient
+from engine.ledger import WorkEvent
+from engine.pipeline.guard import Outgoing
 from engine.reannotate.changes import changed_events, record_changes
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.runs import DONE, FAILED, INCREMENTAL
+from engine.timeutil import utcnow
 from engine.tracks import apply_tracks
 
 log = logging.getLogger("annostream.reannotate")
@@ -55,8 +63,8 @@ class ReleaseStages:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.db_url = settings.database_url
+        self.failed_topic = Topics.from_settings(settings).failed
         self.topics = Topics.from_settings(settings)
-        self.failed_topic = self.topics.failed
         self.producer = default_producer("worker")
         self.work_dir = settings.work_dir / "reannotate"
 
@@ -67,11 +75,14 @@ class ReleaseStages:
 
     def _reanalyse(self, request: ReanalysisRequested) -> list[Outgoing]:
         with session_scope(self.db_url) as session:
+            ledger.record(session, self._work(request))
             job = self._job(session, request)
             if job.status == JobStatus.DONE.value:
                 log.info("reanalysis %s of %s already done", request.event_id, request.analysis)
                 metrics.REANALYSES.labels(outcome="skipped").inc()
+                ledger.finish(session, request.event_id, LedgerState.DONE)
                 return []
+            ledger.progress(session, request.event_id)
             record_attempt(session, job)
             transition(session, job, JobStatus.ANNOTATING, stage=REANALYSE_STAGE,
                        message=f"re-annotating with bundle {request.bundle or '(active)'}")
@@ -90,6 +101,7 @@ class ReleaseStages:
                                             work_dir=self.work_dir)
                 job.analysis_id = analysis_id
                 transition(session, job, JobStatus.DONE, stage=REANALYSE_STAGE, message=_summary(result))
+                ledger.finish(session, request.event_id, LedgerState.DONE)
         except InputError as error:
             self._fail_job(request, error)
             metrics.REANALYSES.labels(outcome="failed").inc()
@@ -98,6 +110,10 @@ class ReleaseStages:
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
         log.info("reanalysis of %s: %s", request.analysis, _summary(result))
         return []
+
+    def _work(self, event: ReanalysisRequested | ReannotationBatchEvent) -> WorkEvent:
+        topic = self.topics.reanalysis if isinstance(event, ReanalysisRequested) else self.topics.reannotation
+        return WorkEvent.from_message(topic, event.key, encode(event))
 
     def _job(self, session: Session, request: ReanalysisRequested) -> ImportJob:
         return get_or_create_job(session, event_id=request.event_id, analysis_name=request.analysis,
@@ -108,6 +124,7 @@ class ReleaseStages:
             job = self._job(session, request)
             if job.status != JobStatus.DONE.value:
                 transition(session, job, JobStatus.FAILED, stage=REANALYSE_STAGE, message=str(error))
+                ledger.finish(session, request.event_id, LedgerState.FAILED)
 
     # --- reannotation batches -----------------------------------------------------------------
 
@@ -116,13 +133,14 @@ class ReleaseStages:
 
     def _reannotate(self, event: ReannotationBatchEvent) -> list[Outgoing]:
         with session_scope(self.db_url) as session:
+            ledger.record(session, self._work(event))
             batch, run = self._lock_batch(session, event)
             if batch.status == DONE:
                 # Committed before, but its annotation.changed events may not have been published
                 # (a crash between commit and publish): publish them again, same event ids.
                 metrics.REANNOTATION_BATCHES.labels(outcome="skipped").inc()
-                return changed_events(session, run, batch.batch_index, self.topics.changed,
-                                      self.producer)
+                ledger.finish(session, event.event_id, LedgerState.DONE)
+                return changed_events(session, run, batch.batch_index, self.topics.changed, self.producer)
             batch.attempts += 1
             selection = AlleleSelection(event.id_from, event.id_to,
                                         tuple(event.analyses) if event.analyses is not None else None,
@@ -135,12 +153,13 @@ class ReleaseStages:
                     record_changes(session, run.id, batch.batch_index, result.changes)
             except InputError as error:
                 _finish(batch, FAILED, message=str(error))
+                ledger.finish(session, event.event_id, LedgerState.FAILED)
                 metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
                 log.warning("reannotation %s batch %d failed: %s", event.run_id, event.batch_index, error)
                 return [self._dead_letter(event, REANNOTATE_STAGE, error)]
             _finish(batch, DONE, result=result)
-            outgoing = changed_events(session, run, batch.batch_index, self.topics.changed,
-                                      self.producer)
+            ledger.finish(session, event.event_id, LedgerState.DONE)
+            outgoing = changed_events(session, run, batch.batch_index, self.topics.changed, self.producer)
         metrics.REANNOTATION_BATCHES.labels(outcome="done").inc()
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
         log.info("reannotation %s batch %d: %s (%s)", event.run_id, event.batch_index, _summary(result),
@@ -185,6 +204,10 @@ class ReleaseStages:
         log.info("%s", result.summary())
         return []
 
+    def fail_tracks(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """The guard gave up on a bundle.activated event: a dead letter says why."""
+        return [self._dead_letter(raw, TRACKS_STAGE, error)]
+
     # --- shared -------------------------------------------------------------------------------
 
     def _run(self, stage: str, raw: bytes, kind: type[E],
@@ -201,17 +224,37 @@ class ReleaseStages:
             except InputError as error:
                 metrics.STAGE_FAILURES.labels(stage=stage).inc()
                 return [self._dead_letter(event, stage, error)]
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                log.exception("internal error in the %s stage", stage)
-                metrics.STAGE_FAILURES.labels(stage=stage).inc()
-                internal = InputError(f"internal error ({type(error).__name__}): {error}")
-                return [self._dead_letter(event, stage, internal)]
+            # Anything else escapes to the StageGuard: retried, or failed via fail_* below.
+
+    def fail_reanalyse(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that a reanalysis request cannot be processed (the guard gave up on it)."""
+        try:
+            request = decode(raw, ReanalysisRequested)
+        except EventRejected as rejected:
+            return [self._dead_letter(raw, REANALYSE_STAGE, InputError(rejected.reason))]
+        self._fail_job(request, error)
+        metrics.REANALYSES.labels(outcome="failed").inc()
+        return [self._dead_letter(request, REANALYSE_STAGE, error)]
+
+    def fail_reannotate(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that a re-annotation batch cannot be processed (the guard gave up on it)."""
+        try:
+            event = decode(raw, ReannotationBatchEvent)
+        except EventRejected as rejected:
+            return [self._dead_letter(raw, REANNOTATE_STAGE, InputError(rejected.reason))]
+        with session_scope(self.db_url) as session:
+            try:
+                batch, _run = self._lock_batch(session, event)
+            except InputError:
+                batch = None
+            if batch is not None and batch.status != DONE:
+                _finish(batch, FAILED, message=str(error))
+            ledger.finish(session, event.event_id, LedgerState.FAILED)
+        metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
+        return [self._dead_letter(event, REANNOTATE_STAGE, error)]
 
     def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent | BundleActivated,
-                     stage: str,
-                     error: InputError) -> Outgoing:
+                     stage: str, error: InputError) -> Outgoing:
         raw = original if isinstance(original, bytes) else encode(original)
         analysis = original.analysis if isinstance(original, ReanalysisRequested) else None
         dead = failed_event(raw, stage=stage, error=error, producer=self.producer, analysis=analysis)
