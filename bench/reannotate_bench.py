@@ -203,7 +203,7 @@ def main() -> None:
     if server is None:
         from tests.support.pgcluster import ThrowawayCluster
 
-        cluster = ThrowawayCluster()
+        cluster = ThrowawayCluster(durable=True)  # fsync, synchronous_commit, full_page_writes on
         server = cluster.start()
     workdir = Path(tempfile.mkdtemp(prefix="reannotate-bench-"))
     try:
