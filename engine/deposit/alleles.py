@@ -44,12 +44,12 @@ class MergeMode:
 
 
 def _create_allele_stage(loader: BulkLoader) -> None:
-    loader.create_scratch_table(
+    # The allele columns take their types from the allele table itself: in ELLA's database
+    # change_type and caller_type are enums, into which a text column would not insert.
+    loader.create_scratch_table_as(
         STAGE_ALLELE,
-        "id INTEGER, ord INTEGER, second BOOLEAN, chromosome TEXT, start_position INTEGER, "
-        "open_end_position INTEGER, change_from TEXT, change_to TEXT, change_type TEXT, vcf_pos INTEGER, "
-        "vcf_ref TEXT, vcf_alt TEXT, length INTEGER, caller_type TEXT, genome_reference TEXT, "
-        f"annotation {loader.json_type}",
+        f"SELECT id, 0 AS ord, false AS second, {', '.join(ALLELE_COLUMNS)}, "
+        f"CAST(NULL AS {loader.json_type}) AS annotation FROM allele WHERE false",
     )
 
 

@@ -9,10 +9,14 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import Analysis, Genepanel, Sample
 from engine.deposit.records import AnalysisSpec, SampleRecord
+from engine.deposit.targets import DepositTarget
 from engine.errors import DuplicateAnalysisError, InputError, MissingGenepanelError
 
 
-def insert_analysis(session: Session, spec: AnalysisSpec, properties: dict[str, Any] | None) -> Analysis:
+def insert_analysis(
+    session: Session, target: DepositTarget, spec: AnalysisSpec, properties: dict[str, Any] | None
+) -> int:
+    """The analysis row (and, in ELLA's database, its workflow rows); returns its id."""
     existing = session.scalar(sa.select(Analysis.id).where(Analysis.name == spec.name))
     if existing is not None:
         raise DuplicateAnalysisError(
@@ -26,19 +30,7 @@ def insert_analysis(session: Session, spec: AnalysisSpec, properties: dict[str, 
             file=str(spec.folder),
             expected="a gene panel deposited with 'annostream deposit genepanel'",
         )
-    analysis = Analysis(
-        name=spec.name,
-        genepanel_name=spec.genepanel_name,
-        genepanel_version=spec.genepanel_version,
-        priority=spec.priority,
-        date_requested=spec.date_requested,
-        warnings=spec.warnings,
-        report=spec.report,
-        properties={**spec.properties, **(properties or {})} or None,
-    )
-    session.add(analysis)
-    session.flush()
-    return analysis
+    return target.insert_analysis_row(session, spec, {**spec.properties, **(properties or {})} or None)
 
 
 def insert_samples(
@@ -63,8 +55,11 @@ def insert_samples(
             file=str(spec.folder),
             expected="unique sample identifiers",
         )
-    session.add_all(rows.values())
-    session.flush()
+    # One INSERT per sample (an analysis has a few): a batched insert would send its values as
+    # VARCHAR casts, which ELLA's enum columns (sample_type, sample_sex) refuse.
+    for row in rows.values():
+        session.add(row)
+        session.flush()
     for record in samples:
         row = rows[record.identifier]
         row.father_id = _relative(spec, rows, record, "father", record.father_identifier)

@@ -22,6 +22,7 @@ from engine.db.models import utcnow
 from engine.deposit.alleles import STAGE_RESOLVED, drop_stages, merge_alleles
 from engine.deposit.records import AlleleRecord
 from engine.deposit.streams import chunks
+from engine.deposit.targets import DepositTarget, deposit_target
 
 # Documents per set-based round (see engine.deposit.writer.CHUNK_SIZE).
 CHUNK_SIZE = 100_000
@@ -56,7 +57,7 @@ def write_annotations(
     ``previous_annotation_id``. Alleles given as records are created if not stored yet.
     """
     loader = bulk_loader(session)
-    versioner = AnnotationVersioner(loader, annotation_config_id, bundle_version)
+    versioner = AnnotationVersioner(loader, deposit_target(session), annotation_config_id, bundle_version)
     total = AnnotationWriteResult()
     for chunk in chunks([items], CHUNK_SIZE):
         by_id = [(item, doc) for item, doc in chunk if isinstance(item, int)]
@@ -82,10 +83,19 @@ class AnnotationVersioner:
     """Applies staged (allele_id, document) pairs with ELLA's one-current-row versioning."""
 
     def __init__(
-        self, loader: BulkLoader, annotation_config_id: int | None, bundle_version: str | None
+        self,
+        loader: BulkLoader,
+        target: DepositTarget,
+        annotation_config_id: int | None,
+        bundle_version: str | None,
     ) -> None:
+        if annotation_config_id is None and target.requires_annotation_config:
+            raise ValueError("ELLA's annotation rows need the annotation config that made them")
         self.loader = loader
         self.params = {"cfg": annotation_config_id, "bundle": bundle_version}
+        # ELLA's own annotation table has no bundle_version column.
+        self.provenance = ", bundle_version" if target.records_bundle_version else ""
+        self.provenance_values = ", :bundle" if target.records_bundle_version else ""
 
     def stage_new(self) -> None:
         json_type = self.loader.json_type
@@ -130,9 +140,14 @@ class AnnotationVersioner:
         staged, low, high = extent
         if not staged:
             return AnnotationWriteResult()
-        bounds = {"now": now, "low": low, "high": high}
+        bounds = {"now": now, "low": low, "high": high, "cfg": self.params["cfg"]}
         loader.create_scratch_table(STAGE_SUPERSEDED, "allele_id INTEGER PRIMARY KEY, id INTEGER")
-        differs = loader.json_differs("a.annotations", "s.annotation")
+        # ELLA's AnnotationImporter.process (src/vardb/deposit/importers.py) supersedes when the
+        # document differs OR the annotation config differs (a new config, even one that only
+        # changes the view, must show); SQL's <> keeps a row whose config is not known (NULL).
+        differs = (
+            f"({loader.json_differs('a.annotations', 's.annotation')} OR a.annotation_config_id <> :cfg)"
+        )
         superseded = loader.update_returning_into(
             f"UPDATE annotation AS a SET date_superceeded = :now FROM {STAGE_ANNOTATION} s "
             "WHERE a.allele_id = s.allele_id AND a.date_superceeded IS NULL "
@@ -147,12 +162,13 @@ class AnnotationVersioner:
         # After the update, an allele has a current row exactly when its document was unchanged.
         created = loader.execute(
             "INSERT INTO annotation (allele_id, annotations, schema_version, date_created, "
-            "previous_annotation_id, annotation_config_id, bundle_version) "
-            f"SELECT s.allele_id, s.annotation, 1, :now, old.id, :cfg, :bundle FROM {STAGE_ANNOTATION} s "
+            f"previous_annotation_id, annotation_config_id{self.provenance}) "
+            f"SELECT s.allele_id, s.annotation, 1, :now, old.id, :cfg{self.provenance_values} "
+            f"FROM {STAGE_ANNOTATION} s "
             f"LEFT JOIN {STAGE_SUPERSEDED} old ON old.allele_id = s.allele_id "
             "WHERE NOT EXISTS (SELECT 1 FROM annotation c WHERE c.allele_id = s.allele_id "
             "AND c.date_superceeded IS NULL AND c.allele_id BETWEEN :low AND :high)",
-            {**bounds, **self.params},
+            {**bounds, **self.params} if self.provenance else bounds,
             _DATETIME,
         ).rowcount
         return AnnotationWriteResult(created=created, superseded=superseded, unchanged=staged - created)

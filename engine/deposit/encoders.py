@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from engine.db import copytext
 from engine.db.bulk import RowFormat
 from engine.db.copytext import escape
+from engine.db.ella import SMALLINT_MAX
 from engine.deposit.alleles import allele_row
 from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
@@ -146,6 +147,11 @@ class ChunkEncoder(ABC):
 class CopyTextEncoder(ChunkEncoder):
     """PostgreSQL COPY text; each row's id is spliced in by the writing thread."""
 
+    @staticmethod
+    def likelihood_text(likelihood: list[int]) -> str:
+        """``genotype_likelihood`` as a COPY field (a JSON list in Annostream's own schema)."""
+        return escape(_json(likelihood))
+
     def encode_columns(self, columns: VariantColumns, timed: Timer) -> ColumnarChunk:
         with timed("encode"):
             return encode_columns(self, columns)
@@ -158,6 +164,7 @@ class CopyTextEncoder(ChunkEncoder):
         has_annotation = False
         sample_ids = self.sample_ids
         placeholder = GENOTYPE_ID
+        likelihood_text = self.likelihood_text
         for ord_, record in enumerate(chunk):
             doc = record.annotation
             alleles.append(_allele_text(ord_, "f", record.allele, doc))
@@ -176,12 +183,12 @@ class CopyTextEncoder(ChunkEncoder):
                 f"{_NULL if record.variant_quality is None else record.variant_quality}\n"
             )
             rows = [
-                f"{placeholder}\t{sample_ids[identifier]}\tf{_sample_data_text(d)}"
+                f"{placeholder}\t{sample_ids[identifier]}\tf{sample_data_text(d, likelihood_text)}"
                 for identifier, d in record.samples.items()
             ]
             if second is not None and record.secondallele_samples:
                 rows += [
-                    f"{placeholder}\t{sample_ids[identifier]}\tt{_sample_data_text(d)}"
+                    f"{placeholder}\t{sample_ids[identifier]}\tt{sample_data_text(d, likelihood_text)}"
                     for identifier, d in record.secondallele_samples.items()
                 ]
             blocks.append("".join(rows))
@@ -284,22 +291,77 @@ class ParameterEncoder(ChunkEncoder):
         ]
 
 
+class EllaCopyTextEncoder(CopyTextEncoder):
+    """COPY text for ELLA's own tables (``engine.deposit.targets.EllaTarget``).
+
+    ELLA stores ``genotype_likelihood`` as ``integer[]`` and GQ, DP and copy number as SMALLINT
+    (``src/vardb/datamodel/genotype.py``): values are checked here, so that one ELLA cannot hold
+    fails the import naming the file and line instead of as a database error.
+    """
+
+    @staticmethod
+    def likelihood_text(likelihood: list[int]) -> str:
+        return "{" + ",".join(map(str, likelihood)) + "}"
+
+    def encode_records(self, chunk: list[VariantRecord]) -> EncodedChunk:
+        for record in chunk:
+            for samples in (record.samples, record.secondallele_samples or {}):
+                for identifier, d in samples.items():
+                    for column, value in (
+                        ("genotype_quality", d.genotype_quality),
+                        ("sequencing_depth", d.sequencing_depth),
+                        ("copy_number", d.copy_number),
+                    ):
+                        if value is not None and not -SMALLINT_MAX - 1 <= value <= SMALLINT_MAX:
+                            raise _smallint_error(
+                                self.vcf_file, record.source_line, identifier, column, value
+                            )
+        return super().encode_records(chunk)
+
+    def encode_columns(self, columns: VariantColumns, timed: Timer) -> ColumnarChunk:
+        with timed("check"):
+            for identifier, d in columns.samples:
+                for column in ("genotype_quality", "sequencing_depth", "copy_number"):
+                    values = getattr(d, column)
+                    too_big = pc.fill_null(pc.greater(pc.abs(values), SMALLINT_MAX), False)
+                    if pc.any(too_big).as_py():
+                        at = int(pc.index(too_big, True).as_py())
+                        line = None if columns.lines is None else int(columns.lines[at].as_py())
+                        raise _smallint_error(self.vcf_file, line, identifier, column, values[at].as_py())
+        with timed("encode"):
+            return encode_columns(self, columns, int_arrays=True)
+
+
+_FORMAT_KEY = {"genotype_quality": "GQ", "sequencing_depth": "DP", "copy_number": "CN"}
+
+
+def _smallint_error(file: str, line: int | None, sample: str, column: str, value: int) -> InputError:
+    return InputError(
+        f"sample {sample}: {_FORMAT_KEY[column]} {value} does not fit ELLA's "
+        f"genotypesampledata.{column} (SMALLINT)",
+        file=file,
+        line=line,
+        expected=f"{_FORMAT_KEY[column]} between -32768 and {SMALLINT_MAX}",
+    )
+
+
+def _int_array_text(likelihood: pa.Array) -> pa.Array:
+    """JSON integer lists (``[0,30,300]``) as PostgreSQL array literals (``{0,30,300}``)."""
+    return pc.replace_substring(pc.replace_substring(likelihood, "[", "{"), "]", "}")
+
+
 ENCODERS: dict[RowFormat, type[ChunkEncoder]] = {
     RowFormat.COPY_TEXT: CopyTextEncoder,
     RowFormat.PARAMETERS: ParameterEncoder,
 }
 
 
-def encoder_for(
-    row_format: RowFormat, sample_ids: dict[str, int], probands: list[int], vcf_file: str
-) -> ChunkEncoder:
-    return ENCODERS[row_format](sample_ids, probands, vcf_file)
-
-
 # --- columnar blocks -------------------------------------------------------------------------------
 
 
-def encode_columns(encoder: ChunkEncoder, columns: VariantColumns) -> ColumnarChunk:
+def encode_columns(
+    encoder: ChunkEncoder, columns: VariantColumns, *, int_arrays: bool = False
+) -> ColumnarChunk:
     """COPY text of a columnar block, built with vectorised string kernels."""
     sample_ids = encoder.sample_ids
     unknown = {identifier for identifier, _ in columns.samples} - sample_ids.keys()
@@ -340,7 +402,7 @@ def encode_columns(encoder: ChunkEncoder, columns: VariantColumns) -> ColumnarCh
                 number(d.sequencing_depth),
                 text(d.allele_depth),
                 number(d.allele_ratio),
-                text(d.genotype_likelihood),
+                text(_int_array_text(d.genotype_likelihood) if int_arrays else d.genotype_likelihood),
                 number(d.copy_number),
             ),
         )
@@ -370,7 +432,7 @@ def _allele_text(ord_: int, second: str, a: AlleleRecord, doc: Any) -> str:
     )
 
 
-def _sample_data_text(d: SampleGenotypeRecord) -> str:
+def sample_data_text(d: SampleGenotypeRecord, likelihood_text: Callable[[list[int]], str]) -> str:
     """The genotypesampledata columns after (genotype_id, sample_id, secondallele), tab-led."""
     null = _NULL
     depth = d.allele_depth
@@ -381,6 +443,6 @@ def _sample_data_text(d: SampleGenotypeRecord) -> str:
         f"{null if d.sequencing_depth is None else d.sequencing_depth}\t"
         f"{null if depth is None else escape(_json(depth))}\t"
         f"{null if d.allele_ratio is None else d.allele_ratio}\t"
-        f"{null if likelihood is None else escape(_json(likelihood))}\t"
+        f"{null if likelihood is None else likelihood_text(likelihood)}\t"
         f"{null if d.copy_number is None else d.copy_number}\n"
     )

@@ -37,9 +37,10 @@ from engine.deposit.alleles import (
 from engine.deposit.analysis_rows import delete_analysis, insert_analysis, insert_samples
 from engine.deposit.annotations import AnnotationVersioner, AnnotationWriteResult, write_annotations
 from engine.deposit.columns import VariantColumns
-from engine.deposit.encoders import ChunkEncoder, ColumnarChunk, EncodedChunk, encoder_for
+from engine.deposit.encoders import ChunkEncoder, ColumnarChunk, EncodedChunk
 from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord
 from engine.deposit.streams import blocks, collector_paused, prefetched
+from engine.deposit.targets import deposit_target
 from engine.errors import InputError
 
 __all__ = [
@@ -109,8 +110,9 @@ def write_analysis(
     block is written as one chunk of its own, so it must hold no variant twice (the fast path
     checks that when it builds one).
     """
-    analysis = insert_analysis(session, spec, properties)
-    sample_ids = insert_samples(session, spec, analysis.id, samples)
+    target = deposit_target(session)
+    analysis_id = insert_analysis(session, target, spec, properties)
+    sample_ids = insert_samples(session, spec, analysis_id, samples)
     probands = [sample_ids[s.identifier] for s in samples if s.proband]
     if not probands:
         raise InputError(
@@ -120,11 +122,11 @@ def write_analysis(
         )
     loader = bulk_loader(session)
     vcf_file = str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder)
-    encoder = encoder_for(loader.row_format, sample_ids, probands, vcf_file)
+    encoder = target.encoder_class(loader.row_format)(sample_ids, probands, vcf_file)
     writer = _VariantWriter(
-        loader, encoder, probands, AnnotationVersioner(loader, annotation_config_id, bundle_version)
+        loader, encoder, probands, AnnotationVersioner(loader, target, annotation_config_id, bundle_version)
     )
-    result = WriteResult(analysis_id=analysis.id)
+    result = WriteResult(analysis_id=analysis_id)
     # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
     # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
     encoded = (encoder.encode(chunk, result.timed) for chunk in blocks(batches, CHUNK_SIZE))
