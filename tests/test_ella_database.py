@@ -189,9 +189,15 @@ def test_live_pipeline_writes_ella_rows_ella_can_list(
     stack.start()
     try:
         names = {"TestAnalysis-001": TEST_ANALYSIS}
-        for case in ("trio-genotype-matrix", "ped-siblings", "analysis-file-priority-4"):
+        for case in ("trio-genotype-matrix", "ped-siblings"):
             folder = _folder_from_case(case)
             names[folder.name] = folder
+        # ELLA keeps the priority on the interpretation log, not on the analysis.
+        urgent = tmp_path / "ped-siblings-AUDIT-v01"
+        shutil.copytree(names[urgent.name], urgent)
+        analysis_json = json.loads((urgent / f"{urgent.name}.analysis").read_text())
+        (urgent / f"{urgent.name}.analysis").write_text(json.dumps({**analysis_json, "priority": 3}))
+        names[urgent.name] = urgent
         for folder in names.values():
             stack.drop(folder)
         stack.drop(overflow)
@@ -217,7 +223,7 @@ def test_live_pipeline_writes_ella_rows_ella_can_list(
     # ELLA's worklist lists every imported analysis, with its priority from the log row.
     assert sorted(row.name for row in listed) == sorted(names)
     priorities = {row.name: row.priority for row in listed}
-    assert priorities["analysis-file-priority-4-AUDIT-v01"] == 4
+    assert priorities["ped-siblings-AUDIT-v01"] == 3
     assert priorities["TestAnalysis-001"] == 1
 
     # The value ELLA cannot hold fails the import naming the file and line, not as a DB error.

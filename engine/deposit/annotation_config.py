@@ -19,10 +19,11 @@ import yaml
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from engine.db.models import AnnotationConfig, utcnow
+from engine.db.models import AnnotationConfig
 from engine.deposit.converters import parse_deposit_config
 from engine.deposit.targets import deposit_target
 from engine.errors import InputError
+from engine.timeutil import utcnow
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "default-annotation-config.yml"
 

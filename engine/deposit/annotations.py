@@ -18,11 +18,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.db.bulk import BulkLoader, bulk_loader
-from engine.db.models import utcnow
 from engine.deposit.alleles import STAGE_RESOLVED, drop_stages, merge_alleles
 from engine.deposit.records import AlleleRecord
 from engine.deposit.streams import chunks
 from engine.deposit.targets import DepositTarget, deposit_target
+from engine.timeutil import utcnow
 
 # Documents per set-based round (see engine.deposit.writer.CHUNK_SIZE).
 CHUNK_SIZE = 100_000

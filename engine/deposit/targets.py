@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from engine.db.bulk import RowFormat
 from engine.db.ella import DatabaseMode, mode_of
-from engine.db.models import Analysis, AnnotationConfig, utcnow
+from engine.db.models import Analysis, AnnotationConfig
 from engine.deposit.encoders import ENCODERS, ChunkEncoder, EllaCopyTextEncoder
 from engine.deposit.records import AnalysisSpec
+from engine.timeutil import utcnow
 
 
 class DepositTarget:

@@ -54,7 +54,6 @@ from engine.vcf.records import FormatLayout, parse_gt, parse_info
 
 BLOCK_BYTES = 8 << 20
 _INT = r"(?:0|[1-9][0-9]{0,8})"  # what int() reads and JSON writes the same way; < 2**31
-_SCALAR = rf"^(?:\.|{_INT})$"
 _PL = rf"^(?:\.|{_INT}(?:,{_INT})*)$"
 _AD_NUMBERS = rf"^{_INT},{_INT}$"
 _AD_IGNORED = r"^[^,]*$|^[^,]*,[^,]*,|^\.,|,\.$"  # not two values, or a '.' one: ELLA keeps no AD
@@ -125,7 +124,7 @@ def _read_header(path: Path, handle: Any) -> tuple[list[str], bytes]:
 
 
 def _chunks(path: Path, handle: Any, first: bytes, block_bytes: int, number: int) -> Iterator[bytes]:
-    chunks = iter_line_chunks(handle, first, block_bytes)
+    chunks = iter_line_chunks(handle, first, block_bytes, header_lines=number)
     while True:
         try:
             chunk = next(chunks)
@@ -216,6 +215,10 @@ class _BlockParser:
             ok, values = self._sample_values(group, layout, len(fmt.split(":")))
             fast[rows[ok]] = True
             carriers = ok & values.pop("carried")
+            if not carriers.any():
+                # No row of this FORMAT is stored (none passed, or the proband carries none):
+                # ``values`` may then hold no columns at all, so it must not shape the merge.
+                continue
             carried[rows[carriers]] = True
             per_format.append((rows[carriers], {k: _take(v, carriers) for k, v in values.items()}))
         if not per_format:
