@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +23,9 @@ import sqlalchemy as sa
 from engine.db.ella import KNOWN_ELLA_REVISIONS, UnknownEllaVersionError
 from engine.db.models import Base, annostream_tables
 from engine.db.session import create_db_engine, get_engine
+from tests.support.ella import SCHEMA, create_ella_database, drop_database
 from tests.support.stack import DATA, Stack, make_stack, wait_until
 
-SCHEMA = DATA / "ella-schema"
 CASES = DATA / "ella-cases"
 TEST_ANALYSIS = DATA / "analyses" / "TestAnalysis-001"
 ELLA_HEAD = "4c2844fef850"
@@ -58,27 +57,6 @@ def ella_table_names() -> set[str]:
     }
 
 
-def create_ella_database(server_url: str) -> str:
-    """A new database made as ELLA's `ella-cli database make-production` makes it."""
-    name = f"ella_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    plain = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    raw = plain.raw_connection()
-    try:
-        cursor = raw.cursor()
-        for file in ("ella-v1.17.2-schema.sql", "ella-v1.17.2-seed-data.sql"):
-            cursor.execute((SCHEMA / file).read_text())
-        raw.commit()
-    finally:
-        raw.close()
-        plain.dispose()
-    return url
-
-
 @pytest.fixture
 def ella_url(pg_server_url: str) -> Iterator[str]:
     url = create_ella_database(pg_server_url)
@@ -86,11 +64,7 @@ def ella_url(pg_server_url: str) -> Iterator[str]:
         yield url
     finally:
         get_engine.cache_clear()
-        admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            name = sa.engine.make_url(url).database
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(pg_server_url, url)
 
 
 def ella_schema_snapshot(url: str) -> dict[str, Any]:
