@@ -77,8 +77,9 @@ def warm_up(api: str, incoming: Path) -> None:
     config.write_text(config.read_text().replace('"Demo-Single"', '"Warm-Up"'))
     staging.rename(incoming / "Warm-Up")
     (incoming / "Warm-Up" / "READY").touch()
-    seconds = wait(lambda: (get_json(f"{api}/api/v1/analyses", name="Warm-Up") or {}).get("total") == 1,
-                   120, "the warm-up analysis")
+    # The import job (Annostream's own table) says DONE in both database modes.
+    seconds = wait(lambda: (get_json(f"{api}/api/v1/import/jobs", analysis="Warm-Up", status="DONE")
+                            or {}).get("total") == 1, 300, "the warm-up analysis")
     print(f"warm-up analysis imported in {seconds:.1f} s (includes the worker's first group join)")
 
 
