@@ -211,7 +211,7 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None,
                                stderr=subprocess.STDOUT, start_new_session=True)
     incoming = work / "data/analyses/incoming"
     try:
-        wait(lambda: get_json(f"{api}/api/v1/import/jobs") is not None, 90, "the API")
+        wait(lambda: get_json(f"{api}/api/v1/import/jobs") is not None, 300, "the API")
         subprocess.run([sys.executable, "-m", "engine", "deposit", "genepanel", "--folder", str(PANEL)],
                        env=env, check=True, capture_output=True)
         warm_up(api, incoming)
