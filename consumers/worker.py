@@ -128,7 +128,7 @@ def build_agents(app: faust.App, stages: list[Stage]) -> None:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage.name}")
         source = app.topic(stage.topic, value_serializer="raw", key_serializer="raw")
 
-        async def agent(stream: faust.StreamT) -> None:
+        async def agent(stream: faust.StreamT[bytes]) -> None:
             async for raw in stream:
                 metrics.EVENTS_CONSUMED.labels(topic=stage.topic).inc()
                 messages = await run_with_retries(stage.name, partial(_in_thread, executor, stage.work, raw))

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from engine.broker import free_port
+from tests.support.env import engine_env, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -100,22 +101,10 @@ class Stack:
 
 
 def make_stack(tmp_path: Path, *, db_url: str, bootstrap: str, prefix: str) -> Stack:
-    data = tmp_path / "data"
-    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
     port = free_port()
-    env.update({
-        "DB_URL": db_url,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "ANNOSTREAM_TOPIC_PREFIX": prefix,
-        "ANNOSTREAM_APP_ID": f"annostream-{prefix.strip('.')}",
-        "ANNOSTREAM_DATA_DIR": str(data),
-        "ANALYSES_INCOMING": str(data / "incoming"),
-        "ANALYSES_PATH": str(data / "imported"),
-        "ANALYSES_FAILED": str(data / "failed"),
-        "PORT": str(port),
-        "ANNOSTREAM_API_WORKERS": "1",
-        "LOG_LEVEL": "INFO",
-    })
+    variables = engine_env(tmp_path / "data", db_url=db_url, bootstrap=bootstrap, topic_prefix=prefix,
+                           PORT=str(port), ANNOSTREAM_API_WORKERS="1", LOG_LEVEL="INFO")
+    env = subprocess_env(variables)
     for key in ("ANALYSES_INCOMING", "ANALYSES_PATH", "ANALYSES_FAILED"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
     return Stack(env=env, root=tmp_path, port=port)
