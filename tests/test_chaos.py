@@ -266,14 +266,22 @@ def test_nothing_lost_nothing_stuck(tmp_path: Path, cluster: ThrowawayCluster) -
             time.sleep(rng.uniform(0.5, 2.5))
             if faults and rng.random() < 0.5:
                 fault = faults.pop()
-                if fault == "worker":
-                    kill(find_child(stack, "engine", "worker"))
-                elif fault == "broker":
-                    kill(find_child(stack, "broker", "--storage-engine"))
-                else:
+                at = time.monotonic() - started
+                if fault == "database":
+                    outage = rng.uniform(3, 8)
                     cluster.pause()
-                    time.sleep(rng.uniform(3, 8))
+                    time.sleep(outage)
                     cluster.resume()
+                    print(f"chaos: database stopped at {at:.1f} s for {outage:.1f} s")
+                elif kill(
+                    find_child(
+                        stack,
+                        *(["engine", "worker"] if fault == "worker" else ["broker", "--storage-engine"]),
+                    )
+                ):
+                    print(f"chaos: {fault} SIGKILLed at {at:.1f} s")
+                else:
+                    faults.append(fault)  # not running right now (being restarted): later
             assert time.monotonic() < deadline + 60, where("the fault schedule overran")
 
         def all_done() -> bool:
@@ -304,7 +312,7 @@ def test_nothing_lost_nothing_stuck(tmp_path: Path, cluster: ThrowawayCluster) -
         stack.cli("bundle", "activate", "2030.1")
         stack.cli("reannotate", "--bundle", "2030.1", "--batch-size", "20000", "--no-wait")
         stack.cli("reanalyse", "--analysis", names[0])
-        kill(find_child(stack, "broker", "--storage-engine"))
+        assert kill(find_child(stack, "broker", "--storage-engine")), where("no embedded broker to kill")
 
         def releases_done() -> bool:
             with session_scope(server_url) as session:
@@ -314,12 +322,17 @@ def test_nothing_lost_nothing_stuck(tmp_path: Path, cluster: ThrowawayCluster) -
                 )
             return bool(batches) and set(batches) == {"DONE"} and reanalysis == ["DONE"]
 
+        released = time.monotonic()
         wait_until(
             releases_done,
             timeout_s=180,
             interval_s=1,
             what="re-annotation and reanalysis DONE",
             on_timeout=lambda: where("releases"),
+        )
+        print(
+            f"chaos: re-annotation and reanalysis DONE {time.monotonic() - released:.0f} s after the "
+            "broker kill"
         )
     finally:
         stack.stop()
