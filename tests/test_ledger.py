@@ -16,11 +16,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from engine import ledger
 from engine.config import Settings
-from engine.db.models import ImportJob, LedgerEntry, ParkedEvent, utcnow
+from engine.db.models import ImportJob, LedgerEntry, ParkedEvent
 from engine.db.session import session_scope
 from engine.ledger import Message, WorkEvent
 from engine.parked import drop_parked, retry_parked
 from engine.pipeline import Pipeline, StageGuard
+from engine.timeutil import utcnow
 from tests.test_guard import folder_for, import_through_guard, no_sleep, ready_bytes
 
 
