@@ -97,6 +97,12 @@ def test_parked_events_are_listed_retried_and_dropped(settings: Settings) -> Non
         assert listed[0]["reason"] == "ANALYSES_FAILED not writable" and listed[0]["size"] == len(kept)
         assert "annostream_parked_events 2" in client.get("/metrics").text
 
+    from engine.status import collect_health, render
+
+    health = collect_health(settings.model_copy(update={"kafka_bootstrap_servers": None}))
+    assert [parked["analysis"] for parked in health.parked] == ["Parked-1", "Parked-2"]
+    assert "Parked events: 2" in render(health)
+
     cli = subprocess.run(
         [sys.executable, "-m", "engine", "parked", "list"],
         capture_output=True,
