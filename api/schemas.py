@@ -128,6 +128,7 @@ class ImportJobOut(ApiModel):
     analysis_id: int | None
     date_created: dt.datetime
     date_updated: dt.datetime
+    retry_of: int | None = None  # the FAILED job this job retries
 
 
 class ImportJobDetailOut(ImportJobOut):

@@ -19,12 +19,12 @@ def reanalyse_command(
     """Request a reanalysis: the worker re-annotates the analysis's alleles with the bundle."""
     import getpass
 
-    from engine.config import get_settings
     from engine.db import migrate
     from engine.events import default_producer
     from engine.reannotate.publish import request_reanalysis
+    from engine.runtime import cli_settings
 
-    settings = get_settings()
+    settings, _runtime = cli_settings()
     migrate.require_current(settings.database_url)
     event = request_reanalysis(settings, analysis, bundle, producer=default_producer("cli"),
                                requested_by=f"cli@{getpass.getuser()}")
@@ -45,12 +45,12 @@ def reannotate_command(
         "--timeout", help="Stop waiting after this many seconds (the run goes on).")] = None,
 ) -> None:
     """Re-annotate stored alleles with a bundle (a data release), in batches the workers share."""
-    from engine.config import get_settings
     from engine.db import migrate
     from engine.events import default_producer
     from engine.reannotate.publish import start_reannotation
+    from engine.runtime import cli_settings
 
-    settings = get_settings()
+    settings, _runtime = cli_settings()
     migrate.require_current(settings.database_url)
     progress = start_reannotation(settings, bundle=bundle, analyses=analysis or None,
                                   batch_size=batch_size, producer=default_producer("cli"))

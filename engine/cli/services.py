@@ -34,10 +34,17 @@ def up(
     """Run everything: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), migrations, watcher,
     worker and API, as one supervised process tree. Ctrl-C stops it cleanly."""
     from engine.db.migrate import upgrade
+    from engine.runtime import read_runtime, runtime_path
     from engine.supervisor import Supervisor, default_children
 
     settings = get_settings()
     configure_logging(settings)
+    running = read_runtime(settings.data_dir)
+    if running is not None:
+        typer.echo(f"annostream: `annostream up` is already running for {running.data_dir} (pid "
+                   f"{running.supervisor_pid}, {runtime_path(settings.data_dir)}); stop it or set another "
+                   "ANNOSTREAM_DATA_DIR", err=True)
+        raise typer.Exit(2)
     settings.ensure_folders()
     upgrade(settings.database_url)
     if demo:
@@ -50,7 +57,8 @@ def up(
         typer.echo(where_to_look(settings, with_api=not no_api))
 
     children = default_children(settings, with_api=not no_api)
-    raise typer.Exit(Supervisor(settings, children, on_ready=announce).run())
+    api_url = None if no_api else f"http://localhost:{settings.port}"
+    raise typer.Exit(Supervisor(settings, children, on_ready=announce, api_url=api_url).run())
 
 
 def where_to_look(settings: Settings, *, with_api: bool) -> str:

@@ -211,6 +211,9 @@ class ImportJob(Base):
     analysis_id: Mapped[int | None] = mapped_column(sa.ForeignKey("analysis.id", ondelete="SET NULL"))
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    # The FAILED job this one retries (engine/retry.py); unique, so a failure is retried once.
+    retry_of: Mapped[int | None] = mapped_column(sa.ForeignKey("import_job.id", ondelete="SET NULL"),
+                                                 unique=True)
 
 
 # --- Gene panels (ELLA ``vardb.datamodel.gene``) --------------------------------------------
