@@ -77,6 +77,9 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
     ]
 
 
+HEARTBEAT_INTERVAL_S = 5.0
+
+
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
@@ -122,6 +125,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
 
         async def agent(stream: faust.StreamT) -> None:
             async for raw in stream:
+                metrics.WORKER_HEARTBEAT.set_to_current_time()
                 metrics.EVENTS_CONSUMED.labels(topic=topic_name).inc()
                 messages = await run_with_retries(stage, partial(_in_thread, executor, work, raw))
                 await run_with_retries(f"{stage}/publish", partial(publish, messages))
@@ -130,6 +134,11 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
 
     for stage in stages:
         make_agent(stage.topic, stage.name, stage.work)
+
+    @app.timer(interval=HEARTBEAT_INTERVAL_S)
+    async def heartbeat() -> None:
+        # The "worker down" alert fires when this stops advancing (ops/prometheus/alerts.yml).
+        metrics.WORKER_HEARTBEAT.set_to_current_time()
 
     return app
 

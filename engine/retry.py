@@ -84,15 +84,17 @@ def retry_job(settings: Settings, job_id: int, *, producer: str) -> RetryResult:
         if done is not None:
             return RetryResult(job.analysis_name, job_id, done.id, done.event_id, already=True)
         if job.status != JobStatus.FAILED.value:
-            raise RetryRefused(f"import job {job_id} ({job.analysis_name}) is {job.status}; "
-                               "only FAILED jobs can be retried")
+            raise RetryRefused(
+                f"import job {job_id} ({job.analysis_name}) is {job.status}; only FAILED jobs can be retried"
+            )
         name, event_id = job.analysis_name, job.event_id
     folder = find_failed_folder(settings, name, event_id)
     if folder is None:
         raise RetryRefused(
             f"the folder of {name} (import job {job_id}, event {event_id}) is no longer in "
             f"{settings.analyses_failed}; drop the fixed folder into {settings.analyses_incoming} instead",
-            status=409)
+            status=409,
+        )
     try:
         return _retry_folder(settings, folder, name, job_id, producer=producer)
     except _LostRace:
@@ -107,8 +109,9 @@ def retry_analysis(settings: Settings, name: str, *, producer: str) -> RetryResu
     """Retry the latest failure of analysis ``name``: its FAILED job, or (when the watcher
     rejected the folder before any job existed) its folder in ANALYSES_FAILED."""
     with session_scope(settings.database_url) as session:
-        latest = session.scalars(sa.select(ImportJob).where(ImportJob.analysis_name == name)
-                                 .order_by(ImportJob.id.desc()).limit(1)).first()
+        latest = session.scalars(
+            sa.select(ImportJob).where(ImportJob.analysis_name == name).order_by(ImportJob.id.desc()).limit(1)
+        ).first()
         latest_id = latest.id if latest is not None else None
         latest_status = latest.status if latest is not None else None
         retried = latest.retry_of if latest is not None else None
@@ -123,17 +126,23 @@ def retry_analysis(settings: Settings, name: str, *, producer: str) -> RetryResu
             assert job is not None
             return RetryResult(name, retried, job.id, job.event_id, already=True)
     if latest_id is not None:
-        raise RetryRefused(f"{name}: the latest import job ({latest_id}) is {latest_status}, not FAILED, "
-                           f"and no failed folder of {name} is in {settings.analyses_failed}")
-    raise RetryRefused(f"{name}: no import job and no failed folder in {settings.analyses_failed}",
-                       status=404)
+        raise RetryRefused(
+            f"{name}: the latest import job ({latest_id}) is {latest_status}, not FAILED, "
+            f"and no failed folder of {name} is in {settings.analyses_failed}"
+        )
+    raise RetryRefused(
+        f"{name}: no import job and no failed folder in {settings.analyses_failed}", status=404
+    )
 
 
 def failed_jobs(settings: Settings, *, since: dt.datetime | None = None) -> list[int]:
     """FAILED jobs not retried yet (failed at or after ``since``), oldest first."""
     retried = sa.select(ImportJob.retry_of).where(ImportJob.retry_of.is_not(None))
-    query = (sa.select(ImportJob.id).where(ImportJob.status == JobStatus.FAILED.value,
-                                           ImportJob.id.not_in(retried)).order_by(ImportJob.id))
+    query = (
+        sa.select(ImportJob.id)
+        .where(ImportJob.status == JobStatus.FAILED.value, ImportJob.id.not_in(retried))
+        .order_by(ImportJob.id)
+    )
     if since is not None:
         query = query.where(ImportJob.date_updated >= since)
     with session_scope(settings.database_url) as session:
@@ -157,9 +166,11 @@ def find_failed_folder(settings: Settings, name: str, event_id: str | None) -> P
     root = settings.analyses_failed
     if not root.is_dir():
         return None
-    candidates = [path for path in root.iterdir()
-                  if path.is_dir() and not path.is_symlink()
-                  and (path.name == name or path.name.startswith(f"{name}."))]
+    candidates = [
+        path
+        for path in root.iterdir()
+        if path.is_dir() and not path.is_symlink() and (path.name == name or path.name.startswith(f"{name}."))
+    ]
     candidates.sort(key=lambda path: path.stat().st_mtime, reverse=True)
     for path in candidates:
         error = read_error_file(path)
@@ -185,8 +196,9 @@ class _LostRace(Exception):
     """Another retry renamed the folder first."""
 
 
-def _retry_folder(settings: Settings, folder: Path, name: str, failed_job: int | None, *,
-                  producer: str) -> RetryResult:
+def _retry_folder(
+    settings: Settings, folder: Path, name: str, failed_job: int | None, *, producer: str
+) -> RetryResult:
     bootstrap = require_bootstrap(settings, "retry")
     try:
         check_folder(folder)
@@ -210,8 +222,12 @@ def _retry_folder(settings: Settings, folder: Path, name: str, failed_job: int |
         new_job = _store_job(settings, event, failed_job)
         try:
             topics = Topics.from_settings(settings)
-            ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
-                          replication_factor=settings.topic_replication_factor)
+            ensure_topics(
+                bootstrap,
+                topics.all(),
+                partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+            )
             with EventProducer(bootstrap, client_id="annostream-retry") as kafka:
                 kafka.send(topics.ready, event.key, encode(event))
             metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
@@ -225,8 +241,14 @@ def _retry_folder(settings: Settings, folder: Path, name: str, failed_job: int |
         if isinstance(error, sa.exc.IntegrityError):
             raise _LostRace() from None
         raise
-    log.info("%s: retried failed job %s as job %s (event %s)", name, failed_job, new_job, event.event_id,
-             extra={"analysis": name, "event_id": event.event_id})
+    log.info(
+        "%s: retried failed job %s as job %s (event %s)",
+        name,
+        failed_job,
+        new_job,
+        event.event_id,
+        extra={"analysis": name, "event_id": event.event_id},
+    )
     return RetryResult(name, failed_job, new_job, event.event_id, already=False)
 
 
@@ -238,14 +260,21 @@ def _ready_event(folder: Path, settings: Settings, producer: str) -> ReadyEvent:
     panel = None
     if spec.genepanel_name and spec.genepanel_version:
         panel = Genepanel(name=spec.genepanel_name, version=spec.genepanel_version)
-    return build_ready_event(folder, settings.analyses_incoming, producer=producer, analysis=spec.name,
-                             genepanel=panel, priority=spec.priority)
+    return build_ready_event(
+        folder,
+        settings.analyses_incoming,
+        producer=producer,
+        analysis=spec.name,
+        genepanel=panel,
+        priority=spec.priority,
+    )
 
 
 def _store_job(settings: Settings, event: ReadyEvent, failed_job: int | None) -> int:
     with session_scope(settings.database_url) as session:
-        job = get_or_create_job(session, event_id=event.event_id, analysis_name=event.analysis,
-                                fingerprint=event.fingerprint)
+        job = get_or_create_job(
+            session, event_id=event.event_id, analysis_name=event.analysis, fingerprint=event.fingerprint
+        )
         job.retry_of = failed_job
         session.flush()
         return job.id

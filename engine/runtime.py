@@ -55,9 +55,15 @@ class Runtime:
         return self.settings.get("KAFKA_BOOTSTRAP_SERVERS") or None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"supervisor_pid": self.supervisor_pid, "data_dir": self.data_dir, "api_url": self.api_url,
-                "bootstrap": self.bootstrap, "settings": self.settings, "pids": self.pids,
-                "started": self.started}
+        return {
+            "supervisor_pid": self.supervisor_pid,
+            "data_dir": self.data_dir,
+            "api_url": self.api_url,
+            "bootstrap": self.bootstrap,
+            "settings": self.settings,
+            "pids": self.pids,
+            "started": self.started,
+        }
 
 
 def runtime_path(data_dir: Path) -> Path:
@@ -95,11 +101,14 @@ def read_runtime(data_dir: Path, *, check_alive: bool = True) -> Runtime | None:
     path = runtime_path(data_dir)
     try:
         document = orjson.loads(path.read_bytes())
-        runtime = Runtime(supervisor_pid=int(document["supervisor_pid"]), data_dir=str(document["data_dir"]),
-                          api_url=document.get("api_url"),
-                          settings={str(k): str(v) for k, v in dict(document.get("settings") or {}).items()},
-                          pids={str(k): int(v) for k, v in dict(document.get("pids") or {}).items()},
-                          started=str(document.get("started") or ""))
+        runtime = Runtime(
+            supervisor_pid=int(document["supervisor_pid"]),
+            data_dir=str(document["data_dir"]),
+            api_url=document.get("api_url"),
+            settings={str(k): str(v) for k, v in dict(document.get("settings") or {}).items()},
+            pids={str(k): int(v) for k, v in dict(document.get("pids") or {}).items()},
+            started=str(document.get("started") or ""),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if check_alive and not process_alive(runtime.supervisor_pid):
@@ -107,11 +116,17 @@ def read_runtime(data_dir: Path, *, check_alive: bool = True) -> Runtime | None:
     return runtime
 
 
-def runtime_for(settings: Settings, env: dict[str, str], *, api_url: str | None,
-                pids: dict[str, int]) -> Runtime:
-    return Runtime(supervisor_pid=os.getpid(), data_dir=str(settings.data_dir.resolve()), api_url=api_url,
-                   settings={name: env[name] for name in RECORDED if env.get(name)}, pids=pids,
-                   started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+def runtime_for(
+    settings: Settings, env: dict[str, str], *, api_url: str | None, pids: dict[str, int]
+) -> Runtime:
+    return Runtime(
+        supervisor_pid=os.getpid(),
+        data_dir=str(settings.data_dir.resolve()),
+        api_url=api_url,
+        settings={name: env[name] for name in RECORDED if env.get(name)},
+        pids=pids,
+        started=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
 
 
 def cli_settings(environ: dict[str, str] | None = None) -> tuple[Settings, Runtime | None]:
@@ -124,9 +139,11 @@ def cli_settings(environ: dict[str, str] | None = None) -> tuple[Settings, Runti
     runtime = read_runtime(settings.data_dir)
     if runtime is None:
         return settings, None
-    overrides: dict[str, object] = {field_name: runtime.settings[variable]
-                                    for variable, field_name in RECORDED.items()
-                                    if variable in runtime.settings and not environ.get(variable)}
+    overrides: dict[str, object] = {
+        field_name: runtime.settings[variable]
+        for variable, field_name in RECORDED.items()
+        if variable in runtime.settings and not environ.get(variable)
+    }
     if not overrides:
         return settings, runtime
     return load_settings(**overrides), runtime
@@ -134,7 +151,9 @@ def cli_settings(environ: dict[str, str] | None = None) -> tuple[Settings, Runti
 
 def no_broker_message(settings: Settings, command: str) -> str:
     """One line: how to point ``command`` at a broker."""
-    return (f"`annostream {command}` needs a Kafka broker: KAFKA_BOOTSTRAP_SERVERS is not set and no running "
-            f"`annostream up` was found in {runtime_path(settings.data_dir)} "
-            "(set KAFKA_BOOTSTRAP_SERVERS=host:9092, or ANNOSTREAM_DATA_DIR to the data dir of "
-            "`annostream up`)")
+    return (
+        f"`annostream {command}` needs a Kafka broker: KAFKA_BOOTSTRAP_SERVERS is not set and no running "
+        f"`annostream up` was found in {runtime_path(settings.data_dir)} "
+        "(set KAFKA_BOOTSTRAP_SERVERS=host:9092, or ANNOSTREAM_DATA_DIR to the data dir of "
+        "`annostream up`)"
+    )

@@ -34,8 +34,9 @@ def stack(tmp_path: Path, pg_url: str, broker, topic_prefix: str) -> Iterator[St
 def drop_broken(stack: Stack, name: str) -> int:
     """A folder whose VCF has a bad POS on its second record; returns the 1-based line."""
     folder = stack.drop(TEST_ANALYSIS, name, ready=False)
-    (folder / "TestAnalysis-001.analysis").write_text(json.dumps(
-        {"params": {"genepanel": "HBOC_v1.0.0"}, "name": name, "priority": "1"}))
+    (folder / "TestAnalysis-001.analysis").write_text(
+        json.dumps({"params": {"genepanel": "HBOC_v1.0.0"}, "name": name, "priority": "1"})
+    )
     vcf = folder / "TestAnalysis-001.vcf"
     lines = vcf.read_text().splitlines()
     body = next(i for i, line in enumerate(lines) if line.startswith("#CHROM")) + 1
@@ -48,9 +49,12 @@ def drop_broken(stack: Stack, name: str) -> int:
 
 
 def failed_job(stack: Stack, name: str) -> dict:
-    return wait_until(lambda: next(iter(stack.get("/api/v1/import/jobs", analysis=name,
-                                                  status="FAILED")["items"]), None),
-                      timeout_s=90, what=f"{name} FAILED", on_timeout=stack.log_tail)
+    return wait_until(
+        lambda: next(iter(stack.get("/api/v1/import/jobs", analysis=name, status="FAILED")["items"]), None),
+        timeout_s=90,
+        what=f"{name} FAILED",
+        on_timeout=stack.log_tail,
+    )
 
 
 def post_retry(stack: Stack, job_id: int, token: str | None = TOKEN) -> httpx.Response:
@@ -61,8 +65,9 @@ def post_retry(stack: Stack, job_id: int, token: str | None = TOKEN) -> httpx.Re
 def test_retry_over_the_api(stack: Stack) -> None:
     line = drop_broken(stack, "Broken-R1")
     job = failed_job(stack, "Broken-R1")
-    failed_folder = wait_until(lambda: next(stack.failed.glob("Broken-R1*/error.json"), None),
-                               timeout_s=30, what="error.json").parent
+    failed_folder = wait_until(
+        lambda: next(stack.failed.glob("Broken-R1*/error.json"), None), timeout_s=30, what="error.json"
+    ).parent
 
     assert post_retry(stack, job["id"], token=None).status_code == 401
     still = post_retry(stack, job["id"])
@@ -78,11 +83,18 @@ def test_retry_over_the_api(stack: Stack) -> None:
     retried = answer.json()
     assert retried["failed_job"] == job["id"] and not retried["already"]
     assert not failed_folder.exists()
-    wait_until(lambda: analysis_named(stack, "Broken-R1"), timeout_s=90, what="Broken-R1 imported",
-               on_timeout=stack.log_tail)
+    wait_until(
+        lambda: analysis_named(stack, "Broken-R1"),
+        timeout_s=90,
+        what="Broken-R1 imported",
+        on_timeout=stack.log_tail,
+    )
     new_job = stack.get(f"/api/v1/import/jobs/{retried['job']}")
-    wait_until(lambda: stack.get(f"/api/v1/import/jobs/{retried['job']}")["status"] == "DONE",
-               timeout_s=30, what="the retry job DONE")
+    wait_until(
+        lambda: stack.get(f"/api/v1/import/jobs/{retried['job']}")["status"] == "DONE",
+        timeout_s=30,
+        what="the retry job DONE",
+    )
     assert new_job["retry_of"] == job["id"]
     imported = stack.imported / "Broken-R1"
     assert imported.is_dir() and not (imported / "error.json").exists()
@@ -103,9 +115,14 @@ def test_retry_from_the_cli_and_a_folder_that_is_gone(stack: Stack) -> None:
     drop_broken(stack, "Broken-R3")
     job2 = failed_job(stack, "Broken-R2")
     failed_job(stack, "Broken-R3")
-    folders = {name: wait_until(lambda name=name: next(stack.failed.glob(f"{name}*/error.json"), None),
-                                timeout_s=30, what=f"{name} in failed/").parent
-               for name in ("Broken-R2", "Broken-R3")}
+    folders = {
+        name: wait_until(
+            lambda name=name: next(stack.failed.glob(f"{name}*/error.json"), None),
+            timeout_s=30,
+            what=f"{name} in failed/",
+        ).parent
+        for name in ("Broken-R2", "Broken-R3")
+    }
     shutil.rmtree(folders["Broken-R2"])
     shutil.copy(TEST_ANALYSIS / "TestAnalysis-001.vcf", folders["Broken-R3"] / "TestAnalysis-001.vcf")
 
@@ -114,8 +131,12 @@ def test_retry_from_the_cli_and_a_folder_that_is_gone(stack: Stack) -> None:
     assert "Broken-R3: import job" in result.stdout and "retried as import job" in result.stdout
     assert f"the folder of Broken-R2 (import job {job2['id']}" in result.stderr
     assert "is no longer in" in result.stderr
-    wait_until(lambda: analysis_named(stack, "Broken-R3"), timeout_s=90, what="Broken-R3 imported",
-               on_timeout=stack.log_tail)
+    wait_until(
+        lambda: analysis_named(stack, "Broken-R3"),
+        timeout_s=90,
+        what="Broken-R3 imported",
+        on_timeout=stack.log_tail,
+    )
     assert post_retry(stack, job2["id"]).status_code == 409
 
     usage = stack.cli("retry", check=False)

@@ -15,8 +15,15 @@ from engine.runtime import RUNTIME_FILE
 from tests.support.stack import Stack, wait_until
 from tests.test_e2e import GENEPANEL
 
-ANNOSTREAM_VARIABLES = ("DB_URL", "KAFKA_BOOTSTRAP_SERVERS", "ANNOSTREAM_", "ANALYSES_", "PORT",
-                        "PROMETHEUS_MULTIPROC_DIR", "LOG_LEVEL")
+ANNOSTREAM_VARIABLES = (
+    "DB_URL",
+    "KAFKA_BOOTSTRAP_SERVERS",
+    "ANNOSTREAM_",
+    "ANALYSES_",
+    "PORT",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "LOG_LEVEL",
+)
 
 
 def bare_environment() -> dict[str, str]:
@@ -28,8 +35,12 @@ def test_second_terminal_uses_the_runtime_file_of_up(tmp_path: Path, pg_url: str
     port = free_port()
     # `up` itself gets only a database and a free port; broker, data dir and folders are defaults
     # (the embedded broker, ./data under the working directory), as after `make run`.
-    stack = Stack(env={**bare_environment(), "DB_URL": pg_url, "PORT": str(port),
-                       "ANNOSTREAM_API_WORKERS": "1"}, root=tmp_path, port=port, cwd=tmp_path)
+    stack = Stack(
+        env={**bare_environment(), "DB_URL": pg_url, "PORT": str(port), "ANNOSTREAM_API_WORKERS": "1"},
+        root=tmp_path,
+        port=port,
+        cwd=tmp_path,
+    )
     second = Stack(env=bare_environment(), root=tmp_path, port=port, cwd=tmp_path)
     runtime_file = tmp_path / "data" / RUNTIME_FILE
     stack.cli("db", "upgrade")
@@ -80,9 +91,17 @@ def test_a_stale_runtime_file_is_ignored(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     # pid 2**22 + 1 is above Linux's default pid_max: no such process.
-    (data / RUNTIME_FILE).write_bytes(orjson.dumps({
-        "supervisor_pid": 2**22 + 1, "data_dir": str(data), "api_url": "http://localhost:1",
-        "settings": {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}, "pids": {}}))
+    (data / RUNTIME_FILE).write_bytes(
+        orjson.dumps(
+            {
+                "supervisor_pid": 2**22 + 1,
+                "data_dir": str(data),
+                "api_url": "http://localhost:1",
+                "settings": {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"},
+                "pids": {},
+            }
+        )
+    )
     second = Stack(env=bare_environment(), root=tmp_path, port=1, cwd=tmp_path)
     result = second.cli("replay", "--since", "1h", "--dry-run", check=False)
     assert result.returncode == 1

@@ -44,14 +44,25 @@ def stack(tmp_path: Path, pg_url: str, broker, topic_prefix: str) -> Iterator[St
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[WebDriver]:
     if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        pytest.fail("the browser tests need Debian's chromium and chromium-driver "
-                    "(make test installs them as root: ops/scripts/ensure-tools.sh)")
+        pytest.fail(
+            "the browser tests need Debian's chromium and chromium-driver "
+            "(make test installs them as root: ops/scripts/ensure-tools.sh)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1440,900",
-                 f"--user-data-dir={tmp_path / f'chromium-{uuid.uuid4().hex[:6]}'}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,900",
+        f"--user-data-dir={tmp_path / f'chromium-{uuid.uuid4().hex[:6]}'}",
+    ):
         options.add_argument(flag)
     try:
         driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
@@ -94,8 +105,12 @@ def test_pages_in_a_real_browser(stack: Stack, browser: WebDriver) -> None:
     stack.drop(TEST_ANALYSIS)
     line = drop_broken(stack, "Broken-W1")
     job = failed_job(stack, "Broken-W1")
-    good = wait_until(lambda: analysis_named(stack, "TestAnalysis-001"), timeout_s=90,
-                      what="TestAnalysis-001 imported", on_timeout=stack.log_tail)
+    good = wait_until(
+        lambda: analysis_named(stack, "TestAnalysis-001"),
+        timeout_s=90,
+        what="TestAnalysis-001 imported",
+        on_timeout=stack.log_tail,
+    )
 
     # 1. The status page renders with every part reachable, and refreshes itself.
     browser.get(f"{stack.api}/")
@@ -107,7 +122,8 @@ def test_pages_in_a_real_browser(stack: Stack, browser: WebDriver) -> None:
     marker = browser.execute_script("document.getElementById('health').dataset.seen = 'old'; return 1")
     assert marker == 1
     WebDriverWait(browser, 15).until(
-        lambda d: d.execute_script("return document.getElementById('health').dataset.seen") is None)
+        lambda d: d.execute_script("return document.getElementById('health').dataset.seen") is None
+    )
     assert browser.execute_script("return window.performance.getEntriesByType('navigation').length") == 1
     shot(browser, "status")
 
@@ -139,8 +155,12 @@ def test_pages_in_a_real_browser(stack: Stack, browser: WebDriver) -> None:
     browser.find_element(By.CSS_SELECTOR, f"#job-{job['id']} button.retry").click()
     notice = wait_for_text(browser, ".flash.notice", "retried as import job")
     assert f"import job {job['id']} retried" in notice
-    wait_until(lambda: analysis_named(stack, "Broken-W1"), timeout_s=90, what="Broken-W1 re-imported",
-               on_timeout=stack.log_tail)
+    wait_until(
+        lambda: analysis_named(stack, "Broken-W1"),
+        timeout_s=90,
+        what="Broken-W1 re-imported",
+        on_timeout=stack.log_tail,
+    )
     browser.get(f"{stack.api}/ui/jobs?q=Broken-W1")
     wait_for_text(browser, "#jobs", "DONE")
     assert f"retry of job {job['id']}" in text_of(browser, "#jobs")

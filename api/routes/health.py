@@ -13,6 +13,7 @@ from api.deps import SettingsDep
 from api.schemas import ReadinessOut
 from engine.db.session import get_engine
 from engine.metrics import render_metrics
+from engine.state_metrics import render_state
 
 router = APIRouter(tags=["operations"])
 
@@ -80,6 +81,7 @@ def readyz(settings: SettingsDep) -> Any:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
+def metrics(settings: SettingsDep) -> Response:
+    """Counters of every local process, then the pipeline's state (engine/state_metrics.py)."""
     body, content_type = render_metrics()
-    return Response(content=body, media_type=content_type)
+    return Response(content=body + render_state(settings), media_type=content_type)

@@ -86,10 +86,16 @@ def login_redirect(request: Request, _error: Exception) -> Response:
 def page(request: Request, template: str, token: str | None, **context: Any) -> HTMLResponse:
     """Render ``template``; an htmx refresh gets only its fragment (``fragment`` block)."""
     fragment = request.headers.get("hx-request") == "true"
-    context.update(request=request, layout="fragment.html" if fragment else "base.html",
-                   logged_in=token is not None, csrf=csrf_value(token) if token else "",
-                   notice=request.query_params.get("notice"), error=request.query_params.get("error"),
-                   fragment=fragment, read_auth=request.app.state.settings.api_read_auth)
+    context.update(
+        request=request,
+        layout="fragment.html" if fragment else "base.html",
+        logged_in=token is not None,
+        csrf=csrf_value(token) if token else "",
+        notice=request.query_params.get("notice"),
+        error=request.query_params.get("error"),
+        fragment=fragment,
+        read_auth=request.app.state.settings.api_read_auth,
+    )
     return templates.TemplateResponse(request, template, context)
 
 
@@ -118,22 +124,39 @@ class _Refused(Exception):
 
 @router.get("/ui/login")
 def login_form(request: Request, next: str = "/") -> HTMLResponse:
-    return page(request, "login.html", None, next=safe_next(next),
-                no_tokens=not configured_tokens(request.app.state.settings))
+    return page(
+        request,
+        "login.html",
+        None,
+        next=safe_next(next),
+        no_tokens=not configured_tokens(request.app.state.settings),
+    )
 
 
 @router.post("/ui/login")
-def login(request: Request, settings: SettingsDep, token: Annotated[str, Form()] = "",
-          next: Annotated[str, Form()] = "/") -> Response:
+def login(
+    request: Request,
+    settings: SettingsDep,
+    token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
     target = safe_next(next)
     if not same_origin(request):
         return back("/ui/login", error="the login form came from another site")
     if not token_is_valid(token.strip(), configured_tokens(settings)):
-        return RedirectResponse("/ui/login?" + urlencode({"next": target, "error": "invalid token"}),
-                                status_code=303)
+        return RedirectResponse(
+            "/ui/login?" + urlencode({"next": target, "error": "invalid token"}), status_code=303
+        )
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, token.strip(), max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
-                        samesite="strict", secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE,
+        token.strip(),
+        max_age=COOKIE_MAX_AGE_S,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return response
 
 
@@ -169,8 +192,16 @@ def lag_by_stage(health: Health, settings: Settings) -> list[dict[str, Any]]:
     stages: dict[str, dict[str, Any]] = {}
     for item in health.lag:
         base = item.topic.removeprefix(settings.topic_prefix)
-        stage = stages.setdefault(item.topic, {"stage": STAGE_OF_TOPIC.get(base, base), "topic": item.topic,
-                                               "lag": 0, "exact": True, "partitions": 0})
+        stage = stages.setdefault(
+            item.topic,
+            {
+                "stage": STAGE_OF_TOPIC.get(base, base),
+                "topic": item.topic,
+                "lag": 0,
+                "exact": True,
+                "partitions": 0,
+            },
+        )
         stage["lag"] += item.lag
         stage["exact"] &= item.complete
         stage["partitions"] += 1
@@ -178,49 +209,89 @@ def lag_by_stage(health: Health, settings: Settings) -> list[dict[str, Any]]:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def health_page(request: Request, settings: SettingsDep, session: SessionDep,
-                      token: ReadAccess) -> HTMLResponse:
+async def health_page(
+    request: Request, settings: SettingsDep, session: SessionDep, token: ReadAccess
+) -> HTMLResponse:
     health = await run_in_threadpool(cached_health, settings)
     analyses = session.scalar(sa.select(sa.func.count()).select_from(Analysis)) or 0
-    return page(request, "health.html", token, health=health, stages=lag_by_stage(health, settings),
-                analyses=analyses, now=dt.datetime.now(dt.UTC))
+    return page(
+        request,
+        "health.html",
+        token,
+        health=health,
+        stages=lag_by_stage(health, settings),
+        analyses=analyses,
+        now=dt.datetime.now(dt.UTC),
+    )
 
 
 # --- import jobs ---------------------------------------------------------------------------------
 
 
 @router.get("/ui/jobs", response_class=HTMLResponse)
-def jobs_page(request: Request, settings: SettingsDep, session: SessionDep, token: ReadAccess,
-              status: Annotated[str, Query()] = "", q: Annotated[str, Query()] = "",
-              page_number: Annotated[int, Query(alias="page", ge=1)] = 1) -> HTMLResponse:
+def jobs_page(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    token: ReadAccess,
+    status: Annotated[str, Query()] = "",
+    q: Annotated[str, Query()] = "",
+    page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
+) -> HTMLResponse:
     conditions = []
     if status in JobStatus.__members__:
         conditions.append(ImportJob.status == status)
     if q.strip():
         conditions.append(ImportJob.analysis_name.icontains(q.strip(), autoescape=True))
     total = session.scalar(sa.select(sa.func.count()).select_from(ImportJob).where(*conditions)) or 0
-    jobs = list(session.scalars(sa.select(ImportJob).where(*conditions)
-                                .order_by(ImportJob.id.desc())
-                                .offset((page_number - 1) * JOBS_PER_PAGE).limit(JOBS_PER_PAGE)))
+    jobs = list(
+        session.scalars(
+            sa.select(ImportJob)
+            .where(*conditions)
+            .order_by(ImportJob.id.desc())
+            .offset((page_number - 1) * JOBS_PER_PAGE)
+            .limit(JOBS_PER_PAGE)
+        )
+    )
     ids = [job.id for job in jobs]
-    retried_by = dict(session.execute(sa.select(ImportJob.retry_of, ImportJob.id)
-                                      .where(ImportJob.retry_of.in_(ids))).tuples().all()) if ids else {}
+    retried_by = (
+        dict(
+            session.execute(sa.select(ImportJob.retry_of, ImportJob.id).where(ImportJob.retry_of.in_(ids)))
+            .tuples()
+            .all()
+        )
+        if ids
+        else {}
+    )
     rows = []
     for job in jobs:
         detail = None
         if job.status == JobStatus.FAILED.value:
             folder = find_failed_folder(settings, job.analysis_name, job.event_id)
-            detail = {"folder": str(folder) if folder else None,
-                      "error": read_error_file(folder) if folder else None}
+            detail = {
+                "folder": str(folder) if folder else None,
+                "error": read_error_file(folder) if folder else None,
+            }
         rows.append({"job": job, "failure": detail, "retried_by": retried_by.get(job.id)})
     pages = max(1, -(-total // JOBS_PER_PAGE))
-    return page(request, "jobs.html", token, rows=rows, total=total, status=status, q=q,
-                statuses=list(JobStatus.__members__), page_number=page_number, pages=pages)
+    return page(
+        request,
+        "jobs.html",
+        token,
+        rows=rows,
+        total=total,
+        status=status,
+        q=q,
+        statuses=list(JobStatus.__members__),
+        page_number=page_number,
+        pages=pages,
+    )
 
 
 @router.post("/ui/jobs/{job_id}/retry")
-async def retry_action(request: Request, settings: SettingsDep, job_id: int,
-                       csrf: Annotated[str, Form()] = "") -> Response:
+async def retry_action(
+    request: Request, settings: SettingsDep, job_id: int, csrf: Annotated[str, Form()] = ""
+) -> Response:
     where = request.headers.get("referer") or "/ui/jobs?status=FAILED"
     target = safe_next(_local_path(where))
     try:
@@ -251,48 +322,87 @@ def _strip_query(path: str) -> str:
 
 
 @router.get("/ui/analyses", response_class=HTMLResponse)
-def analyses_page(request: Request, session: SessionDep, token: ReadAccess,
-                  q: Annotated[str, Query()] = "",
-                  page_number: Annotated[int, Query(alias="page", ge=1)] = 1) -> HTMLResponse:
+def analyses_page(
+    request: Request,
+    session: SessionDep,
+    token: ReadAccess,
+    q: Annotated[str, Query()] = "",
+    page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
+) -> HTMLResponse:
     condition = Analysis.name.icontains(q.strip(), autoescape=True) if q.strip() else sa.true()
     total = session.scalar(sa.select(sa.func.count()).select_from(Analysis).where(condition)) or 0
-    samples = (sa.select(sa.func.count()).where(Sample.analysis_id == Analysis.id)
-               .correlate(Analysis).scalar_subquery())
-    rows = session.execute(sa.select(Analysis, samples.label("samples")).where(condition)
-                           .order_by(Analysis.id.desc())
-                           .offset((page_number - 1) * JOBS_PER_PAGE).limit(JOBS_PER_PAGE)).all()
+    samples = (
+        sa.select(sa.func.count())
+        .where(Sample.analysis_id == Analysis.id)
+        .correlate(Analysis)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        sa.select(Analysis, samples.label("samples"))
+        .where(condition)
+        .order_by(Analysis.id.desc())
+        .offset((page_number - 1) * JOBS_PER_PAGE)
+        .limit(JOBS_PER_PAGE)
+    ).all()
     pages = max(1, -(-total // JOBS_PER_PAGE))
-    return page(request, "analyses.html", token, rows=rows, total=total, q=q, page_number=page_number,
-                pages=pages)
+    return page(
+        request, "analyses.html", token, rows=rows, total=total, q=q, page_number=page_number, pages=pages
+    )
 
 
 @router.get("/ui/analyses/{analysis_id}", response_class=HTMLResponse)
-def analysis_page(request: Request, session: SessionDep, token: ReadAccess, analysis_id: int,
-                  page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
-                  per_page: Annotated[int, Query(ge=1, le=500)] = ALLELES_PER_PAGE) -> HTMLResponse:
+def analysis_page(
+    request: Request,
+    session: SessionDep,
+    token: ReadAccess,
+    analysis_id: int,
+    page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=500)] = ALLELES_PER_PAGE,
+) -> HTMLResponse:
     analysis = session.get(Analysis, analysis_id)
     if analysis is None:
         return page(request, "missing.html", token, what=f"analysis {analysis_id}")
-    samples = list(session.scalars(sa.select(Sample).where(Sample.analysis_id == analysis_id)
-                                   .order_by(Sample.id)))
-    alleles, total = analysis_allele_page(session, analysis_id,
-                                          Pagination(page=page_number, per_page=per_page))
+    samples = list(
+        session.scalars(sa.select(Sample).where(Sample.analysis_id == analysis_id).order_by(Sample.id))
+    )
+    alleles, total = analysis_allele_page(
+        session, analysis_id, Pagination(page=page_number, per_page=per_page)
+    )
     pages = max(1, -(-total // per_page))
-    jobs = list(session.scalars(sa.select(ImportJob).where(ImportJob.analysis_name == analysis.name)
-                                .order_by(ImportJob.id.desc()).limit(5)))
-    return page(request, "analysis.html", token, analysis=analysis, samples=samples,
-                alleles=[allele_row(allele) for allele in alleles], total=total, page_number=page_number,
-                pages=pages, per_page=per_page, jobs=jobs)
+    jobs = list(
+        session.scalars(
+            sa.select(ImportJob)
+            .where(ImportJob.analysis_name == analysis.name)
+            .order_by(ImportJob.id.desc())
+            .limit(5)
+        )
+    )
+    return page(
+        request,
+        "analysis.html",
+        token,
+        analysis=analysis,
+        samples=samples,
+        alleles=[allele_row(allele) for allele in alleles],
+        total=total,
+        page_number=page_number,
+        pages=pages,
+        per_page=per_page,
+        jobs=jobs,
+    )
 
 
 def allele_row(allele: dict[str, Any]) -> dict[str, Any]:
     """What the allele table shows: position, change, genotypes and key annotation."""
     annotation = allele.get("annotation") or {}
     document: dict[str, Any] = annotation.get("annotations") or {}
-    return {**allele, "bundle": annotation.get("bundle_version"),
-            "frequencies": key_frequencies(document.get("frequencies")),
-            "clinvar": clinvar_classes(document.get("external")),
-            "transcripts": key_transcripts(document.get("transcripts"))}
+    return {
+        **allele,
+        "bundle": annotation.get("bundle_version"),
+        "frequencies": key_frequencies(document.get("frequencies")),
+        "clinvar": clinvar_classes(document.get("external")),
+        "transcripts": key_transcripts(document.get("transcripts")),
+    }
 
 
 def key_frequencies(frequencies: Any) -> list[tuple[str, str]]:
@@ -315,8 +425,11 @@ def clinvar_classes(external: Any) -> list[str]:
     clinvar = external.get("CLINVAR") if isinstance(external, dict) else None
     if not isinstance(clinvar, dict):
         return []
-    classes = {str(item.get("clinical_significance_descr")) for item in clinvar.get("items") or []
-               if isinstance(item, dict) and item.get("clinical_significance_descr")}
+    classes = {
+        str(item.get("clinical_significance_descr"))
+        for item in clinvar.get("items") or []
+        if isinstance(item, dict) and item.get("clinical_significance_descr")
+    }
     return sorted(classes)
 
 
@@ -337,8 +450,13 @@ def key_transcripts(transcripts: Any, limit: int = 3) -> list[str]:
 
 
 @router.post("/ui/analyses/{analysis_id}/reanalyse")
-async def reanalyse_action(request: Request, settings: SettingsDep, session: SessionDep, analysis_id: int,
-                           csrf: Annotated[str, Form()] = "") -> Response:
+async def reanalyse_action(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    analysis_id: int,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
     from engine.reannotate.publish import request_reanalysis
 
     where = f"/ui/analyses/{analysis_id}"
@@ -347,12 +465,20 @@ async def reanalyse_action(request: Request, settings: SettingsDep, session: Ses
         return back("/ui/analyses", error=f"analysis {analysis_id} not found")
     try:
         write_access(request, settings, csrf)
-        event = await run_in_threadpool(request_reanalysis, settings, analysis.name, None,
-                                        producer=default_producer("web"), requested_by="web")
+        event = await run_in_threadpool(
+            request_reanalysis,
+            settings,
+            analysis.name,
+            None,
+            producer=default_producer("web"),
+            requested_by="web",
+        )
     except (_Refused, AnnostreamError) as refused:
         return back(where, error=str(refused))
-    return back(where, notice=f"reanalysis of {analysis.name} with bundle {event.bundle} requested "
-                              f"(event {event.event_id})")
+    return back(
+        where,
+        notice=f"reanalysis of {analysis.name} with bundle {event.bundle} requested (event {event.event_id})",
+    )
 
 
 # --- bundles and re-annotation runs --------------------------------------------------------------
@@ -365,8 +491,13 @@ def bundles_page(request: Request, session: SessionDep, token: ReadAccess) -> HT
 
 
 @router.post("/ui/bundles/{version}/activate")
-def activate_action(request: Request, settings: SettingsDep, session: SessionDep, version: str,
-                    csrf: Annotated[str, Form()] = "") -> Response:
+def activate_action(
+    request: Request,
+    settings: SettingsDep,
+    session: SessionDep,
+    version: str,
+    csrf: Annotated[str, Form()] = "",
+) -> Response:
     try:
         write_access(request, settings, csrf)
         activate_bundle(session, version)
@@ -386,8 +517,9 @@ def reannotations_page(request: Request, session: SessionDep, token: ReadAccess)
 # --- dead letters --------------------------------------------------------------------------------
 
 
-def recent_dead_letters(settings: Settings, limit: int = DEAD_LETTERS_SHOWN) -> tuple[list[dict[str, Any]],
-                                                                                          str | None]:
+def recent_dead_letters(
+    settings: Settings, limit: int = DEAD_LETTERS_SHOWN
+) -> tuple[list[dict[str, Any]], str | None]:
     """The newest ``limit`` events of the dead-letter topic (read from the start: the only
     position every broker answers correctly), and an error when the broker cannot be read."""
     if not settings.kafka_bootstrap_servers:
@@ -421,5 +553,11 @@ def recent_dead_letters(settings: Settings, limit: int = DEAD_LETTERS_SHOWN) -> 
 @router.get("/ui/dead-letters", response_class=HTMLResponse)
 async def dead_letters_page(request: Request, settings: SettingsDep, token: ReadAccess) -> HTMLResponse:
     events, problem = await run_in_threadpool(recent_dead_letters, settings)
-    return page(request, "dead_letters.html", token, events=events, problem=problem,
-                topic=Topics.from_settings(settings).failed)
+    return page(
+        request,
+        "dead_letters.html",
+        token,
+        events=events,
+        problem=problem,
+        topic=Topics.from_settings(settings).failed,
+    )

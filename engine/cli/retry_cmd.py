@@ -11,11 +11,15 @@ import typer
 
 def retry(
     name: Annotated[str | None, typer.Argument(help="Analysis name whose latest failure to retry.")] = None,
-    all_failed: Annotated[bool, typer.Option(
-        "--all-failed", help="Retry every FAILED import job not retried yet.")] = False,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="With --all-failed: only jobs that failed since then (ISO 8601 or 30m/2h/1d ago).")
-                     ] = None,
+    all_failed: Annotated[
+        bool, typer.Option("--all-failed", help="Retry every FAILED import job not retried yet.")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="With --all-failed: only jobs that failed since then (ISO 8601 or 30m/2h/1d ago)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Move a failed analysis folder back from ANALYSES_FAILED (after you fixed it), clear its
@@ -40,16 +44,19 @@ def retry(
         attempts = [lambda: retry_analysis(settings, name, producer=producer)]
     else:
         start = parse_moment(since, option="--since") if since is not None else None
-        attempts = [lambda job_id=job_id: retry_job(settings, job_id, producer=producer)  # type: ignore[misc]
-                    for job_id in failed_jobs(settings, since=start)]
+        attempts = [
+            lambda job_id=job_id: retry_job(settings, job_id, producer=producer)  # type: ignore[misc]
+            for job_id in failed_jobs(settings, since=start)
+        ]
     for attempt in attempts:
         try:
             results.append(attempt())
         except RetryRefused as error:
             refused.append(str(error))
     if as_json:
-        typer.echo(json.dumps({"retried": [result.to_dict() for result in results], "refused": refused},
-                              indent=2))
+        typer.echo(
+            json.dumps({"retried": [result.to_dict() for result in results], "refused": refused}, indent=2)
+        )
     else:
         for result in results:
             typer.echo(result.describe())
