@@ -36,10 +36,10 @@ from engine.config import Settings
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
 from engine.errors import AnnostreamError, InputError
-from engine.events import Genepanel, ReadyEvent, build_ready_event, encode
+from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, encode
 from engine.folders import ERROR_FILE, READY_FILE
 from engine.jobs import get_or_create_job
-from engine.kafka import EventProducer, Topics, ensure_topics, require_bootstrap
+from engine.kafka import EventProducer, ensure_topics, require_bootstrap
 
 log = logging.getLogger(__name__)
 

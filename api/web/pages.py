@@ -44,8 +44,8 @@ from engine.bundles import activate_bundle, list_bundles
 from engine.config import Settings
 from engine.db.models import Analysis, ImportJob, JobStatus, Sample
 from engine.errors import AnnostreamError
-from engine.events import default_producer
-from engine.kafka import BrokerUnavailable, Topics, open_reader, poll_until_idle, topic_partitions
+from engine.events import Topics, default_producer
+from engine.kafka import BrokerUnavailable, open_reader, poll_until_idle, topic_partitions
 from engine.reannotate.runs import list_runs
 from engine.retry import RetryRefused, find_failed_folder, read_error_file, retry_job
 from engine.status import Health, collect_health
