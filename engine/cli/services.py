@@ -48,10 +48,14 @@ def up(
     settings.ensure_folders()
     upgrade(settings.database_url)
     if demo:
+        from engine.demo_bundle import install_demo_bundle
+
         load_demo_genepanels(settings)
+        demo_bundle = install_demo_bundle(settings)
 
     def announce(_env: dict[str, str]) -> None:
         if demo:
+            typer.echo(demo_bundle)
             for name in drop_demo_analyses(settings):
                 typer.echo(f"demo analysis dropped: {name}")
         typer.echo(where_to_look(settings, with_api=not no_api))
