@@ -15,7 +15,8 @@ import pytest
 
 from tests.support.stack import ROOT, make_stack
 
-pytestmark = pytest.mark.slow
+# Installing every dependency into a fresh venv takes minutes (downloads unless pip's cache has them).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 LIST_COMMANDS = """
 import json

@@ -365,3 +365,29 @@ class ReannotationBatch(Base):
     n_unchanged: Mapped[int | None] = mapped_column(sa.Integer)
     message: Mapped[str | None] = mapped_column(sa.Text)
     date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+# --- Read-side index of an analysis's alleles (api/allele_data.py) ----------------------------
+# An analysis's alleles are fixed once it is imported, but finding them means a union over its
+# samples' genotypes (first and second allele). The read API materialises that list once per
+# analysis, on first read, so that every page is an index range scan (keyset pagination by
+# allele id at any depth) and the exact total is counted once, not per page.
+
+
+class AnalysisAllele(Base):
+    __tablename__ = "analysis_allele"
+
+    analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    allele_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+
+
+class AnalysisAlleleTotal(Base):
+    __tablename__ = "analysis_allele_total"
+
+    analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    total: Mapped[int] = mapped_column(sa.Integer)
+    # The analysis row this list was built for: an id reused after a delete (SQLite without
+    # enforced foreign keys) does not match and the list is rebuilt.
+    date_deposited: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
