@@ -28,6 +28,7 @@ from engine import metrics
 from engine.config import Settings
 from engine.events import Topics
 from engine.kafka import ensure_topics
+from engine.logs import event_context, log_context, logging_config
 from engine.pipeline import Outgoing, Pipeline, is_transient
 
 log = logging.getLogger("annostream.worker")
@@ -127,7 +128,7 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
             async for raw in stream:
                 metrics.WORKER_HEARTBEAT.set_to_current_time()
                 metrics.EVENTS_CONSUMED.labels(topic=topic_name).inc()
-                messages = await run_with_retries(stage, partial(_in_thread, executor, work, raw))
+                messages = await run_with_retries(stage, partial(_in_thread, executor, in_context(work), raw))
                 await run_with_retries(f"{stage}/publish", partial(publish, messages))
 
         app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
@@ -141,6 +142,16 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
         metrics.WORKER_HEARTBEAT.set_to_current_time()
 
     return app
+
+
+def in_context(work: Callable[[bytes], list[Outgoing]]) -> Callable[[bytes], list[Outgoing]]:
+    """Run ``work`` with the event's analysis name and event id on every log line (engine/logs.py)."""
+
+    def run(raw: bytes) -> list[Outgoing]:
+        with log_context(**event_context(raw)):
+            return work(raw)
+
+    return run
 
 
 async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[Outgoing]],
@@ -169,5 +180,8 @@ async def run_with_retries(what: str,
 
 def run_worker(settings: Settings) -> None:
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Our logging config, not faust's: one format (ANNOSTREAM_LOG_FORMAT) for every process,
+    # faust's start-up chatter at DEBUG only.
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                          logging_config=logging_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()

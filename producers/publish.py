@@ -50,7 +50,8 @@ def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics) -> No
     producer.send(topics.ready, event.key, encode(event))
     metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
     log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
-             event.folder, len(event.files), event.fingerprint[:12])
+             event.folder, len(event.files), event.fingerprint[:12],
+             extra={"analysis": event.analysis, "event_id": event.event_id})
 
 
 def publish_folder(folder: Path, settings: Settings, *, producer_name: str | None = None) -> ReadyEvent:

@@ -40,6 +40,7 @@ from engine.events import (
 )
 from engine.folders import READY_FILE, move_to_failed
 from engine.kafka import BrokerUnavailable, EventProducer, ensure_topics, require_bootstrap
+from engine.logs import log_context
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,10 @@ class Watcher:
 
     def consider(self, folder: Path) -> ReadyEvent | None:
         """Publish ``folder`` if it is ready, allowed, valid and not yet published as is."""
+        with log_context(analysis=folder.name):
+            return self._consider(folder)
+
+    def _consider(self, folder: Path) -> ReadyEvent | None:
         key = folder.name
         if key.startswith(".") or folder.is_symlink():
             # Hidden folders are staging areas (write there, then rename into place); a

@@ -40,6 +40,7 @@ def test_demo_bundle_is_synthetic_deterministic_and_idempotent(tmp_path: Path) -
 
 def test_up_demo_annotates_the_demo_analyses(tmp_path: Path, pg_url: str, broker, topic_prefix: str) -> None:
     stack = make_stack(tmp_path, db_url=pg_url, bootstrap=broker.bootstrap_servers, prefix=topic_prefix)
+    stack.env["ANNOSTREAM_LOG_FORMAT"] = "json"
     stack.start("--demo")
     try:
         analyses = wait_until(
@@ -66,4 +67,15 @@ def test_up_demo_annotates_the_demo_analyses(tmp_path: Path, pg_url: str, broker
         assert any(cls in page for cls in ("Pathogenic", "Benign", "Uncertain significance"))
     finally:
         stack.stop()
-    assert f"demo bundle {DEMO_BUNDLE_VERSION} (synthetic) active" in stack.log_tail(300)
+    log = stack.log_tail(2000)
+    assert f"demo bundle {DEMO_BUNDLE_VERSION} (synthetic) active" in log
+    assert "web page:  http://localhost:" in log  # the banner
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    names = {analysis["name"] for analysis in analyses}
+    about = [r for r in records if r.get("analysis") in names]
+    assert {r["analysis"] for r in about} == names
+    assert any(r["logger"].startswith("engine.") and r.get("event_id") for r in about), (
+        "worker lines carry both"
+    )
+    assert all(r.get("event_id") for r in about if r["logger"].startswith("engine.pipeline"))
+    assert not [r for r in records if r["logger"].startswith(("faust", "mode")) and r["level"] == "INFO"]

@@ -66,18 +66,24 @@ def up(
 
 
 def where_to_look(settings: Settings, *, with_api: bool) -> str:
+    """The one banner `up` prints once everything is started."""
+    from engine.runtime import runtime_path
+
     broker = settings.kafka_bootstrap_servers or "embedded (memory only)"
-    lines = ["", "Annostream is running. Ctrl-C stops it.", f"  broker:    {broker}",
-             f"  database:  {settings.database_url}",
-             f"  incoming:  {settings.analyses_incoming.resolve()}  (drop analysis folders here; "
-             "write READY last)",
-             f"  imported:  {settings.analyses_path.resolve()}",
-             f"  failed:    {settings.analyses_failed.resolve()}  (error.json says why)"]
+    lines = ["Annostream is running. Ctrl-C stops it."]
     if with_api:
         base = f"http://localhost:{settings.port}"
-        lines += [f"  API:       {base}/api/v1/analyses   docs: {base}/docs",
-                  f"  jobs:      {base}/api/v1/import/jobs   metrics: {base}/metrics"]
-    return "\n".join(lines) + "\n"
+        lines += [f"  web page:  {base}/", f"  API:       {base}/api/v1/analyses   docs: {base}/docs",
+                  f"  metrics:   {base}/metrics"]
+    lines += [f"  broker:    {broker}", f"  database:  {settings.database_url}",
+              f"  incoming:  {settings.analyses_incoming.resolve()}  (drop folders here, READY last)",
+              f"  imported:  {settings.analyses_path.resolve()}",
+              f"  failed:    {settings.analyses_failed.resolve()}  (error.json says why; annostream retry)",
+              f"  other terminals find this stack in {runtime_path(settings.data_dir)}",
+              "  (annostream status | smoke | retry | replay | reanalyse | reannotate need no settings)"]
+    width = max(len(line) for line in lines)
+    rule = "=" * min(width, 110)
+    return "\n".join(["", rule, *lines, rule, ""])
 
 
 def load_demo_genepanels(settings: Settings) -> None:
