@@ -46,14 +46,18 @@ def log_context(*, analysis: str | None = None, event_id: str | None = None) -> 
 
 
 def event_context(raw: bytes) -> dict[str, str]:
-    """The analysis name and event id of a raw event (empty when it is not a JSON object)."""
+    """The analysis name and (import) event id of a raw event (empty when it is not a JSON object)."""
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {}
     if not isinstance(document, dict):
         return {}
-    found = {"analysis": document.get("analysis"), "event_id": document.get("event_id")}
+    # Later events of one import carry the analysis.ready event they descend from: its id is the
+    # import job's key, so it is the id every line of that import shows.
+    ready = document.get("ready")
+    origin = ready.get("event_id") if isinstance(ready, dict) else document.get("ready_event_id")
+    found = {"analysis": document.get("analysis"), "event_id": origin or document.get("event_id")}
     return {key: str(value) for key, value in found.items() if isinstance(value, str | int) and value != ""}
 
 

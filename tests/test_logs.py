@@ -27,6 +27,8 @@ def test_json_lines_carry_the_analysis_and_event(capsys: pytest.CaptureFixture[s
     assert "ValueError: boom" in lines[1]["exc"] and lines[1]["event_id"] == "e-42"
     assert lines[2]["analysis"] == "Other" and "event_id" not in lines[2]
     assert event_context(b"not json") == {} and event_context(b"[1]") == {}
+    annotated = b'{"analysis": "Diag-1", "event_id": "a-1", "ready": {"event_id": "e-42"}}'
+    assert event_context(annotated) == {"analysis": "Diag-1", "event_id": "e-42"}
 
 
 def test_text_lines_and_chatter(capsys: pytest.CaptureFixture[str]) -> None:
