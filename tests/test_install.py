@@ -7,6 +7,7 @@ wheel (templates, demo data, schemas)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,13 @@ def run(
 def test_wheel_installs_without_extras_and_runs(
     tmp_path: Path, pg_url: str, broker, topic_prefix: str
 ) -> None:
+    # Built from a clean copy: an in-tree build would leave build/ behind, whose stale files
+    # a later build could package.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "data", "bench", "test-artifacts", "*.egg-info", "__pycache__", ".*_cache"))
     wheels = tmp_path / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)])
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)])
     wheel = next(wheels.glob("annostream-*.whl"))
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)])
@@ -59,7 +65,7 @@ def test_wheel_installs_without_extras_and_runs(
     assert ["smoke"] in commands and ["retry"] in commands and ["bundle", "add"] in commands
     for command in [[], *commands]:
         shown = run([annostream, *command, "--help"], timeout=60, cwd=tmp_path)
-        assert "Usage:" in shown.stdout, command
+        assert "usage:" in shown.stdout.lower(), command
 
     stack = make_stack(tmp_path, db_url=pg_url, bootstrap=broker.bootstrap_servers, prefix=topic_prefix)
     stack.command = (annostream,)
