@@ -12,12 +12,13 @@ from fastapi.staticfiles import StaticFiles
 
 from api.auth import require_read_token
 from api.errors import install_error_handlers
-from api.routes import alleles, analyses, bundles, genepanels, health, import_jobs, reanalyses
+from api.routes import alleles, analyses, bundles, genepanels, health, import_jobs, parked, reanalyses
 from api.web import pages
 from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
 from engine.db.session import get_engine, session_factory
+from engine.kafka import EventPublisher
 
 log = logging.getLogger("annostream.api")
 
@@ -25,13 +26,15 @@ API_TITLE = "Annostream read API"
 UNMATCHED_ROUTE = "<unmatched>"
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(settings: Settings, publisher: EventPublisher
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Serving an old schema would answer with wrong or missing data: refuse to start.
         require_current(settings.database_url)
         log.info("read API ready (database schema is current)")
         yield
+        publisher.close()
         get_engine(settings.database_url).dispose()
 
     return lifespan
@@ -57,6 +60,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(genepanels.router)
     app.include_router(bundles.router)
     app.include_router(reanalyses.router)
+    app.include_router(parked.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(pages.WEB_ROOT / "static")), name="static")
 
@@ -64,9 +68,12 @@ def _include_routers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The read API for the database in ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
-    app = FastAPI(title=API_TITLE, version="1", lifespan=_lifespan(settings),
+    # One Kafka producer per process for write endpoints, opened on first use.
+    publisher = EventPublisher(settings, client_id="annostream-api", command="api")
+    app = FastAPI(title=API_TITLE, version="1", lifespan=_lifespan(settings, publisher),
                   dependencies=[Depends(require_read_token)])
     app.state.settings = settings
+    app.state.publisher = publisher
     app.state.sessions = session_factory(settings.database_url)
     install_error_handlers(app)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 
 from api.auth import WriteToken
 from api.deps import PaginationDep, SessionDep, SettingsDep
-from api.errors import NotFoundError
-from api.schemas import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
+from api.models import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
 from engine.db.models import ImportJob, JobStatus
+from engine.errors import NotFoundError
 from engine.events import default_producer
 from engine.kafka import BrokerUnavailable
 from engine.retry import RetryRefused, retry_job

@@ -30,7 +30,7 @@ from kafka.errors import KafkaError
 
 from api.allele_data import analysis_allele_page
 from api.auth import configured_tokens, token_is_valid
-from api.deps import Pagination, SessionDep, SettingsDep
+from api.deps import Pagination, PublisherDep, SessionDep, SettingsDep
 from api.web.session import (
     COOKIE,
     COOKIE_MAX_AGE_S,
@@ -450,10 +450,11 @@ def key_transcripts(transcripts: Any, limit: int = 3) -> list[str]:
 
 
 @router.post("/ui/analyses/{analysis_id}/reanalyse")
-async def reanalyse_action(
+def reanalyse_action(
     request: Request,
     settings: SettingsDep,
     session: SessionDep,
+    publisher: PublisherDep,
     analysis_id: int,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
@@ -463,21 +464,17 @@ async def reanalyse_action(
     analysis = session.get(Analysis, analysis_id)
     if analysis is None:
         return back("/ui/analyses", error=f"analysis {analysis_id} not found")
+    name = analysis.name
     try:
         write_access(request, settings, csrf)
-        event = await run_in_threadpool(
-            request_reanalysis,
-            settings,
-            analysis.name,
-            None,
-            producer=default_producer("web"),
-            requested_by="web",
+        event = request_reanalysis(
+            session, publisher, name, None, producer=default_producer("web"), requested_by="web"
         )
     except (_Refused, AnnostreamError) as refused:
+        session.rollback()
         return back(where, error=str(refused))
     return back(
-        where,
-        notice=f"reanalysis of {analysis.name} with bundle {event.bundle} requested (event {event.event_id})",
+        where, notice=f"reanalysis of {name} with bundle {event.bundle} requested (event {event.event_id})"
     )
 
 

@@ -2,7 +2,7 @@
 analysis_allele_total (the read API's list of each analysis's alleles, built once)
 
 Revision ID: 0002_h13ops
-Revises: 0001
+Revises: 0002_h14rel
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002_h13ops"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_h14rel"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
