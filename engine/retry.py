@@ -35,7 +35,7 @@ from engine import metrics
 from engine.config import Settings
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
-from engine.errors import AnnostreamError, InputError
+from engine.errors import AnnostreamError, BrokerUnavailable, InputError
 from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, encode
 from engine.folders import ERROR_FILE, READY_FILE
 from engine.jobs import get_or_create_job
@@ -220,17 +220,16 @@ def _retry_folder(
         (target / ERROR_FILE).unlink(missing_ok=True)
         event = _ready_event(target, settings, producer)
         new_job = _store_job(settings, event, failed_job)
+        topics = Topics.from_settings(settings)
         try:
-            topics = Topics.from_settings(settings)
-            ensure_topics(
-                bootstrap,
-                topics.all(),
-                partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
-            )
-            with EventProducer(bootstrap, client_id="annostream-retry") as kafka:
-                kafka.send(topics.ready, event.key, encode(event))
-            metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
+            ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
+                          replication_factor=settings.topic_replication_factor)
+            kafka = EventProducer(bootstrap, client_id="annostream-retry")
+        except BaseException:
+            _forget_job(settings, new_job)  # nothing recorded or published yet: undo all
+            raise
+        try:
+            pending = _record_then_publish(settings, kafka, event, topics)
         except BaseException:
             _forget_job(settings, new_job)
             raise
@@ -241,6 +240,11 @@ def _retry_folder(
         if isinstance(error, sa.exc.IntegrityError):
             raise _LostRace() from None
         raise
+    if pending is not None:
+        # Recorded in the work ledger but not published: the worker's reconciler publishes it
+        # once the broker is back, so the retry stands (undoing it would race the reconciler).
+        log.warning("%s: retry recorded, publishing deferred to the reconciler: %s", name, pending,
+                    extra={"analysis": name, "event_id": event.event_id})
     log.info(
         "%s: retried failed job %s as job %s (event %s)",
         name,
@@ -250,6 +254,27 @@ def _retry_folder(
         extra={"analysis": name, "event_id": event.event_id},
     )
     return RetryResult(name, failed_job, new_job, event.event_id, already=False)
+
+
+def _record_then_publish(settings: Settings, kafka: EventProducer, event: ReadyEvent,
+                         topics: Topics) -> str | None:
+    """The outbox step (engine/ledger.py), as the watcher does: None when published, else why not."""
+    from engine.ledger import Message, WorkEvent, record_then_publish
+
+    def publish(messages: list[Message]) -> None:
+        for topic, key, value in messages:
+            kafka.send(topic, key, value)
+
+    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topics.ready, key=event.key,
+                     value=encode(event), analysis=event.analysis)
+    try:
+        record_then_publish(settings, [work], publish)
+    except BrokerUnavailable as error:
+        return str(error)
+    finally:
+        kafka.close()
+    metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
+    return None
 
 
 def _ready_event(folder: Path, settings: Settings, producer: str) -> ReadyEvent:
