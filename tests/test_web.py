@@ -188,3 +188,4 @@ def test_pages_in_a_real_browser(stack: Stack, browser: WebDriver) -> None:
         assert "Annostream" in browser.title and browser.find_element(By.TAG_NAME, "h1").text
         shot(browser, page)
     assert "Broken-W1" in text_of(browser, "#dead-letters")
+    assert "none parked" in text_of(browser, "#parked")

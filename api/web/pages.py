@@ -547,14 +547,24 @@ def recent_dead_letters(
     return events, None
 
 
+def _parked_events(request: Request) -> list[Any]:
+    """Events parked because even recording their failure failed (engine/parked.py)."""
+    from engine.parked import list_parked
+
+    with request.app.state.sessions() as session:
+        return list(list_parked(session))
+
+
 @router.get("/ui/dead-letters", response_class=HTMLResponse)
 async def dead_letters_page(request: Request, settings: SettingsDep, token: ReadAccess) -> HTMLResponse:
     events, problem = await run_in_threadpool(recent_dead_letters, settings)
+    parked = await run_in_threadpool(_parked_events, request)
     return page(
         request,
         "dead_letters.html",
         token,
         events=events,
         problem=problem,
+        parked=parked,
         topic=Topics.from_settings(settings).failed,
     )
