@@ -38,7 +38,7 @@ def test_alert_rules_pass_promtool() -> None:
     promtool = tool("promtool")
     checked = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 8 rules found" in checked.stdout
+    assert "SUCCESS: 9 rules found" in checked.stdout
     tested = subprocess.run([promtool, "test", "rules", ALERT_TESTS.name], cwd=ALERT_TESTS.parent,
                             capture_output=True, text=True)
     assert tested.returncode == 0, tested.stdout + tested.stderr
@@ -140,7 +140,7 @@ def test_prometheus_counts_imported_analyses_and_every_named_metric_is_exported(
 
     wait_until(beating, timeout_s=60, what="the worker's heartbeat in Prometheus", interval_s=1.0)
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
-    assert sum(len(group["rules"]) for group in rules) == 8
+    assert sum(len(group["rules"]) for group in rules) == 9
     time.sleep(2)  # one more evaluation round with the heartbeat present
     firing = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
     assert not [alert for alert in firing if alert["labels"]["alertname"] == "AnnostreamWorkerDown"]
