@@ -33,12 +33,11 @@ DEFAULT_FETCH_MAX_WAIT_MS: int = Settings.model_fields["kafka_fetch_max_wait_ms"
 
 
 def require_bootstrap(settings: Settings, command: str) -> str:
-    """KAFKA_BOOTSTRAP_SERVERS, or a BrokerUnavailable saying how to set it."""
+    """KAFKA_BOOTSTRAP_SERVERS, or a BrokerUnavailable saying in one line how to set it."""
+    from engine.runtime import no_broker_message
+
     if not settings.kafka_bootstrap_servers:
-        raise BrokerUnavailable(
-            f"KAFKA_BOOTSTRAP_SERVERS is not set: `annostream {command}` needs a Kafka broker "
-            "(e.g. KAFKA_BOOTSTRAP_SERVERS=localhost:9092); `annostream up` sets it for the "
-            "services it starts with its embedded broker")
+        raise BrokerUnavailable(no_broker_message(settings, command))
     return settings.kafka_bootstrap_servers
 
 

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from engine.cli.produce import one_line_errors
-from engine.config import Settings, load_settings
+from engine.config import Settings
 from engine.errors import ConfigError
+from engine.runtime import Runtime, cli_settings
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
 
@@ -54,7 +55,8 @@ def replay(
                               "(after a broker restart or expired retention); same filters.")] = False,
 ) -> None:
     """Re-publish past events (exact key and bytes) to the same topic, to re-drive them through
-    the pipeline. Finished work is recognised and not repeated. Needs KAFKA_BOOTSTRAP_SERVERS."""
+    the pipeline. Finished work is recognised and not repeated. Finds the broker in
+    KAFKA_BOOTSTRAP_SERVERS or the runtime file of a running `annostream up`."""
     from engine.kafka import require_bootstrap
     from engine.replay import parse_moment, republish, select
 
@@ -116,16 +118,22 @@ def smoke(
     of each stage, and remove everything it created. Exit 0 on pass, 1 on failure."""
     from engine.smoke import render, run_smoke
 
-    settings = _settings()
-    result = run_smoke(settings, api or f"http://localhost:{settings.port}", timeout_s=timeout, token=token)
+    settings, runtime = _settings_and_runtime()
+    api_url = api or (runtime.api_url if runtime and runtime.api_url else f"http://localhost:{settings.port}")
+    result = run_smoke(settings, api_url, timeout_s=timeout, token=token)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else render(result))
     if not result.passed or result.cleanup_errors:
         raise typer.Exit(1)
 
 
 def _settings() -> Settings:
+    return _settings_and_runtime()[0]
+
+
+def _settings_and_runtime() -> tuple[Settings, Runtime | None]:
+    """The environment first, then the runtime file of a running `annostream up`."""
     try:
-        return load_settings()
+        return cli_settings()
     except ConfigError as error:
         print(f"annostream: {error}", file=sys.stderr)
         raise typer.Exit(2) from None

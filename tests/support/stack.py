@@ -29,6 +29,9 @@ class Stack:
     root: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    cwd: Path | None = None
+    # How to run `annostream`: this interpreter by default, or an installed entry point.
+    command: tuple[str, ...] = (sys.executable, "-m", "engine")
 
     @property
     def incoming(self) -> Path:
@@ -47,15 +50,15 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([sys.executable, "-m", "engine", *args], env=self.env,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run([*self.command, *args], env=self.env, cwd=self.cwd,
+                                capture_output=True, text=True, timeout=180)
         if check and result.returncode != 0:
             raise AssertionError(f"annostream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
     def start(self, *extra: str, timeout_s: float = 60) -> Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "engine", "up", *extra], env=self.env,
+        self.process = subprocess.Popen([*self.command, "up", *extra], env=self.env, cwd=self.cwd,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
                    on_timeout=self.log_tail)
