@@ -18,7 +18,7 @@ from engine.events import Genepanel, ReadyEvent, build_ready_event, default_prod
 from engine.kafka import EventProducer, Topics, ensure_topics, require_bootstrap
 
 if TYPE_CHECKING:
-    from engine.deposit.records import AnalysisSpec
+    from engine.deposit.specs import AnalysisSpec
 
 log = logging.getLogger(__name__)
 

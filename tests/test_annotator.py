@@ -14,9 +14,9 @@ from engine.config import Settings
 from engine.db.migrate import upgrade
 from engine.db.session import session_scope
 from engine.deposit.ped import resolve_samples
-from engine.deposit.records import VcfSpec
+from engine.deposit.specs import VcfSpec
 from engine.events import AnnotatedEvent, build_ready_event, decode_event, encode
-from engine.normalise.header import OLD_MULTIALLELIC_LINE
+from engine.normalise.vcf import OLD_MULTIALLELIC_LINE
 from engine.pipeline import Pipeline
 from engine.pipeline.annotation import EngineAnnotator
 from engine.vcf.header import read_header

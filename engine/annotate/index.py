@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -45,23 +44,15 @@ from engine.annotate.reducers import (
     FieldSpec,
     reduce_interval_rows,
 )
-from engine.annotate.textscan import hash_strings, iter_line_chunks, open_text_binary, read_header_and_body
 from engine.annotate.vcfcompile import VcfCompiler, copy_suffix, decode_record, encode_record, render_suffix
 from engine.errors import InputError
+from engine.vcf.header import VcfHeader
+from engine.vcf.textio import iter_line_chunks, open_binary, read_header_and_body
+from engine.vcf.textscan import hash_strings
 
 FORMAT_VERSION = 7
-_INFO_RE = re.compile(
-    r'^##INFO=<ID=([^,>]+),Number=([^,>]+),Type=([^,>]+)(?:,Description="((?:[^"\\]|\\.)*)")?'
-)
 _REF_NAMES = {"ref", "reference"}
 _ALT_NAMES = {"alt", "alternate", "alternative"}
-
-
-@dataclass
-class InfoDef:
-    number: str
-    type: str
-    description: str
 
 
 @dataclass
@@ -212,23 +203,14 @@ def load_or_compile(block: AnnotationBlock, config_path: Path) -> tuple[Compiled
 # ----------------------------------------------------------------------------- VCF sources
 
 
-def parse_info_header(lines: list[str]) -> dict[str, InfoDef]:
-    defs = {}
-    for line in lines:
-        match = _INFO_RE.match(line)
-        if match:
-            defs[match.group(1)] = InfoDef(match.group(2), match.group(3), match.group(4) or "")
-    return defs
-
-
-def _vcf_text_chunks(path: Path) -> tuple[list[str], Iterator[bytes]]:
+def vcf_text_chunks(path: Path, chunk_bytes: int = 16 << 20) -> tuple[VcfHeader, Iterator[bytes]]:
     """Header lines and the body as large blocks of whole lines, from VCF text (plain, gzip or
     bgzip) or BCF (decoded by pysam, then handled as text)."""
     if path.name.lower().endswith(".bcf"):
         import pysam
 
         variant_file = pysam.VariantFile(str(path))
-        header = str(variant_file.header).rstrip("\n").split("\n")
+        lines = str(variant_file.header).rstrip("\n").split("\n")
 
         def bcf_chunks() -> Iterator[bytes]:
             with variant_file:
@@ -236,13 +218,16 @@ def _vcf_text_chunks(path: Path) -> tuple[list[str], Iterator[bytes]]:
                 while batch := "".join(itertools.islice(records, 50_000)):
                     yield batch.encode()
 
-        return header, bcf_chunks()
-    fh = open_text_binary(path)
-    header, first = read_header_and_body(fh)
+        return VcfHeader.parse(path, enumerate(lines, 1)), bcf_chunks()
+    fh = open_binary(path)
+    header, first = VcfHeader.read_binary(path, fh)
+    if header is None:
+        fh.close()
+        header = VcfHeader.parse(path, iter(()))  # raises: a source needs its #CHROM line
 
     def text_chunks() -> Iterator[bytes]:
         with fh:
-            yield from iter_line_chunks(fh, first, 16 << 20)
+            yield from iter_line_chunks(fh, first, chunk_bytes)
 
     return header, text_chunks()
 
@@ -330,7 +315,9 @@ def _pack(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(items), dtype=np.uint8).copy(), offsets
 
 
-def _field_numbers(block: AnnotationBlock, defs: dict[str, InfoDef], config_path: Path) -> list[str]:
+def field_numbers(block: AnnotationBlock, defs: dict[str, dict[str, str]], config_path: Path) -> list[str]:
+    """Per output of ``block``, the Number of the source field it reads (``defs``: the source
+    header's INFO definitions)."""
     numbers = []
     for output in block.outputs:
         if output.field in ("ID", "FILTER"):
@@ -343,21 +330,22 @@ def _field_numbers(block: AnnotationBlock, defs: dict[str, InfoDef], config_path
                 expected=f"one of ID, FILTER, {', '.join(sorted(defs)) or '(no INFO fields)'}",
             )
         definition = defs[output.field]
-        numbers.append("0" if definition.type == "Flag" else definition.number)
+        numbers.append("0" if definition["Type"] == "Flag" else definition["Number"])
     return numbers
 
 
 def _compile_vcf(block: AnnotationBlock, config_path: Path, directory: Path) -> SourceMeta:
-    header, chunks = _vcf_text_chunks(block.file)
-    defs = parse_info_header(header)
-    numbers = _field_numbers(block, defs, config_path)
+    header, chunks = vcf_text_chunks(block.file)
+    defs = header.infos
+    numbers = field_numbers(block, defs, config_path)
     specs = [FieldSpec(o, slot, numbers[slot], True) for slot, o in enumerate(block.outputs)]
-    compiler = VcfCompiler(block, config_path, directory, specs, first_line=len(header))
+    compiler = VcfCompiler(block, config_path, directory, specs, first_line=header.line_count)
     for chunk in chunks:
         compiler.add_block(chunk)
     chroms, max_len = compiler.finish()
     wanted = {o.field for o in block.outputs if o.field not in ("ID", "FILTER")}
-    info_meta = {k: v.__dict__ for k, v in defs.items() if k in wanted}
+    info_meta = {k: {"number": d["Number"], "type": d["Type"], "description": d["Description"]}
+                 for k, d in defs.items() if k in wanted}
     return SourceMeta("variant", chroms, info_meta, numbers, True, max_len)
 
 
@@ -399,7 +387,7 @@ def _compile_table(block: AnnotationBlock, config_path: Path, directory: Path, k
     layout = read_tabix_layout(block.file)
     if kind == "bed" or layout is None:
         layout = TabixLayout(1, 2, 3, True, "#", 0)
-    fh = open_text_binary(block.file)
+    fh = open_binary(block.file)
     header_lines, first = read_header_and_body(fh)
     columns = header_lines[-1].lstrip(layout.meta_char).split("\t") if header_lines else []
     lowered = [c.strip().lower() for c in columns]

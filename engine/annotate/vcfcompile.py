@@ -19,7 +19,8 @@ import numpy as np
 
 from engine.annotate.config import AnnotationBlock
 from engine.annotate.reducers import Contribution, FieldSpec, raw_value, reduce_field, render_info
-from engine.annotate.textscan import (
+from engine.errors import InputError
+from engine.vcf.textscan import (
     COMMA,
     Fields,
     chrom_runs,
@@ -32,7 +33,6 @@ from engine.annotate.textscan import (
     parse_uints,
     scan_fields,
 )
-from engine.errors import InputError
 
 SEMICOLON = 59
 EQUALS = 61

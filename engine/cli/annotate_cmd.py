@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str]) -> int:
-    from engine.annotate.engine import annotate_cli_summary, annotate_vcf
+    from engine.annotate.annotator import annotate_cli_summary, annotate_vcf
     from engine.errors import InputError
 
     args = build_parser().parse_args(argv)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.deposit.ped import TECHNOLOGIES
-from engine.deposit.records import AnalysisSpec, VcfSpec
+from engine.deposit.specs import AnalysisSpec, VcfSpec
 from engine.errors import InputError
 
 # ELLA's FOLDER_FIELDS_RE: the greedy first group puts the split at the last possible separator.

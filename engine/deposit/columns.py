@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 
-from engine.deposit.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,14 +31,9 @@ from sqlalchemy.orm import Session
 from engine.db.bulk import PG_NULL, BulkLoader
 from engine.db.models import Allele, Analysis, Annotation, Genepanel, Genotype, Sample, utcnow
 from engine.deposit.columns import VariantColumns, to_records
-from engine.deposit.records import (
-    AlleleRecord,
-    AnalysisSpec,
-    SampleGenotypeRecord,
-    SampleRecord,
-    VariantRecord,
-)
+from engine.deposit.specs import AnalysisSpec, SampleRecord
 from engine.errors import DuplicateAnalysisError, InputError, MissingGenepanelError
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 # Records per set-based round: large enough to amortise statement overhead, small enough that
 # the scratch tables and CSV buffers stay a few tens of MB.

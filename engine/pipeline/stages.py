@@ -24,7 +24,7 @@ from engine.deposit.columns import VariantColumns
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.genepanel import require_genepanel
 from engine.deposit.ped import resolve_samples
-from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
+from engine.deposit.specs import AnalysisSpec, SampleRecord, VcfSpec
 from engine.deposit.writer import WriteResult, write_analysis
 from engine.errors import DuplicateAnalysisError, InputError
 from engine.events import (
@@ -47,6 +47,7 @@ from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.vcf.fastpath import iter_variant_blocks
 from engine.vcf.header import read_header
 from engine.vcf.reader import iter_variant_batches
+from engine.vcf.records import VariantRecord
 
 log = logging.getLogger("annostream.pipeline")
 E = TypeVar("E", ReadyEvent, AnnotatedEvent)

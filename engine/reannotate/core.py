@@ -39,6 +39,7 @@ from engine.deposit.writer import AnnotationWriteResult, write_annotations
 from engine.errors import InputError
 from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets
 from engine.vcf.header import read_header
+from engine.vcf.info import parse_info
 
 # Records carry a flag as INFO: the annotator's fast path appends to INFO, while an empty INFO
 # ('.') sends every record down its per-record path (4x slower).
@@ -230,12 +231,7 @@ def _info_dict(info: str) -> dict[str, str | bool]:
     # Most records of a release get nothing from the bundle: INFO is just the export flag.
     if info in (".", "", EXPORT_FLAG):
         return _NOTHING_ADDED
-    result: dict[str, str | bool] = {}
-    for item in info.split(";"):
-        if item:
-            key, sep, value = item.partition("=")
-            result[key] = value if sep else True
-    return result
+    return parse_info(info)
 
 
 class _timed:

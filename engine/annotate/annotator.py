@@ -10,13 +10,7 @@ vcfanno's rules value by value. Record order and every byte not annotated are pr
 from __future__ import annotations
 
 import logging
-import os
-import queue
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -36,7 +30,11 @@ from engine.annotate.reducers import (
     reduce_interval_rows,
     reduce_values,
 )
-from engine.annotate.textscan import (
+from engine.errors import InputError
+from engine.vcf.header import VcfHeader, definition_line
+from engine.vcf.info import parse_info, render_info
+from engine.vcf.textio import atomic_output, checked_chunks, iter_line_chunks, open_binary, stream_error
+from engine.vcf.textscan import (
     COMMA,
     DOT,
     Fields,
@@ -45,14 +43,10 @@ from engine.annotate.textscan import (
     gather_rows,
     hash_spans,
     hash_strings,
-    iter_line_chunks,
     missing_fields,
-    open_text_binary,
     parse_uints,
-    read_header_and_body,
     scan_fields,
 )
-from engine.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +89,9 @@ def annotate_vcf(
     result = AnnotateResult(output=Path(dst) if dst else None)
     sources = _load_sources(cfg, result)
     src = Path(src)
-    if not src.exists():
-        raise InputError("input VCF not found", file=str(src))
     annotate_started = time.perf_counter()
-    if dst is None:
-        out = stream or sys.stdout.buffer
-        _run(cfg, sources, src, out, permissive_overlap, chr_map, result, threads)
-        out.flush()
-    else:
-        _write_atomically(
-            Path(dst),
-            threads,
-            lambda fh: _run(cfg, sources, src, fh, permissive_overlap, chr_map, result, threads),
-        )
+    with open_binary(src) as handle, atomic_output(Path(dst) if dst else None, stream) as out:
+        _run(cfg, sources, src, handle, out, permissive_overlap, chr_map, result, threads)
     result.seconds = time.perf_counter() - annotate_started
     log.info(
         "annotated %d records (%d with values) in %.2fs",
@@ -133,68 +117,13 @@ def _load_sources(cfg: AnnotationConfig, result: AnnotateResult) -> list[_Source
     return sources
 
 
-def _write_atomically(dst: Path, threads: int, body: Callable[[BinaryIO], None]) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if dst.name.endswith((".gz", ".bgz")):
-            import pysam
-
-            with pysam.BGZFile(str(tmp), "wb", index=None) as raw, _ThreadedWriter(raw) as fh:
-                body(fh)  # type: ignore[arg-type]
-        else:
-            with open(tmp, "wb", buffering=1 << 20) as fh:
-                body(fh)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-class _ThreadedWriter:
-    """Hands writes to a thread so compression overlaps with annotation."""
-
-    def __init__(self, sink) -> None:
-        self._sink = sink
-        self._queue: queue.Queue = queue.Queue(maxsize=8)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                self._sink.write(item)
-            except BaseException as error:  # surfaced on close
-                self._error = error
-
-    def write(self, data: bytes) -> None:
-        self._queue.put(bytes(data))
-
-    def flush(self) -> None:
-        pass
-
-    def __enter__(self) -> _ThreadedWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self._error and not exc[0]:
-            raise self._error
-
-
 # ----------------------------------------------------------------------------- header
 
 
-def _output_header(
-    header: list[str], cfg: AnnotationConfig, sources: list[_Source]
-) -> tuple[list[str], set[str]]:
+def _output_header(header: VcfHeader, cfg: AnnotationConfig, sources: list[_Source]) -> set[str]:
+    """Change ``header`` into the output's: the sources' and post-annotations' INFO definitions
+    replace any of the same ID, deleted fields lose theirs. Returns the IDs the input already
+    had (or that are deleted): those lines need the general path."""
     new_defs: dict[str, str] = {}
     for source in sources:
         for spec in source.index.specs:
@@ -205,24 +134,14 @@ def _output_header(
             deleted.update(post.fields)
         elif post.op != "setid" and post.name:
             number = "0" if post.type == "Flag" else ("1" if post.op not in ("concat", "uniq") else ".")
-            new_defs[post.name] = (
-                f"##INFO=<ID={post.name},Number={number},Type={post.type},"
-                f'Description="calculated field: {post.name} ({post.op})">'
+            new_defs[post.name] = definition_line(
+                "INFO", post.name, number, post.type, f"calculated field: {post.name} ({post.op})"
             )
-    existing_info = {_info_id(line) for line in header if line.startswith("##INFO=<")}
-    clashes = (set(new_defs) & existing_info) | deleted
-    kept = [
-        line
-        for line in header[:-1]
-        if not (line.startswith("##INFO=<") and _info_id(line) in set(new_defs) | deleted)
-    ]
-    return [*kept, *new_defs.values(), header[-1]], clashes
-
-
-def _info_id(line: str) -> str:
-    start = line.find("ID=") + 3
-    end = min((i for i in (line.find(",", start), line.find(">", start)) if i >= 0), default=len(line))
-    return line[start:end]
+    clashes = (set(new_defs) & set(header.infos)) | deleted
+    header.remove_infos(set(new_defs) | deleted)
+    for line in new_defs.values():
+        header.add_line(line)
+    return clashes
 
 
 def _info_line(spec: FieldSpec, source: _Source) -> str:
@@ -250,14 +169,12 @@ def _info_line(spec: FieldSpec, source: _Source) -> str:
         number, vtype = ".", "String"
     else:
         number, vtype = ("1" if op == "first" else "."), "String"
-    description = description.replace("\\", "\\\\").replace('"', '\\"')
-    return f'##INFO=<ID={output.name},Number={number},Type={vtype},Description="{description}">'
+    return definition_line("INFO", output.name, number, vtype, description)
 
 
-def _check_contigs(header: list[str], sources: list[_Source], chr_map: str) -> None:
-    contigs = [line[13:].split(",")[0].rstrip(">") for line in header if line.startswith("##contig=<ID=")]
+def _check_contigs(header: VcfHeader, sources: list[_Source], chr_map: str) -> None:
     for source in sources:
-        for contig in contigs:
+        for contig in header.contigs:
             _resolve_chrom(contig, source, chr_map)
 
 
@@ -290,29 +207,27 @@ def _run(
     cfg,
     sources: list[_Source],
     src: Path,
+    fh: BinaryIO,
     out: BinaryIO,
     permissive: bool,
     chr_map: str,
     result: AnnotateResult,
     threads: int,
 ) -> None:
-    with open_text_binary(src) as fh:
-        header, first = read_header_and_body(fh)
-        if not header or not header[-1].startswith("#CHROM"):
-            raise InputError("VCF header has no #CHROM line", file=str(src), expected="a VCF file")
-        _check_contigs(header, sources, chr_map)
-        new_header, clashes = _output_header(header, cfg, sources)
-        out.write(("\n".join(new_header) + "\n").encode())
-        annotator = _ChunkAnnotator(
-            cfg, sources, permissive, chr_map, bool(clashes) or bool(cfg.postannotations)
-        )
-        line_offset = len(header)
-        for chunk in iter_line_chunks(fh, first):
-            pieces, n_lines, n_annotated = annotator.annotate(chunk, src, line_offset)
-            line_offset += n_lines
-            result.records += n_lines
-            result.annotated += n_annotated
-            out.write(b"".join(pieces))
+    header, first = VcfHeader.read_binary(src, fh)
+    if header is None:
+        header = VcfHeader.parse(src, iter(()))  # raises: the input needs its #CHROM line
+    _check_contigs(header, sources, chr_map)
+    clashes = _output_header(header, cfg, sources)
+    out.write(header.text().encode())
+    annotator = _ChunkAnnotator(cfg, sources, permissive, chr_map, bool(clashes) or bool(cfg.postannotations))
+    line_offset = header.line_count
+    for chunk in checked_chunks(src, iter_line_chunks(fh, first), line_offset):
+        pieces, n_lines, n_annotated = annotator.annotate(chunk, src, line_offset)
+        line_offset += n_lines
+        result.records += n_lines
+        result.annotated += n_annotated
+        out.write(b"".join(pieces))
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -423,7 +338,10 @@ class _ChunkAnnotator:
         hits = _merge_hits(found)
         replaced: dict[int, bytes] = {}
         for i in np.flatnonzero(general).tolist():
-            text = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
+            try:
+                text = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
+            except UnicodeDecodeError as error:
+                raise stream_error(src, error, line_offset + i + 1) from None
             new_line = self._general_line(text)
             if new_line is not None:
                 replaced[i] = new_line.encode()
@@ -435,7 +353,7 @@ class _ChunkAnnotator:
     def _general_line(self, line: str) -> str | None:
         parts = line.split("\t")
         chrom, pos, ref, alts = parts[0], int(parts[1]), parts[3], parts[4].split(",")
-        info = _parse_info(parts[INFO_FIELD])
+        info = parse_info(parts[INFO_FIELD])
         changed = False
         for source in self.sources:
             name = _resolve_chrom(chrom, source, self.chr_map)
@@ -453,24 +371,8 @@ class _ChunkAnnotator:
             changed |= post.apply(info, parts)
         if not changed:
             return None
-        parts[INFO_FIELD] = _render_info(info)
+        parts[INFO_FIELD] = render_info(info)
         return "\t".join(parts)
-
-
-def _parse_info(text: str) -> dict:
-    info: dict = {}
-    if text in (".", ""):
-        return info
-    for item in text.split(";"):
-        key, eq, value = item.partition("=")
-        info[key] = value if eq else True
-    return info
-
-
-def _render_info(info: dict) -> str:
-    if not info:
-        return "."
-    return ";".join(k if v is True else f"{k}={v}" for k, v in info.items() if v is not False)
 
 
 def _contributions(

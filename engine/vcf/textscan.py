@@ -3,16 +3,14 @@
 The hot path never builds one Python object per record: a chunk of complete lines is viewed as a
 numpy byte array, field boundaries come from one pass over the tab positions, positions are parsed
 digit-column by digit-column and alleles are hashed in fixed-width blocks. The same functions are
-used to compile sources and to scan queries, so their keys always agree.
+used to compile sources and to scan queries, so their keys always agree. Reading the chunks
+(opening, decompressing, cutting at line ends) is ``engine.vcf.textio``'s job.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
@@ -21,61 +19,8 @@ NEWLINE = 10
 COMMA = 44
 DOT = 46
 
-CHUNK_BYTES = 8 << 20
 _MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 _BLOCK_MIX = np.uint64(0xBF58476D1CE4E5B9)
-
-
-def open_text_binary(path: Path) -> BinaryIO:
-    """Open a possibly gzip/bgzip-compressed file for binary reading; decompression runs in a thread."""
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    if magic == b"\x1f\x8b":
-        from isal import igzip_threaded
-
-        return igzip_threaded.open(path, "rb", threads=1)
-    return open(path, "rb", buffering=1 << 20)
-
-
-def read_header_and_body(fh: BinaryIO) -> tuple[list[str], bytes]:
-    """Read the '#' header lines; returns them and the first bytes of the body."""
-    header: list[str] = []
-    pending = b""
-    while True:
-        block = fh.read(1 << 16)
-        pending += block
-        start = 0
-        while start < len(pending):
-            if pending[start : start + 1] != b"#":
-                return header, pending[start:]
-            end = pending.find(b"\n", start)
-            if end < 0:
-                break
-            header.append(pending[start:end].decode().rstrip("\r"))
-            start = end + 1
-        pending = pending[start:]
-        if not block:
-            if pending:
-                header.append(pending.decode().rstrip("\r"))
-            return header, b""
-
-
-def iter_line_chunks(fh: BinaryIO, first: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Yield chunks of whole lines (each ending in a newline)."""
-    carry = first
-    while True:
-        block = fh.read(chunk_bytes)
-        if not block:
-            if carry:
-                yield carry if carry.endswith(b"\n") else carry + b"\n"
-            return
-        data = carry + block
-        cut = data.rfind(b"\n")
-        if cut < 0:
-            carry = data
-            continue
-        yield data[: cut + 1]
-        carry = data[cut + 1 :]
 
 
 @dataclass
