@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -33,7 +36,14 @@ from engine.annotate.reducers import (
 from engine.errors import InputError
 from engine.vcf.header import VcfHeader, definition_line
 from engine.vcf.info import parse_info, render_info
-from engine.vcf.textio import atomic_output, checked_chunks, iter_line_chunks, open_binary, stream_error
+from engine.vcf.textio import (
+    CHUNK_BYTES,
+    atomic_output,
+    checked_chunks,
+    iter_line_chunks,
+    open_binary,
+    stream_error,
+)
 from engine.vcf.textscan import (
     COMMA,
     DOT,
@@ -78,20 +88,29 @@ def annotate_vcf(
     base_path: Path | None = None,
     threads: int = 1,
     permissive_overlap: bool = False,
-    chr_map: str = "none",
+    chr_map: str = "auto",
     stream: BinaryIO | None = None,
+    search_cwd: bool = True,
 ) -> AnnotateResult:
     """Annotate ``src`` with the sources in the vcfanno TOML ``config`` and write ``dst``
     (bgzip-compressed when it ends in .gz). ``dst=None`` writes to ``stream`` (default stdout).
-    The output appears atomically: on any error no partial file is left behind."""
+    The output appears atomically: on any error no partial file is left behind.
+
+    ``threads`` chunks of the input are annotated at once (in threads: the work is numpy, which
+    releases the GIL), at most ``2 * threads`` chunks of 8 MB in flight, output in input order.
+    ``chr_map``: ``auto`` (vcfanno's rule: ``chr1`` in the input finds ``1`` in a source and the
+    reverse), ``none`` (names must be equal; a chr-prefix mismatch is an error), or a file of
+    ``INPUT_NAME SOURCE_NAME`` lines tried first (then ``auto``).
+    """
     started = time.perf_counter()
-    cfg = load_config(Path(config), base_path)
+    cfg = load_config(Path(config), base_path, search_cwd=search_cwd)
+    names = ChromNames.of(chr_map)
     result = AnnotateResult(output=Path(dst) if dst else None)
     sources = _load_sources(cfg, result)
     src = Path(src)
     annotate_started = time.perf_counter()
     with open_binary(src) as handle, atomic_output(Path(dst) if dst else None, stream) as out:
-        _run(cfg, sources, src, handle, out, permissive_overlap, chr_map, result, threads)
+        _run(cfg, sources, src, handle, out, permissive_overlap, names, result, max(1, threads))
     result.seconds = time.perf_counter() - annotate_started
     log.info(
         "annotated %d records (%d with values) in %.2fs",
@@ -172,32 +191,73 @@ def _info_line(spec: FieldSpec, source: _Source) -> str:
     return definition_line("INFO", output.name, number, vtype, description)
 
 
-def _check_contigs(header: VcfHeader, sources: list[_Source], chr_map: str) -> None:
+def _check_contigs(header: VcfHeader, sources: list[_Source], names: ChromNames) -> None:
     for source in sources:
         for contig in header.contigs:
-            _resolve_chrom(contig, source, chr_map)
+            names.resolve(contig, source)
 
 
 def _toggle_chr(name: str) -> str:
     return name[3:] if name.startswith("chr") else f"chr{name}"
 
 
-def _resolve_chrom(chrom: str, source: _Source, chr_map: str) -> str | None:
-    """The source's name for ``chrom``; a chr-prefix mismatch is an error unless chr_map='auto'."""
-    if source.index.has_chrom(chrom):
-        return chrom
-    other = _toggle_chr(chrom)
-    if source.index.has_chrom(other):
-        if chr_map == "auto":
-            return other
-        raise InputError(
-            f"{source.block.label}: contig naming mismatch: the input uses {chrom!r} but "
-            f"{source.block.file} uses {other!r}",
-            file=str(source.block.file),
-            expected="the same contig names (rename with bcftools annotate --rename-chrs, "
-            "or pass -chr-map auto to map chr1 <-> 1)",
-        )
-    return None
+class ChromNames:
+    """The source's name for an input contig: an explicit map first, then the name itself, then
+    (unless ``mode`` is ``none``) the name with its ``chr`` prefix added or removed, as vcfanno
+    matches them. Each chr-prefix match is noted once per source and contig (``take_notes``)."""
+
+    def __init__(self, mode: str, explicit: dict[str, str] | None = None) -> None:
+        self.mode = mode
+        self.explicit = explicit or {}
+        self.applied: dict[tuple[str, str], str] = {}
+        self.reported: set[tuple[str, str]] = set()
+
+    @classmethod
+    def of(cls, chr_map: str) -> ChromNames:
+        if chr_map in ("auto", "none"):
+            return cls(chr_map)
+        path = Path(chr_map)
+        if not path.is_file():
+            raise InputError("-chr-map file not found", file=str(path),
+                             expected="auto, none, or a file of 'INPUT_NAME SOURCE_NAME' lines")
+        explicit: dict[str, str] = {}
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            parts = line.split()
+            if not parts or line.startswith("#"):
+                continue
+            if len(parts) != 2:
+                raise InputError(f"{len(parts)} names on a -chr-map line", file=str(path), line=number,
+                                 expected="INPUT_NAME SOURCE_NAME (as bcftools --rename-chrs)")
+            explicit[parts[0]] = parts[1]
+        return cls("auto", explicit)
+
+    def resolve(self, chrom: str, source: _Source) -> str | None:
+        wanted = self.explicit.get(chrom, chrom)
+        if source.index.has_chrom(wanted):
+            return wanted
+        other = _toggle_chr(wanted)
+        if not source.index.has_chrom(other):
+            return None
+        if self.mode == "none":
+            raise InputError(
+                f"{source.block.label}: contig naming mismatch: the input uses {chrom!r} but "
+                f"{source.block.file} uses {other!r}",
+                file=str(source.block.file),
+                expected="the same contig names with -chr-map none (the default, -chr-map auto, "
+                "matches chr1 <-> 1 as vcfanno does)",
+            )
+        self.applied.setdefault((source.block.label, chrom), other)
+        return other
+
+    def take_notes(self) -> list[str]:
+        """Chr-prefix matches not reported yet."""
+        notes = []
+        for key, other in list(self.applied.items()):
+            if key not in self.reported:
+                self.reported.add(key)
+                notes.append(f"{key[0]}: input contig {key[1]!r} matched source contig {other!r} "
+                             "(chr prefix, as vcfanno matches them)")
+        return notes
 
 
 # ----------------------------------------------------------------------------- main loop
@@ -210,24 +270,47 @@ def _run(
     fh: BinaryIO,
     out: BinaryIO,
     permissive: bool,
-    chr_map: str,
+    names: ChromNames,
     result: AnnotateResult,
     threads: int,
 ) -> None:
     header, first = VcfHeader.read_binary(src, fh)
     if header is None:
         header = VcfHeader.parse(src, iter(()))  # raises: the input needs its #CHROM line
-    _check_contigs(header, sources, chr_map)
+    _check_contigs(header, sources, names)
     clashes = _output_header(header, cfg, sources)
     out.write(header.text().encode())
-    annotator = _ChunkAnnotator(cfg, sources, permissive, chr_map, bool(clashes) or bool(cfg.postannotations))
-    line_offset = header.line_count
-    for chunk in checked_chunks(src, iter_line_chunks(fh, first), line_offset):
-        pieces, n_lines, n_annotated = annotator.annotate(chunk, src, line_offset)
-        line_offset += n_lines
+    annotator = _ChunkAnnotator(cfg, sources, permissive, names, bool(clashes) or bool(cfg.postannotations))
+    chunks = checked_chunks(src, iter_line_chunks(fh, first, CHUNK_BYTES), header.line_count)
+    for pieces, n_lines, n_annotated in _annotated(annotator, chunks, src, header.line_count, threads):
+        for note in names.take_notes():
+            log.warning("%s", note)
         result.records += n_lines
         result.annotated += n_annotated
         out.write(b"".join(pieces))
+
+
+def _annotated(annotator: _ChunkAnnotator, chunks: Iterable[bytes], src: Path, line_offset: int,
+               threads: int) -> Iterator[tuple[list[bytes | memoryview], int, int]]:
+    """``annotator.annotate`` of every chunk, in order; with ``threads`` > 1 that many chunks are
+    annotated at once and at most ``2 * threads`` are held (read ahead or waiting to be written)."""
+    if threads == 1:
+        for chunk in chunks:
+            yield annotator.annotate(chunk, src, line_offset)
+            line_offset += chunk.count(b"\n")
+        return
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="annotate")
+    pending: deque[Future[tuple[list[bytes | memoryview], int, int]]] = deque()
+    try:
+        for chunk in chunks:
+            pending.append(pool.submit(annotator.annotate, chunk, src, line_offset))
+            line_offset += chunk.count(b"\n")
+            if len(pending) >= 2 * threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -291,13 +374,13 @@ class _ChunkAnnotator:
         cfg: AnnotationConfig,
         sources: list[_Source],
         permissive: bool,
-        chr_map: str,
+        names: ChromNames,
         general_only: bool,
     ) -> None:
         self.cfg = cfg
         self.sources = sources
         self.permissive = permissive
-        self.chr_map = chr_map
+        self.names = names
         self.general_only = general_only
         self.posts = [_PostOp(p) for p in cfg.postannotations]
 
@@ -328,7 +411,7 @@ class _ChunkAnnotator:
         for chrom, a, b in chrom_runs(fields):
             fast = np.flatnonzero(~general[a:b]) + a
             for source in self.sources:
-                name = _resolve_chrom(chrom, source, self.chr_map)
+                name = self.names.resolve(chrom, source)
                 if name is None or not len(fast):
                     continue
                 if source.index.is_variant:
@@ -356,7 +439,7 @@ class _ChunkAnnotator:
         info = parse_info(parts[INFO_FIELD])
         changed = False
         for source in self.sources:
-            name = _resolve_chrom(chrom, source, self.chr_map)
+            name = self.names.resolve(chrom, source)
             if name is None:
                 continue
             contributions = _contributions(source.index, name, pos, ref, alts, self.permissive)

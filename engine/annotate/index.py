@@ -81,7 +81,10 @@ def check_source_file(block: AnnotationBlock, config_path: Path) -> None:
     """A source must exist and be tabix/CSI-indexed (as vcfanno requires); errors name the block."""
     path = block.file
     if not path.exists():
-        raise InputError(f"{block.label}: source file not found: {path}", file=str(config_path))
+        tried = " and ".join(str(p) for p in block.searched) or str(path)
+        raise InputError(f"{block.label}: source file not found (looked for {tried})", file=str(config_path),
+                         expected="the file as given (from the working directory, or absolute), "
+                         "or under -base-path, as vcfanno resolves it")
     if not any(Path(str(path) + ext).exists() for ext in (".tbi", ".csi")):
         raise InputError(
             f"{block.label}: source {path} has no index",

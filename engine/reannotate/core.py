@@ -124,10 +124,11 @@ def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSe
         if result.n_alleles == 0:
             return result
         with _timed(result, "annotate"):
-            annotate_vcf(bundle.config, exported, annotated, base_path=bundle.path)
+            annotate_vcf(bundle.config, exported, annotated, base_path=bundle.path, search_cwd=False)
         config_id, config = active_annotation_config(session)
         builder = build_annotation_builder(config, read_header(annotated).infos)
-        owned = owned_targets(config, bundle_info_fields(load_config(bundle.config, bundle.path)))
+        bundle_config = load_config(bundle.config, bundle.path, search_cwd=False)
+        owned = owned_targets(config, bundle_info_fields(bundle_config))
         with _timed(result, "read"):
             current = current_documents(session, selection)
         counter = _Counter()
