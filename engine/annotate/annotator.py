@@ -27,6 +27,7 @@ from engine.annotate.reducers import (
     NUMERIC_OPS,
     Contribution,
     FieldSpec,
+    Value,
     as_float,
     format_number,
     reduce_field,
@@ -133,6 +134,11 @@ def _load_sources(cfg: AnnotationConfig, result: AnnotateResult) -> list[_Source
             result.compile_seconds += seconds
             result.compiled.append(str(block.file))
         sources.append(_Source(block, index))
+        undefined = [o.field for o in block.outputs
+                     if index.meta.is_vcf and o.field not in (None, "ID", "FILTER", *index.meta.info)]
+        for name in undefined:
+            log.warning("%s: field %r is not defined in the header of %s: it gets no values, as in "
+                        "vcfanno", block.label, name, block.file)
     return sources
 
 
@@ -169,7 +175,7 @@ def _info_line(spec: FieldSpec, source: _Source) -> str:
     where = output.field if output.field else f"column {output.column}"
     description = f"calculated by {op} of overlapping values in {where} from {source.block.file_text}"
     if op == "by_alt":
-        number, vtype = "A", "String"
+        number, vtype = "A", output.forced_type or "String"
     elif output.forced_type:
         vtype = output.forced_type
         number = "0" if vtype == "Flag" else "1"
@@ -448,7 +454,7 @@ class _ChunkAnnotator:
             for spec in source.index.specs:
                 value = reduce_field(spec, alts, contributions)
                 if value is not None:
-                    info[spec.output.name] = value
+                    info[spec.output.name] = _keep_current_alts(spec, alts, value, info.get(spec.output.name))
                     changed = True
         for post in self.posts:
             changed |= post.apply(info, parts)
@@ -456,6 +462,32 @@ class _ChunkAnnotator:
             return None
         parts[INFO_FIELD] = render_info(info)
         return "\t".join(parts)
+
+
+def _keep_current_alts(spec: FieldSpec, alts: list[str], value: Value, current: Value | None) -> Value:
+    """vcfanno (api.go: Source.AnnotateOne): a per-ALT ``self`` value written to a multi-ALT record
+    that already has the field with as many values keeps the current value where the new one has
+    none, so two sources (say CADD indels and CADD SNVs) fill one field together."""
+    if (spec.output.op != "self" or not spec.number_a or len(alts) < 2 or not isinstance(value, str)
+            or not isinstance(current, str)):
+        return value
+    new, old = value.split(","), current.split(",")
+    if len(new) != len(old):
+        return value
+    return ",".join(o if n == "." else n for n, o in zip(new, old, strict=True))
+
+
+def _div2(first: Value, second: Value) -> str:
+    """vcfanno's post-annotation ``div2`` (api/reducers.go): the first field over the second; a
+    list first field is divided item by item; 0 over anything, or anything over 0, is 0."""
+    divisor = as_float(second.split(",")[0] if isinstance(second, str) else second)
+    items = first.split(",") if isinstance(first, str) else [first]
+
+    def one(item: Value) -> str:
+        number = as_float(item)
+        return "0" if number == 0 or divisor == 0 else format_number(number / divisor)
+
+    return ",".join(one(item) for item in items)
 
 
 def _contributions(
@@ -514,6 +546,12 @@ class _PostOp:
             return True
         if not present:
             return False
+        if post.op == "div2":
+            found = [present[f] for f in post.fields if f in present]
+            if len(found) < 2:
+                return False
+            info[post.name] = _div2(found[0], found[1])
+            return True
         if self.expression is None:
             values: list = []
             for f in post.fields:

@@ -187,8 +187,10 @@ def _output_field(path: Path, label: str, selector, name, op, is_column: bool) -
         raise _fail(path, label, f"name {name!r} is not a non-empty string")
     forced = None
     for suffix, vcf_type in NAME_SUFFIXES.items():
-        # vcfanno keeps the name when the type comes from the source's VCF header (self/first)
-        if name.endswith(suffix) and op != "by_alt" and (is_column or op not in ("self", "first")):
+        # vcfanno (api.go: UpdateHeader) keeps the name when the type comes from the source's VCF
+        # header (self/first); by_alt takes _float and _int (its Number stays A), not _flag.
+        strip = suffix != "_flag" if op == "by_alt" else is_column or op not in ("self", "first")
+        if name.endswith(suffix) and strip:
             name, forced = name[: -len(suffix)], vcf_type
     if is_column:
         if not isinstance(selector, int) or isinstance(selector, bool) or selector < 1:

@@ -320,18 +320,16 @@ def _pack(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
 
 def field_numbers(block: AnnotationBlock, defs: dict[str, dict[str, str]], config_path: Path) -> list[str]:
     """Per output of ``block``, the Number of the source field it reads (``defs``: the source
-    header's INFO definitions)."""
+    header's INFO definitions). A field the header does not define gets no values, as in vcfanno
+    ("not found in header"); ``annotate_vcf`` warns about it on every run."""
     numbers = []
     for output in block.outputs:
         if output.field in ("ID", "FILTER"):
             numbers.append("1")
             continue
         if output.field not in defs:
-            raise InputError(
-                f"{block.label}: field {output.field!r} is not defined in the header of {block.file}",
-                file=str(config_path),
-                expected=f"one of ID, FILTER, {', '.join(sorted(defs)) or '(no INFO fields)'}",
-            )
+            numbers.append("1")
+            continue
         definition = defs[output.field]
         numbers.append("0" if definition["Type"] == "Flag" else definition["Number"])
     return numbers
@@ -342,7 +340,10 @@ def _compile_vcf(block: AnnotationBlock, config_path: Path, directory: Path) -> 
     defs = header.infos
     numbers = field_numbers(block, defs, config_path)
     specs = [FieldSpec(o, slot, numbers[slot], True) for slot, o in enumerate(block.outputs)]
-    compiler = VcfCompiler(block, config_path, directory, specs, first_line=header.line_count)
+    undefined = frozenset(o.field for o in block.outputs
+                          if o.field and o.field not in (*defs, "ID", "FILTER"))
+    compiler = VcfCompiler(block, config_path, directory, specs, first_line=header.line_count,
+                           undefined=undefined)
     for chunk in chunks:
         compiler.add_block(chunk)
     chroms, max_len = compiler.finish()
@@ -471,8 +472,8 @@ def _compile_intervals(block, config_path, directory, fh, first, layout: TabixLa
             _check_columns(block, config_path, row, line_no)
             checked = True
         chrom = row[layout.seq - 1]
-        begin = int(row[layout.begin - 1])
-        end = int(row[layout.end - 1])
+        begin = _position(block, row, layout.begin, line_no)
+        end = _position(block, row, layout.end, line_no)
         start = begin if layout.zero_based else begin - 1
         if not chroms or chrom != chroms[-1]:
             if chrom in chroms:
@@ -510,6 +511,20 @@ def _save_single_row_values(
     np.save(directory / f"{cid}.col{slot}_one_off.npy", offsets)
 
 
+def _position(block: AnnotationBlock, row: list[str], column: int, line_no: int) -> int:
+    """The integer in 1-based ``column`` of a BED/TSV row (the column the tabix index names)."""
+    text = row[column - 1] if 0 < column <= len(row) else ""
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(
+            f"{block.label}: column {column} holds {text!r}, not a position (the column comes from "
+            f"the tabix index {block.file}.tbi, or BED's columns 2-3)",
+            file=str(block.file), line=line_no,
+            expected="an index made for this file's layout (e.g. tabix -s1 -b2 -e2 for CHROM POS ...)",
+        ) from None
+
+
 def _num(text: str) -> float:
     try:
         return float(text)
@@ -528,7 +543,7 @@ def _compile_tsv_variants(block, config_path, directory, fh, first, layout, ref_
             _check_columns(block, config_path, row, line_no)
             checked = True
         chrom = row[layout.seq - 1]
-        begin = int(row[layout.begin - 1])
+        begin = _position(block, row, layout.begin, line_no)
         pos = begin + 1 if layout.zero_based else begin
         if not chroms or chrom != chroms[-1]:
             if chrom in chroms:

@@ -182,8 +182,12 @@ class VcfCompiler:
         directory: Path,
         specs: list[FieldSpec],
         first_line: int,
+        undefined: frozenset[str] = frozenset(),
     ) -> None:
+        # ``undefined``: requested INFO keys the source header does not define; as in vcfanno,
+        # no value is read for them (vcfgo refuses a key its header lacks).
         self.block = block
+        self.undefined = undefined
         self.config_path = config_path
         self.directory = directory
         self.specs = specs
@@ -194,7 +198,7 @@ class VcfCompiler:
         self.last_pos = 0
         self.slots_of: dict[str, list[int]] = {}
         for slot, spec in enumerate(specs):
-            if spec.output.field not in ("ID", "FILTER"):
+            if spec.output.field not in ("ID", "FILTER", *undefined):
                 self.slots_of.setdefault(spec.output.field, []).append(slot)  # type: ignore[arg-type]
         self.info_keys = sorted(self.slots_of)
         literals = [MISSING_TOKEN, FLAG_TOKEN, b"\t"]
@@ -234,6 +238,10 @@ class VcfCompiler:
         rare |= count_byte(buf, SEMICOLON, fields.start(6), fields.end(6)) > 0
         rare_records = {i: self._parse_rare(fields, i) for i in np.flatnonzero(rare).tolist()}
         values = _info_values(fields, self.info_keys)
+        for key in self.undefined:
+            nothing = np.zeros(fields.n, dtype=bool)
+            values[key] = _Values(nothing, nothing, np.zeros(fields.n, dtype=np.int64),
+                                  np.zeros(fields.n, dtype=np.int64))
         pool = np.concatenate([self.literals, buf])
         base = len(self.literals)
         texts = gather_rows(
