@@ -27,7 +27,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from engine import metrics
 from engine.config import Settings
 from engine.events import Topics
-from engine.kafka import ensure_topics
+from engine.kafka import ensure_engine_topics, require_bootstrap
 from engine.pipeline import Outgoing, Pipeline, is_transient
 
 log = logging.getLogger("annostream.worker")
@@ -36,7 +36,7 @@ TRANSIENT_RETRIES = 5
 EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
 
 
-def _limit_fetch_wait(max_wait_ms: int) -> None:
+def limit_fetch_wait(max_wait_ms: int) -> None:
     """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
 
     faust offers no setting for it, so the consumer factory is wrapped once per process; the
@@ -78,36 +78,44 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        raise RuntimeError("the worker needs KAFKA_BOOTSTRAP_SERVERS (annostream up sets it)")
-    pipeline = pipeline or Pipeline(settings)
-    _limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
-    topics = Topics.from_settings(settings)
-    stages = pipeline_stages(settings, pipeline)
-    # Declared up front with our partition count and configs (e.g. the compacted status topic),
-    # rather than left to broker auto-creation.
-    ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)],
-                  partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
+    """The faust app: topics created, faust configured, one agent per stage."""
+    create_topics(settings)
+    limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
+    app = faust.App(settings.worker_name, **faust_settings(settings))
+    build_agents(app, pipeline_stages(settings, pipeline or Pipeline(settings)))
+    return app
+
+
+def create_topics(settings: Settings) -> None:
+    """Every topic of the registry, declared up front with our partition count and configs
+    (e.g. the compacted status topic) rather than left to broker auto-creation."""
+    ensure_engine_topics(settings, command="worker")
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """faust's settings for the worker (see the module docstring for why each one)."""
+    bootstrap = require_bootstrap(settings, "worker")
     rebalance = settings.kafka_rebalance_timeout_s
-    app = faust.App(
-        settings.worker_name,
-        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
-        store="memory://",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        datadir=str(settings.data_dir / "faust"),
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication_factor,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=rebalance,
-        broker_rebalance_timeout=rebalance,
-        broker_heartbeat_interval=max(0.5, rebalance / 6),
-        broker_commit_every=1,
-        producer_acks=-1,
-    )
+    return {
+        "broker": [f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        "store": "memory://",
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "web_enabled": False,
+        "datadir": str(settings.data_dir / "faust"),
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": rebalance,
+        "broker_rebalance_timeout": rebalance,
+        "broker_heartbeat_interval": max(0.5, rebalance / 6),
+        "broker_commit_every": 1,
+        "producer_acks": -1,
+    }
+
+
+def build_agents(app: faust.App, stages: list[Stage]) -> None:
+    """One agent per stage: concurrency 1, the stage's work in its own thread, then publish."""
 
     async def publish(messages: list[Outgoing]) -> None:
         for message in messages:
@@ -116,22 +124,20 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
             await pending
             metrics.EVENTS_PRODUCED.labels(topic=message.topic).inc()
 
-    def make_agent(topic_name: str, stage: str, work: Callable[[bytes], list[Outgoing]]) -> None:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage}")
-        source = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+    def make_agent(stage: Stage) -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage.name}")
+        source = app.topic(stage.topic, value_serializer="raw", key_serializer="raw")
 
         async def agent(stream: faust.StreamT) -> None:
             async for raw in stream:
-                metrics.EVENTS_CONSUMED.labels(topic=topic_name).inc()
-                messages = await run_with_retries(stage, partial(_in_thread, executor, work, raw))
-                await run_with_retries(f"{stage}/publish", partial(publish, messages))
+                metrics.EVENTS_CONSUMED.labels(topic=stage.topic).inc()
+                messages = await run_with_retries(stage.name, partial(_in_thread, executor, stage.work, raw))
+                await run_with_retries(f"{stage.name}/publish", partial(publish, messages))
 
-        app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
+        app.agent(source, name=f"annostream.{stage.name}", concurrency=1)(agent)
 
     for stage in stages:
-        make_agent(stage.topic, stage.name, stage.work)
-
-    return app
+        make_agent(stage)
 
 
 async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[Outgoing]],

@@ -29,10 +29,11 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.db.bulk import PG_NULL, BulkLoader
-from engine.db.models import Allele, Analysis, Annotation, Genepanel, Genotype, Sample, utcnow
+from engine.db.models import Allele, Analysis, Annotation, Genepanel, Genotype, Sample
 from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.specs import AnalysisSpec, SampleRecord
 from engine.errors import DuplicateAnalysisError, InputError, MissingGenepanelError
+from engine.timeutil import utcnow
 from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 # Records per set-based round: large enough to amortise statement overhead, small enough that
