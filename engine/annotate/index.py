@@ -50,7 +50,7 @@ from engine.vcf.header import VcfHeader
 from engine.vcf.textio import iter_line_chunks, open_binary, read_header_and_body
 from engine.vcf.textscan import hash_strings
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 _REF_NAMES = {"ref", "reference"}
 _ALT_NAMES = {"alt", "alternate", "alternative"}
 
@@ -344,8 +344,10 @@ def _compile_vcf(block: AnnotationBlock, config_path: Path, directory: Path) -> 
     specs = [FieldSpec(o, slot, numbers[slot], True) for slot, o in enumerate(block.outputs)]
     undefined = frozenset(o.field for o in block.outputs
                           if o.field and o.field not in (*defs, "ID", "FILTER"))
+    flags = {o.field for o in block.outputs if o.field and defs.get(o.field, {}).get("Type") == "Flag"}
+    matched_flags = frozenset(f for f in flags if all(o.op == "flag" for o in block.outputs if o.field == f))
     compiler = VcfCompiler(block, config_path, directory, specs, first_line=header.line_count,
-                           undefined=undefined)
+                           undefined=undefined, matched_flags=matched_flags)
     for chunk in chunks:
         compiler.add_block(chunk)
     chroms, max_len = compiler.finish()

@@ -183,11 +183,16 @@ class VcfCompiler:
         specs: list[FieldSpec],
         first_line: int,
         undefined: frozenset[str] = frozenset(),
+        matched_flags: frozenset[str] = frozenset(),
     ) -> None:
         # ``undefined``: requested INFO keys the source header does not define; as in vcfanno,
         # no value is read for them (vcfgo refuses a key its header lacks).
+        # ``matched_flags``: Flag fields read only by op "flag": vcfanno sets the output for every
+        # matching record, flag set or not (vcfgo reads an absent Flag as false, not as missing,
+        # and its "flag" reducer only counts values).
         self.block = block
         self.undefined = undefined
+        self.matched_flags = matched_flags
         self.config_path = config_path
         self.directory = directory
         self.specs = specs
@@ -242,6 +247,10 @@ class VcfCompiler:
             nothing = np.zeros(fields.n, dtype=bool)
             values[key] = _Values(nothing, nothing, np.zeros(fields.n, dtype=np.int64),
                                   np.zeros(fields.n, dtype=np.int64))
+        for key in self.matched_flags:
+            every = np.ones(fields.n, dtype=bool)
+            values[key] = _Values(every, every, np.zeros(fields.n, dtype=np.int64),
+                                  np.zeros(fields.n, dtype=np.int64))
         pool = np.concatenate([self.literals, buf])
         base = len(self.literals)
         texts = gather_rows(
@@ -291,7 +300,10 @@ class VcfCompiler:
                 name, eq, value = item.partition("=")
                 for slot in self.slots_of.get(name, ()):
                     values[slot] = value if eq else True
-        alt_list = [a for a in alts.split(",") if a != "."]
+        for slot, spec in enumerate(self.specs):
+            if spec.output.field in self.matched_flags:
+                values[slot] = True
+        alt_list = alts.split(",")  # "." too: vcfanno matches a no-ALT record with one (REF and "." equal)
         text = encode_record(rid, filt, ",".join(alt_list), values).encode()
         return _RareRecord(text, alt_list, [f"{ref}\t{alt}".encode() for alt in alt_list])
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from engine.errors import InputError
 from engine.normalise.align import Reference, normalise_alleles
-from engine.normalise.decompose import STAR, split_record, star_to_ref
+from engine.normalise.decompose import PLACEHOLDERS, STAR, split_record, star_to_ref
 from engine.vcf.header import VcfHeader, definition_line, parse_pos
 from engine.vcf.textio import COMPRESSION_ERRORS, atomic_output, iter_line_chunks, open_binary, stream_error
 
@@ -38,7 +38,7 @@ class NormaliseResult:
     split: int = 0  # multi-allelic records split into one record per ALT
     left_aligned: int = 0  # output records moved to a smaller POS
     trimmed: int = 0  # output records whose alleles were trimmed in place
-    dropped: int = 0  # '*' alleles (records) left out
+    dropped: int = 0  # '*' and gVCF <NON_REF>/<*> alleles (records) left out
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -78,6 +78,7 @@ def normalise_vcf(src: Path, dst: Path | None, *, fasta: Path | None = None,
         with open_binary(src) as handle, atomic_output(dst, stream, fast_gzip=fast_gzip) as out:
             header, first = VcfHeader.read_binary(src, handle)
             if header is not None:  # a 0-byte file passes through as a 0-byte file
+                header.check_mandatory_columns()  # records are split by its tabs
                 prepare_header(header)
                 out.write(header.text().encode())
                 _Normaliser(src, header, reference, result).run(iter_line_chunks(handle, first), out)
@@ -168,9 +169,9 @@ class _Normaliser:
         alts = fields[4].split(",")
         if len(alts) > 1:
             self.result.split += 1
-            self.result.dropped += alts.count(STAR)
+            self.result.dropped += sum(alt in PLACEHOLDERS for alt in alts)
             records = split_record(fields, self.header.info_numbers, self.header.format_numbers)
-        elif alts[0] == STAR:
+        elif alts[0] in PLACEHOLDERS:
             self.result.dropped += 1
             records = []
         else:

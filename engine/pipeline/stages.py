@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from kafka.errors import KafkaError
@@ -45,7 +45,8 @@ from engine.folders import fail_folder, move_to_imported, resolve_in_incoming, r
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.vcf.fastpath import iter_variant_blocks
-from engine.vcf.header import read_header
+from engine.vcf.genotypes import AnnotationBuilder
+from engine.vcf.header import VcfHeader, read_header
 from engine.vcf.reader import iter_variant_batches
 from engine.vcf.records import VariantRecord
 
@@ -75,6 +76,22 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
         return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
                           expected=error.expected)
     return error
+
+
+def annotation_builder_for(config: dict[str, Any], header: VcfHeader, vcf: VcfSpec) -> AnnotationBuilder:
+    """The annotation-document builder for one VCF; a header the config's converters cannot use
+    (say a CSQ that is not VEP's) is an error in that VCF, named with its file and header line.
+    Documents are checked against ELLA's JSON schemas: a bad one fails the import with the path
+    that is wrong instead of reaching the UI."""
+    try:
+        return build_annotation_builder(config, header.infos, validate=True)
+    except InputError as error:
+        if error.file:
+            raise
+        line = next((m.number for m in header.meta if m.kind == "INFO" and m.id and f"source {m.id})" in
+                     error.message), None)
+        raise InputError(f"the VCF header does not fit the annotation config: {error.message}",
+                         file=str(vcf.path), line=line, expected=error.expected) from None
 
 
 def is_transient(error: BaseException) -> bool:
@@ -165,9 +182,7 @@ class Pipeline:
             vcf_samples = resolve_samples(original.path, header.samples, used.ped, used.technology)
             for sample in vcf_samples:
                 samples.setdefault(sample.identifier, sample)
-            # Documents are checked against ELLA's JSON schemas: a bad one fails the import with
-            # the path that is wrong instead of reaching the UI.
-            builder = build_annotation_builder(config, header.infos, validate=True)
+            builder = annotation_builder_for(config, header, original)
             streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
         return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),

@@ -178,7 +178,15 @@ class VcfHeader:
             _check_first_line(self.path, self.column_line)
         for line in self.meta:
             _check_meta(self.path, line)
+        self.check_columns()
+
+    def check_columns(self) -> None:
+        """The ``#CHROM`` line: tab-separated mandatory columns, FORMAT with samples, unique names."""
         _check_column_line(self.path, self.column_number, self.column_line)
+
+    def check_mandatory_columns(self) -> None:
+        """Only the eight tab-separated mandatory columns (what splitting records needs)."""
+        _check_mandatory_columns(self.path, self.column_number, self.column_line.split("\t"))
 
     def check_with_htslib(self) -> None:
         """Let htslib (cyvcf2) parse the header too; its rejection becomes an error at the header."""
@@ -258,11 +266,15 @@ def _check_meta(path: Path, line: MetaLine) -> None:
                          expected=f"Number an integer, A, R, G or '.'; Type one of {sorted(_TYPES[kind])}")
 
 
-def _check_column_line(path: Path, number: int, line: str) -> None:
-    columns = line.split("\t")
+def _check_mandatory_columns(path: Path, number: int, columns: list[str]) -> None:
     if tuple(columns[:8]) != MANDATORY_COLUMNS:
         raise InputError("malformed #CHROM header line", file=str(path), line=number,
                          expected="tab-separated " + " ".join(MANDATORY_COLUMNS) + " [FORMAT samples...]")
+
+
+def _check_column_line(path: Path, number: int, line: str) -> None:
+    columns = line.split("\t")
+    _check_mandatory_columns(path, number, columns)
     if len(columns) == 9 or (len(columns) > 9 and columns[8] != "FORMAT"):
         raise InputError("sample columns without FORMAT (or FORMAT without samples)", file=str(path),
                          line=number, expected="FORMAT followed by sample names")

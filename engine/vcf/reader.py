@@ -30,8 +30,9 @@ from engine.vcf.sites import FormatLayout, Genotype, SiteRecord, parse_gt, relat
 from engine.vcf.textio import numbered_lines, open_text
 
 _DUP_TYPES = frozenset({"dup", "dup_tandem"})
-# '*' (allele missing due to an overlapping deletion) and '.' (no ALT) are no variants to import.
-_NOT_AN_ALLELE = frozenset({"*", "."})
+# '*' (allele missing due to an overlapping deletion), '.' (no ALT) and gVCF's "any other allele"
+# placeholders (<NON_REF>, <*>) are no variants to import.
+_NOT_AN_ALLELE = frozenset({"*", ".", "<NON_REF>", "<*>"})
 
 
 def read_vcf_samples(path: Path | str) -> list[str]:
@@ -149,6 +150,14 @@ class RecordParser:
     def _bases(self, number: int, value: str, column: str) -> None:
         if column == "ALT" and (value in SYMBOLIC_CHANGE_TYPES or value in _NOT_AN_ALLELE):
             return
+        if column == "ALT" and (value.startswith("<") or "[" in value or "]" in value):
+            # ELLA imports only the CNV types it models; other structural variants stop the import
+            # with the record named rather than being stored as something they are not.
+            kind = "breakend" if "[" in value or "]" in value else "symbolic allele"
+            raise self._error(
+                number, f"structural variant ALT {value!r} ({kind}) is not supported",
+                "sequence variants, or the CNV alleles ELLA imports: " + ", ".join(SYMBOLIC_CHANGE_TYPES)
+                + " (filter other structural variants out first, e.g. with bcftools view -e)")
         try:
             check_bases(value, column)
         except InputError as exc:
