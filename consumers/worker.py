@@ -1,10 +1,11 @@
 """The faust worker: a thin adapter that feeds Kafka events to the engine's pipeline stages.
 
 Faust traps this module is written around:
-- An exception escaping an agent acks the message (it is lost). Stage functions never raise for
-  bad input (they return a dead-letter message instead); an infrastructure error that survives
-  retries makes the process exit *before* the message is acked, so it is redelivered after the
-  supervisor restarts the worker.
+- An exception escaping an agent acks the message (it is lost). Every stage runs under
+  :class:`engine.pipeline.StageGuard` (the error model): bad input becomes a dead letter,
+  infrastructure errors are retried in place until they pass, a bug fails the event after a
+  bounded number of attempts, and an event whose failure cannot even be recorded is parked in
+  the database. Nothing escapes, so the worker never restarts in a loop on one event.
 - ``concurrency > 1`` can commit offsets past in-flight work: every agent uses concurrency 1 and
   finishes one event (including delivery of what it publishes) before taking the next.
 - Blocking work inside an agent stalls the event loop: stages run in a dedicated thread each.
@@ -14,26 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from engine import metrics
+from engine import ledger, metrics
 from engine.config import Settings
+from engine.errors import describe_internal, is_retriable
 from engine.events import Topics
 from engine.kafka import ensure_engine_topics, require_bootstrap
-from engine.pipeline import Outgoing, Pipeline, is_transient
+from engine.logs import event_context, log_context, logging_config
+from engine.pipeline import Outgoing, Pipeline, StageGuard, StageHandler
+from engine.pipeline.guard import Backoff
 
 log = logging.getLogger("annostream.worker")
-
-TRANSIENT_RETRIES = 5
-EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
 
 
 def limit_fetch_wait(max_wait_ms: int) -> None:
@@ -54,27 +53,21 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     thread_class._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
-@dataclass(frozen=True)
-class Stage:
-    """A topic the worker consumes and the engine use case that handles each event."""
-
-    topic: str
-    name: str
-    work: Callable[[bytes], list[Outgoing]]
-
-
-def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
+def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[StageHandler]:
     """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
     from engine.reannotate.stages import ReleaseStages
 
     topics = Topics.from_settings(settings)
     releases = ReleaseStages(settings)
     return [
-        Stage(topics.ready, "annotate", pipeline.annotate),
-        Stage(topics.annotated, "persist", pipeline.persist),
-        Stage(topics.reanalysis, "reanalyse", releases.reanalyse),
-        Stage(topics.reannotation, "reannotate", releases.reannotate),
+        StageHandler("annotate", topics.ready, pipeline.annotate, pipeline.fail_annotate),
+        StageHandler("persist", topics.annotated, pipeline.persist, pipeline.fail_persist),
+        StageHandler("reanalyse", topics.reanalysis, releases.reanalyse, releases.fail_reanalyse),
+        StageHandler("reannotate", topics.reannotation, releases.reannotate, releases.fail_reannotate),
     ]
+
+
+HEARTBEAT_INTERVAL_S = 5.0
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
@@ -82,7 +75,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     create_topics(settings)
     limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
     app = faust.App(settings.worker_name, **faust_settings(settings))
-    build_agents(app, pipeline_stages(settings, pipeline or Pipeline(settings)))
+    build_agents(app, settings, pipeline_stages(settings, pipeline or Pipeline(settings)))
+    add_reconciler(app, settings)
     return app
 
 
@@ -114,8 +108,10 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_agents(app: faust.App, stages: list[Stage]) -> None:
-    """One agent per stage: concurrency 1, the stage's work in its own thread, then publish."""
+def build_agents(app: faust.App, settings: Settings, stages: list[StageHandler]) -> None:
+    """One agent per stage: concurrency 1, the stage under the StageGuard in its own thread,
+    then publish what it returned."""
+    guard = StageGuard(settings)
 
     async def publish(messages: list[Outgoing]) -> None:
         for message in messages:
@@ -124,47 +120,97 @@ def build_agents(app: faust.App, stages: list[Stage]) -> None:
             await pending
             metrics.EVENTS_PRODUCED.labels(topic=message.topic).inc()
 
-    def make_agent(stage: Stage) -> None:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage.name}")
-        source = app.topic(stage.topic, value_serializer="raw", key_serializer="raw")
+    def make_agent(handler: StageHandler) -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{handler.name}")
+        source = app.topic(handler.topic, value_serializer="raw", key_serializer="raw")
+        guarded = in_context(partial(guard.run, handler))
 
-        async def agent(stream: faust.StreamT) -> None:
-            async for raw in stream:
-                metrics.EVENTS_CONSUMED.labels(topic=stage.topic).inc()
-                messages = await run_with_retries(stage.name, partial(_in_thread, executor, stage.work, raw))
-                await run_with_retries(f"{stage.name}/publish", partial(publish, messages))
+        async def agent(stream: faust.StreamT[bytes]) -> None:
+            async for key, raw in stream.items():
+                metrics.WORKER_HEARTBEAT.set_to_current_time()
+                metrics.EVENTS_CONSUMED.labels(topic=handler.topic).inc()
+                key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
+                messages = await asyncio.get_running_loop().run_in_executor(executor, guarded, raw, key_text)
+                await publish_or_park(settings, guard, handler.name, messages, publish)
 
-        app.agent(source, name=f"annostream.{stage.name}", concurrency=1)(agent)
+        app.agent(source, name=f"annostream.{handler.name}", concurrency=1)(agent)
 
-    for stage in stages:
-        make_agent(stage)
+    for handler in stages:
+        make_agent(handler)
+
+    @app.timer(interval=HEARTBEAT_INTERVAL_S)
+    async def heartbeat() -> None:
+        # The "worker down" alert fires when this stops advancing (ops/prometheus/alerts.yml).
+        metrics.WORKER_HEARTBEAT.set_to_current_time()
 
 
-async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[Outgoing]],
-                     raw: bytes) -> list[Outgoing]:
-    return await asyncio.get_running_loop().run_in_executor(executor, work, raw)
+StageCall = Callable[[bytes, str | None], list[Outgoing]]
 
 
-async def run_with_retries(what: str,
-                           attempt: Callable[[], Awaitable[list[Outgoing] | None]]) -> list[Outgoing]:
-    """Retry transient infrastructure errors; fail-stop when they persist (never ack unprocessed)."""
-    delay = 0.5
-    for number in range(1, TRANSIENT_RETRIES + 1):
+def in_context(work: StageCall) -> StageCall:
+    """Run ``work`` with the event's analysis name and event id on every log line (engine/logs.py)."""
+
+    def run(raw: bytes, key: str | None) -> list[Outgoing]:
+        with log_context(**event_context(raw)):
+            return work(raw, key)
+
+    return run
+
+
+def add_reconciler(app: faust.App, settings: Settings) -> None:
+    """Every ANNOSTREAM_RECONCILE_EVERY seconds, publish again the work the ledger records as
+    unfinished and silent (lost by a restarted memory-only broker, or expired retention). Every
+    worker may do it; duplicates are harmless (stages are idempotent per event id)."""
+    bootstrap = require_bootstrap(settings, "worker")
+    reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconciler")
+
+    @app.timer(interval=settings.reconcile_every_s)
+    async def reconcile_ledger() -> None:
         try:
-            return (await attempt()) or []
+            await asyncio.get_running_loop().run_in_executor(
+                reconciler, partial(ledger.reconcile_through_kafka, settings, bootstrap))
         except Exception as error:
-            if not is_transient(error):
-                log.exception("%s: unexpected error; exiting so the event is redelivered", what)
-                os._exit(EXIT_INFRASTRUCTURE)
-            log.warning("%s: transient error (attempt %d/%d): %s", what, number, TRANSIENT_RETRIES, error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    log.error("%s: infrastructure still failing after %d attempts; exiting so the event is "
-              "redelivered after restart", what, TRANSIENT_RETRIES)
-    os._exit(EXIT_INFRASTRUCTURE)
+            log.warning("reconciler: %s (next try in %.0f s)", error, settings.reconcile_every_s)
+
+
+async def publish_or_park(settings: Settings, guard: StageGuard, stage: str, messages: list[Outgoing],
+                          publish: Callable[[list[Outgoing]], Awaitable[None]]) -> None:
+    """Publish what a stage returned, retrying broker trouble (with backoff) until it passes.
+
+    A message the broker refuses for good (e.g. too large) is parked rather than retried
+    forever or dropped: the consumed event is then acknowledged and the partition moves on.
+    """
+    for message in messages:
+        backoff = Backoff(settings.retry_max_delay_s)
+        refusals = 0
+        while True:
+            try:
+                await publish([message])
+                break
+            except Exception as error:
+                if is_retriable(error):
+                    metrics.STAGE_RETRIES.labels(stage=f"{stage}/publish").inc()
+                    delay = backoff.next_delay()
+                    log.warning("%s: publishing to %s failed, retrying in %.1f s: %s", stage, message.topic,
+                                delay, error)
+                    await asyncio.sleep(delay)
+                    continue
+                refusals += 1
+                log.exception("%s: the broker refused a message for %s (%d of %d)", stage, message.topic,
+                              refusals, settings.max_attempts)
+                if refusals >= settings.max_attempts:
+                    reason = f"publishing to {message.topic} failed: {describe_internal(error)}"
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, guard.park, f"{stage}/publish", message.topic, message.key, message.value,
+                        reason)
+                    break
+                await asyncio.sleep(backoff.next_delay())
 
 
 def run_worker(settings: Settings) -> None:
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Our logging config, not faust's: one format (ANNOSTREAM_LOG_FORMAT) for every process,
+    # faust's start-up chatter at DEBUG only.
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                          logging_config=logging_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()

@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from engine.errors import BrokerError
+
 log = logging.getLogger(__name__)
-
-
-class BrokerError(RuntimeError):
-    """The embedded broker could not be found or did not start."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -75,6 +73,10 @@ class EmbeddedBroker:
                               f"within {timeout_s:.0f} s")
         log.info("embedded broker listening on %s", self.bootstrap_servers)
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def poll(self) -> int | None:
         return None if self._process is None else self._process.poll()

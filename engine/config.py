@@ -7,7 +7,6 @@ so ``annostream`` can print it and exit instead of dumping a traceback.
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -15,11 +14,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.errors import ConfigError
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
 
 
 class Settings(BaseSettings):
@@ -36,6 +33,7 @@ class Settings(BaseSettings):
     port: int = Field(3114, alias="PORT", ge=1, le=65535)
     topic_prefix: str = Field("", alias="ANNOSTREAM_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
     log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "ANNOSTREAM_LOG_LEVEL"))
+    log_format: Literal["text", "json"] = Field("text", alias="ANNOSTREAM_LOG_FORMAT")
     # Short timeouts suit the embedded broker (Tansu waits the full rebalance timeout on a
     # group join); production Kafka keeps Kafka's own defaults unless told otherwise.
     kafka_rebalance_timeout_s: float = Field(6.0, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0)
@@ -66,6 +64,20 @@ class Settings(BaseSettings):
     api_tokens: str = Field("", alias="ANNOSTREAM_API_TOKENS")
     api_tokens_file: Path | None = Field(None, alias="ANNOSTREAM_API_TOKENS_FILE")
     api_read_auth: bool = Field(False, alias="ANNOSTREAM_API_READ_AUTH")  # reads need a token too
+    # Reliability (docs/reliability.md). A stage gives up on an event after this many starts
+    # that crashed or hit an unexpected error; infrastructure errors are retried without limit,
+    # with exponential backoff (and jitter) capped at retry_max_delay_s.
+    max_attempts: int = Field(5, alias="ANNOSTREAM_MAX_ATTEMPTS", ge=1, le=100)
+    retry_max_delay_s: float = Field(30.0, alias="ANNOSTREAM_RETRY_MAX_DELAY", gt=0, le=3600)
+    # Work recorded in the ledger but not finished and silent this long is published again.
+    reconcile_after_s: float = Field(300.0, alias="ANNOSTREAM_RECONCILE_AFTER", gt=0)
+    reconcile_every_s: float = Field(30.0, alias="ANNOSTREAM_RECONCILE_EVERY", gt=0)
+    # Bounds on hostile input: each breach is an InputError naming the file.
+    max_vcf_bytes: int = Field(20 * 2**30, alias="ANNOSTREAM_MAX_VCF_BYTES", ge=1)  # decompressed
+    max_line_bytes: int = Field(16 * 2**20, alias="ANNOSTREAM_MAX_LINE_BYTES", ge=1024)
+    max_samples: int = Field(1000, alias="ANNOSTREAM_MAX_SAMPLES", ge=1)
+    max_analysis_file_bytes: int = Field(2**20, alias="ANNOSTREAM_MAX_ANALYSIS_FILE_BYTES", ge=1024)
+    max_json_depth: int = Field(32, alias="ANNOSTREAM_MAX_JSON_DEPTH", ge=2, le=500)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -138,11 +150,7 @@ def get_settings() -> Settings:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Kafka clients log every connection at INFO; keep their warnings and errors only.
-    quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
-    for name in ("kafka", "aiokafka", "faust.transport", "mode"):
-        logging.getLogger(name).setLevel(quiet)
+    """ANNOSTREAM_LOG_FORMAT (text or json) at LOG_LEVEL; see engine/logs.py."""
+    from engine.logs import configure
+
+    configure(settings.log_level, settings.log_format)

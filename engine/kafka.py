@@ -20,7 +20,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.config import Settings
-from engine.errors import AnnostreamError
+from engine.errors import BrokerUnavailable
 from engine.events.base import Event
 from engine.events.codec import encode
 from engine.events.topics import Topics, topic_config
@@ -31,17 +31,13 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S: float = Settings.model_fields["kafka_timeout_s"].default
 DEFAULT_FETCH_MAX_WAIT_MS: int = Settings.model_fields["kafka_fetch_max_wait_ms"].default
 
-class BrokerUnavailable(AnnostreamError):
-    """The Kafka broker could not be reached or did not acknowledge a write."""
-
 
 def require_bootstrap(settings: Settings, command: str) -> str:
-    """KAFKA_BOOTSTRAP_SERVERS, or a BrokerUnavailable saying how to set it."""
+    """KAFKA_BOOTSTRAP_SERVERS, or a BrokerUnavailable saying in one line how to set it."""
+    from engine.runtime import no_broker_message
+
     if not settings.kafka_bootstrap_servers:
-        raise BrokerUnavailable(
-            f"KAFKA_BOOTSTRAP_SERVERS is not set: `annostream {command}` needs a Kafka broker "
-            "(e.g. KAFKA_BOOTSTRAP_SERVERS=localhost:9092); `annostream up` sets it for the "
-            "services it starts with its embedded broker")
+        raise BrokerUnavailable(no_broker_message(settings, command))
     return settings.kafka_bootstrap_servers
 
 

@@ -21,10 +21,13 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+
+from engine.errors import is_retriable
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -46,6 +49,25 @@ STAGE_DURATION = Histogram(
 )
 STAGE_FAILURES = Counter(
     "annostream_stage_failures", "Events a pipeline stage could not process, per stage.", ["stage"]
+)
+STAGE_RETRIES = Counter(
+    "annostream_stage_retries",
+    "Infrastructure errors (database, broker, file system) a stage retried, per stage; not failures.",
+    ["stage"],
+)
+EVENTS_PARKED = Counter(
+    "annostream_events_parked",
+    "Events parked in the database because even recording their failure failed, per stage.",
+    ["stage"],
+)
+WATCHER_DEAD_LETTERS_UNSENT = Counter(
+    "annostream_watcher_dead_letters_unsent",
+    "Dead letters the watcher could not publish (broker unavailable); each is logged.",
+)
+LEDGER_REPUBLISHED = Counter(
+    "annostream_ledger_republished",
+    "Work events the reconciler published again (recorded in the ledger, not finished, silent).",
+    ["schema"],
 )
 VARIANTS_IMPORTED = Counter("annostream_variants_imported", "Variants (alleles) persisted.")
 ANALYSES_IMPORTED = Counter("annostream_analyses_imported", "Analyses persisted.")
@@ -69,15 +91,24 @@ API_REQUEST_DURATION = Histogram(
     ["method", "route"],
     buckets=_REQUEST_BUCKETS,
 )
+# Set by every worker on a timer and per event: "worker down" is this timestamp going stale. "max" keeps the
+# newest beat of all worker processes (a dead one's file lingers but stops advancing).
+WORKER_HEARTBEAT = Gauge(
+    "annostream_worker_heartbeat_timestamp_seconds", "Unix time of a worker's latest heartbeat.",
+    multiprocess_mode="max",
+)
+
 
 @contextmanager
 def observe_stage(stage: str) -> Iterator[None]:
-    """Time a stage into STAGE_DURATION; an exception escaping it counts as a STAGE_FAILURES."""
+    """Time a stage into STAGE_DURATION; an exception escaping it counts as a STAGE_FAILURES,
+    unless it is infrastructure trouble (retried, counted in STAGE_RETRIES by the caller)."""
     started = time.perf_counter()
     try:
         yield
-    except BaseException:
-        STAGE_FAILURES.labels(stage=stage).inc()
+    except BaseException as error:
+        if not is_retriable(error):
+            STAGE_FAILURES.labels(stage=stage).inc()
         raise
     finally:
         STAGE_DURATION.labels(stage=stage).observe(time.perf_counter() - started)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from engine.broker import EmbeddedBroker
 from engine.config import Settings
+from engine.runtime import remove_runtime, runtime_for, write_runtime
 
 log = logging.getLogger("annostream.up")
 
@@ -92,12 +93,17 @@ def prepare_metrics_dir(settings: Settings) -> Path:
     return metrics_dir
 
 
+#: Children holding Kafka connections, restarted with a restarted embedded broker.
+BROKER_CLIENTS = frozenset({"watcher", "worker"})
+
+
 class Supervisor:
     def __init__(self, settings: Settings, children: list[Child], *,
-                 on_ready: Callable[[dict[str, str]], None] | None = None):
+                 on_ready: Callable[[dict[str, str]], None] | None = None, api_url: str | None = None):
         self.settings = settings
         self.children = children
         self.on_ready = on_ready
+        self.api_url = api_url
         self.broker: EmbeddedBroker | None = None
         self._stopping = False
 
@@ -116,6 +122,13 @@ class Supervisor:
             env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
         return env
 
+    def _write_runtime(self, env: dict[str, str]) -> None:
+        """Tell commands in other terminals where the stack is (engine/runtime.py)."""
+        pids = {child.name: child.process.pid for child in self.children if child.process is not None}
+        if self.broker is not None and self.broker.pid is not None:
+            pids["broker"] = self.broker.pid
+        write_runtime(runtime_for(self.settings, env, api_url=self.api_url, pids=pids))
+
     def _request_stop(self, signum: int, _frame: object) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
         self._stopping = True
@@ -125,20 +138,36 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._request_stop)
         if self.settings.embedded_broker:
             self.broker = EmbeddedBroker(log_file=self.settings.data_dir / "broker.log").start()
+            # A fresh memory-only broker holds nothing: publish the unfinished work again.
+            self._reconcile()
         env = self._base_env()
         try:
             for child in self.children:
                 child.start(env)
+            self._write_runtime(env)
             if self.on_ready:
                 self.on_ready(env)
             self._watch(env)
         finally:
+            remove_runtime(self.settings.data_dir, os.getpid())
             for child in reversed(self.children):
                 child.stop()
             if self.broker is not None:
                 self.broker.stop()
         log.info("all services stopped")
         return 0
+
+    def _reconcile(self) -> None:
+        from engine.ledger import reconcile_through_kafka
+
+        assert self.broker is not None
+        try:
+            count = reconcile_through_kafka(self.settings, self.broker.bootstrap_servers, silent_for_s=0)
+        except Exception as error:  # the worker's own reconciler tries again later
+            log.warning("could not publish unfinished work from the ledger: %s", error)
+            return
+        if count:
+            log.info("published %d unfinished work event(s) from the ledger", count)
 
     def _watch(self, env: dict[str, str]) -> None:
         while not self._stopping:
@@ -147,12 +176,22 @@ class Supervisor:
                 if child.process is None:
                     if now >= child.next_start_at:
                         child.start(env)
+                        self._write_runtime(env)
                     continue
                 code = child.exited()
                 if code is not None:
                     delay = child.schedule_restart()
                     log.error("%s exited with code %s: restarting in %.1f s", child.name, code, delay)
             if self.broker is not None and self.broker.poll() is not None:
-                log.error("embedded broker exited: restarting it (its in-memory topics are lost)")
+                log.error("embedded broker exited: restarting it, publishing unfinished work again from "
+                          "the ledger and restarting the services that talk to it")
                 self.broker.start()
+                self._write_runtime(env)
+                self._reconcile()
+                for child in self.children:
+                    if child.name in BROKER_CLIENTS and child.process is not None:
+                        # Their consumer group and topics are gone; a clean start rejoins, and the
+                        # watcher's start-up scan publishes whatever is waiting in incoming.
+                        child.stop()
+                        child.next_start_at = time.monotonic()
             time.sleep(0.2)

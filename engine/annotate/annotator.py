@@ -287,7 +287,8 @@ def _run(
     clashes = _output_header(header, cfg, sources)
     out.write(header.text().encode())
     annotator = _ChunkAnnotator(cfg, sources, permissive, names, bool(clashes) or bool(cfg.postannotations))
-    chunks = checked_chunks(src, iter_line_chunks(fh, first, CHUNK_BYTES), header.line_count)
+    chunks = iter_line_chunks(fh, first, CHUNK_BYTES, header_lines=header.line_count)
+    chunks = checked_chunks(src, chunks, header.line_count)
     for pieces, n_lines, n_annotated in _annotated(annotator, chunks, src, header.line_count, threads):
         for note in names.take_notes():
             log.warning("%s", note)

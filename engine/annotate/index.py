@@ -232,7 +232,7 @@ def vcf_text_chunks(path: Path, chunk_bytes: int = 16 << 20) -> tuple[VcfHeader,
 
     def text_chunks() -> Iterator[bytes]:
         with fh:
-            yield from iter_line_chunks(fh, first, chunk_bytes)
+            yield from iter_line_chunks(fh, first, chunk_bytes, header_lines=header.line_count, bounded=False)
 
     return header, text_chunks()
 

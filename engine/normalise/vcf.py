@@ -81,7 +81,8 @@ def normalise_vcf(src: Path, dst: Path | None, *, fasta: Path | None = None,
                 header.check_mandatory_columns()  # records are split by its tabs
                 prepare_header(header)
                 out.write(header.text().encode())
-                _Normaliser(src, header, reference, result).run(iter_line_chunks(handle, first), out)
+                _Normaliser(src, header, reference, result).run(
+                    iter_line_chunks(handle, first, header_lines=header.line_count), out)
     except COMPRESSION_ERRORS as error:
         raise stream_error(src, error) from None
     finally:

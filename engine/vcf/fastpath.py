@@ -20,6 +20,7 @@ carry are dropped, as in the exact parser.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -115,7 +116,8 @@ def iter_variant_blocks(
             return
         blocks = _BlockParser(header, samples, parser, annotation_builder)
         number = header.line_count
-        for chunk in checked_chunks(path, iter_line_chunks(handle, first, block_bytes), number):
+        chunks = iter_line_chunks(handle, first, block_bytes, header_lines=number)
+        for chunk in checked_chunks(path, chunks, number):
             yield from blocks.parse(chunk, number)
             number += blocks.lines_in(chunk)
         done = parser.finish()
@@ -158,7 +160,9 @@ class _BlockParser:
             return
         yield from self._exactly(chunk, before, fast)
         if columns is not None and columns.size:
-            yield columns
+            # Line numbers within the block become the file's (for the writer's messages).
+            lines = None if columns.lines is None else pc.add(columns.lines, before)
+            yield dataclasses.replace(columns, lines=lines)
 
     # -- bulk ---------------------------------------------------------------------------------
 
@@ -214,7 +218,8 @@ class _BlockParser:
         site = table.take(pa.array(rows))
         if _has_duplicates(site):
             return None, None
-        return fast, self._columns(site, merged)
+        lines = pa.array(rows + 1, type=pa.int64())  # within the block; parse() adds the offset
+        return fast, dataclasses.replace(self._columns(site, merged), lines=lines)
 
     def _layout(self, fmt: str) -> FormatLayout | None:
         if fmt not in self.layouts:

@@ -21,9 +21,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.errors import InputError
+from engine.errors import InputError, LimitExceeded
+from engine.limits import LIMITS
 from engine.vcf.textio import READ_ERRORS, numbered_lines, open_text, read_header_and_body, stream_error
 
+#: allele.vcf_pos and start_position are 32-bit INTEGER columns (as in ELLA).
+MAX_POS = 2**31 - 1
 MANDATORY_COLUMNS = ("#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
 _STRUCTURED = re.compile(r"##([A-Za-z0-9_.-]+)=<(.*)>\s*$")
 # key=value items of a structured line; a value is quoted (with \" escapes) or runs to the comma.
@@ -279,6 +282,9 @@ def _check_column_line(path: Path, number: int, line: str) -> None:
         raise InputError("sample columns without FORMAT (or FORMAT without samples)", file=str(path),
                          line=number, expected="FORMAT followed by sample names")
     samples = columns[9:]
+    if len(samples) > LIMITS.max_samples:
+        raise LimitExceeded(f"{len(samples)} sample columns", file=str(path), line=number,
+                            expected=f"at most {LIMITS.max_samples} samples (ANNOSTREAM_MAX_SAMPLES)")
     duplicates = sorted({s for s in samples if samples.count(s) > 1})
     if duplicates or any(not s for s in samples):
         raise InputError(f"duplicate or empty sample names {duplicates}", file=str(path), line=number,
@@ -304,4 +310,7 @@ def parse_pos(raw: str, *, file: str, line: int) -> int:
     if pos < 1:
         raise InputError(f"POS {pos} is not positive", file=file, line=line,
                          expected="a positive integer POS")
+    if pos > MAX_POS:
+        raise InputError(f"POS {raw[:40]!r} is beyond any chromosome", file=file, line=line,
+                         expected=f"a POS of at most {MAX_POS}")
     return pos

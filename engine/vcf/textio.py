@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, BinaryIO, Protocol
 
 from engine.errors import InputError
+from engine.limits import LIMITS, file_too_large, line_too_long
 
 CHUNK_BYTES = 8 << 20
 # What reading a damaged compressed stream raises (gzip, isal and zlib); OSError covers isal's
@@ -72,17 +73,43 @@ def open_text(path: Path | str) -> IO[str]:
 
 def numbered_lines(path: Path, handle: IO[str], start: int = 0) -> Iterator[tuple[int, str]]:
     """``(line_number, line)`` without the line ending; read errors name the line where the
-    stream broke."""
+    stream broke. Enforces engine.limits (line length, total size) and rejects NUL bytes."""
     number = start
     try:
-        for number, line in enumerate(handle, start + 1):
+        total = 0
+        while True:
+            # readline with a bound: a 50 MB line never has to fit in memory whole.
+            line = handle.readline(LIMITS.max_line_bytes + 1)
+            if not line:
+                return
+            number += 1
+            total += len(line)
+            if len(line) > LIMITS.max_line_bytes:
+                raise line_too_long(str(path), number)
+            if total > LIMITS.max_vcf_bytes:
+                raise file_too_large(str(path))
+            if "\x00" in line:
+                raise InputError("NUL byte inside a line", file=str(path), line=number, expected="text")
             yield number, line.rstrip("\r\n")
     except READ_ERRORS as error:
         raise stream_error(path, error, number + 1) from None
 
 
+def _name(handle: BinaryIO) -> str:
+    """The file behind ``handle`` for messages (isal's threaded reader keeps it on its raw file)."""
+    raw = getattr(handle, "raw", None)
+    for candidate in (handle, raw, getattr(raw, "raw", None)):
+        name = getattr(candidate, "name", None)
+        if isinstance(name, str | Path):
+            return str(name)
+    return "<input>"
+
+
 def read_header_and_body(handle: BinaryIO) -> tuple[list[str], bytes]:
-    """The leading '#' lines (without line ends) and the first bytes of the body."""
+    """The leading '#' lines (without line ends) and the first bytes of the body.
+
+    Bad bytes and oversized lines are InputErrors naming the file and line (engine.limits).
+    """
     header: list[str] = []
     pending = b""
     while True:
@@ -95,31 +122,67 @@ def read_header_and_body(handle: BinaryIO) -> tuple[list[str], bytes]:
             end = pending.find(b"\n", start)
             if end < 0:
                 break
-            header.append(pending[start:end].decode().rstrip("\r"))
+            header.append(_header_line(handle, pending[start:end], len(header) + 1))
             start = end + 1
         pending = pending[start:]
+        if len(pending) > LIMITS.max_line_bytes:
+            raise line_too_long(_name(handle), len(header) + 1)
         if not block:
             if pending:
-                header.append(pending.decode().rstrip("\r"))
+                header.append(_header_line(handle, pending, len(header) + 1))
             return header, b""
 
 
-def iter_line_chunks(handle: BinaryIO, first: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Chunks of whole lines (each ending in a newline), starting with ``first``."""
-    carry = first
+def _header_line(handle: BinaryIO, raw: bytes, number: int) -> str:
+    if b"\x00" in raw:
+        raise InputError("NUL byte in a header line", file=_name(handle), line=number, expected="text")
+    try:
+        return raw.decode().rstrip("\r")
+    except UnicodeDecodeError:
+        raise InputError("header line is not valid UTF-8", file=_name(handle), line=number,
+                         expected="UTF-8 text (sample names included)") from None
+
+
+def iter_line_chunks(handle: BinaryIO, first: bytes, chunk_bytes: int = CHUNK_BYTES, *,
+                     header_lines: int = 0, bounded: bool = True) -> Iterator[bytes]:
+    """Chunks of whole lines (each ending in a newline), starting with ``first``.
+
+    Enforces engine.limits: total decompressed size (unless ``bounded`` is False: annotation
+    sources such as gnomAD are far larger than any analysis VCF), line length, and no NUL bytes
+    (which no text format here allows and which the columnar parsers would silently accept).
+    """
+    carry, total, lines_before = first, len(first), header_lines
     while True:
         block = handle.read(chunk_bytes)
+        total += len(block)
+        if bounded and total > LIMITS.max_vcf_bytes:
+            raise file_too_large(_name(handle))
         if not block:
             if carry:
+                _check_nul(handle, carry, lines_before)
                 yield carry if carry.endswith(b"\n") else carry + b"\n"
             return
         data = carry + block
         cut = data.rfind(b"\n")
         if cut < 0:
+            if len(data) > LIMITS.max_line_bytes:
+                raise line_too_long(_name(handle), None)
             carry = data
             continue
-        yield data[: cut + 1]
+        whole = data[: cut + 1]
+        _check_nul(handle, whole, lines_before)
+        lines_before += whole.count(b"\n")
+        yield whole
         carry = data[cut + 1 :]
+        if len(carry) > LIMITS.max_line_bytes:
+            raise line_too_long(_name(handle), None)
+
+
+def _check_nul(handle: BinaryIO, chunk: bytes, lines_before: int) -> None:
+    at = chunk.find(b"\x00")
+    if at >= 0:
+        line = lines_before + chunk.count(b"\n", 0, at) + 1
+        raise InputError("NUL byte inside a record", file=_name(handle), line=line, expected="text")
 
 
 def checked_chunks(path: Path, chunks: Iterator[bytes], line: int) -> Iterator[bytes]:
