@@ -18,7 +18,7 @@ from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, defa
 from engine.kafka import EventProducer, ensure_engine_topics, require_bootstrap
 
 if TYPE_CHECKING:
-    from engine.deposit.records import AnalysisSpec
+    from engine.deposit.specs import AnalysisSpec
 
 log = logging.getLogger(__name__)
 
