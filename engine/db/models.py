@@ -230,6 +230,9 @@ class ImportJob(AnnostreamBase):
     analysis_id: Mapped[int | None] = mapped_column(sa.ForeignKey("analysis.id", ondelete="SET NULL"))
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    # The FAILED job this one retries (engine/retry.py); unique, so a failure is retried once.
+    retry_of: Mapped[int | None] = mapped_column(sa.ForeignKey("import_job.id", ondelete="SET NULL"),
+                                                 unique=True)
 
 
 # --- Gene panels (ELLA ``vardb.datamodel.gene``) --------------------------------------------
@@ -442,3 +445,29 @@ class LedgerEntry(AnnostreamBase):
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     # The last sign of life: published, picked up by a stage, or a stage finished a step.
     date_progress: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+# --- Read-side index of an analysis's alleles (api/allele_data.py) ----------------------------
+# An analysis's alleles are fixed once it is imported, but finding them means a union over its
+# samples' genotypes (first and second allele). The read API materialises that list once per
+# analysis, on first read, so that every page is an index range scan (keyset pagination by
+# allele id at any depth) and the exact total is counted once, not per page.
+
+
+class AnalysisAllele(Base):
+    __tablename__ = "analysis_allele"
+
+    analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    allele_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+
+
+class AnalysisAlleleTotal(Base):
+    __tablename__ = "analysis_allele_total"
+
+    analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    total: Mapped[int] = mapped_column(sa.Integer)
+    # The analysis row this list was built for: an id reused after a delete (SQLite without
+    # enforced foreign keys) does not match and the list is rebuilt.
+    date_deposited: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))

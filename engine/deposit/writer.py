@@ -38,10 +38,11 @@ from engine.deposit.analysis_rows import delete_analysis, insert_analysis, inser
 from engine.deposit.annotations import AnnotationVersioner, AnnotationWriteResult, write_annotations
 from engine.deposit.columns import VariantColumns
 from engine.deposit.encoders import ChunkEncoder, ColumnarChunk, EncodedChunk
-from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord
+from engine.deposit.specs import AnalysisSpec, SampleRecord
 from engine.deposit.streams import blocks, collector_paused, prefetched
 from engine.deposit.targets import deposit_target
 from engine.errors import InputError
+from engine.vcf.records import VariantRecord
 
 __all__ = [
     "CHUNK_SIZE",

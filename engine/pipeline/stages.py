@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from itertools import chain
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,7 +24,7 @@ from engine.deposit.columns import VariantColumns
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.genepanel import require_genepanel
 from engine.deposit.ped import resolve_samples
-from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
+from engine.deposit.specs import AnalysisSpec, SampleRecord, VcfSpec
 from engine.deposit.writer import WriteResult, write_analysis
 from engine.errors import DuplicateAnalysisError, EventRejected, FailureNotRecorded, InputError
 from engine.events import (
@@ -53,8 +53,11 @@ from engine.limits import configure_limits
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.pipeline.guard import Backoff, Outgoing
 from engine.vcf.fastpath import iter_variant_blocks
-from engine.vcf.header import numbered_lines, open_text, read_header
+from engine.vcf.genotypes import AnnotationBuilder
+from engine.vcf.header import VcfHeader, read_header
 from engine.vcf.reader import iter_variant_batches
+from engine.vcf.records import VariantRecord
+from engine.vcf.textio import numbered_lines, open_text
 
 log = logging.getLogger("annostream.pipeline")
 E = TypeVar("E", ReadyEvent, AnnotatedEvent)
@@ -86,6 +89,22 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
         return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
                           expected=error.expected)
     return error
+
+
+def annotation_builder_for(config: dict[str, Any], header: VcfHeader, vcf: VcfSpec) -> AnnotationBuilder:
+    """The annotation-document builder for one VCF; a header the config's converters cannot use
+    (say a CSQ that is not VEP's) is an error in that VCF, named with its file and header line.
+    Documents are checked against ELLA's JSON schemas: a bad one fails the import with the path
+    that is wrong instead of reaching the UI."""
+    try:
+        return build_annotation_builder(config, header.infos, validate=True)
+    except InputError as error:
+        if error.file:
+            raise
+        line = next((m.number for m in header.meta if m.kind == "INFO" and m.id and f"source {m.id})" in
+                     error.message), None)
+        raise InputError(f"the VCF header does not fit the annotation config: {error.message}",
+                         file=str(vcf.path), line=line, expected=error.expected) from None
 
 
 def _same_site_line(copy: Path, line: int | None, original: Path) -> int | None:
@@ -206,9 +225,7 @@ class Pipeline:
             vcf_samples = resolve_samples(original.path, header.samples, used.ped, used.technology)
             for sample in vcf_samples:
                 samples.setdefault(sample.identifier, sample)
-            # Documents are checked against ELLA's JSON schemas: a bad one fails the import with
-            # the path that is wrong instead of reaching the UI.
-            builder = build_annotation_builder(config, header.infos, validate=True)
+            builder = annotation_builder_for(config, header, original)
             streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
         # The writer names the VCF it reads; locate_in_original points that at the user's file.

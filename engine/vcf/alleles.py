@@ -15,8 +15,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from engine.deposit.records import AlleleRecord
 from engine.errors import InputError
+from engine.vcf.records import AlleleRecord
 
 # VCF 4.x: REF and plain ALT bases are A, C, G, T, N in either case.
 _BASES = re.compile(r"[ACGTNacgtn]+")
