@@ -454,7 +454,7 @@ class LedgerEntry(AnnostreamBase):
 # allele id at any depth) and the exact total is counted once, not per page.
 
 
-class AnalysisAllele(Base):
+class AnalysisAllele(AnnostreamBase):
     __tablename__ = "analysis_allele"
 
     analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"),
@@ -462,7 +462,7 @@ class AnalysisAllele(Base):
     allele_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
 
 
-class AnalysisAlleleTotal(Base):
+class AnalysisAlleleTotal(AnnostreamBase):
     __tablename__ = "analysis_allele_total"
 
     analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"),
