@@ -110,13 +110,15 @@ def write_analysis(session: Session, spec: AnalysisSpec, samples: list[SampleRec
     analysis = _insert_analysis(session, spec, properties)
     sample_ids = _insert_samples(session, spec, analysis.id, samples)
     probands = [sample_ids[s.identifier] for s in samples if s.proband]
+    result = WriteResult(analysis_id=analysis.id)
+    if not samples and not spec.vcfs:
+        return result  # ELLA imports '"data": []' as an analysis without samples
     if not probands:
         raise InputError(f"analysis {spec.name} has no proband sample", file=str(spec.folder),
                          expected="one sample marked as proband")
     loader = BulkLoader(session)
     writer = _VariantWriter(loader, spec, sample_ids, probands,
                             _AnnotationVersioner(loader, annotation_config_id, bundle_version))
-    result = WriteResult(analysis_id=analysis.id)
     # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
     # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
     encoded = (writer.encode(chunk, result) for chunk in _blocks(batches, CHUNK_SIZE))

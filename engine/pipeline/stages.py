@@ -40,7 +40,14 @@ from engine.events import (
     status_event,
     verify_files,
 )
-from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming, resolve_under
+from engine.folders import (
+    DestinationExistsError,
+    check_destination_free,
+    move_to_failed,
+    move_to_imported,
+    resolve_in_incoming,
+    resolve_under,
+)
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
 from engine.pipeline.annotation import Annotator, EngineAnnotator
@@ -255,6 +262,7 @@ class Pipeline:
             if not folder.is_dir():
                 raise InputError("the analysis folder is no longer in ANALYSES_INCOMING",
                                  file=str(folder), expected="the folder the event names")
+            check_destination_free(folder, self.settings)
             self._reject_duplicate_name(session, ready)
             record_attempt(session, job)
             transition(session, job, status, stage=stage)
@@ -331,7 +339,7 @@ class Pipeline:
             if job.status != JobStatus.DONE.value:
                 transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
         folder = resolve_in_incoming(ready.folder, self.incoming)
-        if folder.is_dir():
+        if folder.is_dir() and not isinstance(error, DestinationExistsError):  # ELLA leaves it in incoming
             details = {"stage": stage, **error.to_dict(), "event_id": ready.event_id}
             move_to_failed(folder, self.settings, details)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
