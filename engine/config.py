@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     # ELLA's `cnv` feature flag (app.feature_flags.cnv from ENABLE_CNV, off by default): when off,
     # an analysis whose proband carries a record with INFO/SVTYPE is rejected, as ELLA does.
     enable_cnv: bool = Field(False, alias="ENABLE_CNV")
+    # HGNC table for VEP entries without HGNC_ID (default: the packaged one; `annostream hgnc build`).
+    hgnc_table: Path | None = Field(None, alias="ANNOSTREAM_HGNC_TABLE")
     # Reference genome (.fai-indexed FASTA) for normalisation: REF check and indel left-alignment.
     reference_fasta: Path | None = Field(None, alias="ANNOSTREAM_REFERENCE_FASTA")
     # API write endpoints need a bearer token: comma-separated tokens and/or a file, one per line.

@@ -9,6 +9,7 @@ shared across analyses), and mapped back to ids with one join. Memory is bounded
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gc
 import json
@@ -99,8 +100,12 @@ def write_analysis(session: Session, spec: AnalysisSpec, samples: list[SampleRec
                    batches: Iterable[list[VariantRecord] | VariantColumns], *,
                    properties: dict[str, Any] | None = None,
                    annotation_config_id: int | None = None,
-                   bundle_version: str | None = None) -> WriteResult:
+                   bundle_version: str | None = None,
+                   empty_documents: bool = False) -> WriteResult:
     """Store one analysis with its samples and variants; the caller commits.
+
+    ``empty_documents``: an allele whose record has no annotation document gets ``{}`` as its
+    current annotation, as ELLA's deposit writes one row for every imported allele.
 
     ``annotation_config_id``/``bundle_version`` are recorded on annotation rows this creates.
     ``batches`` may mix record lists and columnar blocks (``engine.vcf.fastpath``); a columnar
@@ -118,7 +123,8 @@ def write_analysis(session: Session, spec: AnalysisSpec, samples: list[SampleRec
                          expected="one sample marked as proband")
     loader = BulkLoader(session)
     writer = _VariantWriter(loader, spec, sample_ids, probands,
-                            _AnnotationVersioner(loader, annotation_config_id, bundle_version))
+                            _AnnotationVersioner(loader, annotation_config_id, bundle_version),
+                            empty_documents=empty_documents)
     # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
     # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
     encoded = (writer.encode(chunk, result) for chunk in _blocks(batches, CHUNK_SIZE))
@@ -272,7 +278,8 @@ class _VariantWriter:
     """Writes chunks of variant records for one analysis."""
 
     def __init__(self, loader: BulkLoader, spec: AnalysisSpec, sample_ids: dict[str, int],
-                 probands: list[int], annotations: _AnnotationVersioner) -> None:
+                 probands: list[int], annotations: _AnnotationVersioner, *,
+                 empty_documents: bool = False) -> None:
         self.loader = loader
         self.spec = spec
         self.sample_ids = sample_ids
@@ -282,10 +289,13 @@ class _VariantWriter:
         self.vcf_file = str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder)
         self.is_postgres = loader.is_postgres
         self.merge_mode = _MergeMode()
+        self.empty_documents = empty_documents
 
     def encode(self, chunk: list[VariantRecord] | VariantColumns, result: WriteResult
                ) -> _EncodedChunk | _ColumnarChunk:
         """Check and encode a chunk; touches no database (runs in the prefetch thread)."""
+        if self.empty_documents:
+            chunk = _with_empty_documents(chunk)
         if isinstance(chunk, VariantColumns):
             if self.is_postgres:
                 with result.timed("encode"):
@@ -550,6 +560,21 @@ def _escape(value: str) -> str:
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
         return value.translate(_COPY_SPECIAL)
     return value
+
+
+def _with_empty_documents(chunk: list[VariantRecord] | VariantColumns
+                          ) -> list[VariantRecord] | VariantColumns:
+    """Records without an annotation document get ``{}`` (ELLA's AnnotationImporter.add)."""
+    if isinstance(chunk, VariantColumns):
+        if chunk.annotation.null_count == 0:
+            return chunk
+        return dataclasses.replace(chunk, annotation=pc.fill_null(chunk.annotation, "{}"))
+    for record in chunk:
+        if record.annotation is None:
+            record.annotation = {}
+        if record.secondallele is not None and record.secondallele_annotation is None:
+            record.secondallele_annotation = {}
+    return chunk
 
 
 def _allele_text(ord_: int, second: str, a: AlleleRecord, doc: Any) -> str:

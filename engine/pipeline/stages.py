@@ -23,6 +23,7 @@ from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.columns import VariantColumns
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.genepanel import require_genepanel
+from engine.deposit.hgnc import load_hgnc_table
 from engine.deposit.ped import resolve_samples
 from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
 from engine.deposit.writer import WriteResult, write_analysis
@@ -163,6 +164,7 @@ class Pipeline:
                ready: ReadyEvent, *, bundle_version: str | None) -> WriteResult:
         require_genepanel(session, spec.genepanel_name, spec.genepanel_version, file=str(spec.folder))
         config_id, config = active_annotation_config(session)
+        hgnc = load_hgnc_table(self.settings.hgnc_table)
         samples: dict[str, SampleRecord] = {}
         streams: list[Iterator[list[VariantRecord] | VariantColumns]] = []
         for original, used in vcfs:
@@ -173,12 +175,12 @@ class Pipeline:
                 samples.setdefault(sample.identifier, sample)
             # Documents are checked against ELLA's JSON schemas: a bad one fails the import with
             # the path that is wrong instead of reaching the UI.
-            builder = build_annotation_builder(config, header.infos, validate=True)
+            builder = build_annotation_builder(config, header.infos, validate=True, hgnc=hgnc)
             streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
         return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
                               properties=properties, annotation_config_id=config_id,
-                              bundle_version=bundle_version)
+                              bundle_version=bundle_version, empty_documents=True)
 
     def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[tuple[VcfSpec, VcfSpec]]:
         """(the folder's VCF, what to read): its annotated artifact when the stage made one."""
