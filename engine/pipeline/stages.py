@@ -32,8 +32,9 @@ from engine.events import (
     AnnotatedEvent,
     EventRejected,
     ReadyEvent,
+    Topics,
     annotated_event,
-    decode_event,
+    decode,
     default_producer,
     encode,
     failed_event,
@@ -50,7 +51,6 @@ from engine.folders import (
     resolve_under,
 )
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
-from engine.kafka import Topics
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.vcf.fastpath import iter_variant_blocks
 from engine.vcf.header import read_header
@@ -245,15 +245,11 @@ class Pipeline:
 
     def _decode(self, raw: bytes, kind: type[E], *, stage: str) -> E:
         try:
-            event = decode_event(raw, incoming=self.incoming)
+            return decode(raw, kind, incoming=self.incoming)
         except EventRejected as rejected:
             metrics.STAGE_FAILURES.labels(stage=stage).inc()
             log.warning("rejected event: %s", rejected.reason)
             raise _Skip([self._dead_letter(raw, stage, InputError(rejected.reason))]) from None
-        if not isinstance(event, kind):
-            reason = f"{event.SCHEMA} event on the {kind.SCHEMA} topic"
-            raise _Skip([self._dead_letter(raw, stage, InputError(reason))])
-        return event
 
     def _claim(self, ready: ReadyEvent, status: JobStatus, *, stage: str) -> Path:
         """Find or create the job; skip finished work; move the job to ``status``."""
