@@ -16,7 +16,8 @@ import pytest
 
 from engine.config import ConfigError, Settings, load_settings
 from engine.db.session import get_engine
-from engine.kafka import EventProducer, Topics, ensure_topics
+from engine.events import Topics
+from engine.kafka import EventProducer, ensure_topics
 from tests.support.ella_cases import (
     CASES,
     case_names,
@@ -143,16 +144,10 @@ def differing(expected: dict[str, Any], actual: dict[str, Any]) -> set[str]:
 # must go.
 PENDING: dict[str, str] = {
     "supersede-on-config-change": "issue 9, ELLA database mode (h9db): a new annotation config supersedes",
-    "truncated-sample-field": "issue 9/10, VCF layer (h10vcf): the fast path's 'gt0' KeyError",
-    "annotation-empty-document": "h9rules: in progress",
     "cnv-coordinates": "h9rules: in progress",
     "cnv-feature-flag-off": "h9rules: in progress",
     "cnv-other-symbolic-alt": "h9rules: in progress",
-    "genepanel-noncoding-transcript": "h9rules: in progress",
-    "genepanel-transcript-type": "h9rules: in progress",
     "iupac-ref-base": "h9rules: in progress",
-    "vep-nr-transcript": "h9rules: in progress",
-    "vep-null-distances": "h9rules: in progress",
 }
 
 DEPOSIT_CASES = [
