@@ -144,10 +144,6 @@ def differing(expected: dict[str, Any], actual: dict[str, Any]) -> set[str]:
 # must go.
 PENDING: dict[str, str] = {
     "supersede-on-config-change": "issue 9, ELLA database mode (h9db): a new annotation config supersedes",
-    "cnv-coordinates": "h9rules: in progress",
-    "cnv-feature-flag-off": "h9rules: in progress",
-    "cnv-other-symbolic-alt": "h9rules: in progress",
-    "iupac-ref-base": "h9rules: in progress",
 }
 
 DEPOSIT_CASES = [

@@ -20,7 +20,7 @@ from engine.db.models import Analysis, ImportJob, JobStatus
 from engine.db.session import session_scope
 from engine.deposit.analysis_folder import load_analysis_folder
 from engine.deposit.annotation_config import active_annotation_config
-from engine.deposit.columns import VariantColumns
+from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.genepanel import require_genepanel
 from engine.deposit.hgnc import load_hgnc_table
@@ -82,6 +82,27 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
         return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
                           expected=error.expected)
     return error
+
+
+def _without_cnvs(batches: Iterator[list[VariantRecord] | VariantColumns], vcf: Path, *, lines: bool
+                  ) -> Iterator[list[VariantRecord] | VariantColumns]:
+    """ELLA's ``AlleleImporter.add``: with the ``cnv`` feature flag off (its default), a record
+    with INFO/SVTYPE that the proband carries fails the import (``FeatureNotEnabledError``)."""
+    for batch in batches:
+        if isinstance(batch, VariantColumns):
+            cnv = None if batch.caller_type != "cnv" else to_records(batch)[0]
+        else:
+            cnv = next((r for r in batch if r.allele.caller_type == "cnv"
+                        or (r.secondallele is not None and r.secondallele.caller_type == "cnv")), None)
+        if cnv is not None:
+            allele = cnv.allele
+            raise InputError(
+                f"{allele.chromosome}:{allele.vcf_pos} {allele.vcf_ref}>{allele.vcf_alt} is a CNV "
+                "(INFO/SVTYPE) and ELLA's cnv feature flag is off",
+                file=str(vcf), line=cnv.source_line if lines else None,
+                expected="ENABLE_CNV=true (ELLA's app.feature_flags.cnv) to import CNVs, "
+                         "or no SVTYPE records")
+        yield batch
 
 
 def is_transient(error: BaseException) -> bool:
@@ -176,7 +197,11 @@ class Pipeline:
             # Documents are checked against ELLA's JSON schemas: a bad one fails the import with
             # the path that is wrong instead of reaching the UI.
             builder = build_annotation_builder(config, header.infos, validate=True, hgnc=hgnc)
-            streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
+            blocks = iter_variant_blocks(used, vcf_samples, annotation_builder=builder)
+            if not self.settings.enable_cnv:
+                # Lines of a normalised copy are not the user's: the message names the position.
+                blocks = _without_cnvs(blocks, original.path, lines=used is original)
+            streams.append(blocks)
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
         return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
                               properties=properties, annotation_config_id=config_id,

@@ -152,8 +152,8 @@ class _RecordParser:
         return fields
 
     def _bases(self, number: int, value: str, column: str) -> None:
-        if column == "ALT" and (value in SYMBOLIC_CHANGE_TYPES or value in _NOT_AN_ALLELE):
-            return
+        if column == "ALT" and (value in _NOT_AN_ALLELE or (value.startswith("<") and value.endswith(">"))):
+            return  # symbolic ALTs: allele_from_vcf decides (CNV with SVTYPE, else ELLA's trimming)
         try:
             check_bases(value, column)
         except InputError as exc:
@@ -296,6 +296,8 @@ class _RecordParser:
         carried = {id(r) for r in proband_records}
         block_records = [r for r in block if id(r) in carried or any(-1 in gt for gt in r.genotypes)]
         covered = [any(any(a != -1 for a in r.genotypes[i]) for r in block) for i in range(len(self.columns))]
+        if any(_is_cnv_dup(r.alt, r.info) for r in proband_records):
+            covered = [True] * len(covered)  # ELLA: './.' on a CNV duplication counts as covered
         return [self._variant(proband_records, block_records, covered)]
 
     def finish(self) -> list[VariantRecord]:
