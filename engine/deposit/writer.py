@@ -16,7 +16,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -96,8 +96,11 @@ class WriteResult:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+Batches = Iterable[list[VariantRecord] | VariantColumns]
+
+
 def write_analysis(session: Session, spec: AnalysisSpec, samples: list[SampleRecord],
-                   batches: Iterable[list[VariantRecord] | VariantColumns], *,
+                   batches: Batches, *,
                    properties: dict[str, Any] | None = None,
                    annotation_config_id: int | None = None,
                    bundle_version: str | None = None,
@@ -112,27 +115,45 @@ def write_analysis(session: Session, spec: AnalysisSpec, samples: list[SampleRec
     block is written as one chunk of its own, so it must hold no variant twice (the fast path
     checks that when it builds one).
     """
+    parts = [(samples, batches, None)] if samples or spec.vcfs else []
+    return write_analysis_parts(session, spec, parts, properties=properties,
+                                annotation_config_id=annotation_config_id, bundle_version=bundle_version,
+                                empty_documents=empty_documents)
+
+
+def write_analysis_parts(session: Session, spec: AnalysisSpec,
+                         parts: Sequence[tuple[list[SampleRecord], Batches, str | None]], *,
+                         properties: dict[str, Any] | None = None,
+                         annotation_config_id: int | None = None,
+                         bundle_version: str | None = None,
+                         empty_documents: bool = False) -> WriteResult:
+    """``write_analysis`` with one part per VCF: ``(its samples, its batches, its file)``.
+
+    As ELLA's ``DepositAnalysis.import_vcf`` does for each entry of ``data``, every part gets
+    sample rows of its own (an HTS trio plus a Sanger proband is two rows for the proband), and
+    its genotypes refer to them. No parts: an analysis without samples.
+    """
     analysis = _insert_analysis(session, spec, properties)
-    sample_ids = _insert_samples(session, spec, analysis.id, samples)
-    probands = [sample_ids[s.identifier] for s in samples if s.proband]
     result = WriteResult(analysis_id=analysis.id)
-    if not samples and not spec.vcfs:
-        return result  # ELLA imports '"data": []' as an analysis without samples
-    if not probands:
-        raise InputError(f"analysis {spec.name} has no proband sample", file=str(spec.folder),
-                         expected="one sample marked as proband")
-    loader = BulkLoader(session)
-    writer = _VariantWriter(loader, spec, sample_ids, probands,
-                            _AnnotationVersioner(loader, annotation_config_id, bundle_version),
-                            empty_documents=empty_documents)
-    # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
-    # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
-    encoded = (writer.encode(chunk, result) for chunk in _blocks(batches, CHUNK_SIZE))
-    with _collector_paused(), _prefetched(encoded) as chunks:
-        for chunk in chunks:
-            writer.write_chunk(chunk, result)
-    _reject_duplicate_genotypes(session, spec, probands)
-    writer.finish(result)
+    for samples, batches, vcf_file in parts:
+        sample_ids = _insert_samples(session, spec, analysis.id, samples)
+        probands = [sample_ids[s.identifier] for s in samples if s.proband]
+        if not probands:
+            raise InputError(f"analysis {spec.name} has no proband sample", file=vcf_file or str(spec.folder),
+                             expected="one sample marked as proband")
+        loader = BulkLoader(session)
+        writer = _VariantWriter(loader, spec, sample_ids, probands,
+                                _AnnotationVersioner(loader, annotation_config_id, bundle_version),
+                                empty_documents=empty_documents, vcf_file=vcf_file)
+        new_before = result.n_alleles_new
+        # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
+        # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
+        encoded = (writer.encode(chunk, result) for chunk in _blocks(batches, CHUNK_SIZE))
+        with _collector_paused(), _prefetched(encoded) as chunks:
+            for chunk in chunks:
+                writer.write_chunk(chunk, result)
+        _reject_duplicate_genotypes(session, spec, probands)
+        writer.finish(result, new_before)
     return result
 
 
@@ -279,14 +300,14 @@ class _VariantWriter:
 
     def __init__(self, loader: BulkLoader, spec: AnalysisSpec, sample_ids: dict[str, int],
                  probands: list[int], annotations: _AnnotationVersioner, *,
-                 empty_documents: bool = False) -> None:
+                 empty_documents: bool = False, vcf_file: str | None = None) -> None:
         self.loader = loader
         self.spec = spec
         self.sample_ids = sample_ids
         self.probands = probands
         self.identifier_by_id = {v: k for k, v in sample_ids.items()}
         self.annotations = annotations
-        self.vcf_file = str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder)
+        self.vcf_file = vcf_file or (str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder))
         self.is_postgres = loader.is_postgres
         self.merge_mode = _MergeMode()
         self.empty_documents = empty_documents
@@ -327,7 +348,7 @@ class _VariantWriter:
                 result.annotations.add(self.annotations.apply())
         result.n_variants += encoded.size
 
-    def finish(self, result: WriteResult) -> None:
+    def finish(self, result: WriteResult, new_before: int = 0) -> None:
         # Counted once at the end: an allele repeated across chunks is still one allele.
         used = self.loader.connection.execute(
             sa.text(
@@ -337,7 +358,7 @@ class _VariantWriter:
             ).bindparams(sa.bindparam("ids", expanding=True)),
             {"ids": self.probands},
         ).scalar_one()
-        result.n_alleles_reused = int(used) - result.n_alleles_new
+        result.n_alleles_reused += int(used) - (result.n_alleles_new - new_before)
         for table in (STAGE_ALLELE, STAGE_RESOLVED, STAGE_INSERTED):
             self.loader.drop_scratch_table(table)
         self.annotations.drop()

@@ -6,7 +6,6 @@ import logging
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +25,7 @@ from engine.deposit.genepanel import require_genepanel
 from engine.deposit.hgnc import load_hgnc_table
 from engine.deposit.ped import resolve_samples
 from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
-from engine.deposit.writer import WriteResult, write_analysis
+from engine.deposit.writer import Batches, WriteResult, write_analysis_parts
 from engine.errors import DuplicateAnalysisError, InputError
 from engine.events import (
     AnnotatedEvent,
@@ -186,14 +185,13 @@ class Pipeline:
         require_genepanel(session, spec.genepanel_name, spec.genepanel_version, file=str(spec.folder))
         config_id, config = active_annotation_config(session)
         hgnc = load_hgnc_table(self.settings.hgnc_table)
-        samples: dict[str, SampleRecord] = {}
-        streams: list[Iterator[list[VariantRecord] | VariantColumns]] = []
+        # One part per VCF, as ELLA's import_vcf loops over data[]: each VCF's samples are rows
+        # of their own (an HTS trio plus a Sanger proband is two rows for the proband).
+        parts: list[tuple[list[SampleRecord], Batches, str | None]] = []
         for original, used in vcfs:
             header = read_header(used.path)
             # Messages about samples name the user's VCF, not the stage's normalised copy.
             vcf_samples = resolve_samples(original.path, header.samples, used.ped, used.technology)
-            for sample in vcf_samples:
-                samples.setdefault(sample.identifier, sample)
             # Documents are checked against ELLA's JSON schemas: a bad one fails the import with
             # the path that is wrong instead of reaching the UI.
             builder = build_annotation_builder(config, header.infos, validate=True, hgnc=hgnc)
@@ -201,11 +199,11 @@ class Pipeline:
             if not self.settings.enable_cnv:
                 # Lines of a normalised copy are not the user's: the message names the position.
                 blocks = _without_cnvs(blocks, original.path, lines=used is original)
-            streams.append(blocks)
+            parts.append((vcf_samples, blocks, str(used.path)))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
-        return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
-                              properties=properties, annotation_config_id=config_id,
-                              bundle_version=bundle_version, empty_documents=True)
+        return write_analysis_parts(session, spec, parts, properties=properties,
+                                    annotation_config_id=config_id, bundle_version=bundle_version,
+                                    empty_documents=True)
 
     def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[tuple[VcfSpec, VcfSpec]]:
         """(the folder's VCF, what to read): its annotated artifact when the stage made one."""
