@@ -1,10 +1,11 @@
 """The faust worker: a thin adapter that feeds Kafka events to the engine's pipeline stages.
 
 Faust traps this module is written around:
-- An exception escaping an agent acks the message (it is lost). Stage functions never raise for
-  bad input (they return a dead-letter message instead); an infrastructure error that survives
-  retries makes the process exit *before* the message is acked, so it is redelivered after the
-  supervisor restarts the worker.
+- An exception escaping an agent acks the message (it is lost). Every stage runs under
+  :class:`engine.pipeline.StageGuard` (the error model): bad input becomes a dead letter,
+  infrastructure errors are retried in place until they pass, a bug fails the event after a
+  bounded number of attempts, and an event whose failure cannot even be recorded is parked in
+  the database. Nothing escapes, so the worker never restarts in a loop on one event.
 - ``concurrency > 1`` can commit offsets past in-flight work: every agent uses concurrency 1 and
   finishes one event (including delivery of what it publishes) before taking the next.
 - Blocking work inside an agent stalls the event loop: stages run in a dedicated thread each.
@@ -14,29 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from engine import metrics
+from engine import ledger, metrics
 from engine.config import Settings
+from engine.errors import describe_internal, is_retriable
 from engine.events import Topics
-from engine.kafka import ensure_topics
-from engine.pipeline import Outgoing, Pipeline, is_transient
+from engine.kafka import ensure_engine_topics, require_bootstrap
+from engine.pipeline import Outgoing, Pipeline, StageGuard, StageHandler
+from engine.pipeline.guard import Backoff
 
 log = logging.getLogger("annostream.worker")
 
-TRANSIENT_RETRIES = 5
-EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
-
-
-def _limit_fetch_wait(max_wait_ms: int) -> None:
+def limit_fetch_wait(max_wait_ms: int) -> None:
     """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
 
     faust offers no setting for it, so the consumer factory is wrapped once per process; the
@@ -54,60 +51,62 @@ def _limit_fetch_wait(max_wait_ms: int) -> None:
     thread_class._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
-@dataclass(frozen=True)
-class Stage:
-    """A topic the worker consumes and the engine use case that handles each event."""
-
-    topic: str
-    name: str
-    work: Callable[[bytes], list[Outgoing]]
-
-
-def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
+def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[StageHandler]:
     """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
     from engine.reannotate.stages import ReleaseStages
 
     topics = Topics.from_settings(settings)
     releases = ReleaseStages(settings)
     return [
-        Stage(topics.ready, "annotate", pipeline.annotate),
-        Stage(topics.annotated, "persist", pipeline.persist),
-        Stage(topics.reanalysis, "reanalyse", releases.reanalyse),
-        Stage(topics.reannotation, "reannotate", releases.reannotate),
+        StageHandler("annotate", topics.ready, pipeline.annotate, pipeline.fail_annotate),
+        StageHandler("persist", topics.annotated, pipeline.persist, pipeline.fail_persist),
+        StageHandler("reanalyse", topics.reanalysis, releases.reanalyse, releases.fail_reanalyse),
+        StageHandler("reannotate", topics.reannotation, releases.reannotate, releases.fail_reannotate),
     ]
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        raise RuntimeError("the worker needs KAFKA_BOOTSTRAP_SERVERS (annostream up sets it)")
-    pipeline = pipeline or Pipeline(settings)
-    _limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
-    topics = Topics.from_settings(settings)
-    stages = pipeline_stages(settings, pipeline)
-    # Declared up front with our partition count and configs (e.g. the compacted status topic),
-    # rather than left to broker auto-creation.
-    ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)],
-                  partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
+    """The faust app: topics created, faust configured, one agent per stage."""
+    create_topics(settings)
+    limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
+    app = faust.App(settings.worker_name, **faust_settings(settings))
+    build_agents(app, settings, pipeline_stages(settings, pipeline or Pipeline(settings)))
+    add_reconciler(app, settings)
+    return app
+
+
+def create_topics(settings: Settings) -> None:
+    """Every topic of the registry, declared up front with our partition count and configs
+    (e.g. the compacted status topic) rather than left to broker auto-creation."""
+    ensure_engine_topics(settings, command="worker")
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """faust's settings for the worker (see the module docstring for why each one)."""
+    bootstrap = require_bootstrap(settings, "worker")
     rebalance = settings.kafka_rebalance_timeout_s
-    app = faust.App(
-        settings.worker_name,
-        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
-        store="memory://",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        datadir=str(settings.data_dir / "faust"),
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication_factor,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=rebalance,
-        broker_rebalance_timeout=rebalance,
-        broker_heartbeat_interval=max(0.5, rebalance / 6),
-        broker_commit_every=1,
-        producer_acks=-1,
-    )
+    return {
+        "broker": [f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        "store": "memory://",
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "web_enabled": False,
+        "datadir": str(settings.data_dir / "faust"),
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": rebalance,
+        "broker_rebalance_timeout": rebalance,
+        "broker_heartbeat_interval": max(0.5, rebalance / 6),
+        "broker_commit_every": 1,
+        "producer_acks": -1,
+    }
+
+
+def build_agents(app: faust.App, settings: Settings, stages: list[StageHandler]) -> None:
+    """One agent per stage: concurrency 1, the stage under the StageGuard in its own thread,
+    then publish what it returned."""
+    guard = StageGuard(settings)
 
     async def publish(messages: list[Outgoing]) -> None:
         for message in messages:
@@ -116,46 +115,72 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
             await pending
             metrics.EVENTS_PRODUCED.labels(topic=message.topic).inc()
 
-    def make_agent(topic_name: str, stage: str, work: Callable[[bytes], list[Outgoing]]) -> None:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage}")
-        source = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+    def make_agent(handler: StageHandler) -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{handler.name}")
+        source = app.topic(handler.topic, value_serializer="raw", key_serializer="raw")
+        guarded = partial(guard.run, handler)
 
         async def agent(stream: faust.StreamT) -> None:
-            async for raw in stream:
-                metrics.EVENTS_CONSUMED.labels(topic=topic_name).inc()
-                messages = await run_with_retries(stage, partial(_in_thread, executor, work, raw))
-                await run_with_retries(f"{stage}/publish", partial(publish, messages))
+            async for key, raw in stream.items():
+                metrics.EVENTS_CONSUMED.labels(topic=handler.topic).inc()
+                key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
+                messages = await asyncio.get_running_loop().run_in_executor(executor, guarded, raw, key_text)
+                await publish_or_park(settings, guard, handler.name, messages, publish)
 
-        app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
+        app.agent(source, name=f"annostream.{handler.name}", concurrency=1)(agent)
 
-    for stage in stages:
-        make_agent(stage.topic, stage.name, stage.work)
-
-    return app
-
-
-async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[Outgoing]],
-                     raw: bytes) -> list[Outgoing]:
-    return await asyncio.get_running_loop().run_in_executor(executor, work, raw)
+    for handler in stages:
+        make_agent(handler)
 
 
-async def run_with_retries(what: str,
-                           attempt: Callable[[], Awaitable[list[Outgoing] | None]]) -> list[Outgoing]:
-    """Retry transient infrastructure errors; fail-stop when they persist (never ack unprocessed)."""
-    delay = 0.5
-    for number in range(1, TRANSIENT_RETRIES + 1):
+def add_reconciler(app: faust.App, settings: Settings) -> None:
+    """Every ANNOSTREAM_RECONCILE_EVERY seconds, publish again the work the ledger records as
+    unfinished and silent (lost by a restarted memory-only broker, or expired retention). Every
+    worker may do it; duplicates are harmless (stages are idempotent per event id)."""
+    bootstrap = require_bootstrap(settings, "worker")
+    reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconciler")
+
+    @app.timer(interval=settings.reconcile_every_s)
+    async def reconcile_ledger() -> None:
         try:
-            return (await attempt()) or []
+            await asyncio.get_running_loop().run_in_executor(
+                reconciler, partial(ledger.reconcile_through_kafka, settings, bootstrap))
         except Exception as error:
-            if not is_transient(error):
-                log.exception("%s: unexpected error; exiting so the event is redelivered", what)
-                os._exit(EXIT_INFRASTRUCTURE)
-            log.warning("%s: transient error (attempt %d/%d): %s", what, number, TRANSIENT_RETRIES, error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    log.error("%s: infrastructure still failing after %d attempts; exiting so the event is "
-              "redelivered after restart", what, TRANSIENT_RETRIES)
-    os._exit(EXIT_INFRASTRUCTURE)
+            log.warning("reconciler: %s (next try in %.0f s)", error, settings.reconcile_every_s)
+
+
+async def publish_or_park(settings: Settings, guard: StageGuard, stage: str, messages: list[Outgoing],
+                          publish: Callable[[list[Outgoing]], Awaitable[None]]) -> None:
+    """Publish what a stage returned, retrying broker trouble (with backoff) until it passes.
+
+    A message the broker refuses for good (e.g. too large) is parked rather than retried
+    forever or dropped: the consumed event is then acknowledged and the partition moves on.
+    """
+    for message in messages:
+        backoff = Backoff(settings.retry_max_delay_s)
+        refusals = 0
+        while True:
+            try:
+                await publish([message])
+                break
+            except Exception as error:
+                if is_retriable(error):
+                    metrics.STAGE_RETRIES.labels(stage=f"{stage}/publish").inc()
+                    delay = backoff.next_delay()
+                    log.warning("%s: publishing to %s failed, retrying in %.1f s: %s", stage, message.topic,
+                                delay, error)
+                    await asyncio.sleep(delay)
+                    continue
+                refusals += 1
+                log.exception("%s: the broker refused a message for %s (%d of %d)", stage, message.topic,
+                              refusals, settings.max_attempts)
+                if refusals >= settings.max_attempts:
+                    reason = f"publishing to {message.topic} failed: {describe_internal(error)}"
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, guard.park, f"{stage}/publish", message.topic, message.key, message.value,
+                        reason)
+                    break
+                await asyncio.sleep(backoff.next_delay())
 
 
 def run_worker(settings: Settings) -> None:

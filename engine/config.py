@@ -15,11 +15,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.errors import ConfigError
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
 
 
 class Settings(BaseSettings):
@@ -42,6 +40,9 @@ class Settings(BaseSettings):
     # faust hard-codes a 1.5 s fetch wait; Kafka answers a fetch as soon as data arrives, but
     # Tansu (embedded) lets it run out, which adds up to the wait to every pipeline hop.
     kafka_fetch_max_wait_ms: int = Field(100, alias="ANNOSTREAM_KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=30000)
+    # How long a producer waits for the broker (connect, acknowledgement) and topic creation
+    # waits for the admin API, before BrokerUnavailable names the broker.
+    kafka_timeout_s: float = Field(15.0, alias="ANNOSTREAM_KAFKA_TIMEOUT", gt=0, le=600)
     topic_partitions: int = Field(4, alias="ANNOSTREAM_TOPIC_PARTITIONS", ge=1, le=1024)
     topic_replication_factor: int = Field(1, alias="ANNOSTREAM_TOPIC_REPLICATION_FACTOR", ge=1, le=16)
     worker_name: str = Field("annostream", alias="ANNOSTREAM_APP_ID", pattern=r"^[A-Za-z0-9._-]+$")
@@ -62,15 +63,40 @@ class Settings(BaseSettings):
     hgnc_table: Path | None = Field(None, alias="ANNOSTREAM_HGNC_TABLE")
     # Reference genome (.fai-indexed FASTA) for normalisation: REF check and indel left-alignment.
     reference_fasta: Path | None = Field(None, alias="ANNOSTREAM_REFERENCE_FASTA")
+    # Where `annotate` keeps compiled source indexes; unset: .annostream-cache/ next to each source.
+    cache_dir: Path | None = Field(None, alias="ANNOSTREAM_CACHE_DIR")
+    # The watcher polls instead of using inotify (network file systems without change events).
+    # watchfiles' own variable name, so existing deployments keep working.
+    watch_force_polling: bool = Field(False, alias="WATCHFILES_FORCE_POLLING")
     # API write endpoints need a bearer token: comma-separated tokens and/or a file, one per line.
     api_tokens: str = Field("", alias="ANNOSTREAM_API_TOKENS")
     api_tokens_file: Path | None = Field(None, alias="ANNOSTREAM_API_TOKENS_FILE")
     api_read_auth: bool = Field(False, alias="ANNOSTREAM_API_READ_AUTH")  # reads need a token too
+    # Reliability (docs/reliability.md). A stage gives up on an event after this many starts
+    # that crashed or hit an unexpected error; infrastructure errors are retried without limit,
+    # with exponential backoff (and jitter) capped at retry_max_delay_s.
+    max_attempts: int = Field(5, alias="ANNOSTREAM_MAX_ATTEMPTS", ge=1, le=100)
+    retry_max_delay_s: float = Field(30.0, alias="ANNOSTREAM_RETRY_MAX_DELAY", gt=0, le=3600)
+    # Work recorded in the ledger but not finished and silent this long is published again.
+    reconcile_after_s: float = Field(300.0, alias="ANNOSTREAM_RECONCILE_AFTER", gt=0)
+    reconcile_every_s: float = Field(30.0, alias="ANNOSTREAM_RECONCILE_EVERY", gt=0)
+    # Bounds on hostile input: each breach is an InputError naming the file.
+    max_vcf_bytes: int = Field(20 * 2**30, alias="ANNOSTREAM_MAX_VCF_BYTES", ge=1)  # decompressed
+    max_line_bytes: int = Field(16 * 2**20, alias="ANNOSTREAM_MAX_LINE_BYTES", ge=1024)
+    max_samples: int = Field(1000, alias="ANNOSTREAM_MAX_SAMPLES", ge=1)
+    max_analysis_file_bytes: int = Field(2**20, alias="ANNOSTREAM_MAX_ANALYSIS_FILE_BYTES", ge=1024)
+    max_json_depth: int = Field(32, alias="ANNOSTREAM_MAX_JSON_DEPTH", ge=2, le=500)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cache_dir", "reference_fasta", "analyses_allow_file", "analyses_deny_file",
+                     "api_tokens_file", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("kafka_bootstrap_servers", mode="before")
     @classmethod

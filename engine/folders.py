@@ -10,10 +10,10 @@ incoming (:class:`DestinationExistsError`). A taken name in ANALYSES_FAILED gets
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import logging
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
@@ -23,6 +23,7 @@ import orjson
 
 from engine.config import Settings
 from engine.errors import InputError
+from engine.timeutil import iso_utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,20 @@ READY_FILE = "READY"
 _MAX_NAME_ATTEMPTS = 100
 
 
-def utc_now() -> str:
-    """Current time as ISO 8601 UTC with a ``Z`` suffix (the events' time format)."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+# --- analysis names ---------------------------------------------------------------------------
+
+#: An analysis name becomes a path segment (work directory, destination folder): no separators,
+#: no control characters, no leading dot (so never ``.`` or ``..``), at most 255 characters.
+#: schemas/analysis.ready/v1.json ``analysis_name`` says the same for every event.
+ANALYSIS_NAME_RE = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,254}")
+
+
+def check_analysis_name(name: object, *, file: str | None = None) -> str:
+    """``name`` if it is safe as one path segment, else an InputError naming ``file``."""
+    if not isinstance(name, str) or not ANALYSIS_NAME_RE.fullmatch(name):
+        raise InputError(f"analysis name {name!r} is not allowed", file=file,
+                         expected="1-255 characters without '/', '\\', control characters or a leading '.'")
+    return name
 
 
 # --- paths inside ANALYSES_INCOMING -----------------------------------------------------------
@@ -129,6 +141,13 @@ def move_to_failed(folder: Path, settings: Settings, error: dict[str, Any]) -> P
     return move_folder(folder, settings.analyses_failed)
 
 
+def fail_folder(folder: Path, settings: Settings, *, stage: str, error: InputError,
+                event_id: str | None) -> Path:
+    """Record why ``folder`` failed (``error.json``: the stage, the error's fields, the event id)
+    and move it into ANALYSES_FAILED; returns its new path. Used by the watcher and the stages."""
+    return move_to_failed(folder, settings, {"stage": stage, **error.to_dict(), "event_id": event_id})
+
+
 def write_error_file(folder: Path, error: dict[str, Any]) -> Path:
     document = {
         "stage": error.get("stage"),
@@ -137,7 +156,7 @@ def write_error_file(folder: Path, error: dict[str, Any]) -> Path:
         "line": error.get("line"),
         "expected": error.get("expected"),
         "event_id": error.get("event_id"),
-        "time": error.get("time") or utc_now(),
+        "time": error.get("time") or iso_utc(),
     }
     target = folder / ERROR_FILE
     partial = folder / f".{ERROR_FILE}.{uuid.uuid4().hex}"
@@ -180,7 +199,7 @@ def move_folder(folder: Path, destination_dir: Path, *, rename_if_taken: bool = 
 
 
 def _candidate_names(name: str) -> list[str]:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S.%fZ")
     return [name, f"{name}.{stamp}", *(f"{name}.{stamp}.{n}" for n in range(1, _MAX_NAME_ATTEMPTS - 1))]
 
 

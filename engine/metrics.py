@@ -26,6 +26,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from engine.errors import is_retriable
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Annotating a whole analysis can take minutes; persisting a big one tens of seconds.
@@ -46,6 +48,25 @@ STAGE_DURATION = Histogram(
 )
 STAGE_FAILURES = Counter(
     "annostream_stage_failures", "Events a pipeline stage could not process, per stage.", ["stage"]
+)
+STAGE_RETRIES = Counter(
+    "annostream_stage_retries",
+    "Infrastructure errors (database, broker, file system) a stage retried, per stage; not failures.",
+    ["stage"],
+)
+EVENTS_PARKED = Counter(
+    "annostream_events_parked",
+    "Events parked in the database because even recording their failure failed, per stage.",
+    ["stage"],
+)
+WATCHER_DEAD_LETTERS_UNSENT = Counter(
+    "annostream_watcher_dead_letters_unsent",
+    "Dead letters the watcher could not publish (broker unavailable); each is logged.",
+)
+LEDGER_REPUBLISHED = Counter(
+    "annostream_ledger_republished",
+    "Work events the reconciler published again (recorded in the ledger, not finished, silent).",
+    ["schema"],
 )
 VARIANTS_IMPORTED = Counter("annostream_variants_imported", "Variants (alleles) persisted.")
 ANALYSES_IMPORTED = Counter("annostream_analyses_imported", "Analyses persisted.")
@@ -70,30 +91,16 @@ API_REQUEST_DURATION = Histogram(
     buckets=_REQUEST_BUCKETS,
 )
 
-METRIC_NAMES = (
-    "annostream_events_consumed_total",
-    "annostream_events_produced_total",
-    "annostream_stage_duration_seconds",
-    "annostream_stage_failures_total",
-    "annostream_variants_imported_total",
-    "annostream_analyses_imported_total",
-    "annostream_reannotation_batches_total",
-    "annostream_alleles_reannotated_total",
-    "annostream_reanalyses_total",
-    "annostream_watcher_folders_seen_total",
-    "annostream_api_requests_total",
-    "annostream_api_request_duration_seconds",
-)
-
-
 @contextmanager
 def observe_stage(stage: str) -> Iterator[None]:
-    """Time a stage into STAGE_DURATION; an exception escaping it counts as a STAGE_FAILURES."""
+    """Time a stage into STAGE_DURATION; an exception escaping it counts as a STAGE_FAILURES,
+    unless it is infrastructure trouble (retried, counted in STAGE_RETRIES by the caller)."""
     started = time.perf_counter()
     try:
         yield
-    except BaseException:
-        STAGE_FAILURES.labels(stage=stage).inc()
+    except BaseException as error:
+        if not is_retriable(error):
+            STAGE_FAILURES.labels(stage=stage).inc()
         raise
     finally:
         STAGE_DURATION.labels(stage=stage).observe(time.perf_counter() - started)

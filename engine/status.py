@@ -26,9 +26,13 @@ from engine.config import Settings
 from engine.db import migrate
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
+from engine.errors import BrokerUnavailable
 from engine.events import Topics
 from engine.folders import READY_FILE
-from engine.kafka import BrokerUnavailable, open_reader, poll_until_idle, topic_partitions
+from engine.kafka import open_reader, poll_until_idle, topic_partitions
+from engine.ledger import counts as ledger_counts
+from engine.parked import list_parked
+from engine.timeutil import utcnow
 
 IN_FLIGHT = (JobStatus.SUBMITTED, JobStatus.ANNOTATING, JobStatus.ANNOTATED, JobStatus.PERSISTING)
 FAILURE_WINDOW = dt.timedelta(hours=1)
@@ -69,6 +73,8 @@ class Health:
     db_revision: str | None = None
     db_head: str | None = None
     db_error: str | None = None
+    parked: list[dict[str, Any]] = field(default_factory=list)  # events parked (see engine.parked)
+    ledger: dict[str, int] = field(default_factory=dict)  # work ledger entries per state
 
     @property
     def ok(self) -> bool:
@@ -170,7 +176,7 @@ def incoming_folders(incoming: Path) -> tuple[list[str], list[str]]:
 
 
 def recent_failures(url: str, *, window: dt.timedelta = FAILURE_WINDOW, limit: int = 20) -> list[Failure]:
-    since = dt.datetime.now(dt.UTC) - window
+    since = utcnow() - window
     query = (sa.select(ImportJob)
              .where(ImportJob.status == JobStatus.FAILED.value, ImportJob.date_updated >= since)
              .order_by(ImportJob.date_updated.desc()).limit(limit))
@@ -228,6 +234,9 @@ def _add_database(health: Health, url: str) -> None:
         health.in_flight = jobs_in_flight(url)
         with session_scope(url) as session:
             bundle = active_bundle(session)
+            health.parked = [{"id": p.id, "stage": p.stage, "analysis": p.analysis, "reason": p.reason,
+                              "parked": p.date_parked.isoformat()} for p in list_parked(session)]
+            health.ledger = ledger_counts(session)
         health.bundle = bundle.version if bundle else None
     except sa.exc.SQLAlchemyError as error:
         health.db_error = f"cannot read the database: {type(error).__name__}: {error}".splitlines()[0]
@@ -266,4 +275,11 @@ def render(health: Health) -> str:
             when = failure.at.astimezone(dt.UTC).strftime("%H:%M:%SZ")
             lines.append(f"  {when}  {failure.analysis}  [{failure.stage}]  {(failure.message or '')[:100]}")
         lines.append(f"Annotation bundle: {health.bundle or 'none active (annotation from the VCF only)'}")
+        lines.append("Work ledger: " + (", ".join(f"{state} {count}" for state, count in
+                                                  sorted(health.ledger.items())) or "empty"))
+        lines.append(f"Parked events: {len(health.parked)}"
+                     + (" (see 'annostream parked list')" if health.parked else ""))
+        for parked in health.parked[:10]:
+            lines.append(f"  {parked['id']}  {parked['analysis'] or '-'}  [{parked['stage']}]  "
+                         f"{parked['reason'][:100]}")
     return "\n".join(lines)

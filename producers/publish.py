@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from engine import metrics
 from engine.config import Settings
 from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, default_producer, encode
-from engine.kafka import EventProducer, ensure_topics, require_bootstrap
+from engine.kafka import EventProducer, ensure_engine_topics, require_bootstrap
 
 if TYPE_CHECKING:
     from engine.deposit.records import AnalysisSpec
@@ -48,9 +48,17 @@ def prepare_ready_event(folder: Path, settings: Settings, *, producer: str) -> R
     return apply_spec(event, spec)
 
 
-def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics) -> None:
-    """Publish (keyed by analysis name) and wait for the broker's acknowledgement."""
-    producer.send(topics.ready, event.key, encode(event))
+def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics, settings: Settings) -> None:
+    """Record in the work ledger, publish (keyed by analysis name), wait for the broker's ack."""
+    from engine.ledger import Message, WorkEvent, record_then_publish
+
+    def publish(messages: list[Message]) -> None:
+        for topic, key, value in messages:
+            producer.send(topic, key, value)
+
+    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topics.ready, key=event.key,
+                     value=encode(event), analysis=event.analysis)
+    record_then_publish(settings, [work], publish)
     metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
     log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
              event.folder, len(event.files), event.fingerprint[:12])
@@ -62,11 +70,10 @@ def publish_folder(folder: Path, settings: Settings, *, producer_name: str | Non
     Raises InputError (folder problem), EventRejected (event would violate its schema) or
     BrokerUnavailable (KAFKA_BOOTSTRAP_SERVERS unset or unreachable).
     """
-    bootstrap = require_bootstrap(settings, "publish")
+    require_bootstrap(settings, "publish")
     event = prepare_ready_event(folder, settings, producer=producer_name or default_producer("publish"))
-    topics = Topics.from_settings(settings)
-    ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
-    with EventProducer(bootstrap, client_id="annostream-publish") as producer:
-        send_ready(event, producer, topics)
+    bootstrap = ensure_engine_topics(settings, command="publish")
+    with EventProducer(bootstrap, client_id="annostream-publish",
+                       timeout_s=settings.kafka_timeout_s) as producer:
+        send_ready(event, producer, Topics.from_settings(settings), settings)
     return event

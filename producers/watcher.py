@@ -15,7 +15,6 @@ ANALYSES_INCOMING that holds a ``READY`` marker (pipelines write it last).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -29,19 +28,11 @@ from types import FrameType
 from watchfiles._rust_notify import RustNotify
 
 from engine import metrics
-from engine.config import ConfigError, Settings
-from engine.errors import InputError
-from engine.events import (
-    EventRejected,
-    ReadyEvent,
-    Topics,
-    build_ready_event,
-    default_producer,
-    encode,
-    failed_event,
-)
-from engine.folders import READY_FILE, move_to_failed
-from engine.kafka import BrokerUnavailable, EventProducer, ensure_topics, require_bootstrap
+from engine.config import Settings
+from engine.errors import BrokerUnavailable, ConfigError, EventRejected, InputError
+from engine.events import ReadyEvent, Topics, build_ready_event, default_producer, encode, failed_event
+from engine.folders import READY_FILE, fail_folder
+from engine.kafka import EventProducer, ensure_engine_topics
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)
@@ -52,6 +43,8 @@ DEBOUNCE_MS = 200
 STEP_MS = 20
 # How often the loop wakes without file events: retry failed publishes, re-read list files.
 TICK_MS = 1000
+# With WATCHFILES_FORCE_POLLING: how often the folder is polled for changes.
+POLL_DELAY_MS = 300
 
 
 # --- allow / deny lists -----------------------------------------------------------------------
@@ -215,8 +208,8 @@ class Watcher:
     def run(self) -> None:
         """Scan, then watch until :meth:`stop` is called."""
         self.incoming.mkdir(parents=True, exist_ok=True)
-        force_polling = os.environ.get("WATCHFILES_FORCE_POLLING", "").lower() in {"1", "true", "yes"}
-        with RustNotify([str(self.incoming)], False, force_polling, 300, True, False) as notify:
+        with RustNotify([str(self.incoming)], False, self.settings.watch_force_polling, POLL_DELAY_MS, True,
+                        False) as notify:
             self.scan()  # after arming the watch: a READY written meanwhile is seen twice, not never
             self.ready.set()
             log.info("watching %s", self.incoming)
@@ -288,27 +281,31 @@ class Watcher:
             return None
         event = apply_spec(event, spec)
         metrics.WATCHER_FOLDERS_SEEN.inc()
-        send_ready(event, self.producer, self.topics)
+        send_ready(event, self.producer, self.topics, self.settings)
         self._published[key] = event.fingerprint
         self._retry.discard(key)
         return event
 
-    def _fail(self, folder: Path, key: str, error: InputError | EventRejected) -> None:
-        details = error.to_dict() if isinstance(error, InputError) else {
-            "message": error.reason, "file": None, "line": None, "expected": None}
+    def _fail(self, folder: Path, key: str, problem: InputError | EventRejected) -> None:
+        error = problem if isinstance(problem, InputError) else InputError(problem.reason)
         dead_letter = failed_event({"folder": key, "analysis": folder.name}, stage="watch", error=error,
                                    producer=self.producer_name, analysis=folder.name)
         try:
-            moved = move_to_failed(folder, self.settings, {"stage": "watch", **details,
-                                                           "event_id": dead_letter.event_id})
+            moved = fail_folder(folder, self.settings, stage="watch", error=error,
+                                event_id=dead_letter.event_id)
         except OSError as move_error:
-            log.error("%s failed the check (%s) and could not be moved: %s", key, details["message"],
-                      move_error)
+            log.error("%s failed the check (%s) and could not be moved: %s", key, error, move_error)
             return
         self._forget(key)
-        log.warning("%s failed the check, moved to %s: %s", key, moved, details["message"])
-        with contextlib.suppress(BrokerUnavailable):
+        log.warning("%s failed the check, moved to %s: %s", key, moved, error)
+        try:
             self.producer.send(self.topics.failed, dead_letter.key, encode(dead_letter))
+        except BrokerUnavailable as error:
+            # The folder and its error.json in ANALYSES_FAILED are the durable record; the
+            # dead letter is the notification, and losing it must at least be visible.
+            metrics.WATCHER_DEAD_LETTERS_UNSENT.inc()
+            log.error("%s: could not publish its dead letter %s (%s); error.json in %s has the details",
+                      key, dead_letter.event_id, error, moved)
 
     def _handle(self, changes: set[tuple[int, str]] | str) -> None:
         if self.names.refresh():
@@ -343,11 +340,9 @@ class Watcher:
 def run_watcher(settings: Settings, *, producer_name: str | None = None,
                 whitelist: Sequence[str] | None = None, blacklist: Sequence[str] | None = None) -> None:
     """Entry point of ``annostream watch``: runs until SIGTERM or SIGINT."""
-    bootstrap = require_bootstrap(settings, "watch")
-    topics = Topics.from_settings(settings)
-    ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
-    with EventProducer(bootstrap, client_id="annostream-watcher") as producer:
+    bootstrap = ensure_engine_topics(settings, command="watch")
+    with EventProducer(bootstrap, client_id="annostream-watcher",
+                       timeout_s=settings.kafka_timeout_s) as producer:
         watcher = Watcher(settings, producer, producer_name=producer_name, whitelist=whitelist,
                           blacklist=blacklist)
         restore = _stop_on_signals(watcher.stop)

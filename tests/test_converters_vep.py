@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from engine.deposit.annotation_config import DEFAULT_CONFIG_PATH
-from engine.deposit.converters import AnnotationValueError, build_annotation_builder, worst_consequence
+from engine.deposit.converters import build_annotation_builder, worst_consequence
 from engine.deposit.converters.vep import hgvsc_distances, short_hgvsc
 from engine.deposit.hgnc import HgncRow, HgncTable, load_hgnc_table, read_hgnc_download, write_hgnc_table
+from engine.errors import AnnotationValueError
 
 VCF = Path(__file__).parent / "data" / "converters" / "TestAnalysis-001.vcf"
 _HEADER_ITEM = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^,]*)')

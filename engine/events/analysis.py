@@ -18,16 +18,19 @@ from typing import Any, ClassVar
 
 import orjson
 
-from engine.errors import InputError
-from engine.events.base import Event, EventRejected, plain_fields
+from engine.errors import EventRejected, InputError
+from engine.events.base import Event, plain_fields
 from engine.folders import (
+    ANALYSIS_NAME_RE,
     ERROR_FILE,
     READY_FILE,
+    check_analysis_name,
     check_relative_path,
     relative_to_incoming,
     resolve_in_incoming,
     resolve_under,
 )
+from engine.timeutil import iso_utc
 
 #: Files in an analysis folder that are markers, not content.
 EXCLUDED_FILES = frozenset({READY_FILE, ERROR_FILE})
@@ -81,6 +84,11 @@ class ReadyEvent(AnalysisEvent):
         """The folder and every file must resolve inside ``incoming`` (EventRejected otherwise)."""
         if incoming is None:
             raise TypeError("decoding an analysis.ready event needs incoming= (ANALYSES_INCOMING)")
+        try:
+            # The name becomes a path segment (work directory): checked like a path.
+            check_analysis_name(self.analysis)
+        except InputError as error:
+            raise EventRejected(f"field analysis: {error.message}") from None
         try:
             folder = resolve_in_incoming(self.folder, incoming)
         except InputError as error:
@@ -252,12 +260,10 @@ def imported_event(ready: ReadyEvent, *, analysis_id: int, counts: Mapping[str, 
 def status_event(entry: Mapping[str, Any], *, analysis: str, ready_event_id: str, job_id: int,
                  attempts: int, producer: str) -> StatusEvent:
     """An ``analysis.status`` event for one entry of an import job's status history."""
-    at = dt.datetime.fromisoformat(str(entry["at"]))
-    at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
     return StatusEvent(producer=producer, analysis=analysis, ready_event_id=ready_event_id, job_id=job_id,
                        status=str(entry["status"]), stage=entry.get("stage"), message=entry.get("message"),
                        attempts=attempts,
-                       at=at.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+                       at=iso_utc(dt.datetime.fromisoformat(str(entry["at"]))))
 
 
 def failed_event(original: bytes | dict[str, Any] | str, *, stage: str, error: InputError | Exception,
@@ -266,7 +272,8 @@ def failed_event(original: bytes | dict[str, Any] | str, *, stage: str, error: I
     if isinstance(original, bytes):
         original = _raw_to_original(original)
     if analysis is None and isinstance(original, dict) and isinstance(original.get("analysis"), str):
-        analysis = original["analysis"]
+        # A hostile name stays inside ``original``; the dead letter's own field must be valid.
+        analysis = original["analysis"] if ANALYSIS_NAME_RE.fullmatch(original["analysis"]) else None
     details = error.to_dict() if isinstance(error, InputError) else {
         "message": str(error) or type(error).__name__, "file": None, "line": None, "expected": None}
     return FailedEvent(producer=producer, analysis=analysis or None, stage=stage, error=details,

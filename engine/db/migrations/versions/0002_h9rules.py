@@ -6,7 +6,7 @@
   analysis as their own rows (an HTS trio plus a Sanger proband is two rows for the proband).
 
 Revision ID: 0002_h9rules
-Revises: 0001
+Revises: 0002_h14rel
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002_h9rules"
-down_revision: str | None = "0001"
+down_revision: str | None = "0002_h14rel"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
