@@ -337,3 +337,28 @@ def test_whole_test_analysis_with_shipped_config(test_analysis: Any) -> None:
         "missense_variant",
         "stop_gained",
     ]
+
+
+def test_hgnc_build_and_info_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app, register_commands
+    from engine.config import get_settings
+
+    download = tmp_path / "hgnc_complete_set.txt"
+    download.write_text("hgnc_id\tsymbol\tstatus\tentrez_id\tensembl_gene_id\n"
+                        "HGNC:10031\tRMRP\tApproved\t6023\tENSG00000269900\n")
+    out = tmp_path / "hgnc.tsv.gz"
+    register_commands()
+    runner = CliRunner()
+    built = runner.invoke(app, ["hgnc", "build", str(download), "-o", str(out), "--release", "2026-01-06"])
+    assert built.exit_code == 0, built.output
+    assert "1 HGNC entries, release 2026-01-06" in built.output
+    monkeypatch.setenv("ANNOSTREAM_HGNC_TABLE", str(out))
+    get_settings.cache_clear()
+    try:
+        info = runner.invoke(app, ["hgnc", "info"])
+    finally:
+        get_settings.cache_clear()
+    assert info.exit_code == 0, info.output
+    assert f"file: {out}" in info.output and "release: 2026-01-06" in info.output and "CC0" in info.output
