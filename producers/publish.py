@@ -18,7 +18,7 @@ from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, defa
 from engine.kafka import EventProducer, ensure_engine_topics, require_bootstrap
 
 if TYPE_CHECKING:
-    from engine.deposit.records import AnalysisSpec
+    from engine.deposit.specs import AnalysisSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics, setti
     record_then_publish(settings, [work], publish)
     metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
     log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
-             event.folder, len(event.files), event.fingerprint[:12])
+             event.folder, len(event.files), event.fingerprint[:12],
+             extra={"analysis": event.analysis, "event_id": event.event_id})
 
 
 def publish_folder(folder: Path, settings: Settings, *, producer_name: str | None = None) -> ReadyEvent:

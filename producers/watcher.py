@@ -33,6 +33,7 @@ from engine.errors import BrokerUnavailable, ConfigError, EventRejected, InputEr
 from engine.events import ReadyEvent, Topics, build_ready_event, default_producer, encode, failed_event
 from engine.folders import READY_FILE, fail_folder
 from engine.kafka import EventProducer, ensure_engine_topics
+from engine.logs import log_context
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,10 @@ class Watcher:
 
     def consider(self, folder: Path) -> ReadyEvent | None:
         """Publish ``folder`` if it is ready, allowed, valid and not yet published as is."""
+        with log_context(analysis=folder.name):
+            return self._consider(folder)
+
+    def _consider(self, folder: Path) -> ReadyEvent | None:
         key = folder.name
         if key.startswith(".") or folder.is_symlink():
             # Hidden folders are staging areas (write there, then rename into place); a

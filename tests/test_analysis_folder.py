@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.deposit.analysis_folder import load_analysis_folder
-from engine.deposit.records import VcfSpec
+from engine.deposit.specs import VcfSpec
 from engine.errors import InputError
 
 DATA = Path(__file__).parent / "data"

@@ -143,7 +143,6 @@ def differing(expected: dict[str, Any], actual: dict[str, Any]) -> set[str]:
 # Cases whose rule another change owns; strict: once it lands, the case passes and this entry
 # must go.
 PENDING: dict[str, str] = {
-    "supersede-on-config-change": "issue 9, ELLA database mode (h9db): a new annotation config supersedes",
 }
 
 DEPOSIT_CASES = [

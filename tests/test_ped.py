@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.deposit.ped import read_ped, resolve_samples
-from engine.deposit.records import SampleRecord
+from engine.deposit.specs import SampleRecord
 from engine.errors import InputError
 
 DATA = Path(__file__).parent / "data"

@@ -11,9 +11,10 @@ import pytest
 
 from engine.deposit.analysis_folder import load_analysis_folder
 from engine.deposit.ped import resolve_samples
-from engine.deposit.records import AlleleRecord, SampleGenotypeRecord, SampleRecord, VariantRecord, VcfSpec
+from engine.deposit.specs import SampleRecord, VcfSpec
 from engine.errors import InputError
 from engine.vcf import iter_variant_batches, read_vcf_samples
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 DATA = Path(__file__).parent / "data"
 TEST_ANALYSIS_001 = DATA / "analyses" / "TestAnalysis-001"

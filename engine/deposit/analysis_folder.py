@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from engine.deposit.ped import TECHNOLOGIES
-from engine.deposit.records import AnalysisSpec, VcfSpec
+from engine.deposit.specs import AnalysisSpec, VcfSpec
 from engine.errors import InputError, LimitExceeded
 from engine.folders import check_analysis_name
 

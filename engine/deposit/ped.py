@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.deposit.records import SampleRecord
+from engine.deposit.specs import SampleRecord
 from engine.errors import InputError
 
 PED_COLUMNS = ("family", "sample", "father", "mother", "sex", "affected", "proband")

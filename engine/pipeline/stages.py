@@ -7,7 +7,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -21,9 +21,9 @@ from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.genepanel import require_genepanel
-from engine.deposit.hgnc import load_hgnc_table
+from engine.deposit.hgnc import HgncTable, load_hgnc_table
 from engine.deposit.ped import resolve_samples
-from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
+from engine.deposit.specs import AnalysisSpec, SampleRecord, VcfSpec
 from engine.deposit.writer import Batches, WriteResult, write_analysis_parts
 from engine.errors import DuplicateAnalysisError, EventRejected, FailureNotRecorded, InputError
 from engine.events import (
@@ -54,8 +54,11 @@ from engine.limits import configure_limits
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.pipeline.guard import Backoff, Outgoing
 from engine.vcf.fastpath import iter_variant_blocks
-from engine.vcf.header import read_header
+from engine.vcf.genotypes import AnnotationBuilder
+from engine.vcf.header import VcfHeader, read_header
 from engine.vcf.reader import iter_variant_batches
+from engine.vcf.records import VariantRecord
+from engine.vcf.textio import numbered_lines, open_text
 
 log = logging.getLogger("annostream.pipeline")
 E = TypeVar("E", ReadyEvent, AnnotatedEvent)
@@ -80,6 +83,10 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
                 pass
         except InputError as in_original:
             return in_original
+        # Found after parsing (say, a value ELLA's database cannot hold): the record's site.
+        line = _same_site_line(used.path, error.line, original.path)
+        if line is not None:
+            return InputError(error.message, file=str(original.path), line=line, expected=error.expected)
         return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
                           expected=error.expected)
     return error
@@ -104,6 +111,42 @@ def _without_cnvs(batches: Iterator[list[VariantRecord] | VariantColumns], vcf: 
                 expected="ENABLE_CNV=true (ELLA's app.feature_flags.cnv) to import CNVs, "
                          "or no SVTYPE records")
         yield batch
+
+
+def annotation_builder_for(config: dict[str, Any], header: VcfHeader, vcf: VcfSpec, *,
+                           hgnc: HgncTable | None = None) -> AnnotationBuilder:
+    """The annotation-document builder for one VCF; a header the config's converters cannot use
+    (say a CSQ that is not VEP's) is an error in that VCF, named with its file and header line.
+    Documents are checked against ELLA's JSON schemas: a bad one fails the import with the path
+    that is wrong instead of reaching the UI."""
+    try:
+        return build_annotation_builder(config, header.infos, validate=True, hgnc=hgnc)
+    except InputError as error:
+        if error.file:
+            raise
+        line = next((m.number for m in header.meta if m.kind == "INFO" and m.id and f"source {m.id})" in
+                     error.message), None)
+        raise InputError(f"the VCF header does not fit the annotation config: {error.message}",
+                         file=str(vcf.path), line=line, expected=error.expected) from None
+
+
+def _same_site_line(copy: Path, line: int | None, original: Path) -> int | None:
+    """The line of ``original`` with the CHROM and POS of line ``line`` of ``copy``, if any."""
+    if line is None:
+        return None
+    site = None
+    with open_text(copy) as handle:
+        for number, text in numbered_lines(copy, handle):
+            if number == line:
+                site = text.split("\t", 2)[:2]
+                break
+    if site is None or len(site) < 2:
+        return None
+    with open_text(original) as handle:
+        for number, text in numbered_lines(original, handle):
+            if not text.startswith("#") and text.split("\t", 2)[:2] == site:
+                return number
+    return None
 
 
 class _Skip(Exception):
@@ -205,9 +248,7 @@ class Pipeline:
             header = read_header(used.path)
             # Messages about samples name the user's VCF, not the stage's normalised copy.
             vcf_samples = resolve_samples(original.path, header.samples, used.ped, used.technology)
-            # Documents are checked against ELLA's JSON schemas: a bad one fails the import with
-            # the path that is wrong instead of reaching the UI.
-            builder = build_annotation_builder(config, header.infos, validate=True, hgnc=hgnc)
+            builder = annotation_builder_for(config, header, original, hgnc=hgnc)
             blocks = iter_variant_blocks(used, vcf_samples, annotation_builder=builder)
             if not self.settings.enable_cnv:
                 # Lines of a normalised copy are not the user's: the message names the position.

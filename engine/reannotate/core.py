@@ -39,6 +39,7 @@ from engine.deposit.writer import AnnotationWriteResult, write_annotations
 from engine.errors import InputError
 from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets
 from engine.vcf.header import read_header
+from engine.vcf.info import parse_info
 
 # Records carry a flag as INFO: the annotator's fast path appends to INFO, while an empty INFO
 # ('.') sends every record down its per-record path (4x slower).
@@ -123,10 +124,11 @@ def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSe
         if result.n_alleles == 0:
             return result
         with _timed(result, "annotate"):
-            annotate_vcf(bundle.config, exported, annotated, base_path=bundle.path)
+            annotate_vcf(bundle.config, exported, annotated, base_path=bundle.path, search_cwd=False)
         config_id, config = active_annotation_config(session)
         builder = build_annotation_builder(config, read_header(annotated).infos)
-        owned = owned_targets(config, bundle_info_fields(load_config(bundle.config, bundle.path)))
+        bundle_config = load_config(bundle.config, bundle.path, search_cwd=False)
+        owned = owned_targets(config, bundle_info_fields(bundle_config))
         with _timed(result, "read"):
             current = current_documents(session, selection)
         counter = _Counter()
@@ -230,12 +232,7 @@ def _info_dict(info: str) -> dict[str, str | bool]:
     # Most records of a release get nothing from the bundle: INFO is just the export flag.
     if info in (".", "", EXPORT_FLAG):
         return _NOTHING_ADDED
-    result: dict[str, str | bool] = {}
-    for item in info.split(";"):
-        if item:
-            key, sep, value = item.partition("=")
-            result[key] = value if sep else True
-    return result
+    return parse_info(info)
 
 
 class _timed:

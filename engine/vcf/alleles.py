@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from engine.deposit.records import AlleleRecord
 from engine.errors import InputError
+from engine.vcf.records import AlleleRecord
 
 # VCF 4.x: ALT bases are A, C, G, T, N in either case; REF may also hold the IUPAC codes of
 # the reference genome, which ELLA stores as written (VCFRecord._snv_allele_info).

@@ -17,10 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.deposit.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 from engine.errors import InputError
 from engine.vcf.alleles import allele_from_vcf
-from engine.vcf.records import Genotype, SiteRecord
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
+from engine.vcf.sites import Genotype, SiteRecord
 
 GENOTYPE_TYPES: dict[Genotype, str] = {
     (0, 1): "Heterozygous",
