@@ -213,7 +213,9 @@ def collect_health(settings: Settings, *, max_count: int = DEFAULT_MAX_COUNT, id
 
 def _add_lag(health: Health, settings: Settings, *, max_count: int, idle_s: float) -> None:
     if not settings.kafka_bootstrap_servers:
-        health.kafka_error = "KAFKA_BOOTSTRAP_SERVERS is not set (the broker of `annostream up` is embedded)"
+        from engine.runtime import no_broker_message
+
+        health.kafka_error = no_broker_message(settings, "status")
         return
     topics = Topics.from_settings(settings)
     try:

@@ -14,6 +14,7 @@ from api.deps import SettingsDep
 from api.models import ReadinessOut
 from engine.db.session import get_engine
 from engine.metrics import render_metrics
+from engine.state_metrics import render_state
 
 router = APIRouter(tags=["operations"])
 
@@ -82,8 +83,11 @@ def readyz(settings: SettingsDep) -> Any:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(settings: SettingsDep) -> Response:
+    """Counters of every local process, then the pipeline's state (engine/state_metrics.py)
+    and the database gauges (parked events, work ledger)."""
     body, content_type = render_metrics()
-    return Response(content=body + database_gauges(settings.database_url), media_type=content_type)
+    return Response(content=body + render_state(settings) + database_gauges(settings.database_url),
+                    media_type=content_type)
 
 
 def database_gauges(url: str) -> bytes:

@@ -19,14 +19,14 @@ def reanalyse_command(
     """Request a reanalysis: the worker re-annotates the analysis's alleles with the bundle."""
     import getpass
 
-    from engine.config import get_settings
     from engine.db import migrate
     from engine.db.session import session_scope
     from engine.events import default_producer
     from engine.kafka import EventPublisher
     from engine.reannotate.publish import request_reanalysis
+    from engine.runtime import cli_settings
 
-    settings = get_settings()
+    settings, _runtime = cli_settings()
     migrate.require_current(settings.database_url)
     with (session_scope(settings.database_url) as session,
           EventPublisher(settings, client_id="annostream-cli", command="reanalyse") as publisher):
@@ -59,15 +59,15 @@ def reannotate_command(
 
     By default only the alleles whose annotation the release can change: per dataset whose
     checksums changed, the stored alleles its added, removed or changed records touch."""
-    from engine.config import get_settings
     from engine.db import migrate
     from engine.db.session import session_scope
     from engine.events import default_producer
     from engine.kafka import EventPublisher
     from engine.reannotate.publish import resume_reannotation, start_reannotation
     from engine.reannotate.runs import preview_run
+    from engine.runtime import cli_settings
 
-    settings = get_settings()
+    settings, _runtime = cli_settings()
     migrate.require_current(settings.database_url)
     if dry_run:
         if everything or resume is not None:

@@ -20,7 +20,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.db.bulk import BulkLoader
+from engine.db.bulk import bulk_loader
 from engine.db.models import Allele, Analysis, ReannotationChange, ReannotationRun
 from engine.errors import InputError
 from engine.events import AnnotationChanged, encode
@@ -32,7 +32,7 @@ def record_changes(session: Session, run_pk: int, batch_index: int,
     """Store a batch's changes (the caller's transaction); a retried batch replaces its rows."""
     session.execute(sa.delete(ReannotationChange).where(ReannotationChange.run_id == run_pk,
                                                         ReannotationChange.batch_index == batch_index))
-    loader = BulkLoader(session)
+    loader = bulk_loader(session)
 
     def as_json(value: Any) -> Any:
         return loader.null if value is None else orjson.dumps(value).decode()

@@ -27,8 +27,9 @@ from sqlalchemy.orm import Session
 
 from engine.annotate.textscan import hash_strings
 from engine.bundles import CONFIG_FILE, BundleInfo, list_bundles
-from engine.db.bulk import BulkLoader
+from engine.db.bulk import BulkLoader, bulk_loader
 from engine.deposit.annotation_config import active_annotation_config
+from engine.deposit.targets import deposit_target
 from engine.reannotate.core import AlleleSelection
 from engine.reannotate.diff import BlockDiff, diff_bundles
 
@@ -44,6 +45,7 @@ class GroupPlan:
     alleles: int
     action: str  # "skip" | "full" | "incremental"
     reason: str
+    everything: bool = False  # the group is every selected allele (no stamps to group by)
     selected: int = 0
     datasets: list[dict[str, Any]] = field(default_factory=list)
 
@@ -92,9 +94,16 @@ def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelectio
     """Decide which alleles to re-annotate (writes nothing; ``write_targets`` records them)."""
     config_id, _config = active_annotation_config(session)
     bundles = {info.version: info for info in list_bundles(session)}
-    loader = BulkLoader(session)
+    loader = bulk_loader(session)
     condition, params = selection.where()
     plan = ReleasePlan(bundle.version, [], 0)
+    if not deposit_target(session).records_bundle_version:
+        # ELLA database mode: ELLA's annotation rows do not say which bundle made them, so
+        # nothing can be compared; every selected allele is re-annotated.
+        total = int(loader.execute(f"SELECT COUNT(*) FROM allele a WHERE {condition}", params).scalar_one())
+        plan.groups.append(GroupPlan(None, None, total, "full", "ELLA database mode: annotations carry no "
+                                     "bundle version to compare with", selected=total, everything=True))
+        return plan
     for version, group_config, count in _groups(session, selection):
         group = GroupPlan(version, group_config, int(count), "full", "")
         plan.groups.append(group)
@@ -137,13 +146,17 @@ def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelectio
 
 def write_targets(session: Session, plan: ReleasePlan, selection: AlleleSelection, run_pk: int) -> None:
     """Record the planned alleles of run ``run_pk`` in ``reannotation_target``."""
-    loader = BulkLoader(session)
+    loader = bulk_loader(session)
     condition, params = selection.where()
     params = {**params, "run_pk": run_pk}
     if plan.touched:
         loader.load("reannotation_target", ("run_id", "allele_id"),
                     ((run_pk, allele_id) for allele_id in sorted(plan.touched)))
     for group in plan.groups:
+        if group.everything:
+            loader.execute("INSERT INTO reannotation_target (run_id, allele_id) SELECT :run_pk, a.id "
+                           f"FROM allele a WHERE {condition}", params)
+            continue
         if group.action != "full":
             continue
         group_condition, group_params = _group_condition(group.bundle_version, group.annotation_config_id)

@@ -38,7 +38,8 @@ def _server_bin_dir() -> Path:
 
 class ThrowawayCluster:
     def __init__(self, *, durable: bool = False) -> None:
-        # Tests trade durability for speed; benchmarks keep PostgreSQL's durable defaults.
+        # durable: PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on), for
+        # benchmarks; tests trade durability for speed.
         self.durable = durable
         self.bin_dir = _server_bin_dir()
         self.port = free_port()

@@ -1,7 +1,7 @@
 """incremental releases: run mode and plan, re-annotation targets, change report, removed bundles
 
 Revision ID: 0002_h11rel
-Revises: 0002_h14rel
+Revises: 0002_h9rules
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0002_h11rel"
-down_revision: str | None = "0002_h14rel"
+down_revision: str | None = "0002_h9rules"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
