@@ -25,7 +25,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.annotate.textscan import hash_strings
+from engine.vcf.textscan import hash_strings
 from engine.bundles import CONFIG_FILE, BundleInfo, list_bundles
 from engine.db.bulk import BulkLoader, bulk_loader
 from engine.deposit.annotation_config import active_annotation_config
