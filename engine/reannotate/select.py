@@ -25,13 +25,13 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.vcf.textscan import hash_strings
 from engine.bundles import CONFIG_FILE, BundleInfo, list_bundles
 from engine.db.bulk import BulkLoader, bulk_loader
 from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.targets import deposit_target
 from engine.reannotate.core import AlleleSelection
 from engine.reannotate.diff import BlockDiff, diff_bundles
+from engine.vcf.textscan import hash_strings
 
 TOUCHED = "reannotate_touched"
 
