@@ -188,11 +188,11 @@ class AnnotationVersioner:
         ).rowcount
         if self.stamp_unchanged:
             loader.execute(
-                f"UPDATE annotation SET bundle_version = :bundle WHERE date_superceeded IS NULL "
-                "AND allele_id BETWEEN :low AND :high "
+                "UPDATE annotation SET bundle_version = :bundle, annotation_config_id = :cfg "
+                "WHERE date_superceeded IS NULL AND allele_id BETWEEN :low AND :high "
                 f"AND allele_id IN (SELECT allele_id FROM {STAGE_ANNOTATION}) "
-                "AND (bundle_version IS NULL OR bundle_version <> :bundle)",
-                {"low": low, "high": high, "bundle": self.params["bundle"]})
+                "AND (bundle_version IS NULL OR bundle_version <> :bundle OR annotation_config_id IS NULL)",
+                {"low": low, "high": high, "bundle": self.params["bundle"], "cfg": self.params["cfg"]})
         return AnnotationWriteResult(created=created, superseded=superseded, unchanged=staged - created)
 
 
