@@ -166,7 +166,7 @@ def current_documents(session: Session, selection: AlleleSelection) -> dict[int,
         condition += " AND c.allele_id <= :id_to"
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
-    # As text, parsed by orjson: several times faster than the driver's json.loads per row.
+    # As text, parsed by orjson: faster than the driver's json.loads per row (bench/README.md).
     document = "c.annotations::text" if postgres else "c.annotations"
     # Locked until commit: an import changing one of these documents meanwhile waits, instead of
     # having its change overwritten by a merge with the document read here.
