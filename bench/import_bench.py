@@ -77,8 +77,9 @@ def warm_up(api: str, incoming: Path) -> None:
     config.write_text(config.read_text().replace('"Demo-Single"', '"Warm-Up"'))
     staging.rename(incoming / "Warm-Up")
     (incoming / "Warm-Up" / "READY").touch()
-    seconds = wait(lambda: (get_json(f"{api}/api/v1/analyses", name="Warm-Up") or {}).get("total") == 1,
-                   120, "the warm-up analysis")
+    # The import job (Annostream's own table) says DONE in both database modes.
+    seconds = wait(lambda: (get_json(f"{api}/api/v1/import/jobs", analysis="Warm-Up", status="DONE")
+                            or {}).get("total") == 1, 300, "the warm-up analysis")
     print(f"warm-up analysis imported in {seconds:.1f} s (includes the worker's first group join)")
 
 
@@ -210,7 +211,7 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None,
                                stderr=subprocess.STDOUT, start_new_session=True)
     incoming = work / "data/analyses/incoming"
     try:
-        wait(lambda: get_json(f"{api}/api/v1/import/jobs") is not None, 90, "the API")
+        wait(lambda: get_json(f"{api}/api/v1/import/jobs") is not None, 300, "the API")
         subprocess.run([sys.executable, "-m", "engine", "deposit", "genepanel", "--folder", str(PANEL)],
                        env=env, check=True, capture_output=True)
         warm_up(api, incoming)

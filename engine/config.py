@@ -51,8 +51,16 @@ class Settings(BaseSettings):
     # one regex per line (re-read on change). Deny wins; an empty allow list allows all.
     analyses_allow: str = Field("", alias="ANALYSES_ALLOW")
     analyses_deny: str = Field("", alias="ANALYSES_DENY")
-    analyses_allow_file: Path | None = Field(None, alias="ANALYSES_ALLOW_FILE")
-    analyses_deny_file: Path | None = Field(None, alias="ANALYSES_DENY_FILE")
+    # ELLA's analyses-watcher reads the same lists from ELLA_WATCHER_WHITELISTFILE/BLACKLISTFILE.
+    analyses_allow_file: Path | None = Field(
+        None, validation_alias=AliasChoices("ANALYSES_ALLOW_FILE", "ELLA_WATCHER_WHITELISTFILE"))
+    analyses_deny_file: Path | None = Field(
+        None, validation_alias=AliasChoices("ANALYSES_DENY_FILE", "ELLA_WATCHER_BLACKLISTFILE"))
+    # ELLA's `cnv` feature flag (app.feature_flags.cnv from ENABLE_CNV, off by default): when off,
+    # an analysis whose proband carries a record with INFO/SVTYPE is rejected, as ELLA does.
+    enable_cnv: bool = Field(False, alias="ENABLE_CNV")
+    # HGNC table for VEP entries without HGNC_ID (default: the packaged one; `annostream hgnc build`).
+    hgnc_table: Path | None = Field(None, alias="ANNOSTREAM_HGNC_TABLE")
     # Reference genome (.fai-indexed FASTA) for normalisation: REF check and indel left-alignment.
     reference_fasta: Path | None = Field(None, alias="ANNOSTREAM_REFERENCE_FASTA")
     # Where `annotate` keeps compiled source indexes; unset: .annostream-cache/ next to each source.
