@@ -42,7 +42,7 @@ from engine.vcf.header import read_header
 from engine.vcf.info import parse_info
 
 # Records carry a flag as INFO: the annotator's fast path appends to INFO, while an empty INFO
-# ('.') sends every record down its per-record path (4x slower).
+# ('.') sends every record down its slower per-record path (bench/README.md).
 EXPORT_FLAG = "ANNOSTREAM_EXPORT"
 VCF_HEADER = ("##fileformat=VCFv4.2\n"
               f'##INFO=<ID={EXPORT_FLAG},Number=0,Type=Flag,'
