@@ -149,7 +149,9 @@ class Pipeline:
         metrics.VARIANTS_IMPORTED.inc(result.n_variants)
         counts = {"variants": result.n_variants, "alleles_new": result.n_alleles_new,
                   "genotypes": result.n_genotypes}
-        log.info("imported %s: %s", ready.analysis, counts)
+        # The writer's wall time per step (bench/import_bench.py reads it: where the time goes).
+        log.info("imported %s: %s; writer seconds %s", ready.analysis, counts,
+                 {step: round(seconds, 2) for step, seconds in result.seconds.items()})
         return [self._imported(ready, result.analysis_id, counts)]
 
     def _write(self, session: Session, spec: AnalysisSpec, vcfs: list[tuple[VcfSpec, VcfSpec]],

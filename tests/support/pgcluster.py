@@ -36,8 +36,17 @@ def _server_bin_dir() -> Path:
     )
 
 
+#: What the test clusters trade for speed; no lab runs a database like this.
+NON_DURABLE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
 class ThrowawayCluster:
-    def __init__(self) -> None:
+    """``durable=True`` keeps PostgreSQL's own durable defaults (benchmarks); the test suite's
+    cluster trades durability for speed (``NON_DURABLE``). ``options`` are extra ``-c`` settings."""
+
+    def __init__(self, *, durable: bool = False, options: tuple[str, ...] = ()) -> None:
+        self.durable = durable
+        self.options = options
         self.bin_dir = _server_bin_dir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="annostream-pg-"))
@@ -62,8 +71,9 @@ class ThrowawayCluster:
     def start(self) -> str:
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user,
                   "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        settings = [*(() if self.durable else NON_DURABLE), "max_connections=200", *self.options]
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                   + " ".join(f"-c {setting}" for setting in settings))
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l",
                   str(self.root / "server.log"), "-o", options, "-w", "start")
         if not wait_for_port("127.0.0.1", self.port, 30):
