@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -90,7 +91,10 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)],
                   partitions=settings.topic_partitions,
                   replication_factor=settings.topic_replication_factor)
-    rebalance = settings.kafka_rebalance_timeout_s
+    timeouts = settings.group_timeouts
+    # Several workers may share a data directory (`up --workers N`): one faust dir each.
+    datadir = settings.data_dir / "faust" / (settings.worker_id or socket.gethostname())
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker_name,
         broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
@@ -98,14 +102,17 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=rebalance,
-        broker_rebalance_timeout=rebalance,
-        broker_heartbeat_interval=max(0.5, rebalance / 6),
+        broker_session_timeout=timeouts.session_s,
+        broker_rebalance_timeout=timeouts.rebalance_s,
+        broker_heartbeat_interval=timeouts.heartbeat_s,
         broker_commit_every=1,
+        # Events are small (paths and checksums) but a backlog can be long: it stays in Kafka.
+        # faust stops fetching a partition whose buffer is under pressure and resumes it later.
+        stream_buffer_maxsize=settings.worker_buffer,
         producer_acks=-1,
     )
 

@@ -44,6 +44,7 @@ from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.kafka import Topics
 from engine.pipeline.annotation import Annotator, EngineAnnotator
+from engine.pipeline.locks import analysis_lock
 from engine.vcf.fastpath import iter_variant_blocks
 from engine.vcf.header import read_header
 from engine.vcf.reader import iter_variant_batches
@@ -104,7 +105,8 @@ class Pipeline:
         self.db_url = settings.database_url
         self.incoming = settings.analyses_incoming
         self.annotator = annotator or EngineAnnotator(settings)
-        self.producer = default_producer("worker")
+        # worker-N@host under `up --workers N`: events say which worker made them.
+        self.producer = default_producer(settings.worker_id or "worker")
 
     # --- annotate stage -----------------------------------------------------------------------
 
@@ -201,16 +203,18 @@ class Pipeline:
                 ready = event if isinstance(event, ReadyEvent) else event.ready
             except _Skip as skip:
                 return skip.messages
-            seen = self._history_length(ready)
-            try:
-                messages = body(event)
-            except _Skip as skip:
-                messages = skip.messages
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                messages = self._fail(ready, stage, error)
-            return messages + self._status_messages(ready, seen)
+            # Several workers: never two on the same analysis (see engine.pipeline.locks).
+            with analysis_lock(self.db_url, self.settings.data_dir / "locks", ready.analysis):
+                seen = self._history_length(ready)
+                try:
+                    messages = body(event)
+                except _Skip as skip:
+                    messages = skip.messages
+                except Exception as error:
+                    if is_transient(error):
+                        raise
+                    messages = self._fail(ready, stage, error)
+                return messages + self._status_messages(ready, seen)
 
     # --- job status on the analysis.status topic -----------------------------------------------
 

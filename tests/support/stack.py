@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from engine.broker import free_port
+from engine.config import EMBEDDED_GROUP_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -115,6 +116,9 @@ def make_stack(tmp_path: Path, *, db_url: str, bootstrap: str, prefix: str) -> S
         "PORT": str(port),
         "ANNOSTREAM_API_WORKERS": "1",
         "LOG_LEVEL": "INFO",
+        # The session's broker is the embedded one: its short group timeouts, as `up` sets them.
+        "ANNOSTREAM_KAFKA_SESSION_TIMEOUT": str(EMBEDDED_GROUP_TIMEOUT_S),
+        "ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT": str(EMBEDDED_GROUP_TIMEOUT_S),
     })
     for key in ("ANALYSES_INCOMING", "ANALYSES_PATH", "ANALYSES_FAILED"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
