@@ -27,7 +27,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from engine import metrics
 from engine.config import Settings
-from engine.kafka import Topics, ensure_topics
+from engine.events import Topics
+from engine.kafka import ensure_topics
 from engine.pipeline import Outgoing, Pipeline, is_transient
 
 log = logging.getLogger("annostream.worker")
@@ -65,16 +66,15 @@ class Stage:
 
 def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
     """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
-    from engine.reannotate.events import ReleaseTopics
     from engine.reannotate.stages import ReleaseStages
 
     topics = Topics.from_settings(settings)
-    release, releases = ReleaseTopics.from_settings(settings), ReleaseStages(settings)
+    releases = ReleaseStages(settings)
     return [
         Stage(topics.ready, "annotate", pipeline.annotate),
         Stage(topics.annotated, "persist", pipeline.persist),
-        Stage(release.reanalysis, "reanalyse", releases.reanalyse),
-        Stage(release.reannotation, "reannotate", releases.reannotate),
+        Stage(topics.reanalysis, "reanalyse", releases.reanalyse),
+        Stage(topics.reannotation, "reannotate", releases.reannotate),
     ]
 
 

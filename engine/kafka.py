@@ -1,4 +1,6 @@
-"""Kafka plumbing shared by producers: topic names, topic creation, a synchronous producer.
+"""Kafka plumbing shared by producers: topic creation, a synchronous producer, group-less reading.
+
+Topic names live in the registry ``engine.events.Topics``.
 
 Plain kafka-python, so the same code runs against the embedded Tansu broker and against
 Apache Kafka or Redpanda. Idempotent produce (``enable_idempotence``) works on all three.
@@ -9,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -19,47 +20,12 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.config import Settings
 from engine.errors import AnnostreamError
+from engine.events.topics import topic_config
 
 log = logging.getLogger(__name__)
 
-READY = "analysis.ready"
-ANNOTATED = "analysis.annotated"
-IMPORTED = "analysis.imported"
-FAILED = "analysis.failed"
-STATUS = "analysis.status"
-
-#: Topic configs by base name. The status topic is compacted: it keeps the latest status of
-#: every analysis (the key) for as long as the topic exists, instead of expiring by age.
-TOPIC_CONFIGS: dict[str, dict[str, str]] = {STATUS: {"cleanup.policy": "compact"}}
-
-
-def topic_config(name: str) -> dict[str, str]:
-    """The configs to create topic ``name`` (prefixed or not) with; empty for defaults."""
-    return next((dict(config) for base, config in TOPIC_CONFIGS.items() if name.endswith(base)), {})
-
-
 class BrokerUnavailable(AnnostreamError):
     """The Kafka broker could not be reached or did not acknowledge a write."""
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    """The engine's topic names (with ANNOSTREAM_TOPIC_PREFIX applied)."""
-
-    ready: str
-    annotated: str
-    imported: str
-    failed: str
-    status: str
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Topics:
-        return cls(ready=settings.topic(READY), annotated=settings.topic(ANNOTATED),
-                   imported=settings.topic(IMPORTED), failed=settings.topic(FAILED),
-                   status=settings.topic(STATUS))
-
-    def all(self) -> tuple[str, ...]:
-        return (self.ready, self.annotated, self.imported, self.failed, self.status)
 
 
 def require_bootstrap(settings: Settings, command: str) -> str:

@@ -26,8 +26,9 @@ from engine.config import Settings
 from engine.db import migrate
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
+from engine.events import Topics
 from engine.folders import READY_FILE
-from engine.kafka import BrokerUnavailable, Topics, open_reader, poll_until_idle, topic_partitions
+from engine.kafka import BrokerUnavailable, open_reader, poll_until_idle, topic_partitions
 
 IN_FLIGHT = (JobStatus.SUBMITTED, JobStatus.ANNOTATING, JobStatus.ANNOTATED, JobStatus.PERSISTING)
 FAILURE_WINDOW = dt.timedelta(hours=1)

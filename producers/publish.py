@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from engine import metrics
 from engine.config import Settings
-from engine.events import Genepanel, ReadyEvent, build_ready_event, default_producer, encode
-from engine.kafka import EventProducer, Topics, ensure_topics, require_bootstrap
+from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, default_producer, encode
+from engine.kafka import EventProducer, ensure_topics, require_bootstrap
 
 if TYPE_CHECKING:
     from engine.deposit.records import AnalysisSpec

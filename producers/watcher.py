@@ -32,13 +32,14 @@ from engine.errors import InputError
 from engine.events import (
     EventRejected,
     ReadyEvent,
+    Topics,
     build_ready_event,
     default_producer,
     encode,
     failed_event,
 )
 from engine.folders import READY_FILE, move_to_failed
-from engine.kafka import BrokerUnavailable, EventProducer, Topics, ensure_topics, require_bootstrap
+from engine.kafka import BrokerUnavailable, EventProducer, ensure_topics, require_bootstrap
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from engine.db.migrate import upgrade
 from engine.db.session import session_scope
 from engine.deposit.ped import resolve_samples
 from engine.deposit.records import VcfSpec
-from engine.events import AnnotatedEvent, build_ready_event, decode_event, encode
+from engine.events import AnnotatedEvent, build_ready_event, decode, encode
 from engine.normalise.header import OLD_MULTIALLELIC_LINE
 from engine.pipeline import Pipeline
 from engine.pipeline.annotation import EngineAnnotator
@@ -121,7 +121,7 @@ def test_the_annotate_stage_records_the_bundle_in_the_event(settings: Settings, 
     published = Pipeline(settings).annotate(encode(ready))
     [outgoing] = [message for message in published if message.topic.endswith("analysis.annotated")]
 
-    event = decode_event(outgoing.value, incoming=settings.analyses_incoming)
+    event = decode(outgoing.value, incoming=settings.analyses_incoming)
     assert isinstance(event, AnnotatedEvent)
     assert event.annotation is not None
     assert (event.annotation["annotated"], event.annotation["bundle_version"]) == (True, "2024.1")

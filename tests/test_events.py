@@ -19,7 +19,7 @@ from engine.events import (
     ReadyEvent,
     annotated_event,
     build_ready_event,
-    decode_event,
+    decode,
     encode,
     failed_event,
     imported_event,
@@ -47,7 +47,7 @@ def ready(incoming: Path) -> ReadyEvent:
 
 def rejected(raw: bytes, incoming: Path) -> str:
     with pytest.raises(EventRejected) as caught:
-        decode_event(raw, incoming=incoming)
+        decode(raw, incoming=incoming)
     return caught.value.reason
 
 
@@ -107,10 +107,10 @@ def test_every_event_kind_round_trips(incoming: Path, tmp_path: Path) -> None:
     for original in (event, annotated, imported, failed):
         raw = encode(original)
         assert raw.startswith(b'{"schema":"' + original.SCHEMA.encode() + b'","version":1,')
-        assert decode_event(raw, incoming=incoming) == original
-    assert isinstance(decode_event(encode(annotated), incoming=incoming), AnnotatedEvent)
+        assert decode(raw, incoming=incoming) == original
+    assert isinstance(decode(encode(annotated), incoming=incoming), AnnotatedEvent)
     assert annotated.artifacts[0].path == f"{event.event_id}/annotated.vcf"
-    assert isinstance(decode_event(encode(imported), incoming=incoming), ImportedEvent)
+    assert isinstance(decode(encode(imported), incoming=incoming), ImportedEvent)
     assert failed.analysis == "Diag-1"
     assert failed.error == {"message": "x.vcf:3: bad (expected a number)", "file": "x.vcf", "line": 3,
                             "expected": "a number"}
@@ -122,7 +122,7 @@ def test_dead_letter_keeps_non_json_original_as_text() -> None:
     assert isinstance(failed, FailedEvent)
     assert failed.original == "\ufffdnot json"
     assert failed.analysis is None
-    decoded = decode_event(encode(failed), incoming=Path("/nonexistent"))
+    decoded = decode(encode(failed), incoming=Path("/nonexistent"))
     assert decoded == failed
 
 

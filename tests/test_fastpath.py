@@ -271,3 +271,37 @@ def test_both_paths_store_the_same_rows(tmp_path: Path, db_url: str, fast_first:
     fast, exact = stored_rows(url, "Fast"), stored_rows(url, "Exact")
     assert len(fast) >= 3 * counts["Fast"][0] > 2000
     assert fast == exact
+
+
+SINGLE = [SampleRecord("P", affected=True, proband=True, family_id="F")]
+
+
+@pytest.mark.parametrize(
+    ("samples", "lines"),
+    [
+        # Every GT:GQ:DP line has a sample with its trailing fields dropped: no row of that
+        # FORMAT passes the bulk check (this raised KeyError 'gt0').
+        (SINGLE, ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t./.",
+                  "1\t200\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t0/1"]),
+        # The same FORMAT group first, a bulk group after it (and the reverse order).
+        (SINGLE, ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t./.",
+                  "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7"]),
+        (SINGLE, ["1\t100\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7",
+                  "1\t150\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t1/1"]),
+        # A FORMAT whose rows pass but the proband carries none of them.
+        (SINGLE, ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ\t0/0:5",
+                  "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7"]),
+        (TRIO, ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t0/1:3:4\t./.\t0/0:1:1",
+                "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:AD\t0/1:3,4\t0/0:5,0\t0/0:2,0"]),
+    ],
+)
+def test_a_format_group_with_no_bulk_rows(tmp_path: Path, samples: list[SampleRecord],
+                                          lines: list[str]) -> None:
+    header = HEADER.replace("\tP\tF\tM\n", "\tP\n") if samples is SINGLE else HEADER
+    path = tmp_path / "dropped.vcf"
+    path.write_text(header + "\n".join(lines) + "\n")
+    exact = [r for b in iter_variant_batches(VcfSpec(path=path), samples) for r in b]
+    records: list[VariantRecord] = []
+    for item in iter_variant_blocks(VcfSpec(path=path), samples):
+        records += to_records(item) if isinstance(item, VariantColumns) else item
+    assert exact and comparable(records) == comparable(exact)

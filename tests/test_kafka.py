@@ -9,15 +9,16 @@ from kafka import KafkaAdminClient
 
 from engine.broker import EmbeddedBroker, free_port
 from engine.config import load_settings
-from engine.kafka import BrokerUnavailable, EventProducer, Topics, ensure_topics, require_bootstrap
+from engine.events import Topics
+from engine.kafka import BrokerUnavailable, EventProducer, ensure_topics, require_bootstrap
 from tests.support.events import read_topic
 
 
 def test_topics_carry_the_prefix(topic_prefix: str) -> None:
     topics = Topics.from_settings(load_settings(ANNOSTREAM_TOPIC_PREFIX=topic_prefix))
     assert topics.ready == f"{topic_prefix}analysis.ready"
-    assert topics.all() == tuple(f"{topic_prefix}analysis.{name}"
-                                 for name in ("ready", "annotated", "imported", "failed", "status"))
+    assert topics.reanalysis == f"{topic_prefix}reanalysis.requested"
+    assert topics.all() == tuple(f"{topic_prefix}{spec.name}" for spec in Topics.specs())
 
 
 def test_ensure_topics_is_idempotent(broker: EmbeddedBroker, topic_prefix: str) -> None:

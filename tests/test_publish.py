@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from engine.broker import EmbeddedBroker
 from engine.cli.produce import register
-from engine.events import ReadyEvent, decode_event
+from engine.events import ReadyEvent, decode
 from tests.support.events import make_analysis, make_broken_analysis, read_topic
 
 
@@ -48,7 +48,7 @@ def test_publish_prints_the_event_id_of_the_published_event(app, env, broker: Em
     event_id = result.stdout.strip()
     records = read_topic(broker.bootstrap_servers, f"{topic_prefix}analysis.ready", expect=1, settle_s=0.3)
     assert len(records) == 1 and records[0].key == b"Diag-pub-1"
-    event = decode_event(records[0].value, incoming=incoming)
+    event = decode(records[0].value, incoming=incoming)
     assert isinstance(event, ReadyEvent)
     assert (event.event_id, event.producer, event.folder) == (event_id, "pipeline-wgs@hpc", "Diag-pub-1")
     assert folder.is_dir()  # publishing never moves the folder

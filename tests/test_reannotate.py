@@ -22,9 +22,8 @@ from engine.db.models import Allele, Annotation, Genotype, GenotypeSampleData, I
 from engine.db.session import session_scope
 from engine.deposit.annotation_config import store_annotation_config
 from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
-from engine.events import build_ready_event, encode
+from engine.events import ReanalysisRequested, build_ready_event, encode
 from engine.pipeline import Pipeline
-from engine.reannotate.events import ReanalysisRequested, encode_release
 from engine.reannotate.runs import plan_run
 from engine.reannotate.stages import ReleaseStages
 from tests.support.bundles import make_bundle
@@ -79,7 +78,7 @@ def reannotate(settings: Settings, bundle: str, batch_size: int = 2) -> list[byt
     """Plan a run and feed its batch events to the stage, as the worker does; returns the events."""
     with session_scope(settings.database_url) as session:
         _run, events = plan_run(session, bundle=bundle, analyses=None, batch_size=batch_size)
-    raws = [encode_release(event) for event in events]
+    raws = [encode(event) for event in events]
     stages = ReleaseStages(settings)
     for raw in raws:
         assert stages.reannotate(raw) == []
@@ -198,7 +197,7 @@ def test_reanalysis_request_needs_token_and_runs_once(settings: Settings, broker
 
 
 def test_reanalysis_of_unknown_analysis_is_a_dead_letter(settings: Settings) -> None:
-    raw = encode_release(ReanalysisRequested(producer="test", analysis="Missing-1", bundle=None))
+    raw = encode(ReanalysisRequested(producer="test", analysis="Missing-1", bundle=None))
     published = ReleaseStages(settings).reanalyse(raw)
     assert [m.topic for m in published] == ["t.analysis.failed"]
     assert "no stored analysis named 'Missing-1'" in orjson.loads(published[0].value)["error"]["message"]

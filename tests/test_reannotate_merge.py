@@ -24,7 +24,6 @@ from engine.deposit.converters import targets_by_source
 from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
 from engine.events import build_ready_event, encode
 from engine.pipeline import Pipeline
-from engine.reannotate.events import encode_release
 from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets
 from engine.reannotate.runs import plan_run
 from engine.reannotate.stages import ReleaseStages
@@ -95,7 +94,7 @@ def reannotate(settings: Settings, bundle: str) -> None:
         _run, events = plan_run(session, bundle=bundle, analyses=None, batch_size=3)
     stages = ReleaseStages(settings)
     for event in events:
-        assert stages.reannotate(encode_release(event)) == []
+        assert stages.reannotate(encode(event)) == []
 
 
 def current_document(url: str, site: tuple[int, str]) -> dict[str, object]:

@@ -14,8 +14,8 @@ from kafka import KafkaAdminClient
 from engine.config import Settings
 from engine.db.models import ImportJob
 from engine.db.session import session_scope
-from engine.events import StatusEvent, build_ready_event, decode_event, encode
-from engine.kafka import ensure_topics, topic_config
+from engine.events import StatusEvent, build_ready_event, decode, encode, topic_config
+from engine.kafka import ensure_topics
 from engine.pipeline import Outgoing, Pipeline
 
 DATA = Path(__file__).parent / "data"
@@ -37,7 +37,7 @@ def statuses(messages: list[Outgoing], settings: Settings) -> list[StatusEvent]:
     for message in messages:
         if message.topic != "t.analysis.status":
             continue
-        event = decode_event(message.value, incoming=settings.analyses_incoming)
+        event = decode(message.value, incoming=settings.analyses_incoming)
         assert isinstance(event, StatusEvent) and message.key == event.analysis
         found.append(event)
     return found
@@ -121,5 +121,5 @@ def test_status_event_round_trips_through_the_schema(settings: Settings) -> None
                           "at": "2024-05-02T09:13:44.120518+00:00"},
                          analysis="A-1", ready_event_id="2f6d1c8e-52c1-4d35-9c57-0d1f1b0b6a1e", job_id=7,
                          attempts=1, producer="test")
-    decoded = decode_event(encode(event), incoming=settings.analyses_incoming)
+    decoded = decode(encode(event), incoming=settings.analyses_incoming)
     assert decoded == event and orjson.loads(encode(event))["at"] == "2024-05-02T09:13:44.120518Z"

@@ -19,7 +19,8 @@ from engine.config import Settings, load_settings
 from engine.db.migrate import upgrade
 from engine.db.models import ImportJob
 from engine.db.session import get_engine, session_scope
-from engine.kafka import Topics, ensure_topics
+from engine.events import Topics
+from engine.kafka import ensure_topics
 from engine.status import collect_health, consumer_lag, render
 
 PRODUCED = {("ready", 0): 5, ("ready", 1): 3, ("annotated", 0): 2, ("annotated", 1): 0}

@@ -17,8 +17,8 @@ import pytest
 
 from engine.broker import EmbeddedBroker
 from engine.config import ConfigError, Settings, load_settings
-from engine.events import decode_event
-from engine.kafka import EventProducer, Topics, ensure_topics
+from engine.events import Topics, decode
+from engine.kafka import EventProducer, ensure_topics
 from producers.watcher import NameFilter, Watcher
 from tests.support.events import make_analysis, make_broken_analysis, read_topic
 
@@ -69,7 +69,7 @@ def ready_events(settings: Settings, *, expect: int, settle_s: float = 0.0, time
     assert settings.kafka_bootstrap_servers
     records = read_topic(settings.kafka_bootstrap_servers, Topics.from_settings(settings).ready,
                          expect=expect, settle_s=settle_s, timeout_s=timeout_s)
-    return [(r.key.decode(), decode_event(r.value, incoming=settings.analyses_incoming), r) for r in records]
+    return [(r.key.decode(), decode(r.value, incoming=settings.analyses_incoming), r) for r in records]
 
 
 def test_folders_present_at_start_are_published_once(make_settings) -> None:
@@ -173,7 +173,7 @@ def test_broken_folder_is_moved_to_failed_with_error_json(make_settings) -> None
     error = orjson.loads((settings.analyses_failed / "Diag-broken" / "error.json").read_bytes())
     assert error["stage"] == "watch" and error["message"] and error["event_id"]
     assert len(dead) == 1 and dead[0].key == b"Diag-broken"
-    failed = decode_event(dead[0].value, incoming=settings.analyses_incoming)
+    failed = decode(dead[0].value, incoming=settings.analyses_incoming)
     assert failed.stage == "watch" and failed.event_id == error["event_id"]  # type: ignore[union-attr]
 
 

@@ -19,9 +19,9 @@ from api.errors import NotFoundError
 from api.schemas import ApiModel, ErrorOut, Page
 from engine.db.models import Analysis, ImportJob
 from engine.errors import InputError
+from engine.events import ReanalysisRequested, Topics, encode
 from engine.kafka import BrokerUnavailable
 from engine.reannotate.core import resolve_bundle
-from engine.reannotate.events import ReanalysisRequested, ReleaseTopics, encode_release
 from engine.reannotate.publish import publish_messages
 from engine.reannotate.runs import RunProgress, find_run, list_runs, run_progress
 
@@ -73,8 +73,8 @@ def request_reanalysis(body: ReanalysisIn, request: Request, session: SessionDep
     event = ReanalysisRequested(producer="api", analysis=body.analysis, bundle=version,
                                 requested_by=f"api@{client}")
     try:
-        publish_messages(settings, [(ReleaseTopics.from_settings(settings).reanalysis, event.key,
-                                     encode_release(event))])
+        publish_messages(settings, [(Topics.from_settings(settings).reanalysis, event.key,
+                                     encode(event))])
     except BrokerUnavailable as error:
         raise HTTPException(status_code=503, detail=str(error)) from None
     return ReanalysisAccepted(event_id=event.event_id, analysis=body.analysis, bundle=version)

@@ -31,8 +31,9 @@ from engine.events import (
     AnnotatedEvent,
     EventRejected,
     ReadyEvent,
+    Topics,
     annotated_event,
-    decode_event,
+    decode,
     default_producer,
     encode,
     failed_event,
@@ -42,7 +43,6 @@ from engine.events import (
 )
 from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming, resolve_under
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
-from engine.kafka import Topics
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.pipeline.locks import analysis_lock
 from engine.vcf.fastpath import iter_variant_blocks
@@ -242,15 +242,11 @@ class Pipeline:
 
     def _decode(self, raw: bytes, kind: type[E], *, stage: str) -> E:
         try:
-            event = decode_event(raw, incoming=self.incoming)
+            return decode(raw, kind, incoming=self.incoming)
         except EventRejected as rejected:
             metrics.STAGE_FAILURES.labels(stage=stage).inc()
             log.warning("rejected event: %s", rejected.reason)
             raise _Skip([self._dead_letter(raw, stage, InputError(rejected.reason))]) from None
-        if not isinstance(event, kind):
-            reason = f"{event.SCHEMA} event on the {kind.SCHEMA} topic"
-            raise _Skip([self._dead_letter(raw, stage, InputError(reason))])
-        return event
 
     def _claim(self, ready: ReadyEvent, status: JobStatus, *, stage: str) -> Path:
         """Find or create the job; skip finished work; move the job to ``status``."""

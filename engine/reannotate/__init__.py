@@ -6,7 +6,5 @@ worker runs for ``reanalysis.requested`` and ``reannotation.batch`` events.
 """
 
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
-from engine.reannotate.events import ReanalysisRequested, ReannotationBatchEvent, ReleaseTopics
 
-__all__ = ["AlleleSelection", "ReanalysisRequested", "ReannotateResult", "ReannotationBatchEvent",
-           "ReleaseTopics", "reannotate_alleles", "resolve_bundle"]
+__all__ = ["AlleleSelection", "ReannotateResult", "reannotate_alleles", "resolve_bundle"]

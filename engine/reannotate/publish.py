@@ -15,9 +15,9 @@ from engine.config import Settings
 from engine.db.models import Analysis
 from engine.db.session import session_scope
 from engine.errors import InputError
+from engine.events import ReanalysisRequested, Topics, encode
 from engine.kafka import EventProducer, ensure_topics, require_bootstrap
 from engine.reannotate.core import resolve_bundle
-from engine.reannotate.events import ReanalysisRequested, ReleaseTopics, encode_release
 from engine.reannotate.runs import DEFAULT_BATCH_SIZE, RunProgress, plan_run, run_progress
 
 
@@ -36,8 +36,8 @@ def request_reanalysis(settings: Settings, analysis: str, bundle: str | None, *,
         version = check_reanalysis(session, analysis, bundle)
     event = ReanalysisRequested(producer=producer, analysis=analysis, bundle=version,
                                 requested_by=requested_by)
-    topic = ReleaseTopics.from_settings(settings).reanalysis
-    publish_messages(settings, [(topic, event.key, encode_release(event))])
+    topic = Topics.from_settings(settings).reanalysis
+    publish_messages(settings, [(topic, event.key, encode(event))])
     return event
 
 
@@ -48,8 +48,8 @@ def start_reannotation(settings: Settings, *, bundle: str | None, analyses: Sequ
         run, events = plan_run(session, bundle=bundle, analyses=analyses, batch_size=batch_size,
                                producer=producer)
         progress = run_progress(session, run)
-    topic = ReleaseTopics.from_settings(settings).reannotation
-    publish_messages(settings, [(topic, event.key, encode_release(event)) for event in events])
+    topic = Topics.from_settings(settings).reannotation
+    publish_messages(settings, [(topic, event.key, encode(event)) for event in events])
     return progress
 
 

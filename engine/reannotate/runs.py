@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import Analysis, ReannotationBatch, ReannotationRun
 from engine.errors import InputError
+from engine.events import ReannotationBatchEvent
 from engine.reannotate.core import id_ranges, resolve_bundle
-from engine.reannotate.events import ReannotationBatchEvent
 
 DEFAULT_BATCH_SIZE = 50_000
 PENDING, DONE, FAILED = "PENDING", "DONE", "FAILED"

@@ -24,16 +24,19 @@ from engine.config import Settings
 from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun, utcnow
 from engine.db.session import session_scope
 from engine.errors import InputError
-from engine.events import EventRejected, default_producer, encode, failed_event
-from engine.jobs import get_or_create_job, record_attempt, transition
-from engine.kafka import Topics
-from engine.pipeline.stages import Outgoing, is_transient
-from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
-from engine.reannotate.events import (
+from engine.events import (
+    EventRejected,
     ReanalysisRequested,
     ReannotationBatchEvent,
-    decode_release,
+    Topics,
+    decode,
+    default_producer,
+    encode,
+    failed_event,
 )
+from engine.jobs import get_or_create_job, record_attempt, transition
+from engine.pipeline.stages import Outgoing, is_transient
+from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.runs import DONE, FAILED
 
 log = logging.getLogger("annostream.reannotate")
@@ -151,7 +154,7 @@ class ReleaseStages:
              body: Callable[[E], list[Outgoing]]) -> list[Outgoing]:
         with metrics.observe_stage(stage):
             try:
-                event = decode_release(raw, kind)
+                event = decode(raw, kind)
             except EventRejected as rejected:
                 metrics.STAGE_FAILURES.labels(stage=stage).inc()
                 log.warning("rejected %s event: %s", stage, rejected.reason)
@@ -171,9 +174,7 @@ class ReleaseStages:
 
     def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent, stage: str,
                      error: InputError) -> Outgoing:
-        from engine.reannotate.events import encode_release
-
-        raw = original if isinstance(original, bytes) else encode_release(original)
+        raw = original if isinstance(original, bytes) else encode(original)
         analysis = original.analysis if isinstance(original, ReanalysisRequested) else None
         dead = failed_event(raw, stage=stage, error=error, producer=self.producer, analysis=analysis)
         return Outgoing(self.failed_topic, dead.analysis or "", encode(dead))

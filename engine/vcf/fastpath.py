@@ -213,6 +213,10 @@ class _BlockParser:
             ok, values = self._sample_values(group, layout, len(fmt.split(":")))
             fast[rows[ok]] = True
             carriers = ok & values.pop("carried")
+            if not carriers.any():
+                # No row of this FORMAT is stored (none passed, or the proband carries none):
+                # ``values`` may then hold no columns at all, so it must not shape the merge.
+                continue
             carried[rows[carriers]] = True
             per_format.append((rows[carriers], {k: _take(v, carriers) for k, v in values.items()}))
         if not per_format:

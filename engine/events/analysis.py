@@ -1,8 +1,7 @@
-"""The events on the wire: typed models, building, encoding and validated decoding.
+"""The import-flow events: ``analysis.ready``, ``.annotated``, ``.imported``, ``.failed``, ``.status``.
 
-Every event is a JSON object (orjson) with ``schema`` (event name) and ``version``; its shape
-is the JSON Schema in ``schemas/<name>/v<version>.json``. Events carry paths, checksums
-and metadata, never file contents. See docs/events.md for the contract.
+Their models and how they are built from analysis folders and stage results. Events carry
+paths, checksums and metadata, never file contents. See docs/events.md for the contract.
 """
 
 from __future__ import annotations
@@ -12,18 +11,15 @@ import datetime as dt
 import hashlib
 import os
 import socket
-import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar
 
 import orjson
-from jsonschema import ValidationError
-from jsonschema.exceptions import best_match
 
-import schemas
 from engine.errors import InputError
+from engine.events.base import Event, EventRejected, plain_fields
 from engine.folders import (
     ERROR_FILE,
     READY_FILE,
@@ -31,19 +27,10 @@ from engine.folders import (
     relative_to_incoming,
     resolve_in_incoming,
     resolve_under,
-    utc_now,
 )
 
 #: Files in an analysis folder that are markers, not content.
 EXCLUDED_FILES = frozenset({READY_FILE, ERROR_FILE})
-
-
-class EventRejected(ValueError):
-    """An event that must not be processed; ``reason`` says why (naming the field)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
 
 
 # --- models -----------------------------------------------------------------------------------
@@ -63,38 +50,18 @@ class Genepanel:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Event:
-    SCHEMA: ClassVar[str]
-    VERSION: ClassVar[int] = 1
+class AnalysisEvent(Event):
+    """An event about one analysis: keyed by its name, so all of them land on one partition."""
 
-    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    time: str = field(default_factory=utc_now)
-    producer: str
     analysis: str | None
 
     @property
     def key(self) -> str:
-        """The Kafka message key: the analysis name."""
         return self.analysis or ""
-
-    def to_dict(self) -> dict[str, Any]:
-        body = {item.name: _plain(getattr(self, item.name)) for item in dataclasses.fields(self)}
-        return {"schema": self.SCHEMA, "version": self.VERSION, **body}
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy; nested events keep their own schema/version envelope."""
-    if isinstance(value, _Event):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, tuple | list):
-        return [_plain(item) for item in value]
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReadyEvent(_Event):
+class ReadyEvent(AnalysisEvent):
     SCHEMA: ClassVar[str] = "analysis.ready"
 
     analysis: str
@@ -104,9 +71,29 @@ class ReadyEvent(_Event):
     genepanel: Genepanel | None = None
     priority: int = 1
 
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> ReadyEvent:
+        panel = document.get("genepanel")
+        return cls(**plain_fields(document, cls, nested=frozenset({"files", "genepanel"})),
+                   files=_files_from(document["files"]), genepanel=Genepanel(**panel) if panel else None)
+
+    def check_paths(self, incoming: Path | None) -> None:
+        """The folder and every file must resolve inside ``incoming`` (EventRejected otherwise)."""
+        if incoming is None:
+            raise TypeError("decoding an analysis.ready event needs incoming= (ANALYSES_INCOMING)")
+        try:
+            folder = resolve_in_incoming(self.folder, incoming)
+        except InputError as error:
+            raise EventRejected(f"field folder: {error.message} ({self.folder!r})") from None
+        for index, entry in enumerate(self.files):
+            try:
+                resolve_under(entry.path, folder, what="file")
+            except InputError as error:
+                raise EventRejected(f"field files[{index}].path: {error.message} ({entry.path!r})") from None
+
 
 @dataclass(frozen=True, kw_only=True)
-class AnnotatedEvent(_Event):
+class AnnotatedEvent(AnalysisEvent):
     SCHEMA: ClassVar[str] = "analysis.annotated"
 
     analysis: str
@@ -114,9 +101,26 @@ class AnnotatedEvent(_Event):
     artifacts: tuple[FileEntry, ...]  # relative to the data work directory
     annotation: dict[str, Any] | None = None  # e.g. {"bundle_version": "2024.1"}
 
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> AnnotatedEvent:
+        return cls(**plain_fields(document, cls, nested=frozenset({"ready", "artifacts"})),
+                   ready=ReadyEvent.from_document(document["ready"]),
+                   artifacts=_files_from(document["artifacts"]))
+
+    def check_paths(self, incoming: Path | None) -> None:
+        self.ready.check_paths(incoming)
+        for index, artifact in enumerate(self.artifacts):
+            # Artifacts live under the work directory, which decoding does not know; reject
+            # what could never be inside it. Consumers resolve them with engine.folders.resolve_under.
+            try:
+                check_relative_path(artifact.path, what="artifact", root="the data work directory")
+            except InputError as error:
+                raise EventRejected(f"field artifacts[{index}].path: {error.message} "
+                                    f"({artifact.path!r})") from None
+
 
 @dataclass(frozen=True, kw_only=True)
-class ImportedEvent(_Event):
+class ImportedEvent(AnalysisEvent):
     SCHEMA: ClassVar[str] = "analysis.imported"
 
     analysis: str
@@ -127,7 +131,7 @@ class ImportedEvent(_Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class FailedEvent(_Event):
+class FailedEvent(AnalysisEvent):
     SCHEMA: ClassVar[str] = "analysis.failed"
 
     analysis: str | None
@@ -138,7 +142,7 @@ class FailedEvent(_Event):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StatusEvent(_Event):
+class StatusEvent(AnalysisEvent):
     """One import job transition, on the compacted ``analysis.status`` topic."""
 
     SCHEMA: ClassVar[str] = "analysis.status"
@@ -153,11 +157,8 @@ class StatusEvent(_Event):
     at: str  # when the job made the transition (ISO 8601 UTC, Z)
 
 
-Event: TypeAlias = ReadyEvent | AnnotatedEvent | ImportedEvent | FailedEvent | StatusEvent
-EVENT_TYPES: dict[tuple[str, int], type[_Event]] = {
-    (cls.SCHEMA, cls.VERSION): cls
-    for cls in (ReadyEvent, AnnotatedEvent, ImportedEvent, FailedEvent, StatusEvent)
-}
+def _files_from(items: list[dict[str, Any]]) -> tuple[FileEntry, ...]:
+    return tuple(FileEntry(**item) for item in items)
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -278,127 +279,6 @@ def _raw_to_original(raw: bytes) -> dict[str, Any] | str:
     except orjson.JSONDecodeError:
         return raw.decode("utf-8", errors="replace")
     return value if isinstance(value, dict) else raw.decode("utf-8", errors="replace")
-
-
-# --- wire format ------------------------------------------------------------------------------
-
-
-def encode(event: Event) -> bytes:
-    """The event as JSON bytes (orjson), ``schema`` and ``version`` first.
-
-    Validated against its own schema first (EventRejected), so a producer bug never reaches
-    the wire.
-    """
-    document = event.to_dict()
-    problem = best_match(schemas.validator(event.SCHEMA, event.VERSION).iter_errors(document))
-    if problem is not None:
-        raise EventRejected(_describe_violation(event.SCHEMA, event.VERSION, problem))
-    return orjson.dumps(document)
-
-
-def decode_event(raw: bytes, *, incoming: Path) -> Event:
-    """Parse and validate one event; raises EventRejected naming what is wrong.
-
-    Checks: valid JSON object, known schema name and version, the schema itself, and that
-    every analysis folder it names resolves inside ``incoming``.
-    """
-    document = _parse_json_object(raw)
-    name, version = document.get("schema"), document.get("version")
-    if not isinstance(name, str) or isinstance(version, bool) or not isinstance(version, int):
-        raise EventRejected("missing or invalid 'schema'/'version' (expected a name and an integer version)")
-    try:
-        check = schemas.validator(name, version)
-    except schemas.UnknownSchema as error:
-        raise EventRejected(str(error)) from None
-    problem = best_match(check.iter_errors(document))
-    if problem is not None:
-        raise EventRejected(_describe_violation(name, version, problem))
-    event = _from_document(document)
-    _check_paths(event, incoming)
-    return event
-
-
-def _parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        document = orjson.loads(raw)
-    except orjson.JSONDecodeError as error:
-        raise EventRejected(f"not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise EventRejected(f"event is a JSON {type(document).__name__}, expected an object")
-    return document
-
-
-def _describe_violation(name: str, version: int, error: ValidationError) -> str:
-    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error.absolute_path)
-    message = error.message
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [key for key in error.validator_value if key not in error.instance]
-        where, message = f"{where}.{missing[0]}", "is required but missing"
-    field_name = where.lstrip(".") or "(event)"
-    return f"{name} v{version}: field {field_name}: {message}"
-
-
-def _from_document(document: dict[str, Any]) -> Event:
-    kind = EVENT_TYPES[(document["schema"], document["version"])]
-    if kind is ReadyEvent:
-        return _ready_from(document)
-    if kind is AnnotatedEvent:
-        return AnnotatedEvent(**_fields(document, AnnotatedEvent), ready=_ready_from(document["ready"]),
-                              artifacts=_files_from(document["artifacts"]))
-    if kind is ImportedEvent:
-        return ImportedEvent(**_fields(document, ImportedEvent))
-    if kind is StatusEvent:
-        return StatusEvent(**_fields(document, StatusEvent))
-    return FailedEvent(**_fields(document, FailedEvent))
-
-
-_NESTED_FIELDS = frozenset({"ready", "artifacts", "files", "genepanel"})  # built by their own helpers
-
-
-def _fields(document: dict[str, Any], kind: type[_Event]) -> dict[str, Any]:
-    """The document's plain (non-nested) fields that ``kind`` has."""
-    names = {item.name for item in dataclasses.fields(kind)} - _NESTED_FIELDS
-    return {key: value for key, value in document.items() if key in names}
-
-
-def _ready_from(document: dict[str, Any]) -> ReadyEvent:
-    panel = document.get("genepanel")
-    return ReadyEvent(**_fields(document, ReadyEvent), files=_files_from(document["files"]),
-                      genepanel=Genepanel(**panel) if panel else None)
-
-
-def _files_from(items: list[dict[str, Any]]) -> tuple[FileEntry, ...]:
-    return tuple(FileEntry(**item) for item in items)
-
-
-def _check_paths(event: Event, incoming: Path) -> None:
-    ready = event if isinstance(event, ReadyEvent) else getattr(event, "ready", None)
-    if isinstance(ready, ReadyEvent):
-        _check_ready_paths(ready, incoming)
-    if isinstance(event, AnnotatedEvent):
-        for index, artifact in enumerate(event.artifacts):
-            _check_relative(artifact.path, f"artifacts[{index}].path")
-
-
-def _check_ready_paths(ready: ReadyEvent, incoming: Path) -> None:
-    try:
-        folder = resolve_in_incoming(ready.folder, incoming)
-    except InputError as error:
-        raise EventRejected(f"field folder: {error.message} ({ready.folder!r})") from None
-    for index, entry in enumerate(ready.files):
-        try:
-            resolve_under(entry.path, folder, what="file")
-        except InputError as error:
-            raise EventRejected(f"field files[{index}].path: {error.message} ({entry.path!r})") from None
-
-
-def _check_relative(path: str, field_name: str) -> None:
-    # Artifacts live under the work directory, which decode does not know; reject what could
-    # never be inside it. Consumers resolve them with engine.folders.resolve_under.
-    try:
-        check_relative_path(path, what="artifact", root="the data work directory")
-    except InputError as error:
-        raise EventRejected(f"field {field_name}: {error.message} ({path!r})") from None
 
 
 # --- checks against the file system -----------------------------------------------------------
