@@ -25,9 +25,11 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from consumers.lanes import LaneGate
 from engine import metrics
 from engine.config import Settings
 from engine.events import Topics
+from engine.events.topics import LANE_NAMES, NORMAL, RELEASE
 from engine.kafka import ensure_topics
 from engine.pipeline import Outgoing, Pipeline, is_transient
 
@@ -57,24 +59,33 @@ def _limit_fetch_wait(max_wait_ms: int) -> None:
 
 @dataclass(frozen=True)
 class Stage:
-    """A topic the worker consumes and the engine use case that handles each event."""
+    """A topic the worker consumes, the engine use case that handles each event, and its lane."""
 
     topic: str
     name: str
     work: Callable[[bytes], list[Outgoing]]
+    lane: int = NORMAL
+
+    @property
+    def agent_name(self) -> str:
+        return self.name if self.lane in (NORMAL, RELEASE) else f"{self.name}.{LANE_NAMES[self.lane]}"
 
 
 def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
-    """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
+    """Every stage the worker runs, one agent (concurrency 1, own thread) per stage and lane."""
     from engine.reannotate.stages import ReleaseStages
 
     topics = Topics.from_settings(settings)
     releases = ReleaseStages(settings)
+    stages = [Stage(topic, "annotate", pipeline.annotate, lane)
+              for lane, topic in topics.ready_lanes().items()]
+    stages += [Stage(topic, "persist", pipeline.persist, lane)
+               for lane, topic in topics.annotated_lanes().items()]
     return [
-        Stage(topics.ready, "annotate", pipeline.annotate),
-        Stage(topics.annotated, "persist", pipeline.persist),
-        Stage(topics.reanalysis, "reanalyse", releases.reanalyse),
-        Stage(topics.reannotation, "reannotate", releases.reannotate),
+        *stages,
+        Stage(topics.reanalysis, "reanalyse", releases.reanalyse, NORMAL),
+        # A data release never delays an analysis: its batches run only when no import waits.
+        Stage(topics.reannotation, "reannotate", releases.reannotate, RELEASE),
     ]
 
 
@@ -123,20 +134,29 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
             await pending
             metrics.EVENTS_PRODUCED.labels(topic=message.topic).inc()
 
-    def make_agent(topic_name: str, stage: str, work: Callable[[bytes], list[Outgoing]]) -> None:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage}")
-        source = app.topic(topic_name, value_serializer="raw", key_serializer="raw")
+    gate = LaneGate()
+
+    def make_agent(stage: Stage) -> None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage.agent_name}")
+        source = app.topic(stage.topic, value_serializer="raw", key_serializer="raw")
 
         async def agent(stream: faust.StreamT) -> None:
+            # The agent's buffer of fetched, not yet started events (see consumers.lanes).
+            buffer: Any = stream.channel  # a faust Channel: its queue is the agent's buffer
+            gate.watch(stage.lane, buffer.queue.qsize)
             async for raw in stream:
-                metrics.EVENTS_CONSUMED.labels(topic=topic_name).inc()
-                messages = await run_with_retries(stage, partial(_in_thread, executor, work, raw))
-                await run_with_retries(f"{stage}/publish", partial(publish, messages))
+                metrics.EVENTS_CONSUMED.labels(topic=stage.topic).inc()
+                waited = await gate.turn(stage.lane)
+                metrics.LANE_WAIT.labels(lane=LANE_NAMES[stage.lane]).observe(waited)
+                async with gate.running(stage.lane):
+                    messages = await run_with_retries(stage.name,
+                                                      partial(_in_thread, executor, stage.work, raw))
+                    await run_with_retries(f"{stage.name}/publish", partial(publish, messages))
 
-        app.agent(source, name=f"annostream.{stage}", concurrency=1)(agent)
+        app.agent(source, name=f"annostream.{stage.agent_name}", concurrency=1)(agent)
 
     for stage in stages:
-        make_agent(stage.topic, stage.name, stage.work)
+        make_agent(stage)
 
     return app
 

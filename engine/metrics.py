@@ -47,6 +47,12 @@ STAGE_DURATION = Histogram(
 STAGE_FAILURES = Counter(
     "annostream_stage_failures", "Events a pipeline stage could not process, per stage.", ["stage"]
 )
+LANE_WAIT = Histogram(
+    "annostream_lane_wait_seconds",
+    "Time an event waited in the worker for higher priority lanes (lane: urgent, high, normal, release).",
+    ["lane"],
+    buckets=_STAGE_BUCKETS,
+)
 VARIANTS_IMPORTED = Counter("annostream_variants_imported", "Variants (alleles) persisted.")
 ANALYSES_IMPORTED = Counter("annostream_analyses_imported", "Analyses persisted.")
 REANNOTATION_BATCHES = Counter(
@@ -75,6 +81,7 @@ METRIC_NAMES = (
     "annostream_events_produced_total",
     "annostream_stage_duration_seconds",
     "annostream_stage_failures_total",
+    "annostream_lane_wait_seconds",
     "annostream_variants_imported_total",
     "annostream_analyses_imported_total",
     "annostream_reannotation_batches_total",

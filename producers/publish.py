@@ -47,8 +47,9 @@ def prepare_ready_event(folder: Path, settings: Settings, *, producer: str) -> R
 
 def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics) -> None:
     """Publish (keyed by analysis name) and wait for the broker's acknowledgement."""
-    producer.send(topics.ready, event.key, encode(event))
-    metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
+    topic = topics.ready_for(event.priority)  # the lane of its priority
+    producer.send(topic, event.key, encode(event))
+    metrics.EVENTS_PRODUCED.labels(topic=topic).inc()
     log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
              event.folder, len(event.files), event.fingerprint[:12])
 

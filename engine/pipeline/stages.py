@@ -123,7 +123,7 @@ class Pipeline:
         with session_scope(self.db_url) as session:
             transition(session, self._job(session, ready), JobStatus.ANNOTATED, stage="annotate",
                        message=outcome.message)
-        return [Outgoing(self.topics.annotated, ready.analysis, encode(event))]
+        return [Outgoing(self.topics.annotated_for(ready.priority), ready.analysis, encode(event))]
 
     # --- persist stage ------------------------------------------------------------------------
 
