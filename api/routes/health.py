@@ -13,6 +13,7 @@ from api.deps import SettingsDep
 from api.schemas import ReadinessOut
 from engine.db.session import get_engine
 from engine.metrics import render_metrics
+from engine.status import lane_lag_monitor
 
 router = APIRouter(tags=["operations"])
 
@@ -80,6 +81,8 @@ def readyz(settings: SettingsDep) -> Any:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    body, content_type = render_metrics()
+def metrics(settings: SettingsDep) -> Response:
+    # The waiting events per stage and priority lane, measured in the background.
+    monitor = lane_lag_monitor(settings)
+    body, content_type = render_metrics(*([monitor] if monitor else []))
     return Response(content=body, media_type=content_type)
