@@ -16,6 +16,7 @@ from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
 from engine.db.session import get_engine, session_factory
+from engine.kafka import EventPublisher
 
 log = logging.getLogger("annostream.api")
 
@@ -23,13 +24,15 @@ API_TITLE = "Annostream read API"
 UNMATCHED_ROUTE = "<unmatched>"
 
 
-def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(settings: Settings, publisher: EventPublisher
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Serving an old schema would answer with wrong or missing data: refuse to start.
         require_current(settings.database_url)
         log.info("read API ready (database schema is current)")
         yield
+        publisher.close()
         get_engine(settings.database_url).dispose()
 
     return lifespan
@@ -60,9 +63,12 @@ def _include_routers(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The read API for the database in ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
-    app = FastAPI(title=API_TITLE, version="1", lifespan=_lifespan(settings),
+    # One Kafka producer per process for write endpoints, opened on first use.
+    publisher = EventPublisher(settings, client_id="annostream-api", command="api")
+    app = FastAPI(title=API_TITLE, version="1", lifespan=_lifespan(settings, publisher),
                   dependencies=[Depends(require_read_token)])
     app.state.settings = settings
+    app.state.publisher = publisher
     app.state.sessions = session_factory(settings.database_url)
     install_error_handlers(app)
     app.middleware("http")(_count_request)

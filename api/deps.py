@@ -1,4 +1,5 @@
-"""Request-scoped dependencies: settings, one database session per request, pagination."""
+"""Request-scoped dependencies: settings, one database session per request, the process's event
+publisher, pagination."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from engine.config import Settings
+from engine.kafka import EventPublisher
 
 MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 100
@@ -18,6 +20,12 @@ DEFAULT_PER_PAGE = 100
 def current_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def event_publisher(request: Request) -> EventPublisher:
+    # One per process (created by create_app), shared by every request.
+    publisher: EventPublisher = request.app.state.publisher
+    return publisher
 
 
 def db_session(request: Request) -> Iterator[Session]:
@@ -50,4 +58,5 @@ def pagination(
 
 SessionDep = Annotated[Session, Depends(db_session)]
 SettingsDep = Annotated[Settings, Depends(current_settings)]
+PublisherDep = Annotated[EventPublisher, Depends(event_publisher)]
 PaginationDep = Annotated[Pagination, Depends(pagination)]

@@ -30,7 +30,7 @@ from engine import metrics
 from engine.config import Settings
 from engine.events import Topics
 from engine.events.topics import LANE_NAMES, NORMAL, RELEASE
-from engine.kafka import ensure_topics
+from engine.kafka import ensure_engine_topics, require_bootstrap
 from engine.pipeline import Outgoing, Pipeline, is_transient
 
 log = logging.getLogger("annostream.worker")
@@ -39,7 +39,7 @@ TRANSIENT_RETRIES = 5
 EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
 
 
-def _limit_fetch_wait(max_wait_ms: int) -> None:
+def limit_fetch_wait(max_wait_ms: int) -> None:
     """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
 
     faust offers no setting for it, so the consumer factory is wrapped once per process; the
@@ -90,42 +90,52 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
-    bootstrap = settings.kafka_bootstrap_servers
-    if not bootstrap:
-        raise RuntimeError("the worker needs KAFKA_BOOTSTRAP_SERVERS (annostream up sets it)")
-    pipeline = pipeline or Pipeline(settings)
-    _limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
-    topics = Topics.from_settings(settings)
-    stages = pipeline_stages(settings, pipeline)
-    # Declared up front with our partition count and configs (e.g. the compacted status topic),
-    # rather than left to broker auto-creation.
-    ensure_topics(bootstrap, [*topics.all(), *(stage.topic for stage in stages)],
-                  partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
+    """The faust app: topics created, faust configured, one agent per stage."""
+    create_topics(settings)
+    limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
+    app = faust.App(settings.worker_name, **faust_settings(settings))
+    build_agents(app, pipeline_stages(settings, pipeline or Pipeline(settings)))
+    return app
+
+
+def create_topics(settings: Settings) -> None:
+    """Every topic of the registry, declared up front with our partition count and configs
+    (e.g. the compacted status topic) rather than left to broker auto-creation."""
+    ensure_engine_topics(settings, command="worker")
+
+
+def faust_settings(settings: Settings) -> dict[str, Any]:
+    """faust's settings for the worker (see the module docstring for why each one)."""
+    bootstrap = require_bootstrap(settings, "worker")
     timeouts = settings.group_timeouts
     # Several workers may share a data directory (`up --workers N`): one faust dir each.
     datadir = settings.data_dir / "faust" / (settings.worker_id or socket.gethostname())
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.worker_name,
-        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
-        store="memory://",
-        value_serializer="raw",
-        key_serializer="raw",
-        web_enabled=False,
-        datadir=str(datadir),
-        topic_partitions=settings.topic_partitions,
-        topic_replication_factor=settings.topic_replication_factor,
-        consumer_auto_offset_reset="earliest",
-        broker_session_timeout=timeouts.session_s,
-        broker_rebalance_timeout=timeouts.rebalance_s,
-        broker_heartbeat_interval=timeouts.heartbeat_s,
-        broker_commit_every=1,
+    return {
+        "broker": [f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        "store": "memory://",
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "web_enabled": False,
+        "datadir": str(datadir),
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": settings.topic_replication_factor,
+        "consumer_auto_offset_reset": "earliest",
+        # Kafka's own group timeouts unless the broker is the embedded one (engine.config).
+        "broker_session_timeout": timeouts.session_s,
+        "broker_rebalance_timeout": timeouts.rebalance_s,
+        "broker_heartbeat_interval": timeouts.heartbeat_s,
+        "broker_commit_every": 1,
         # Events are small (paths and checksums) but a backlog can be long: it stays in Kafka.
         # faust stops fetching a partition whose buffer is under pressure and resumes it later.
-        stream_buffer_maxsize=settings.worker_buffer,
-        producer_acks=-1,
-    )
+        "stream_buffer_maxsize": settings.worker_buffer,
+        "producer_acks": -1,
+    }
+
+
+def build_agents(app: faust.App, stages: list[Stage]) -> None:
+    """One agent per stage and lane: concurrency 1, the stage's work in its own thread, then
+    publish; an agent starts an event only when no higher lane has work (consumers.lanes)."""
 
     async def publish(messages: list[Outgoing]) -> None:
         for message in messages:
@@ -157,8 +167,6 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
 
     for stage in stages:
         make_agent(stage)
-
-    return app
 
 
 async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[Outgoing]],

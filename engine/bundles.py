@@ -34,8 +34,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.db.models import AnnotationBundle, utcnow
+from engine.db.models import AnnotationBundle
 from engine.errors import InputError
+from engine.timeutil import utcnow
 
 CONFIG_FILE = "vcfanno_config.toml"
 MANIFEST_FILE = "sources.json"

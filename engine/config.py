@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     # faust hard-codes a 1.5 s fetch wait; Kafka answers a fetch as soon as data arrives, but
     # Tansu (embedded) lets it run out, which adds up to the wait to every pipeline hop.
     kafka_fetch_max_wait_ms: int = Field(100, alias="ANNOSTREAM_KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=30000)
+    # How long a producer waits for the broker (connect, acknowledgement) and topic creation
+    # waits for the admin API, before BrokerUnavailable names the broker.
+    kafka_timeout_s: float = Field(15.0, alias="ANNOSTREAM_KAFKA_TIMEOUT", gt=0, le=600)
     topic_partitions: int = Field(4, alias="ANNOSTREAM_TOPIC_PARTITIONS", ge=1, le=1024)
     topic_replication_factor: int = Field(1, alias="ANNOSTREAM_TOPIC_REPLICATION_FACTOR", ge=1, le=16)
     worker_name: str = Field("annostream", alias="ANNOSTREAM_APP_ID", pattern=r"^[A-Za-z0-9._-]+$")
@@ -77,6 +80,11 @@ class Settings(BaseSettings):
     analyses_deny_file: Path | None = Field(None, alias="ANALYSES_DENY_FILE")
     # Reference genome (.fai-indexed FASTA) for normalisation: REF check and indel left-alignment.
     reference_fasta: Path | None = Field(None, alias="ANNOSTREAM_REFERENCE_FASTA")
+    # Where `annotate` keeps compiled source indexes; unset: .annostream-cache/ next to each source.
+    cache_dir: Path | None = Field(None, alias="ANNOSTREAM_CACHE_DIR")
+    # The watcher polls instead of using inotify (network file systems without change events).
+    # watchfiles' own variable name, so existing deployments keep working.
+    watch_force_polling: bool = Field(False, alias="WATCHFILES_FORCE_POLLING")
     # API write endpoints need a bearer token: comma-separated tokens and/or a file, one per line.
     api_tokens: str = Field("", alias="ANNOSTREAM_API_TOKENS")
     api_tokens_file: Path | None = Field(None, alias="ANNOSTREAM_API_TOKENS_FILE")
@@ -86,6 +94,12 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("cache_dir", "reference_fasta", "analyses_allow_file", "analyses_deny_file",
+                     "api_tokens_file", mode="before")
+    @classmethod
+    def _blank_path_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("kafka_bootstrap_servers", mode="before")
     @classmethod

@@ -42,3 +42,7 @@ class DuplicateAnalysisError(InputError):
 
 class MissingGenepanelError(InputError):
     """The analysis names a gene panel that is not in the database."""
+
+
+class UnknownAnalysisError(InputError):
+    """A request names an analysis that is not stored (the API answers 404)."""

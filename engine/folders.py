@@ -8,7 +8,6 @@ destination name that is taken gets a timestamp suffix; nothing is ever overwrit
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import errno
 import logging
 import os
@@ -21,17 +20,13 @@ import orjson
 
 from engine.config import Settings
 from engine.errors import InputError
+from engine.timeutil import iso_utc, utcnow
 
 log = logging.getLogger(__name__)
 
 ERROR_FILE = "error.json"
 READY_FILE = "READY"
 _MAX_NAME_ATTEMPTS = 100
-
-
-def utc_now() -> str:
-    """Current time as ISO 8601 UTC with a ``Z`` suffix (the events' time format)."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 # --- paths inside ANALYSES_INCOMING -----------------------------------------------------------
@@ -102,6 +97,13 @@ def move_to_failed(folder: Path, settings: Settings, error: dict[str, Any]) -> P
     return move_folder(folder, settings.analyses_failed)
 
 
+def fail_folder(folder: Path, settings: Settings, *, stage: str, error: InputError,
+                event_id: str | None) -> Path:
+    """Record why ``folder`` failed (``error.json``: the stage, the error's fields, the event id)
+    and move it into ANALYSES_FAILED; returns its new path. Used by the watcher and the stages."""
+    return move_to_failed(folder, settings, {"stage": stage, **error.to_dict(), "event_id": event_id})
+
+
 def write_error_file(folder: Path, error: dict[str, Any]) -> Path:
     document = {
         "stage": error.get("stage"),
@@ -110,7 +112,7 @@ def write_error_file(folder: Path, error: dict[str, Any]) -> Path:
         "line": error.get("line"),
         "expected": error.get("expected"),
         "event_id": error.get("event_id"),
-        "time": error.get("time") or utc_now(),
+        "time": error.get("time") or iso_utc(),
     }
     target = folder / ERROR_FILE
     partial = folder / f".{ERROR_FILE}.{uuid.uuid4().hex}"
@@ -147,7 +149,7 @@ def move_folder(folder: Path, destination_dir: Path) -> Path:
 
 
 def _candidate_names(name: str) -> list[str]:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S.%fZ")
     return [name, f"{name}.{stamp}", *(f"{name}.{stamp}.{n}" for n in range(1, _MAX_NAME_ATTEMPTS - 1))]
 
 

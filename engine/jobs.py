@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine.db.models import ImportJob, JobStatus, utcnow
+from engine.db.models import ImportJob, JobStatus
 from engine.errors import AnnostreamError
+from engine.timeutil import utcnow
 
 TERMINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.CANCELLED})
 

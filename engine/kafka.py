@@ -9,6 +9,7 @@ Apache Kafka or Redpanda. Idempotent produce (``enable_idempotence``) works on a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
@@ -20,9 +21,15 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.config import Settings
 from engine.errors import AnnostreamError
-from engine.events.topics import topic_config
+from engine.events.base import Event
+from engine.events.codec import encode
+from engine.events.topics import Topics, topic_config
 
 log = logging.getLogger(__name__)
+
+# Defaults of the clients below are the settings' defaults; services pass their settings' values.
+DEFAULT_TIMEOUT_S: float = Settings.model_fields["kafka_timeout_s"].default
+DEFAULT_FETCH_MAX_WAIT_MS: int = Settings.model_fields["kafka_fetch_max_wait_ms"].default
 
 class BrokerUnavailable(AnnostreamError):
     """The Kafka broker could not be reached or did not acknowledge a write."""
@@ -39,7 +46,7 @@ def require_bootstrap(settings: Settings, command: str) -> str:
 
 
 def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
-                  replication_factor: int = 1, timeout_s: float = 15.0) -> None:
+                  replication_factor: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
     wanted = list(dict.fromkeys(names))
     if not wanted:
@@ -57,6 +64,19 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
         log.info("created topics %s on %s", ", ".join(missing), bootstrap)
     finally:
         admin.close()
+
+
+def ensure_engine_topics(settings: Settings, *, command: str) -> str:
+    """Create every topic of the registry that does not exist yet; returns the bootstrap servers.
+
+    With ANNOSTREAM_TOPIC_PARTITIONS and ANNOSTREAM_TOPIC_REPLICATION_FACTOR and each topic's
+    configs (e.g. the compacted status topic), rather than leaving topics to broker
+    auto-creation. ``command`` names the service in the message when no broker is configured.
+    """
+    bootstrap = require_bootstrap(settings, command)
+    ensure_topics(bootstrap, Topics.from_settings(settings).all(), partitions=settings.topic_partitions,
+                  replication_factor=settings.topic_replication_factor, timeout_s=settings.kafka_timeout_s)
+    return bootstrap
 
 
 def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
@@ -84,7 +104,8 @@ class EventProducer:
     Idempotent, so the client's own retries never write an event twice.
     """
 
-    def __init__(self, bootstrap: str, *, client_id: str = "annostream", timeout_s: float = 15.0):
+    def __init__(self, bootstrap: str, *, client_id: str = "annostream",
+                 timeout_s: float = DEFAULT_TIMEOUT_S):
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         try:
@@ -126,15 +147,60 @@ class EventProducer:
         self.close()
 
 
+class EventPublisher:
+    """Publishes events to the topic the registry gives their class, each acknowledged by the broker.
+
+    One per process (e.g. the API's, shared by every request): the producer is opened, and the
+    topics created, on first use, so a process starts without a reachable broker and never
+    opens a connection before a fork. Thread-safe (kafka-python's producer is).
+    """
+
+    def __init__(self, settings: Settings, *, client_id: str, command: str):
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.client_id = client_id
+        self.command = command
+        self._producer: EventProducer | None = None
+        self._lock = threading.Lock()
+
+    def publish(self, events: Iterable[Event]) -> None:
+        """Send each event (keyed by its partition key) and wait for the broker's acknowledgement."""
+        producer = self._open()
+        for event in events:
+            producer.send(self.topics.carrying(type(event)), event.key, encode(event))
+
+    def _open(self) -> EventProducer:
+        with self._lock:
+            if self._producer is None:
+                bootstrap = ensure_engine_topics(self.settings, command=self.command)
+                self._producer = EventProducer(bootstrap, client_id=self.client_id,
+                                               timeout_s=self.settings.kafka_timeout_s)
+            return self._producer
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close()
+                self._producer = None
+
+    def __enter__(self) -> EventPublisher:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
 # --- reading without a consumer group (operations: lag, replay) -----------------------------
 
 
-def open_reader(bootstrap: str, *, timeout_s: float = 15.0) -> KafkaConsumer:
+def open_reader(bootstrap: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS) -> KafkaConsumer:
     """A consumer outside any group: partitions are assigned by hand, nothing is committed."""
     try:
         return KafkaConsumer(bootstrap_servers=bootstrap, client_id="annostream-reader", group_id=None,
                              enable_auto_commit=False, allow_auto_create_topics=False,
-                             auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
                              request_timeout_ms=int(timeout_s * 1000) + 1000)
     except KafkaError as error:
         raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None

@@ -78,23 +78,6 @@ API_REQUEST_DURATION = Histogram(
     buckets=_REQUEST_BUCKETS,
 )
 
-METRIC_NAMES = (
-    "annostream_events_consumed_total",
-    "annostream_events_produced_total",
-    "annostream_stage_duration_seconds",
-    "annostream_stage_failures_total",
-    "annostream_lane_wait_seconds",
-    "annostream_variants_imported_total",
-    "annostream_analyses_imported_total",
-    "annostream_reannotation_batches_total",
-    "annostream_alleles_reannotated_total",
-    "annostream_reanalyses_total",
-    "annostream_watcher_folders_seen_total",
-    "annostream_api_requests_total",
-    "annostream_api_request_duration_seconds",
-)
-
-
 @contextmanager
 def observe_stage(stage: str) -> Iterator[None]:
     """Time a stage into STAGE_DURATION; an exception escaping it counts as a STAGE_FAILURES."""

@@ -17,7 +17,8 @@ import orjson
 from kafka.consumer.fetcher import ConsumerRecord
 
 from engine.errors import InputError
-from engine.kafka import EventProducer, open_reader, poll_until_idle, topic_partitions
+from engine.kafka import DEFAULT_TIMEOUT_S, EventProducer, open_reader, poll_until_idle, topic_partitions
+from engine.timeutil import iso_utc, utcnow
 
 #: Header added to every replayed message: where the original is (``topic/partition/offset``).
 REPLAYED_FROM = "annostream.replayed-from"
@@ -55,14 +56,14 @@ class Selected:
         return value if isinstance(value, str) else None
 
     def describe(self) -> str:
-        when = self.time.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        when = iso_utc(self.time, timespec="milliseconds")
         return (f"{self.topic}[{self.partition}]@{self.offset}  {when}  key={self.key_text!r}  "
                 f"event_id={self.event_id or '-'}")
 
 
 def parse_moment(text: str, *, now: dt.datetime | None = None, option: str = "--since") -> dt.datetime:
     """An ISO 8601 date/time (naive = UTC) or a duration ago (``30m``, ``2h``, ``1d``)."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utcnow()
     relative = _RELATIVE.match(text.strip())
     if relative:
         return now - dt.timedelta(**{_UNITS[relative["unit"]]: int(relative["amount"])})
@@ -112,9 +113,9 @@ def _selected(record: ConsumerRecord) -> Selected:
                     headers=tuple((name, bytes(value)) for name, value in record.headers or ()))
 
 
-def republish(bootstrap: str, messages: list[Selected]) -> int:
+def republish(bootstrap: str, messages: list[Selected], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:
     """Write ``messages`` again (same topic, key and value; original headers plus REPLAYED_FROM)."""
-    with EventProducer(bootstrap, client_id="annostream-replay") as producer:
+    with EventProducer(bootstrap, client_id="annostream-replay", timeout_s=timeout_s) as producer:
         for message in messages:
             origin = f"{message.topic}/{message.partition}/{message.offset}".encode()
             kept = [item for item in message.headers if item[0] != REPLAYED_FROM]

@@ -32,6 +32,7 @@ from engine.events import Topics
 from engine.events.topics import LANE_NAMES, NORMAL, RELEASE
 from engine.folders import READY_FILE
 from engine.kafka import BrokerUnavailable, open_reader, poll_until_idle, topic_partitions
+from engine.timeutil import utcnow
 
 IN_FLIGHT = (JobStatus.SUBMITTED, JobStatus.ANNOTATING, JobStatus.ANNOTATED, JobStatus.PERSISTING)
 FAILURE_WINDOW = dt.timedelta(hours=1)
@@ -218,7 +219,7 @@ def incoming_folders(incoming: Path) -> tuple[list[str], list[str]]:
 
 
 def recent_failures(url: str, *, window: dt.timedelta = FAILURE_WINDOW, limit: int = 20) -> list[Failure]:
-    since = dt.datetime.now(dt.UTC) - window
+    since = utcnow() - window
     query = (sa.select(ImportJob)
              .where(ImportJob.status == JobStatus.FAILED.value, ImportJob.date_updated >= since)
              .order_by(ImportJob.date_updated.desc()).limit(limit))

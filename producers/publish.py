@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from engine import metrics
 from engine.config import Settings
 from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, default_producer, encode
-from engine.kafka import EventProducer, ensure_topics, require_bootstrap
+from engine.kafka import EventProducer, ensure_engine_topics, require_bootstrap
 
 if TYPE_CHECKING:
     from engine.deposit.records import AnalysisSpec
@@ -60,11 +60,10 @@ def publish_folder(folder: Path, settings: Settings, *, producer_name: str | Non
     Raises InputError (folder problem), EventRejected (event would violate its schema) or
     BrokerUnavailable (KAFKA_BOOTSTRAP_SERVERS unset or unreachable).
     """
-    bootstrap = require_bootstrap(settings, "publish")
+    require_bootstrap(settings, "publish")
     event = prepare_ready_event(folder, settings, producer=producer_name or default_producer("publish"))
-    topics = Topics.from_settings(settings)
-    ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
-    with EventProducer(bootstrap, client_id="annostream-publish") as producer:
-        send_ready(event, producer, topics)
+    bootstrap = ensure_engine_topics(settings, command="publish")
+    with EventProducer(bootstrap, client_id="annostream-publish",
+                       timeout_s=settings.kafka_timeout_s) as producer:
+        send_ready(event, producer, Topics.from_settings(settings))
     return event

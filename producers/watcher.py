@@ -38,8 +38,8 @@ from engine.events import (
     encode,
     failed_event,
 )
-from engine.folders import READY_FILE, move_to_failed
-from engine.kafka import BrokerUnavailable, EventProducer, ensure_topics, require_bootstrap
+from engine.folders import READY_FILE, fail_folder
+from engine.kafka import BrokerUnavailable, EventProducer, ensure_engine_topics
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ DEBOUNCE_MS = 200
 STEP_MS = 20
 # How often the loop wakes without file events: retry failed publishes, re-read list files.
 TICK_MS = 1000
+# With WATCHFILES_FORCE_POLLING: how often the folder is polled for changes.
+POLL_DELAY_MS = 300
 
 
 # --- allow / deny lists -----------------------------------------------------------------------
@@ -165,8 +167,8 @@ class Watcher:
     def run(self) -> None:
         """Scan, then watch until :meth:`stop` is called."""
         self.incoming.mkdir(parents=True, exist_ok=True)
-        force_polling = os.environ.get("WATCHFILES_FORCE_POLLING", "").lower() in {"1", "true", "yes"}
-        with RustNotify([str(self.incoming)], False, force_polling, 300, True, False) as notify:
+        with RustNotify([str(self.incoming)], False, self.settings.watch_force_polling, POLL_DELAY_MS, True,
+                        False) as notify:
             self.scan()  # after arming the watch: a READY written meanwhile is seen twice, not never
             self.ready.set()
             log.info("watching %s", self.incoming)
@@ -234,20 +236,18 @@ class Watcher:
         self._retry.discard(key)
         return event
 
-    def _fail(self, folder: Path, key: str, error: InputError | EventRejected) -> None:
-        details = error.to_dict() if isinstance(error, InputError) else {
-            "message": error.reason, "file": None, "line": None, "expected": None}
+    def _fail(self, folder: Path, key: str, problem: InputError | EventRejected) -> None:
+        error = problem if isinstance(problem, InputError) else InputError(problem.reason)
         dead_letter = failed_event({"folder": key, "analysis": folder.name}, stage="watch", error=error,
                                    producer=self.producer_name, analysis=folder.name)
         try:
-            moved = move_to_failed(folder, self.settings, {"stage": "watch", **details,
-                                                           "event_id": dead_letter.event_id})
+            moved = fail_folder(folder, self.settings, stage="watch", error=error,
+                                event_id=dead_letter.event_id)
         except OSError as move_error:
-            log.error("%s failed the check (%s) and could not be moved: %s", key, details["message"],
-                      move_error)
+            log.error("%s failed the check (%s) and could not be moved: %s", key, error, move_error)
             return
         self._forget(key)
-        log.warning("%s failed the check, moved to %s: %s", key, moved, details["message"])
+        log.warning("%s failed the check, moved to %s: %s", key, moved, error)
         with contextlib.suppress(BrokerUnavailable):
             self.producer.send(self.topics.failed, dead_letter.key, encode(dead_letter))
 
@@ -283,11 +283,9 @@ class Watcher:
 
 def run_watcher(settings: Settings, *, producer_name: str | None = None) -> None:
     """Entry point of ``annostream watch``: runs until SIGTERM or SIGINT."""
-    bootstrap = require_bootstrap(settings, "watch")
-    topics = Topics.from_settings(settings)
-    ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
-    with EventProducer(bootstrap, client_id="annostream-watcher") as producer:
+    bootstrap = ensure_engine_topics(settings, command="watch")
+    with EventProducer(bootstrap, client_id="annostream-watcher",
+                       timeout_s=settings.kafka_timeout_s) as producer:
         watcher = Watcher(settings, producer, producer_name=producer_name)
         restore = _stop_on_signals(watcher.stop)
         try:

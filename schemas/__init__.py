@@ -39,13 +39,6 @@ def available() -> dict[str, tuple[int, ...]]:
     return {name: tuple(sorted(versions)) for name, versions in sorted(found.items())}
 
 
-def latest_version(name: str) -> int:
-    versions = available().get(name)
-    if not versions:
-        raise UnknownSchema(f"unknown event schema {name!r}")
-    return versions[-1]
-
-
 @cache
 def load_schema(name: str, version: int) -> dict[str, Any]:
     """The schema document for ``name`` at ``version``; raises UnknownSchema."""

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 import yaml
 from typer.testing import CliRunner
 
-from engine.cli import _register, app
+from engine.cli import app, register_commands
 from engine.db import migrate
 from engine.db.models import AnnotationConfig
 from engine.db.session import session_scope
@@ -111,7 +111,7 @@ def test_cli_update_prints_version_id(migrated: str, tmp_path: Path, monkeypatch
 
     if hasattr(get_settings, "cache_clear"):
         get_settings.cache_clear()
-    _register()
+    register_commands()
     path = tmp_path / "config.yml"
     path.write_text(yaml.safe_dump(SMALL))
     runner = CliRunner()

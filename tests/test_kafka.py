@@ -9,8 +9,8 @@ from kafka import KafkaAdminClient
 
 from engine.broker import EmbeddedBroker, free_port
 from engine.config import load_settings
-from engine.events import Topics
-from engine.kafka import BrokerUnavailable, EventProducer, ensure_topics, require_bootstrap
+from engine.events import ReanalysisRequested, Topics, decode
+from engine.kafka import BrokerUnavailable, EventProducer, EventPublisher, ensure_topics, require_bootstrap
 from tests.support.events import read_topic
 
 
@@ -73,3 +73,40 @@ def test_broker_gone_after_connect_fails_send_clearly(topic_prefix: str) -> None
 def test_missing_bootstrap_says_how_to_set_it() -> None:
     with pytest.raises(BrokerUnavailable, match=r"KAFKA_BOOTSTRAP_SERVERS is not set.*annostream up"):
         require_bootstrap(load_settings(KAFKA_BOOTSTRAP_SERVERS=""), "watch")
+
+
+def test_event_publisher_routes_by_registry_and_opens_one_producer(
+        broker: EmbeddedBroker, topic_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[EventProducer] = []
+    real_init = EventProducer.__init__
+
+    def counting_init(self: EventProducer, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        opened.append(self)
+
+    monkeypatch.setattr(EventProducer, "__init__", counting_init)
+    settings = load_settings(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+                             ANNOSTREAM_TOPIC_PREFIX=topic_prefix)
+    publisher = EventPublisher(settings, client_id="test", command="test")
+    assert opened == []  # nothing is opened before the first event
+    with publisher:
+        publisher.publish([ReanalysisRequested(producer="test", analysis="A-1", bundle="b1")])
+        publisher.publish([ReanalysisRequested(producer="test", analysis="A-2", bundle=None)])
+    assert len(opened) == 1
+    topics = Topics.from_settings(settings)
+    records = read_topic(broker.bootstrap_servers, topics.reanalysis, expect=2)
+    assert sorted(r.key.decode() for r in records) == ["A-1", "A-2"]
+    decoded = [decode(r.value, ReanalysisRequested) for r in records]
+    assert sorted(event.analysis for event in decoded) == ["A-1", "A-2"]
+    # Every registry topic exists afterwards, the status topic compacted.
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+    try:
+        assert set(topics.all()) <= set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def test_event_publisher_without_broker_says_how_to_set_it() -> None:
+    publisher = EventPublisher(load_settings(KAFKA_BOOTSTRAP_SERVERS=""), client_id="t", command="reanalyse")
+    with pytest.raises(BrokerUnavailable, match=r"`annostream reanalyse` needs a Kafka broker"):
+        publisher.publish([ReanalysisRequested(producer="test", analysis="A", bundle=None)])

@@ -176,6 +176,10 @@ def test_reanalysis_request_needs_token_and_runs_once(settings: Settings, broker
                           headers={"Authorization": f"Bearer {TOKEN}"})
     assert unknown.status_code == 404
 
+    no_bundle = client.post("/api/v1/reanalyses", json={"analysis": ANALYSIS, "bundle": "9.9"},
+                            headers={"Authorization": f"Bearer {TOKEN}"})
+    assert no_bundle.status_code == 422 and "9.9" in no_bundle.json()["message"]
+
     accepted = client.post("/api/v1/reanalyses", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert accepted.status_code == 202, accepted.text
     event_id = accepted.json()["event_id"]

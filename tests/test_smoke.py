@@ -96,7 +96,7 @@ def test_no_pipeline_behind_the_api_times_out_with_a_reason(stack: Stack, pg_url
     process = subprocess.Popen([sys.executable, "-m", "engine", "api"], env=stack.env, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_until(lambda: stack._healthy(), timeout_s=60, what="the API")
+        wait_until(lambda: stack.healthy(), timeout_s=60, what="the API")
         result = stack.cli("smoke", "--api", stack.api, "--timeout", "4", check=False)
     finally:
         process.terminate()

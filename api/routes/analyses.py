@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from api.allele_data import analysis_allele_page
 from api.deps import PaginationDep, SessionDep
 from api.errors import NotFoundError
-from api.schemas import AnalysisAlleleOut, AnalysisOut, AnalysisSummary, ErrorOut, Page
+from api.models import AnalysisAlleleOut, AnalysisOut, AnalysisSummary, ErrorOut, Page
 from engine.db.models import Analysis, Sample
 
 router = APIRouter(prefix="/api/v1/analyses", tags=["analyses"])

@@ -7,7 +7,7 @@ import datetime as dt
 from fastapi import APIRouter
 
 from api.deps import SessionDep
-from api.schemas import ApiModel
+from api.models import ApiModel
 from engine.bundles import list_bundles
 
 router = APIRouter(prefix="/api/v1/bundles", tags=["bundles"])

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 
 from api.deps import PaginationDep, SessionDep
 from api.errors import NotFoundError
-from api.schemas import ApiModel, ErrorOut, Page
+from api.models import ApiModel, ErrorOut, Page
 from engine.db.models import Gene, Genepanel, Phenotype, Transcript, genepanel_phenotype, genepanel_transcript
 
 router = APIRouter(prefix="/api/v1/genepanels", tags=["genepanels"])

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from api.deps import SettingsDep
-from api.schemas import ReadinessOut
+from api.models import ReadinessOut
 from engine.db.session import get_engine
 from engine.metrics import render_metrics
 from engine.status import lane_lag_monitor

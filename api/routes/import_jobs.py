@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import PaginationDep, SessionDep
 from api.errors import NotFoundError
-from api.schemas import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
+from api.models import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
 from engine.db.models import ImportJob, JobStatus
 
 router = APIRouter(prefix="/api/v1/import/jobs", tags=["import jobs"])

@@ -14,15 +14,13 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from api.auth import WriteToken
-from api.deps import PaginationDep, SessionDep, SettingsDep
+from api.deps import PaginationDep, PublisherDep, SessionDep
 from api.errors import NotFoundError
-from api.schemas import ApiModel, ErrorOut, Page
-from engine.db.models import Analysis, ImportJob
-from engine.errors import InputError
-from engine.events import ReanalysisRequested, Topics, encode
+from api.models import ApiModel, ErrorOut, Page
+from engine.db.models import ImportJob
+from engine.errors import InputError, UnknownAnalysisError
 from engine.kafka import BrokerUnavailable
-from engine.reannotate.core import resolve_bundle
-from engine.reannotate.publish import publish_messages
+from engine.reannotate.publish import request_reanalysis
 from engine.reannotate.runs import RunProgress, find_run, list_runs, run_progress
 
 router = APIRouter(tags=["reanalysis"])
@@ -61,23 +59,20 @@ class ReannotationOut(ApiModel):
              responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut},
                         503: {"model": ErrorOut}},
              summary="Re-annotate a stored analysis's alleles with a bundle (default: the active one)")
-def request_reanalysis(body: ReanalysisIn, request: Request, session: SessionDep, settings: SettingsDep,
-                       _token: WriteToken) -> ReanalysisAccepted:
-    if session.scalar(sa.select(Analysis.id).where(Analysis.name == body.analysis)) is None:
-        raise NotFoundError("analysis", repr(body.analysis))
+def post_reanalysis(body: ReanalysisIn, request: Request, session: SessionDep, publisher: PublisherDep,
+                    _token: WriteToken) -> ReanalysisAccepted:
+    client = request.client.host if request.client else "unknown"
     try:
-        version = resolve_bundle(session, body.bundle).version
+        event = request_reanalysis(session, publisher, body.analysis, body.bundle, producer="api",
+                                   requested_by=f"api@{client}")
+    except UnknownAnalysisError:
+        raise NotFoundError("analysis", repr(body.analysis)) from None
     except InputError as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
-    client = request.client.host if request.client else "unknown"
-    event = ReanalysisRequested(producer="api", analysis=body.analysis, bundle=version,
-                                requested_by=f"api@{client}")
-    try:
-        publish_messages(settings, [(Topics.from_settings(settings).reanalysis, event.key,
-                                     encode(event))])
     except BrokerUnavailable as error:
         raise HTTPException(status_code=503, detail=str(error)) from None
-    return ReanalysisAccepted(event_id=event.event_id, analysis=body.analysis, bundle=version)
+    assert event.bundle is not None  # resolved to a version by the request
+    return ReanalysisAccepted(event_id=event.event_id, analysis=body.analysis, bundle=event.bundle)
 
 
 @router.get("/api/v1/reanalyses/{event_id}", responses={404: {"model": ErrorOut}},

@@ -116,9 +116,11 @@ def fingerprint(block: AnnotationBlock) -> str:
 
 
 def cache_root_for(source: Path) -> Path:
-    env = os.environ.get("ANNOSTREAM_CACHE_DIR")
-    if env:
-        return Path(env)
+    from engine.config import load_settings  # read at call time: one process may annotate for many
+
+    configured = load_settings().cache_dir
+    if configured is not None:
+        return configured
     beside = source.resolve().parent / ".annostream-cache"
     with contextlib.suppress(OSError):
         beside.mkdir(exist_ok=True)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from engine.annotate.config import OutputField
 
-MISSING = None
 FLAG = True
 NUMERIC_OPS = frozenset({"sum", "mean", "min", "max", "div2"})
 

@@ -37,13 +37,14 @@ COMMAND_MODULES = (
 )
 
 
-def _register() -> None:
+def register_commands() -> None:
+    """Attach every command module's commands to ``app`` (imported here, not at module load)."""
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
+    register_commands()
     try:
         app(args=argv, standalone_mode=True)
     except (ConfigError, AnnostreamError) as error:

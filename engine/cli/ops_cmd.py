@@ -64,7 +64,7 @@ def replay(
         if dry_run:
             typer.echo(f"{len(selected)} message(s) would be replayed (dry run)")
             return
-        count = republish(bootstrap, selected)
+        count = republish(bootstrap, selected, timeout_s=settings.kafka_timeout_s)
         typer.echo(f"replayed {count} message(s)")
 
 

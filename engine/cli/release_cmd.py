@@ -21,13 +21,17 @@ def reanalyse_command(
 
     from engine.config import get_settings
     from engine.db import migrate
+    from engine.db.session import session_scope
     from engine.events import default_producer
+    from engine.kafka import EventPublisher
     from engine.reannotate.publish import request_reanalysis
 
     settings = get_settings()
     migrate.require_current(settings.database_url)
-    event = request_reanalysis(settings, analysis, bundle, producer=default_producer("cli"),
-                               requested_by=f"cli@{getpass.getuser()}")
+    with (session_scope(settings.database_url) as session,
+          EventPublisher(settings, client_id="annostream-cli", command="reanalyse") as publisher):
+        event = request_reanalysis(session, publisher, analysis, bundle, producer=default_producer("cli"),
+                                   requested_by=f"cli@{getpass.getuser()}")
     typer.echo(f"reanalysis of {analysis} with bundle {event.bundle} requested: event {event.event_id}")
     typer.echo(f"follow it with: GET /api/v1/reanalyses/{event.event_id}")
 
@@ -47,13 +51,17 @@ def reannotate_command(
     """Re-annotate stored alleles with a bundle (a data release), in batches the workers share."""
     from engine.config import get_settings
     from engine.db import migrate
+    from engine.db.session import session_scope
     from engine.events import default_producer
+    from engine.kafka import EventPublisher
     from engine.reannotate.publish import start_reannotation
 
     settings = get_settings()
     migrate.require_current(settings.database_url)
-    progress = start_reannotation(settings, bundle=bundle, analyses=analysis or None,
-                                  batch_size=batch_size, producer=default_producer("cli"))
+    with (session_scope(settings.database_url) as session,
+          EventPublisher(settings, client_id="annostream-cli", command="reannotate") as publisher):
+        progress = start_reannotation(session, publisher, bundle=bundle, analyses=analysis or None,
+                                      batch_size=batch_size, producer=default_producer("cli"))
     typer.echo(f"reannotation run {progress.id} ({progress.run_id}): {progress.total_alleles} alleles in "
                f"{progress.total_batches} batches with bundle {progress.bundle_version}")
     if no_wait or progress.total_batches == 0:

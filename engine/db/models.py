@@ -14,11 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from engine.timeutil import utcnow
+
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -69,11 +67,6 @@ class Analysis(Base):
 class SampleType(enum.StrEnum):
     HTS = "HTS"
     SANGER = "Sanger"
-
-
-class Sex(enum.StrEnum):
-    MALE = "Male"
-    FEMALE = "Female"
 
 
 class Sample(Base):

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.db.bulk import PG_NULL, BulkLoader
-from engine.db.models import Allele, Analysis, Annotation, Genepanel, Genotype, Sample, utcnow
+from engine.db.models import Allele, Analysis, Annotation, Genepanel, Genotype, Sample
 from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.records import (
     AlleleRecord,
@@ -39,6 +39,7 @@ from engine.deposit.records import (
     VariantRecord,
 )
 from engine.errors import DuplicateAnalysisError, InputError, MissingGenepanelError
+from engine.timeutil import utcnow
 
 # Records per set-based round: large enough to amortise statement overhead, small enough that
 # the scratch tables and CSV buffers stay a few tens of MB.

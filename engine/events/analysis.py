@@ -28,6 +28,7 @@ from engine.folders import (
     resolve_in_incoming,
     resolve_under,
 )
+from engine.timeutil import iso_utc
 
 #: Files in an analysis folder that are markers, not content.
 EXCLUDED_FILES = frozenset({READY_FILE, ERROR_FILE})
@@ -252,12 +253,10 @@ def imported_event(ready: ReadyEvent, *, analysis_id: int, counts: Mapping[str, 
 def status_event(entry: Mapping[str, Any], *, analysis: str, ready_event_id: str, job_id: int,
                  attempts: int, producer: str) -> StatusEvent:
     """An ``analysis.status`` event for one entry of an import job's status history."""
-    at = dt.datetime.fromisoformat(str(entry["at"]))
-    at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
     return StatusEvent(producer=producer, analysis=analysis, ready_event_id=ready_event_id, job_id=job_id,
                        status=str(entry["status"]), stage=entry.get("stage"), message=entry.get("message"),
                        attempts=attempts,
-                       at=at.isoformat(timespec="microseconds").replace("+00:00", "Z"))
+                       at=iso_utc(dt.datetime.fromisoformat(str(entry["at"]))))
 
 
 def failed_event(original: bytes | dict[str, Any] | str, *, stage: str, error: InputError | Exception,

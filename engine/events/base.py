@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from engine.folders import utc_now
+from engine.timeutil import iso_utc
 
 E = TypeVar("E", bound="Event")
 
@@ -42,7 +42,7 @@ class Event:
     VERSION: ClassVar[int] = 1
 
     event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    time: str = field(default_factory=utc_now)
+    time: str = field(default_factory=iso_utc)
     producer: str
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

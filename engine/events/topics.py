@@ -92,6 +92,13 @@ class Topics:
     def annotated_for(self, priority: int | None) -> str:
         return self.annotated_lanes()[lane_of_priority(priority)]
 
+    def carrying(self, kind: type[Event]) -> str:
+        """The (prefixed) main topic that carries ``kind`` events."""
+        for spec in self.specs():
+            if spec.lane_of is None and issubclass(kind, spec.carries):
+                return str(getattr(self, spec.attribute))
+        raise LookupError(f"no topic carries {kind.__qualname__} events (see engine/events/topics.py)")
+
     def all(self) -> tuple[str, ...]:
         """Every topic name (prefixed), in declaration order."""
         return tuple(getattr(self, spec.attribute) for spec in self.specs())

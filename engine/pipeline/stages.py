@@ -41,7 +41,7 @@ from engine.events import (
     status_event,
     verify_files,
 )
-from engine.folders import move_to_failed, move_to_imported, resolve_in_incoming, resolve_under
+from engine.folders import fail_folder, move_to_imported, resolve_in_incoming, resolve_under
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.pipeline.locks import analysis_lock
@@ -334,8 +334,7 @@ class Pipeline:
                 transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
         folder = resolve_in_incoming(ready.folder, self.incoming)
         if folder.is_dir():
-            details = {"stage": stage, **error.to_dict(), "event_id": ready.event_id}
-            move_to_failed(folder, self.settings, details)
+            fail_folder(folder, self.settings, stage=stage, error=error, event_id=ready.event_id)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
         dead = failed_event(ready.to_dict(), stage=stage, error=error, producer=self.producer,
                             attempt=attempt, analysis=ready.analysis)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from engine import metrics
 from engine.config import Settings
-from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun, utcnow
+from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun
 from engine.db.session import session_scope
 from engine.errors import InputError
 from engine.events import (
@@ -38,6 +38,7 @@ from engine.jobs import get_or_create_job, record_attempt, transition
 from engine.pipeline.stages import Outgoing, is_transient
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.runs import DONE, FAILED
+from engine.timeutil import utcnow
 
 log = logging.getLogger("annostream.reannotate")
 E = TypeVar("E", ReanalysisRequested, ReannotationBatchEvent)

@@ -53,7 +53,6 @@ from engine.vcf.records import FormatLayout, parse_gt, parse_info
 
 BLOCK_BYTES = 8 << 20
 _INT = r"(?:0|[1-9][0-9]{0,8})"  # what int() reads and JSON writes the same way; < 2**31
-_SCALAR = rf"^(?:\.|{_INT})$"
 _PL = rf"^(?:\.|{_INT}(?:,{_INT})*)$"
 _AD_NUMBERS = rf"^{_INT},{_INT}$"
 _AD_IGNORED = r"^[^,]*$|^[^,]*,[^,]*,|^\.,|,\.$"  # not two values, or a '.' one: ELLA keeps no AD

@@ -57,11 +57,11 @@ class Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([sys.executable, "-m", "engine", "up", *extra], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /healthz",
+        wait_until(lambda: self.healthy(), timeout_s=60, what="the API to answer /healthz",
                    on_timeout=self.log_tail)
         return self
 
-    def _healthy(self) -> bool:
+    def healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"annostream up exited early:\n{self.log_tail()}")
         try:
