@@ -253,6 +253,14 @@ def priority(bench: Bench, backlog: int, variants: int, urgent_variants: int) ->
         )
         seconds = time.perf_counter() - ready
         after = done_count(stack, set(names))
+        job = jobs(stack, analysis="Urgent-1")[0]
+        history = stack.get(f"/api/v1/import/jobs/{job['id']}")["history"]
+        ready_wall = time.time() - (time.perf_counter() - ready)
+        steps = ", ".join(
+            f"{entry['status']} +{dt.datetime.fromisoformat(entry['at']).timestamp() - ready_wall:.2f}"
+            for entry in history
+        )
+        print(f"urgent job timeline after READY (s): {steps}", flush=True)
         print(
             f"priority: {backlog} normal analyses of {variants} variants queued ({before} done when the "
             f"urgent one was dropped, {after} when it was visible); urgent analysis of {urgent_variants} "
