@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request, Response
 
 from api.auth import require_read_token
 from api.errors import install_error_handlers
-from api.routes import alleles, analyses, bundles, genepanels, health, import_jobs, reanalyses
+from api.routes import alleles, analyses, bundles, genepanels, health, import_jobs, parked, reanalyses
 from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
@@ -58,6 +58,7 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(genepanels.router)
     app.include_router(bundles.router)
     app.include_router(reanalyses.router)
+    app.include_router(parked.router)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

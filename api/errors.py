@@ -6,22 +6,25 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from engine.errors import (
+    AnnostreamError,
+    ConfigError,
+    InfrastructureError,
+    InputError,
+    NotFoundError,
+    is_database_outage,
+)
+
 log = logging.getLogger("annostream.api")
 
 _LOCATION_NAMES = {"query": "query parameter", "path": "path parameter", "header": "header",
                    "body": "request body", "cookie": "cookie"}
-
-
-class NotFoundError(Exception):
-    """An id in the URL names nothing."""
-
-    def __init__(self, kind: str, identifier: object) -> None:
-        super().__init__(f"{kind} {identifier} not found")
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -40,8 +43,29 @@ def _message(status_code: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status_code, content={"message": message})
 
 
-async def _not_found(_request: Request, error: Exception) -> JSONResponse:
-    return _message(404, str(error))
+def http_status(error: BaseException) -> int:
+    """The one translation of the engine's errors into HTTP statuses (see engine.errors)."""
+    if isinstance(error, NotFoundError):
+        return 404
+    if isinstance(error, InputError | ConfigError):
+        return 422
+    if is_database_outage(error) or isinstance(error, InfrastructureError):
+        return 503
+    return 500
+
+
+async def _engine_error(request: Request, error: Exception) -> JSONResponse:
+    status = http_status(error)
+    if status == 503:
+        what = "database" if is_database_outage(error) else "service"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning("%s unavailable answering %s %s: %s", what, request.method, request.url.path, first_line)
+        response = _message(503, f"{what} unavailable ({first_line}); retry later")
+        response.headers["Retry-After"] = "5"
+        return response
+    if status == 500:
+        return await _unexpected(request, error)
+    return _message(status, str(error))
 
 
 async def _validation_failed(_request: Request, error: Exception) -> JSONResponse:
@@ -63,7 +87,11 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(NotFoundError, _not_found)
+    app.add_exception_handler(AnnostreamError, _engine_error)
+    # A lost database connection surfaces as the driver's error, not as one of ours.
+    app.add_exception_handler(sa.exc.OperationalError, _engine_error)
+    app.add_exception_handler(sa.exc.InterfaceError, _engine_error)
+    app.add_exception_handler(sa.exc.DisconnectionError, _engine_error)
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -1,10 +1,11 @@
 """The faust worker: a thin adapter that feeds Kafka events to the engine's pipeline stages.
 
 Faust traps this module is written around:
-- An exception escaping an agent acks the message (it is lost). Stage functions never raise for
-  bad input (they return a dead-letter message instead); an infrastructure error that survives
-  retries makes the process exit *before* the message is acked, so it is redelivered after the
-  supervisor restarts the worker.
+- An exception escaping an agent acks the message (it is lost). Every stage runs under
+  :class:`engine.pipeline.StageGuard` (the error model): bad input becomes a dead letter,
+  infrastructure errors are retried in place until they pass, a bug fails the event after a
+  bounded number of attempts, and an event whose failure cannot even be recorded is parked in
+  the database. Nothing escapes, so the worker never restarts in a loop on one event.
 - ``concurrency > 1`` can commit offsets past in-flight work: every agent uses concurrency 1 and
   finishes one event (including delivery of what it publishes) before taking the next.
 - Blocking work inside an agent stalls the event loop: stages run in a dedicated thread each.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,18 +26,16 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from consumers.lanes import LaneGate
-from engine import metrics
+from engine import ledger, metrics
 from engine.config import Settings
+from engine.errors import describe_internal, is_retriable
 from engine.events import Topics
 from engine.events.topics import LANE_NAMES, NORMAL, RELEASE
 from engine.kafka import ensure_engine_topics, require_bootstrap
-from engine.pipeline import Outgoing, Pipeline, is_transient
+from engine.pipeline import Outgoing, Pipeline, StageGuard, StageHandler
+from engine.pipeline.guard import Backoff
 
 log = logging.getLogger("annostream.worker")
-
-TRANSIENT_RETRIES = 5
-EXIT_INFRASTRUCTURE = 75  # EX_TEMPFAIL: the supervisor restarts us and Kafka redelivers
-
 
 def limit_fetch_wait(max_wait_ms: int) -> None:
     """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
@@ -58,34 +56,34 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
 
 
 @dataclass(frozen=True)
-class Stage:
-    """A topic the worker consumes, the engine use case that handles each event, and its lane."""
+class LaneStage:
+    """A stage handler and the priority lane of the topic it consumes."""
 
-    topic: str
-    name: str
-    work: Callable[[bytes], list[Outgoing]]
+    handler: StageHandler
     lane: int = NORMAL
 
     @property
     def agent_name(self) -> str:
-        return self.name if self.lane in (NORMAL, RELEASE) else f"{self.name}.{LANE_NAMES[self.lane]}"
+        name = self.handler.name
+        return name if self.lane in (NORMAL, RELEASE) else f"{name}.{LANE_NAMES[self.lane]}"
 
 
-def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[Stage]:
+def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[LaneStage]:
     """Every stage the worker runs, one agent (concurrency 1, own thread) per stage and lane."""
     from engine.reannotate.stages import ReleaseStages
 
     topics = Topics.from_settings(settings)
     releases = ReleaseStages(settings)
-    stages = [Stage(topic, "annotate", pipeline.annotate, lane)
+    stages = [LaneStage(StageHandler("annotate", topic, pipeline.annotate, pipeline.fail_annotate), lane)
               for lane, topic in topics.ready_lanes().items()]
-    stages += [Stage(topic, "persist", pipeline.persist, lane)
+    stages += [LaneStage(StageHandler("persist", topic, pipeline.persist, pipeline.fail_persist), lane)
                for lane, topic in topics.annotated_lanes().items()]
     return [
         *stages,
-        Stage(topics.reanalysis, "reanalyse", releases.reanalyse, NORMAL),
+        LaneStage(StageHandler("reanalyse", topics.reanalysis, releases.reanalyse, releases.fail_reanalyse)),
         # A data release never delays an analysis: its batches run only when no import waits.
-        Stage(topics.reannotation, "reannotate", releases.reannotate, RELEASE),
+        LaneStage(StageHandler("reannotate", topics.reannotation, releases.reannotate,
+                               releases.fail_reannotate), RELEASE),
     ]
 
 
@@ -94,7 +92,8 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     create_topics(settings)
     limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
     app = faust.App(settings.worker_name, **faust_settings(settings))
-    build_agents(app, pipeline_stages(settings, pipeline or Pipeline(settings)))
+    build_agents(app, settings, pipeline_stages(settings, pipeline or Pipeline(settings)))
+    add_reconciler(app, settings)
     return app
 
 
@@ -133,9 +132,11 @@ def faust_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
-def build_agents(app: faust.App, stages: list[Stage]) -> None:
-    """One agent per stage and lane: concurrency 1, the stage's work in its own thread, then
-    publish; an agent starts an event only when no higher lane has work (consumers.lanes)."""
+def build_agents(app: faust.App, settings: Settings, stages: list[LaneStage]) -> None:
+    """One agent per stage and lane: concurrency 1, the stage under the StageGuard in its own
+    thread, then publish what it returned; an agent starts an event only when no higher lane has
+    work in this worker (consumers.lanes)."""
+    guard = StageGuard(settings)
 
     async def publish(messages: list[Outgoing]) -> None:
         for message in messages:
@@ -146,51 +147,80 @@ def build_agents(app: faust.App, stages: list[Stage]) -> None:
 
     gate = LaneGate()
 
-    def make_agent(stage: Stage) -> None:
+    def make_agent(stage: LaneStage) -> None:
+        handler = stage.handler
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage.agent_name}")
-        source = app.topic(stage.topic, value_serializer="raw", key_serializer="raw")
+        source = app.topic(handler.topic, value_serializer="raw", key_serializer="raw")
+        guarded = partial(guard.run, handler)
 
         async def agent(stream: faust.StreamT) -> None:
             # The agent's buffer of fetched, not yet started events (see consumers.lanes).
             buffer: Any = stream.channel  # a faust Channel: its queue is the agent's buffer
             gate.watch(stage.lane, buffer.queue.qsize)
-            async for raw in stream:
-                metrics.EVENTS_CONSUMED.labels(topic=stage.topic).inc()
+            async for key, raw in stream.items():
+                metrics.EVENTS_CONSUMED.labels(topic=handler.topic).inc()
                 waited = await gate.turn(stage.lane)
                 metrics.LANE_WAIT.labels(lane=LANE_NAMES[stage.lane]).observe(waited)
+                key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
                 async with gate.running(stage.lane):
-                    messages = await run_with_retries(stage.name,
-                                                      partial(_in_thread, executor, stage.work, raw))
-                    await run_with_retries(f"{stage.name}/publish", partial(publish, messages))
+                    messages = await asyncio.get_running_loop().run_in_executor(executor, guarded, raw,
+                                                                                key_text)
+                    await publish_or_park(settings, guard, handler.name, messages, publish)
 
         app.agent(source, name=f"annostream.{stage.agent_name}", concurrency=1)(agent)
 
-    for stage in stages:
-        make_agent(stage)
+    for handler in stages:
+        make_agent(handler)
 
 
-async def _in_thread(executor: ThreadPoolExecutor, work: Callable[[bytes], list[Outgoing]],
-                     raw: bytes) -> list[Outgoing]:
-    return await asyncio.get_running_loop().run_in_executor(executor, work, raw)
+def add_reconciler(app: faust.App, settings: Settings) -> None:
+    """Every ANNOSTREAM_RECONCILE_EVERY seconds, publish again the work the ledger records as
+    unfinished and silent (lost by a restarted memory-only broker, or expired retention). Every
+    worker may do it; duplicates are harmless (stages are idempotent per event id)."""
+    bootstrap = require_bootstrap(settings, "worker")
+    reconciler = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reconciler")
 
-
-async def run_with_retries(what: str,
-                           attempt: Callable[[], Awaitable[list[Outgoing] | None]]) -> list[Outgoing]:
-    """Retry transient infrastructure errors; fail-stop when they persist (never ack unprocessed)."""
-    delay = 0.5
-    for number in range(1, TRANSIENT_RETRIES + 1):
+    @app.timer(interval=settings.reconcile_every_s)
+    async def reconcile_ledger() -> None:
         try:
-            return (await attempt()) or []
+            await asyncio.get_running_loop().run_in_executor(
+                reconciler, partial(ledger.reconcile_through_kafka, settings, bootstrap))
         except Exception as error:
-            if not is_transient(error):
-                log.exception("%s: unexpected error; exiting so the event is redelivered", what)
-                os._exit(EXIT_INFRASTRUCTURE)
-            log.warning("%s: transient error (attempt %d/%d): %s", what, number, TRANSIENT_RETRIES, error)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-    log.error("%s: infrastructure still failing after %d attempts; exiting so the event is "
-              "redelivered after restart", what, TRANSIENT_RETRIES)
-    os._exit(EXIT_INFRASTRUCTURE)
+            log.warning("reconciler: %s (next try in %.0f s)", error, settings.reconcile_every_s)
+
+
+async def publish_or_park(settings: Settings, guard: StageGuard, stage: str, messages: list[Outgoing],
+                          publish: Callable[[list[Outgoing]], Awaitable[None]]) -> None:
+    """Publish what a stage returned, retrying broker trouble (with backoff) until it passes.
+
+    A message the broker refuses for good (e.g. too large) is parked rather than retried
+    forever or dropped: the consumed event is then acknowledged and the partition moves on.
+    """
+    for message in messages:
+        backoff = Backoff(settings.retry_max_delay_s)
+        refusals = 0
+        while True:
+            try:
+                await publish([message])
+                break
+            except Exception as error:
+                if is_retriable(error):
+                    metrics.STAGE_RETRIES.labels(stage=f"{stage}/publish").inc()
+                    delay = backoff.next_delay()
+                    log.warning("%s: publishing to %s failed, retrying in %.1f s: %s", stage, message.topic,
+                                delay, error)
+                    await asyncio.sleep(delay)
+                    continue
+                refusals += 1
+                log.exception("%s: the broker refused a message for %s (%d of %d)", stage, message.topic,
+                              refusals, settings.max_attempts)
+                if refusals >= settings.max_attempts:
+                    reason = f"publishing to {message.topic} failed: {describe_internal(error)}"
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, guard.park, f"{stage}/publish", message.topic, message.key, message.value,
+                        reason)
+                    break
+                await asyncio.sleep(backoff.next_delay())
 
 
 def run_worker(settings: Settings) -> None:

@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from engine.errors import BrokerError
+
 log = logging.getLogger(__name__)
-
-
-class BrokerError(RuntimeError):
-    """The embedded broker could not be found or did not start."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -15,6 +15,8 @@ from typing import Literal, NamedTuple
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from engine.errors import ConfigError
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -28,10 +30,6 @@ class GroupTimeouts(NamedTuple):
     session_s: float
     rebalance_s: float
     heartbeat_s: float
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or invalid; the message names the variable."""
 
 
 class Settings(BaseSettings):
@@ -89,6 +87,20 @@ class Settings(BaseSettings):
     api_tokens: str = Field("", alias="ANNOSTREAM_API_TOKENS")
     api_tokens_file: Path | None = Field(None, alias="ANNOSTREAM_API_TOKENS_FILE")
     api_read_auth: bool = Field(False, alias="ANNOSTREAM_API_READ_AUTH")  # reads need a token too
+    # Reliability (docs/reliability.md). A stage gives up on an event after this many starts
+    # that crashed or hit an unexpected error; infrastructure errors are retried without limit,
+    # with exponential backoff (and jitter) capped at retry_max_delay_s.
+    max_attempts: int = Field(5, alias="ANNOSTREAM_MAX_ATTEMPTS", ge=1, le=100)
+    retry_max_delay_s: float = Field(30.0, alias="ANNOSTREAM_RETRY_MAX_DELAY", gt=0, le=3600)
+    # Work recorded in the ledger but not finished and silent this long is published again.
+    reconcile_after_s: float = Field(300.0, alias="ANNOSTREAM_RECONCILE_AFTER", gt=0)
+    reconcile_every_s: float = Field(30.0, alias="ANNOSTREAM_RECONCILE_EVERY", gt=0)
+    # Bounds on hostile input: each breach is an InputError naming the file.
+    max_vcf_bytes: int = Field(20 * 2**30, alias="ANNOSTREAM_MAX_VCF_BYTES", ge=1)  # decompressed
+    max_line_bytes: int = Field(16 * 2**20, alias="ANNOSTREAM_MAX_LINE_BYTES", ge=1024)
+    max_samples: int = Field(1000, alias="ANNOSTREAM_MAX_SAMPLES", ge=1)
+    max_analysis_file_bytes: int = Field(2**20, alias="ANNOSTREAM_MAX_ANALYSIS_FILE_BYTES", ge=1024)
+    max_json_depth: int = Field(32, alias="ANNOSTREAM_MAX_JSON_DEPTH", ge=2, le=500)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
@@ -27,6 +28,22 @@ log = logging.getLogger(__name__)
 ERROR_FILE = "error.json"
 READY_FILE = "READY"
 _MAX_NAME_ATTEMPTS = 100
+
+
+# --- analysis names ---------------------------------------------------------------------------
+
+#: An analysis name becomes a path segment (work directory, destination folder): no separators,
+#: no control characters, no leading dot (so never ``.`` or ``..``), at most 255 characters.
+#: schemas/analysis.ready/v1.json ``analysis_name`` says the same for every event.
+ANALYSIS_NAME_RE = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,254}")
+
+
+def check_analysis_name(name: object, *, file: str | None = None) -> str:
+    """``name`` if it is safe as one path segment, else an InputError naming ``file``."""
+    if not isinstance(name, str) or not ANALYSIS_NAME_RE.fullmatch(name):
+        raise InputError(f"analysis name {name!r} is not allowed", file=file,
+                         expected="1-255 characters without '/', '\\', control characters or a leading '.'")
+    return name
 
 
 # --- paths inside ANALYSES_INCOMING -----------------------------------------------------------

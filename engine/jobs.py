@@ -13,14 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.db.models import ImportJob, JobStatus
-from engine.errors import AnnostreamError
+from engine.errors import JobTransitionError
 from engine.timeutil import utcnow
 
 TERMINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.CANCELLED})
-
-
-class JobTransitionError(AnnostreamError):
-    """A job was asked to move out of a terminal status (DONE or CANCELLED)."""
 
 
 def get_or_create_job(session: Session, *, event_id: str, analysis_name: str,

@@ -20,7 +20,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from engine.config import Settings
-from engine.errors import AnnostreamError
+from engine.errors import BrokerUnavailable
 from engine.events.base import Event
 from engine.events.codec import encode
 from engine.events.topics import Topics, topic_config
@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 # Defaults of the clients below are the settings' defaults; services pass their settings' values.
 DEFAULT_TIMEOUT_S: float = Settings.model_fields["kafka_timeout_s"].default
 DEFAULT_FETCH_MAX_WAIT_MS: int = Settings.model_fields["kafka_fetch_max_wait_ms"].default
-
-class BrokerUnavailable(AnnostreamError):
-    """The Kafka broker could not be reached or did not acknowledge a write."""
 
 
 def require_bootstrap(settings: Settings, command: str) -> str:

@@ -28,6 +28,8 @@ from prometheus_client import (
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from engine.errors import is_retriable
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Annotating a whole analysis can take minutes; persisting a big one tens of seconds.
@@ -53,7 +55,26 @@ LANE_WAIT = Histogram(
     "annostream_lane_wait_seconds",
     "Time an event waited in the worker for higher priority lanes (lane: urgent, high, normal, release).",
     ["lane"],
-    buckets=_STAGE_BUCKETS,
+    buckets=_STAGE_BUCKETS
+)
+STAGE_RETRIES = Counter(
+    "annostream_stage_retries",
+    "Infrastructure errors (database, broker, file system) a stage retried, per stage; not failures.",
+    ["stage"],
+)
+EVENTS_PARKED = Counter(
+    "annostream_events_parked",
+    "Events parked in the database because even recording their failure failed, per stage.",
+    ["stage"],
+)
+WATCHER_DEAD_LETTERS_UNSENT = Counter(
+    "annostream_watcher_dead_letters_unsent",
+    "Dead letters the watcher could not publish (broker unavailable); each is logged.",
+)
+LEDGER_REPUBLISHED = Counter(
+    "annostream_ledger_republished",
+    "Work events the reconciler published again (recorded in the ledger, not finished, silent).",
+    ["schema"],
 )
 VARIANTS_IMPORTED = Counter("annostream_variants_imported", "Variants (alleles) persisted.")
 ANALYSES_IMPORTED = Counter("annostream_analyses_imported", "Analyses persisted.")
@@ -80,12 +101,14 @@ API_REQUEST_DURATION = Histogram(
 
 @contextmanager
 def observe_stage(stage: str) -> Iterator[None]:
-    """Time a stage into STAGE_DURATION; an exception escaping it counts as a STAGE_FAILURES."""
+    """Time a stage into STAGE_DURATION; an exception escaping it counts as a STAGE_FAILURES,
+    unless it is infrastructure trouble (retried, counted in STAGE_RETRIES by the caller)."""
     started = time.perf_counter()
     try:
         yield
-    except BaseException:
-        STAGE_FAILURES.labels(stage=stage).inc()
+    except BaseException as error:
+        if not is_retriable(error):
+            STAGE_FAILURES.labels(stage=stage).inc()
         raise
     finally:
         STAGE_DURATION.labels(stage=stage).observe(time.perf_counter() - started)

@@ -27,6 +27,7 @@ from engine.db.models import Analysis, Genepanel, ImportJob, genepanel_phenotype
 from engine.db.session import session_scope
 from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
 from engine.deposit.writer import delete_analysis
+from engine.errors import SmokeFailed
 from engine.folders import READY_FILE
 
 DEMO = Path(__file__).parent / "demo"
@@ -37,10 +38,6 @@ POLL_INTERVAL_S = 0.25
 
 
 StageTime = tuple[str, str | None, float]  # status, stage, seconds after the folder was dropped
-
-
-class SmokeFailed(Exception):
-    """The pipeline did not import the smoke analysis; the message says where it stopped."""
 
 
 @dataclass

@@ -28,10 +28,13 @@ from engine.config import Settings
 from engine.db import migrate
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
+from engine.errors import BrokerUnavailable
 from engine.events import Topics
 from engine.events.topics import LANE_NAMES, NORMAL, RELEASE
 from engine.folders import READY_FILE
-from engine.kafka import BrokerUnavailable, open_reader, poll_until_idle, topic_partitions
+from engine.kafka import open_reader, poll_until_idle, topic_partitions
+from engine.ledger import counts as ledger_counts
+from engine.parked import list_parked
 from engine.timeutil import utcnow
 
 IN_FLIGHT = (JobStatus.SUBMITTED, JobStatus.ANNOTATING, JobStatus.ANNOTATED, JobStatus.PERSISTING)
@@ -118,6 +121,8 @@ class Health:
     db_revision: str | None = None
     db_head: str | None = None
     db_error: str | None = None
+    parked: list[dict[str, Any]] = field(default_factory=list)  # events parked (see engine.parked)
+    ledger: dict[str, int] = field(default_factory=dict)  # work ledger entries per state
 
     @property
     def ok(self) -> bool:
@@ -330,6 +335,9 @@ def _add_database(health: Health, url: str) -> None:
             health.drain = drain_estimate(url, waiting)
         with session_scope(url) as session:
             bundle = active_bundle(session)
+            health.parked = [{"id": p.id, "stage": p.stage, "analysis": p.analysis, "reason": p.reason,
+                              "parked": p.date_parked.isoformat()} for p in list_parked(session)]
+            health.ledger = ledger_counts(session)
         health.bundle = bundle.version if bundle else None
     except sa.exc.SQLAlchemyError as error:
         health.db_error = f"cannot read the database: {type(error).__name__}: {error}".splitlines()[0]
@@ -374,6 +382,13 @@ def render(health: Health) -> str:
             when = failure.at.astimezone(dt.UTC).strftime("%H:%M:%SZ")
             lines.append(f"  {when}  {failure.analysis}  [{failure.stage}]  {(failure.message or '')[:100]}")
         lines.append(f"Annotation bundle: {health.bundle or 'none active (annotation from the VCF only)'}")
+        lines.append("Work ledger: " + (", ".join(f"{state} {count}" for state, count in
+                                                  sorted(health.ledger.items())) or "empty"))
+        lines.append(f"Parked events: {len(health.parked)}"
+                     + (" (see 'annostream parked list')" if health.parked else ""))
+        for parked in health.parked[:10]:
+            lines.append(f"  {parked['id']}  {parked['analysis'] or '-'}  [{parked['stage']}]  "
+                         f"{parked['reason'][:100]}")
     return "\n".join(lines)
 
 

@@ -98,6 +98,10 @@ def prepare_metrics_dir(settings: Settings) -> Path:
     return metrics_dir
 
 
+#: Children holding Kafka connections, restarted with a restarted embedded broker.
+BROKER_CLIENTS = frozenset({"watcher", "worker"})
+
+
 class Supervisor:
     def __init__(self, settings: Settings, children: list[Child], *,
                  on_ready: Callable[[dict[str, str]], None] | None = None):
@@ -136,6 +140,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._request_stop)
         if self.settings.embedded_broker:
             self.broker = EmbeddedBroker(log_file=self.settings.data_dir / "broker.log").start()
+            # A fresh memory-only broker holds nothing: publish the unfinished work again.
+            self._reconcile()
         env = self._base_env()
         try:
             for child in self.children:
@@ -151,6 +157,18 @@ class Supervisor:
         log.info("all services stopped")
         return 0
 
+    def _reconcile(self) -> None:
+        from engine.ledger import reconcile_through_kafka
+
+        assert self.broker is not None
+        try:
+            count = reconcile_through_kafka(self.settings, self.broker.bootstrap_servers, silent_for_s=0)
+        except Exception as error:  # the worker's own reconciler tries again later
+            log.warning("could not publish unfinished work from the ledger: %s", error)
+            return
+        if count:
+            log.info("published %d unfinished work event(s) from the ledger", count)
+
     def _watch(self, env: dict[str, str]) -> None:
         while not self._stopping:
             now = time.monotonic()
@@ -164,6 +182,14 @@ class Supervisor:
                     delay = child.schedule_restart()
                     log.error("%s exited with code %s: restarting in %.1f s", child.name, code, delay)
             if self.broker is not None and self.broker.poll() is not None:
-                log.error("embedded broker exited: restarting it (its in-memory topics are lost)")
+                log.error("embedded broker exited: restarting it, publishing unfinished work again from "
+                          "the ledger and restarting the services that talk to it")
                 self.broker.start()
+                self._reconcile()
+                for child in self.children:
+                    if child.name in BROKER_CLIENTS and child.process is not None:
+                        # Their consumer group and topics are gone; a clean start rejoins, and the
+                        # watcher's start-up scan publishes whatever is waiting in incoming.
+                        child.stop()
+                        child.next_start_at = time.monotonic()
             time.sleep(0.2)

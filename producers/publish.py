@@ -45,10 +45,18 @@ def prepare_ready_event(folder: Path, settings: Settings, *, producer: str) -> R
     return apply_spec(event, spec)
 
 
-def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics) -> None:
-    """Publish (keyed by analysis name) and wait for the broker's acknowledgement."""
+def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics, settings: Settings) -> None:
+    """Record in the work ledger, publish (keyed by analysis name), wait for the broker's ack."""
+    from engine.ledger import Message, WorkEvent, record_then_publish
+
+    def publish(messages: list[Message]) -> None:
+        for topic, key, value in messages:
+            producer.send(topic, key, value)
+
     topic = topics.ready_for(event.priority)  # the lane of its priority
-    producer.send(topic, event.key, encode(event))
+    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topic, key=event.key,
+                     value=encode(event), analysis=event.analysis)
+    record_then_publish(settings, [work], publish)
     metrics.EVENTS_PRODUCED.labels(topic=topic).inc()
     log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
              event.folder, len(event.files), event.fingerprint[:12])
@@ -65,5 +73,5 @@ def publish_folder(folder: Path, settings: Settings, *, producer_name: str | Non
     bootstrap = ensure_engine_topics(settings, command="publish")
     with EventProducer(bootstrap, client_id="annostream-publish",
                        timeout_s=settings.kafka_timeout_s) as producer:
-        send_ready(event, producer, Topics.from_settings(settings))
+        send_ready(event, producer, Topics.from_settings(settings), settings)
     return event

@@ -13,7 +13,6 @@ ANALYSES_INCOMING that holds a ``READY`` marker (pipelines write it last).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -27,19 +26,11 @@ from types import FrameType
 from watchfiles._rust_notify import RustNotify
 
 from engine import metrics
-from engine.config import ConfigError, Settings
-from engine.errors import InputError
-from engine.events import (
-    EventRejected,
-    ReadyEvent,
-    Topics,
-    build_ready_event,
-    default_producer,
-    encode,
-    failed_event,
-)
+from engine.config import Settings
+from engine.errors import BrokerUnavailable, ConfigError, EventRejected, InputError
+from engine.events import ReadyEvent, Topics, build_ready_event, default_producer, encode, failed_event
 from engine.folders import READY_FILE, fail_folder
-from engine.kafka import BrokerUnavailable, EventProducer, ensure_engine_topics
+from engine.kafka import EventProducer, ensure_engine_topics
 from producers.publish import apply_spec, check_folder, send_ready
 
 log = logging.getLogger(__name__)
@@ -231,7 +222,7 @@ class Watcher:
             return None
         event = apply_spec(event, spec)
         metrics.WATCHER_FOLDERS_SEEN.inc()
-        send_ready(event, self.producer, self.topics)
+        send_ready(event, self.producer, self.topics, self.settings)
         self._published[key] = event.fingerprint
         self._retry.discard(key)
         return event
@@ -248,8 +239,14 @@ class Watcher:
             return
         self._forget(key)
         log.warning("%s failed the check, moved to %s: %s", key, moved, error)
-        with contextlib.suppress(BrokerUnavailable):
+        try:
             self.producer.send(self.topics.failed, dead_letter.key, encode(dead_letter))
+        except BrokerUnavailable as error:
+            # The folder and its error.json in ANALYSES_FAILED are the durable record; the
+            # dead letter is the notification, and losing it must at least be visible.
+            metrics.WATCHER_DEAD_LETTERS_UNSENT.inc()
+            log.error("%s: could not publish its dead letter %s (%s); error.json in %s has the details",
+                      key, dead_letter.event_id, error, moved)
 
     def _handle(self, changes: set[tuple[int, str]] | str) -> None:
         if self.names.refresh():

@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from engine.broker import EmbeddedBroker, free_port
 from engine.config import Settings
-from engine.db.migrate import DatabaseNotCurrentError, upgrade
+from engine.db.migrate import upgrade
 from engine.db.session import get_engine
+from engine.errors import DatabaseNotCurrentError
 from tests.api_data import Ids, populate
 
 

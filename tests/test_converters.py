@@ -9,13 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.deposit.converters import (
-    AnnotationConfigError,
-    AnnotationValueError,
-    build_annotation_builder,
-    validate_annotation,
-)
-from engine.errors import InputError
+from engine.deposit.converters import build_annotation_builder, validate_annotation
+from engine.errors import AnnotationConfigError, AnnotationValueError, InputError
 
 
 def config(name: str, *elements: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from engine.deposit.annotation_config import DEFAULT_CONFIG_PATH
-from engine.deposit.converters import AnnotationValueError, build_annotation_builder, worst_consequence
+from engine.deposit.converters import build_annotation_builder, worst_consequence
 from engine.deposit.converters.vep import hgvsc_distances, short_hgvsc
+from engine.errors import AnnotationValueError
 
 VCF = Path(__file__).parent / "data" / "converters" / "TestAnalysis-001.vcf"
 _HEADER_ITEM = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|[^,]*)')

@@ -9,10 +9,9 @@ import orjson
 import pytest
 
 import schemas
-from engine.errors import InputError
+from engine.errors import EventRejected, InputError
 from engine.events import (
     AnnotatedEvent,
-    EventRejected,
     FailedEvent,
     Genepanel,
     ImportedEvent,

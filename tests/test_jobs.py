@@ -10,13 +10,8 @@ import sqlalchemy as sa
 from engine.db import migrate
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
-from engine.jobs import (
-    JobTransitionError,
-    find_done_job,
-    get_or_create_job,
-    record_attempt,
-    transition,
-)
+from engine.errors import JobTransitionError
+from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
 
 
 @pytest.fixture

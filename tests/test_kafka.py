@@ -9,8 +9,9 @@ from kafka import KafkaAdminClient
 
 from engine.broker import EmbeddedBroker, free_port
 from engine.config import load_settings
+from engine.errors import BrokerUnavailable
 from engine.events import ReanalysisRequested, Topics, decode
-from engine.kafka import BrokerUnavailable, EventProducer, EventPublisher, ensure_topics, require_bootstrap
+from engine.kafka import EventProducer, EventPublisher, ensure_topics, require_bootstrap
 from tests.support.events import read_topic
 
 

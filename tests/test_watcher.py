@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from engine.broker import EmbeddedBroker
-from engine.config import ConfigError, Settings, load_settings
+from engine.config import Settings, load_settings
+from engine.errors import ConfigError
 from engine.events import Topics, decode
 from engine.kafka import EventProducer, ensure_topics
 from producers.watcher import NameFilter, Watcher

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 
 from api.allele_data import allele_fields, annotation_history, current_annotations
 from api.deps import SessionDep
-from api.errors import NotFoundError
 from api.models import AlleleDetailOut, ErrorOut
 from engine.db.models import Allele
+from engine.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/alleles", tags=["alleles"])
 

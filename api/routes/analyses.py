@@ -9,9 +9,9 @@ from fastapi import APIRouter, Query
 
 from api.allele_data import analysis_allele_page
 from api.deps import PaginationDep, SessionDep
-from api.errors import NotFoundError
 from api.models import AnalysisAlleleOut, AnalysisOut, AnalysisSummary, ErrorOut, Page
 from engine.db.models import Analysis, Sample
+from engine.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/analyses", tags=["analyses"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter
 
 from api.deps import PaginationDep, SessionDep
-from api.errors import NotFoundError
 from api.models import ApiModel, ErrorOut, Page
 from engine.db.models import Gene, Genepanel, Phenotype, Transcript, genepanel_phenotype, genepanel_transcript
+from engine.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/genepanels", tags=["genepanels"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from api.deps import SettingsDep
 from api.models import ReadinessOut
@@ -85,4 +86,24 @@ def metrics(settings: SettingsDep) -> Response:
     # The waiting events per stage and priority lane, measured in the background.
     monitor = lane_lag_monitor(settings)
     body, content_type = render_metrics(*([monitor] if monitor else []))
-    return Response(content=body, media_type=content_type)
+    return Response(content=body + database_gauges(settings.database_url), media_type=content_type)
+
+
+def database_gauges(url: str) -> bytes:
+    """Gauges read from the database at scrape time (one truth for every process): parked
+    events and work-ledger entries per state. Omitted while the database is unreachable."""
+    from engine.ledger import counts
+    from engine.parked import count_parked
+
+    try:
+        with get_engine(url).connect() as connection, Session(bind=connection) as session:
+            parked, ledger = count_parked(session), counts(session)
+    except sa.exc.SQLAlchemyError:
+        return b""
+    lines = ["# HELP annostream_parked_events Events parked because recording their failure failed.",
+             "# TYPE annostream_parked_events gauge", f"annostream_parked_events {parked}",
+             "# HELP annostream_ledger_entries Work ledger entries per state (PENDING = not finished).",
+             "# TYPE annostream_ledger_entries gauge"]
+    lines += [f'annostream_ledger_entries{{state="{state}"}} {ledger.get(state, 0)}'
+              for state in ("PENDING", "DONE", "FAILED")]
+    return ("\n".join(lines) + "\n").encode()

@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 
 from api.deps import PaginationDep, SessionDep
-from api.errors import NotFoundError
 from api.models import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
 from engine.db.models import ImportJob, JobStatus
+from engine.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/import/jobs", tags=["import jobs"])
 

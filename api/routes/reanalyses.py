@@ -15,11 +15,9 @@ from pydantic import BaseModel, Field
 
 from api.auth import WriteToken
 from api.deps import PaginationDep, PublisherDep, SessionDep
-from api.errors import NotFoundError
 from api.models import ApiModel, ErrorOut, Page
 from engine.db.models import ImportJob
-from engine.errors import InputError, UnknownAnalysisError
-from engine.kafka import BrokerUnavailable
+from engine.errors import BrokerUnavailable, InputError, NotFoundError, UnknownAnalysisError
 from engine.reannotate.publish import request_reanalysis
 from engine.reannotate.runs import RunProgress, find_run, list_runs, run_progress
 

@@ -16,11 +16,15 @@ from typing import BinaryIO
 
 import numpy as np
 
+from engine.errors import InputError
+from engine.limits import LIMITS, file_too_large, line_too_long
+
 TAB = 9
 NEWLINE = 10
 COMMA = 44
 DOT = 46
 
+NEWLINE_BYTE = b"\n"
 CHUNK_BYTES = 8 << 20
 _MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 _BLOCK_MIX = np.uint64(0xBF58476D1CE4E5B9)
@@ -37,8 +41,20 @@ def open_text_binary(path: Path) -> BinaryIO:
     return open(path, "rb", buffering=1 << 20)
 
 
+def _name(fh: BinaryIO) -> str:
+    """The file behind ``fh`` for messages (isal's threaded reader keeps it on its raw file)."""
+    for candidate in (fh, getattr(fh, "raw", None), getattr(getattr(fh, "raw", None), "raw", None)):
+        name = getattr(candidate, "name", None)
+        if isinstance(name, str | Path):
+            return str(name)
+    return "<input>"
+
+
 def read_header_and_body(fh: BinaryIO) -> tuple[list[str], bytes]:
-    """Read the '#' header lines; returns them and the first bytes of the body."""
+    """Read the '#' header lines; returns them and the first bytes of the body.
+
+    Bad bytes and oversized lines are InputErrors naming the file and line (engine.limits).
+    """
     header: list[str] = []
     pending = b""
     while True:
@@ -51,31 +67,66 @@ def read_header_and_body(fh: BinaryIO) -> tuple[list[str], bytes]:
             end = pending.find(b"\n", start)
             if end < 0:
                 break
-            header.append(pending[start:end].decode().rstrip("\r"))
+            header.append(_header_line(fh, pending[start:end], len(header) + 1))
             start = end + 1
         pending = pending[start:]
+        if len(pending) > LIMITS.max_line_bytes:
+            raise line_too_long(_name(fh), len(header) + 1)
         if not block:
             if pending:
-                header.append(pending.decode().rstrip("\r"))
+                header.append(_header_line(fh, pending, len(header) + 1))
             return header, b""
 
 
-def iter_line_chunks(fh: BinaryIO, first: bytes, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """Yield chunks of whole lines (each ending in a newline)."""
-    carry = first
+def _header_line(fh: BinaryIO, raw: bytes, number: int) -> str:
+    if b"\x00" in raw:
+        raise InputError("NUL byte in a header line", file=_name(fh), line=number, expected="text")
+    try:
+        return raw.decode().rstrip("\r")
+    except UnicodeDecodeError:
+        raise InputError("header line is not valid UTF-8", file=_name(fh), line=number,
+                         expected="UTF-8 text (sample names included)") from None
+
+
+def iter_line_chunks(fh: BinaryIO, first: bytes, chunk_bytes: int = CHUNK_BYTES, *,
+                     header_lines: int = 0) -> Iterator[bytes]:
+    """Yield chunks of whole lines (each ending in a newline).
+
+    Enforces engine.limits: total decompressed size, line length, and no NUL bytes (which no
+    text format here allows and which the columnar parsers would silently accept).
+    """
+    carry, total, lines_before = first, len(first), header_lines
     while True:
         block = fh.read(chunk_bytes)
+        total += len(block)
+        if total > LIMITS.max_vcf_bytes:
+            raise file_too_large(_name(fh))
         if not block:
             if carry:
+                _check_nul(fh, carry, lines_before)
                 yield carry if carry.endswith(b"\n") else carry + b"\n"
             return
         data = carry + block
         cut = data.rfind(b"\n")
         if cut < 0:
+            if len(data) > LIMITS.max_line_bytes:
+                raise line_too_long(_name(fh), None)
             carry = data
             continue
-        yield data[: cut + 1]
+        whole = data[: cut + 1]
+        _check_nul(fh, whole, lines_before)
+        lines_before += whole.count(b"\n")
+        yield whole
         carry = data[cut + 1 :]
+        if len(carry) > LIMITS.max_line_bytes:
+            raise line_too_long(_name(fh), None)
+
+
+def _check_nul(fh: BinaryIO, chunk: bytes, lines_before: int) -> None:
+    at = chunk.find(b"\x00")
+    if at >= 0:
+        line = lines_before + chunk.count(NEWLINE_BYTE, 0, at) + 1
+        raise InputError("NUL byte inside a record", file=_name(fh), line=line, expected="text")
 
 
 @dataclass

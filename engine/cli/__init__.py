@@ -10,8 +10,7 @@ import sys
 
 import typer
 
-from engine.config import ConfigError
-from engine.errors import AnnostreamError
+from engine.errors import AnnostreamError, is_database_outage
 
 app = typer.Typer(
     name="annostream",
@@ -34,6 +33,7 @@ COMMAND_MODULES = (
     "engine.cli.deposit",  # deposit genepanel
     "engine.cli.ops_cmd",  # status, replay, smoke
     "engine.cli.release_cmd",  # reanalyse, reannotate
+    "engine.cli.parked_cmd",  # parked list | retry | drop
 )
 
 
@@ -47,6 +47,26 @@ def main(argv: list[str] | None = None) -> None:
     register_commands()
     try:
         app(args=argv, standalone_mode=True)
-    except (ConfigError, AnnostreamError) as error:
+    except Exception as error:
+        sys.exit(exit_code(error))
+
+
+#: EX_TEMPFAIL: infrastructure trouble, trying again later may work (sysexits.h).
+EXIT_RETRY_LATER = 75
+EXIT_USER_ERROR = 2
+
+
+def exit_code(error: Exception) -> int:
+    """The one translation of errors at the command line: a one-line message and an exit code.
+
+    Errors meant for users print their message (2: fix the input or setting; 75: infrastructure,
+    try again later); anything else is a bug and keeps its traceback.
+    """
+    if isinstance(error, AnnostreamError):
         print(f"annostream: {error}", file=sys.stderr)
-        sys.exit(2)
+        return EXIT_RETRY_LATER if error.retriable else EXIT_USER_ERROR
+    if is_database_outage(error):
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"annostream: database unavailable: {first_line}", file=sys.stderr)
+        return EXIT_RETRY_LATER
+    raise error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from typing import Annotated
@@ -9,7 +10,8 @@ from typing import Annotated
 import typer
 
 from engine.cli.produce import one_line_errors
-from engine.config import ConfigError, Settings, load_settings
+from engine.config import Settings, load_settings
+from engine.errors import ConfigError
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
 
@@ -39,7 +41,7 @@ def status(
 
 def replay(
     since: Annotated[str, typer.Option(
-        "--since", help="From this time: ISO 8601 (naive = UTC) or 30m/2h/1d ago.")],
+        "--since", help="From this time: ISO 8601 (naive = UTC) or 30m/2h/1d ago.")] = "30d",
     until: Annotated[str | None, typer.Option("--until", help="Up to (not including) this time.")] = None,
     topic: Annotated[str, typer.Option("--topic", help="Topic name without ANNOSTREAM_TOPIC_PREFIX.")
                      ] = "analysis.ready",
@@ -47,6 +49,9 @@ def replay(
                         ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed; publish nothing.")
                        ] = False,
+    from_ledger: Annotated[bool, typer.Option(
+        "--from-ledger", help="Read the events from the database's work ledger instead of the broker "
+                              "(after a broker restart or expired retention); same filters.")] = False,
 ) -> None:
     """Re-publish past events (exact key and bytes) to the same topic, to re-drive them through
     the pipeline. Finished work is recognised and not repeated. Needs KAFKA_BOOTSTRAP_SERVERS."""
@@ -58,6 +63,9 @@ def replay(
         bootstrap = require_bootstrap(settings, "replay")
         start = parse_moment(since, option="--since")
         end = parse_moment(until, option="--until") if until is not None else None
+        if from_ledger:
+            _replay_from_ledger(settings, bootstrap, topic, start, end, analysis, dry_run)
+            return
         selected = select(bootstrap, settings.topic(topic), since=start, until=end, analysis=analysis)
         for message in selected:
             typer.echo(message.describe())
@@ -66,6 +74,33 @@ def replay(
             return
         count = republish(bootstrap, selected, timeout_s=settings.kafka_timeout_s)
         typer.echo(f"replayed {count} message(s)")
+
+
+def _replay_from_ledger(settings: Settings, bootstrap: str, topic: str, start: dt.datetime,
+                        end: dt.datetime | None, analysis: str | None, dry_run: bool) -> None:
+    from engine.db.session import session_scope
+    from engine.kafka import EventProducer, ensure_topics
+    from engine.ledger import pending
+
+    with session_scope(settings.database_url) as session:
+        recorded = pending(session, silent_for_s=0, analysis=analysis, since=start, until=end,
+                           include_finished=True)
+        entries = [entry for entry in recorded if entry.topic == settings.topic(topic)]
+        messages = [(entry.topic, entry.key, entry.value) for entry in entries]
+        for entry in entries:
+            typer.echo(f"{entry.topic} {entry.event_id} {entry.analysis or '-'} {entry.state} "
+                       f"recorded {entry.date_created.isoformat()}")
+    if dry_run:
+        typer.echo(f"{len(messages)} ledger event(s) would be replayed (dry run)")
+        return
+    if messages:
+        ensure_topics(bootstrap, sorted({message[0] for message in messages}),
+                      partitions=settings.topic_partitions,
+                      replication_factor=settings.topic_replication_factor)
+        with EventProducer(bootstrap, client_id="annostream-replay") as producer:
+            for message_topic, key, value in messages:
+                producer.send(message_topic, key, value)
+    typer.echo(f"replayed {len(messages)} ledger event(s)")
 
 
 def smoke(

@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from engine.config import ConfigError, configure_logging, load_settings
-from engine.errors import AnnostreamError
+from engine.config import configure_logging, load_settings
+from engine.errors import AnnostreamError, ConfigError
 
 ProducerOption = Annotated[
     str | None, typer.Option("--producer", help="Producer name written into events (default ROLE@HOST).")]
@@ -54,7 +54,7 @@ def publish(
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """User-facing errors become one line on stderr and exit status 1 (no traceback)."""
-    from engine.events import EventRejected
+    from engine.errors import EventRejected
 
     try:
         yield

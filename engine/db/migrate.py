@@ -18,24 +18,11 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from engine.db.session import create_db_engine
-from engine.errors import AnnostreamError
+from engine.errors import DatabaseNotCurrentError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant works; it only has to be the same for every annostream process.
 _PG_MIGRATION_LOCK = 0x616E6E6F  # "anno"
-
-
-class DatabaseNotCurrentError(AnnostreamError):
-    """The database schema is not at the revision this code expects."""
-
-    def __init__(self, url: str, found: str | None, expected: str) -> None:
-        self.found = found
-        self.expected = expected
-        safe_url = sa.engine.make_url(url).render_as_string(hide_password=True)
-        super().__init__(
-            f"database {safe_url} is at schema revision {found or '<empty>'} but this annostream "
-            f"needs {expected}; run 'annostream db upgrade'"
-        )
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

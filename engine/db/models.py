@@ -355,3 +355,64 @@ class ReannotationBatch(Base):
     n_unchanged: Mapped[int | None] = mapped_column(sa.Integer)
     message: Mapped[str | None] = mapped_column(sa.Text)
     date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+# --- Annostream's own reliability tables (not in ELLA's schema) -----------------------------
+
+
+class EventAttempt(Base):
+    """How often a stage has started on one event; bounds crash and bug loops per event.
+
+    Counted before the work starts (a SIGKILL mid-event still counts) and removed when the
+    stage finishes, so only events that keep failing accumulate attempts.
+    """
+
+    __tablename__ = "annostream_event_attempt"
+
+    stage: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    event_key: Mapped[str] = mapped_column(sa.String, primary_key=True)  # event_id, or sha256 of the bytes
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(sa.Text)
+    date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class ParkedEvent(Base):
+    """An event whose failure could not be recorded (dead-letter path failed): kept here with its
+    bytes and the reason so the partition can move on; ``annostream parked retry|drop``."""
+
+    __tablename__ = "annostream_parked_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stage: Mapped[str] = mapped_column(sa.String)
+    topic: Mapped[str] = mapped_column(sa.String)
+    key: Mapped[str | None] = mapped_column(sa.String)
+    value: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    event_id: Mapped[str | None] = mapped_column(sa.String, index=True)
+    analysis: Mapped[str | None] = mapped_column(sa.String)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    date_parked: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class LedgerState(enum.StrEnum):
+    PENDING = "PENDING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class LedgerEntry(Base):
+    """The work ledger (transactional outbox): every event that starts work, recorded before or
+    as it is published, so work the broker lost is re-published by the reconciler."""
+
+    __tablename__ = "annostream_work_ledger"
+
+    event_id: Mapped[str] = mapped_column(sa.String, primary_key=True)
+    schema: Mapped[str] = mapped_column(sa.String)  # analysis.ready, reanalysis.requested, ...
+    topic: Mapped[str] = mapped_column(sa.String)
+    key: Mapped[str] = mapped_column(sa.String)
+    value: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    analysis: Mapped[str | None] = mapped_column(sa.String, index=True)
+    state: Mapped[str] = mapped_column(sa.String, default=LedgerState.PENDING.value, index=True)
+    publish_count: Mapped[int] = mapped_column(sa.Integer, default=0)
+    date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    # The last sign of life: published, picked up by a stage, or a stage finished a step.
+    date_progress: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from engine.deposit.ped import TECHNOLOGIES
 from engine.deposit.records import AnalysisSpec, VcfSpec
-from engine.errors import InputError
+from engine.errors import InputError, LimitExceeded
+from engine.folders import check_analysis_name
 
 # ELLA's FOLDER_FIELDS_RE: the greedy first group puts the split at the last possible separator.
 FOLDER_NAME_RE = re.compile(r"(?P<name>.+[.-](?P<panel>.+)[-_](?P<version>.+))")
@@ -45,11 +47,23 @@ PRIORITIES = (1, 2, 3)
 VCF_SUFFIXES = (".vcf", ".vcf.gz")
 
 
-def load_analysis_folder(folder: Path) -> AnalysisSpec:
-    """Parse and check an analysis folder; every problem is an ``InputError`` naming the file."""
+#: Bounds on the .analysis file (Settings: ANNOSTREAM_MAX_ANALYSIS_FILE_BYTES, ANNOSTREAM_MAX_JSON_DEPTH).
+DEFAULT_MAX_ANALYSIS_BYTES = 2**20
+DEFAULT_MAX_JSON_DEPTH = 32
+
+
+def load_analysis_folder(folder: Path, *, max_analysis_bytes: int = DEFAULT_MAX_ANALYSIS_BYTES,
+                         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> AnalysisSpec:
+    """Parse and check an analysis folder; every problem is an ``InputError`` naming the file.
+
+    Nothing outside the folder is read: symlinks leading out of it and ``.analysis`` paths that
+    are absolute or contain ``..`` are refused.
+    """
     folder = Path(folder).absolute()
     if not folder.is_dir():
         raise InputError("analysis folder not found", file=str(folder), expected="a directory")
+    reject_escaping_symlinks(folder)
+    limits = (max_analysis_bytes, max_json_depth)
     analysis_files = sorted(folder.rglob("*.analysis"))
     if len(analysis_files) > 1:
         raise InputError(
@@ -57,7 +71,9 @@ def load_analysis_folder(folder: Path) -> AnalysisSpec:
             file=str(folder),
             expected="at most one .analysis file per folder",
         )
-    spec = _from_analysis_file(folder, analysis_files[0]) if analysis_files else _from_folder_name(folder)
+    spec = (_from_analysis_file(folder, analysis_files[0], limits) if analysis_files
+            else _from_folder_name(folder))
+    check_analysis_name(spec.name, file=str(analysis_files[0] if analysis_files else folder))
     spec.warnings = _read_text(folder / "warnings.txt", spec.warnings)
     spec.report = _read_text(folder / "report.txt", spec.report)
     return spec
@@ -72,9 +88,42 @@ def _read_text(path: Path, fallback: str | None) -> str | None:
         raise InputError("not UTF-8 text", file=str(path), expected="UTF-8 text") from exc
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def reject_escaping_symlinks(folder: Path) -> None:
+    """InputError naming the first symlink in ``folder`` that resolves outside it."""
+    root = folder.resolve()
+    for directory, subdirs, names in os.walk(folder, followlinks=False):
+        for name in [*subdirs, *names]:
+            entry = Path(directory, name)
+            if entry.is_symlink() and not entry.resolve().is_relative_to(root):
+                raise InputError("symlink leads out of the analysis folder", file=str(entry),
+                                 expected="files inside the analysis folder (copy them in)")
+
+
+def _json_depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value, iteratively (no recursion), stopping past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _load_json(path: Path, limits: tuple[int, int] = (DEFAULT_MAX_ANALYSIS_BYTES, DEFAULT_MAX_JSON_DEPTH)
+               ) -> dict[str, Any]:
+    max_bytes, max_depth = limits
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise LimitExceeded(f".analysis file is {size} bytes", file=str(path),
+                            expected=f"at most {max_bytes} bytes (ANNOSTREAM_MAX_ANALYSIS_FILE_BYTES)")
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise LimitExceeded("JSON nested too deeply", file=str(path),
+                            expected=f"at most {max_depth} levels (ANNOSTREAM_MAX_JSON_DEPTH)") from None
     except json.JSONDecodeError as exc:
         raise InputError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
@@ -86,11 +135,14 @@ def _load_json(path: Path) -> dict[str, Any]:
         raise InputError("not UTF-8 text", file=str(path), expected="UTF-8 JSON") from exc
     if not isinstance(content, dict):
         raise InputError(f"top level is a {type(content).__name__}", file=str(path), expected="a JSON object")
+    if _json_depth(content, max_depth) > max_depth:
+        raise LimitExceeded("JSON nested too deeply", file=str(path),
+                            expected=f"at most {max_depth} levels (ANNOSTREAM_MAX_JSON_DEPTH)")
     return content
 
 
-def _from_analysis_file(folder: Path, path: Path) -> AnalysisSpec:
-    content = _load_json(path)
+def _from_analysis_file(folder: Path, path: Path, limits: tuple[int, int]) -> AnalysisSpec:
+    content = _load_json(path, limits)
     if "params" in content:
         return _from_legacy(folder, path, content)
     return _from_modern(folder, path, content)
@@ -130,8 +182,17 @@ def _date_requested(path: Path, value: Any) -> dt.datetime | None:
 
 
 def _existing_file(path: Path, folder: Path, name: str, key: str) -> Path:
-    candidate = Path(name)
-    resolved = candidate if candidate.is_absolute() else folder / candidate
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or Path(name).is_absolute() or ".." in pure.parts or "\x00" in name:
+        raise InputError(
+            f"{key} {name!r} points outside the analysis folder",
+            file=str(path),
+            expected=f"{key} to name a file inside {folder} (relative, without '..')",
+        )
+    resolved = folder / name
+    if resolved.exists() and not resolved.resolve().is_relative_to(folder.resolve()):
+        raise InputError(f"{key} {name!r} is a symlink leading out of the analysis folder", file=str(path),
+                         expected=f"{key} to name a file inside {folder}")
     if not resolved.is_file():
         raise InputError(
             f"{key} file {name!r} does not exist",
@@ -213,8 +274,9 @@ def _from_legacy(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisS
         )
     stem = path.name[: -len(".analysis")]
     gzipped = path.parent / f"{stem}.vcf.gz"
-    vcf_name = gzipped if gzipped.is_file() and not (path.parent / f"{stem}.vcf").is_file() else f"{stem}.vcf"
-    vcf = _existing_file(path, path.parent, str(vcf_name), "the VCF")
+    plain = f"{stem}.vcf"
+    vcf_name = gzipped.name if gzipped.is_file() and not (path.parent / plain).is_file() else plain
+    vcf = _existing_file(path, path.parent, vcf_name, "the VCF")
     ped = path.parent / f"{stem}.ped"
     return AnalysisSpec(
         name=_string(path, content, "name"),

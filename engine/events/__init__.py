@@ -1,7 +1,7 @@
 """The event contract: every event class, its codec and every topic.
 
-- ``base``: :class:`Event`, the one base (schema name, version, partition key, envelope), and
-  :class:`EventRejected`, raised for anything that violates the contract.
+- ``base``: :class:`Event`, the one base (schema name, version, partition key, envelope);
+  anything that violates the contract raises :class:`engine.errors.EventRejected`.
 - ``analysis``: the import-flow events and how they are built from folders and stage results.
 - ``release``: the reanalysis and reannotation events.
 - ``codec``: :func:`encode` and :func:`decode`, validating against ``schemas/<name>/v<N>.json``.
@@ -10,6 +10,7 @@
 How to add an event or a topic: docs/events.md, "Adding an event or a topic".
 """
 
+from engine.errors import EventRejected
 from engine.events.analysis import (
     EXCLUDED_FILES,
     AnalysisEvent,
@@ -32,7 +33,7 @@ from engine.events.analysis import (
     status_event,
     verify_files,
 )
-from engine.events.base import Event, EventRejected, event_class, event_classes
+from engine.events.base import Event, event_class, event_classes
 from engine.events.codec import decode, encode
 from engine.events.release import ReanalysisRequested, ReannotationBatchEvent
 from engine.events.topics import Topics, TopicSpec, topic_config

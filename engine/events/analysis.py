@@ -18,11 +18,13 @@ from typing import Any, ClassVar
 
 import orjson
 
-from engine.errors import InputError
-from engine.events.base import Event, EventRejected, plain_fields
+from engine.errors import EventRejected, InputError
+from engine.events.base import Event, plain_fields
 from engine.folders import (
+    ANALYSIS_NAME_RE,
     ERROR_FILE,
     READY_FILE,
+    check_analysis_name,
     check_relative_path,
     relative_to_incoming,
     resolve_in_incoming,
@@ -82,6 +84,11 @@ class ReadyEvent(AnalysisEvent):
         """The folder and every file must resolve inside ``incoming`` (EventRejected otherwise)."""
         if incoming is None:
             raise TypeError("decoding an analysis.ready event needs incoming= (ANALYSES_INCOMING)")
+        try:
+            # The name becomes a path segment (work directory): checked like a path.
+            check_analysis_name(self.analysis)
+        except InputError as error:
+            raise EventRejected(f"field analysis: {error.message}") from None
         try:
             folder = resolve_in_incoming(self.folder, incoming)
         except InputError as error:
@@ -265,7 +272,8 @@ def failed_event(original: bytes | dict[str, Any] | str, *, stage: str, error: I
     if isinstance(original, bytes):
         original = _raw_to_original(original)
     if analysis is None and isinstance(original, dict) and isinstance(original.get("analysis"), str):
-        analysis = original["analysis"]
+        # A hostile name stays inside ``original``; the dead letter's own field must be valid.
+        analysis = original["analysis"] if ANALYSIS_NAME_RE.fullmatch(original["analysis"]) else None
     details = error.to_dict() if isinstance(error, InputError) else {
         "message": str(error) or type(error).__name__, "file": None, "line": None, "expected": None}
     return FailedEvent(producer=producer, analysis=analysis or None, stage=stage, error=details,

@@ -19,14 +19,6 @@ from engine.timeutil import iso_utc
 E = TypeVar("E", bound="Event")
 
 
-class EventRejected(ValueError):
-    """An event that must not be processed; ``reason`` says why (naming the field)."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
 _REGISTRY: dict[tuple[str, int], type[Event]] = {}
 
 

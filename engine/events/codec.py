@@ -16,7 +16,8 @@ from jsonschema import ValidationError
 from jsonschema.exceptions import best_match
 
 import schemas
-from engine.events.base import Event, EventRejected, event_class
+from engine.errors import EventRejected
+from engine.events.base import Event, event_class
 
 E = TypeVar("E", bound=Event)
 

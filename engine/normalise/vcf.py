@@ -84,7 +84,8 @@ def normalise_vcf(src: Path, dst: Path | None, *, fasta: Path | None = None,
             if raw_header or first:  # a 0-byte file passes through as a 0-byte file
                 header = prepare_header(src, raw_header)
                 out.write(("\n".join(header.lines) + "\n").encode())
-                _Normaliser(src, header, reference, result).run(iter_line_chunks(handle, first), out)
+                _Normaliser(src, header, reference, result).run(
+                    iter_line_chunks(handle, first, header_lines=len(raw_header)), out)
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise InputError(f"compressed VCF is truncated or corrupt ({error})", file=str(src),
                          expected="a complete gzip/BGZF file") from None

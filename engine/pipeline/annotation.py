@@ -50,7 +50,8 @@ class EngineAnnotator:
 
     def run(self, ready: ReadyEvent, folder: Path, out_dir: Path) -> AnnotationOutcome:
         bundle = self._active_bundle()
-        spec = load_analysis_folder(folder)
+        spec = load_analysis_folder(folder, max_analysis_bytes=self.settings.max_analysis_file_bytes,
+                                    max_json_depth=self.settings.max_json_depth)
         counts = dict.fromkeys((*_COUNTS, "records_annotated"), 0)
         artifacts = []
         for vcf in spec.vcfs:

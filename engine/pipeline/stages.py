@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import TypeVar
 
 import sqlalchemy as sa
-from kafka.errors import KafkaError
 from sqlalchemy.orm import Session
 
-from engine import metrics
+from engine import ledger, metrics
 from engine.config import Settings
-from engine.db.models import Analysis, ImportJob, JobStatus
+from engine.db.models import Analysis, ImportJob, JobStatus, LedgerState
 from engine.db.session import session_scope
 from engine.deposit.analysis_folder import load_analysis_folder
 from engine.deposit.annotation_config import active_annotation_config
@@ -26,10 +25,9 @@ from engine.deposit.genepanel import require_genepanel
 from engine.deposit.ped import resolve_samples
 from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
 from engine.deposit.writer import WriteResult, write_analysis
-from engine.errors import DuplicateAnalysisError, InputError
+from engine.errors import DuplicateAnalysisError, EventRejected, FailureNotRecorded, InputError
 from engine.events import (
     AnnotatedEvent,
-    EventRejected,
     ReadyEvent,
     Topics,
     annotated_event,
@@ -41,9 +39,18 @@ from engine.events import (
     status_event,
     verify_files,
 )
-from engine.folders import fail_folder, move_to_imported, resolve_in_incoming, resolve_under
+from engine.folders import (
+    check_analysis_name,
+    fail_folder,
+    move_to_imported,
+    resolve_in_incoming,
+    resolve_under,
+)
 from engine.jobs import find_done_job, get_or_create_job, record_attempt, transition
+from engine.ledger import WorkEvent
+from engine.limits import configure_limits
 from engine.pipeline.annotation import Annotator, EngineAnnotator
+from engine.pipeline.guard import Backoff, Outgoing
 from engine.pipeline.locks import analysis_lock
 from engine.vcf.fastpath import iter_variant_blocks
 from engine.vcf.header import read_header
@@ -52,8 +59,8 @@ from engine.vcf.reader import iter_variant_batches
 log = logging.getLogger("annostream.pipeline")
 E = TypeVar("E", ReadyEvent, AnnotatedEvent)
 
-_TRANSIENT = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, KafkaError,
-              ConnectionError, TimeoutError)
+#: Tries of the move to ANALYSES_PATH after the commit, before leaving it to a later delivery.
+AFTER_COMMIT_MOVE_TRIES = 3
 
 
 def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -> InputError:
@@ -77,20 +84,6 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
     return error
 
 
-def is_transient(error: BaseException) -> bool:
-    """Infrastructure trouble worth retrying (as opposed to bad input or a bug)."""
-    return isinstance(error, _TRANSIENT)
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """A message a stage wants published once it has finished."""
-
-    topic: str
-    key: str
-    value: bytes
-
-
 class _Skip(Exception):
     """Internal: the event needs no work (duplicate or replay of finished work)."""
 
@@ -101,6 +94,7 @@ class _Skip(Exception):
 class Pipeline:
     def __init__(self, settings: Settings, *, annotator: Annotator | None = None):
         self.settings = settings
+        configure_limits(settings)
         self.topics = Topics.from_settings(settings)
         self.db_url = settings.database_url
         self.incoming = settings.analyses_incoming
@@ -123,6 +117,7 @@ class Pipeline:
         with session_scope(self.db_url) as session:
             transition(session, self._job(session, ready), JobStatus.ANNOTATED, stage="annotate",
                        message=outcome.message)
+            ledger.progress(session, ready.event_id)
         return [Outgoing(self.topics.annotated_for(ready.priority), ready.analysis, encode(event))]
 
     # --- persist stage ------------------------------------------------------------------------
@@ -133,7 +128,8 @@ class Pipeline:
     def _persist(self, annotated: AnnotatedEvent) -> list[Outgoing]:
         ready = annotated.ready
         folder = self._claim(ready, JobStatus.PERSISTING, stage="persist")
-        spec = load_analysis_folder(folder)
+        spec = load_analysis_folder(folder, max_analysis_bytes=self.settings.max_analysis_file_bytes,
+                                    max_json_depth=self.settings.max_json_depth)
         vcfs = self._annotated_vcfs(annotated, spec)
         bundle_version = (annotated.annotation or {}).get("bundle_version")
         with session_scope(self.db_url) as session:
@@ -145,7 +141,8 @@ class Pipeline:
             job.analysis_id = result.analysis_id
             transition(session, job, JobStatus.DONE, stage="persist",
                        message=f"imported {result.n_variants} variants")
-        move_to_imported(folder, self.settings)
+            ledger.finish(session, ready.event_id, LedgerState.DONE)
+        self._move_after_commit(folder, ready)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
         metrics.ANALYSES_IMPORTED.inc()
         metrics.VARIANTS_IMPORTED.inc(result.n_variants)
@@ -155,6 +152,27 @@ class Pipeline:
         log.info("imported %s: %s; writer seconds %s", ready.analysis, counts,
                  {step: round(seconds, 2) for step, seconds in result.seconds.items()})
         return [self._imported(ready, result.analysis_id, counts)]
+
+    def _move_after_commit(self, folder: Path, ready: ReadyEvent) -> None:
+        """Move an imported folder to ANALYSES_PATH; retried, and never a failure of the import.
+
+        The analysis is committed: if the move keeps failing, the folder stays in incoming and
+        is moved when the event is delivered again or the folder is published again (the
+        watcher rescans incoming at start), both of which find the finished job.
+        """
+        backoff = Backoff(min(self.settings.retry_max_delay_s, 2.0))
+        for number in range(1, AFTER_COMMIT_MOVE_TRIES + 1):
+            try:
+                move_to_imported(folder, self.settings)
+                return
+            except Exception as error:
+                metrics.STAGE_RETRIES.labels(stage="persist/move").inc()
+                log.warning("%s: imported, but moving %s to ANALYSES_PATH failed (try %d of %d): %s",
+                            ready.analysis, folder, number, AFTER_COMMIT_MOVE_TRIES, error)
+                if number < AFTER_COMMIT_MOVE_TRIES:
+                    backoff.sleep()
+        log.error("%s: imported; its folder stays in %s until the move succeeds on the next delivery "
+                  "or publication of the folder", ready.analysis, folder)
 
     def _write(self, session: Session, spec: AnalysisSpec, vcfs: list[tuple[VcfSpec, VcfSpec]],
                ready: ReadyEvent, *, bundle_version: str | None) -> WriteResult:
@@ -196,7 +214,12 @@ class Pipeline:
 
     def _run_stage(self, stage: str, raw: bytes, kind: type[E], body: Callable[[E], list[Outgoing]]
                    ) -> list[Outgoing]:
-        """Decode, run ``body``, and turn anything but a transient error into a recorded failure."""
+        """Decode and run ``body``; bad input becomes a recorded failure.
+
+        Everything else escapes to :class:`engine.pipeline.guard.StageGuard`, which retries
+        infrastructure errors and bounds the attempts on a bug. When recording the failure
+        fails, :class:`FailureNotRecorded` tells the guard to retry that, then park the event.
+        """
         with metrics.observe_stage(stage):
             try:
                 event = self._decode(raw, kind, stage="validate")
@@ -210,11 +233,31 @@ class Pipeline:
                     messages = body(event)
                 except _Skip as skip:
                     messages = skip.messages
-                except Exception as error:
-                    if is_transient(error):
-                        raise
-                    messages = self._fail(ready, stage, error)
+                except InputError as error:
+                    metrics.STAGE_FAILURES.labels(stage=stage).inc()
+                    try:
+                        messages = self._fail(ready, stage, error)
+                    except Exception as recording:
+                        raise FailureNotRecorded(error) from recording
                 return messages + self._status_messages(ready, seen)
+
+    def fail_annotate(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that an ``analysis.ready`` event cannot be processed (the guard gave up on it)."""
+        return self._fail_raw("annotate", raw, ReadyEvent, error)
+
+    def fail_persist(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that an ``analysis.annotated`` event cannot be processed."""
+        return self._fail_raw("persist", raw, AnnotatedEvent, error)
+
+    def _fail_raw(self, stage: str, raw: bytes, kind: type[E], error: InputError) -> list[Outgoing]:
+        try:
+            event = self._decode(raw, kind, stage="validate")
+        except _Skip as skip:
+            return skip.messages
+        ready = event if isinstance(event, ReadyEvent) else event.ready
+        seen = self._history_length(ready)
+        metrics.STAGE_FAILURES.labels(stage=stage).inc()
+        return self._fail(ready, stage, error) + self._status_messages(ready, seen)
 
     # --- job status on the analysis.status topic -----------------------------------------------
 
@@ -249,9 +292,17 @@ class Pipeline:
             raise _Skip([self._dead_letter(raw, stage, InputError(rejected.reason))]) from None
 
     def _claim(self, ready: ReadyEvent, status: JobStatus, *, stage: str) -> Path:
-        """Find or create the job; skip finished work; move the job to ``status``."""
+        """Find or create the job; skip finished work; move the job to ``status``.
+
+        The work ledger records the event (if its publisher did not) and its progress in the
+        same transaction.
+        """
         folder = resolve_in_incoming(ready.folder, self.incoming)
         with session_scope(self.db_url) as session:
+            ledger.record(session, WorkEvent(event_id=ready.event_id, schema=ready.SCHEMA,
+                                             topic=self.topics.ready_for(ready.priority), key=ready.key,
+                                             value=encode(ready),
+                                             analysis=ready.analysis))
             job = self._job(session, ready)
             self._skip_if_finished(session, job, ready, folder)
             if not folder.is_dir():
@@ -260,16 +311,22 @@ class Pipeline:
             self._reject_duplicate_name(session, ready)
             record_attempt(session, job)
             transition(session, job, status, stage=stage)
+            ledger.progress(session, ready.event_id)
         return folder
 
     def _skip_if_finished(self, session: Session, job: ImportJob, ready: ReadyEvent, folder: Path) -> None:
+        """Raise _Skip for work already done; commits what it records before raising."""
         if job.status == JobStatus.DONE.value:
             # A replayed or duplicated event: re-announce the result, change nothing.
             self._repair_folder(session, ready, folder)
+            ledger.finish(session, ready.event_id, LedgerState.DONE)
+            session.commit()
             raise _Skip(self._imported_again(job, ready))
         if job.status in (JobStatus.FAILED.value, JobStatus.CANCELLED.value) and not folder.is_dir():
             log.info("%s: event %s already ended %s; nothing to redo", ready.analysis, ready.event_id,
                      job.status)
+            ledger.finish(session, ready.event_id, LedgerState.FAILED)
+            session.commit()
             raise _Skip([])
         earlier = find_done_job(session, analysis_name=ready.analysis, fingerprint=ready.fingerprint)
         if earlier is not None and earlier.id != job.id:
@@ -277,7 +334,26 @@ class Pipeline:
             transition(session, job, JobStatus.DONE, stage="dedupe",
                        message=f"same folder content as import job {earlier.id}: nothing to do")
             self._repair_folder(session, ready, folder)
+            ledger.finish(session, ready.event_id, LedgerState.DONE)
+            session.commit()
             raise _Skip(self._imported_again(job, ready))
+        if not folder.is_dir():
+            ended = self._ended_job(session, ready, job)
+            if ended is not None:
+                # A second event for a folder whose first event already failed it (e.g. the
+                # watcher's rescan and the reconciler both published it): nothing to redo.
+                transition(session, job, JobStatus.FAILED, stage="dedupe",
+                           message=f"same folder as import job {ended.id}, which failed: {ended.message}")
+                ledger.finish(session, ready.event_id, LedgerState.FAILED)
+                session.commit()
+                raise _Skip([])
+
+    def _ended_job(self, session: Session, ready: ReadyEvent, job: ImportJob) -> ImportJob | None:
+        query = (sa.select(ImportJob)
+                 .where(ImportJob.analysis_name == ready.analysis, ImportJob.fingerprint == ready.fingerprint,
+                        ImportJob.status == JobStatus.FAILED.value, ImportJob.id != job.id)
+                 .order_by(ImportJob.id.desc()).limit(1))
+        return session.scalars(query).first()
 
     def _repair_folder(self, session: Session, ready: ReadyEvent, folder: Path) -> None:
         """A crash between commit and move leaves an imported folder in incoming: move it now."""
@@ -309,7 +385,10 @@ class Pipeline:
                                  fingerprint=ready.fingerprint)
 
     def _work_dir(self, ready: ReadyEvent) -> Path:
-        return self.settings.work_dir / ready.analysis / ready.event_id
+        """DATA_DIR/work/<analysis>/<event id>, built only from checked values (never escapes)."""
+        name = check_analysis_name(ready.analysis, file=ready.folder)
+        event_id = str(uuid.UUID(ready.event_id))  # the schema demands a uuid; this proves it
+        return resolve_under(f"{name}/{event_id}", self.settings.work_dir, what="work directory")
 
     def _imported(self, ready: ReadyEvent, analysis_id: int, counts: dict[str, int]) -> Outgoing:
         event = imported_event(ready, analysis_id=analysis_id, counts=counts, producer=self.producer)
@@ -320,18 +399,17 @@ class Pipeline:
             return []
         return [self._imported(ready, job.analysis_id, {})]
 
-    def _fail(self, ready: ReadyEvent, stage: str, error: Exception) -> list[Outgoing]:
-        metrics.STAGE_FAILURES.labels(stage=stage).inc()
-        if not isinstance(error, InputError):
-            log.exception("%s: internal error in the %s stage", ready.analysis, stage)
-            error = InputError(f"internal error ({type(error).__name__}): {error}")
+    def _fail(self, ready: ReadyEvent, stage: str, error: InputError) -> list[Outgoing]:
         log.warning("%s: %s stage failed: %s", ready.analysis, stage, error)
         attempt = 1
         with session_scope(self.db_url) as session:
             job = self._job(session, ready)
             attempt = max(job.attempts, 1)
-            if job.status != JobStatus.DONE.value:
-                transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
+            if job.status == JobStatus.DONE.value:
+                # Committed already (a crash after the commit): the import stands.
+                return self._imported_again(job, ready)
+            transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
+            ledger.finish(session, ready.event_id, LedgerState.FAILED)
         folder = resolve_in_incoming(ready.folder, self.incoming)
         if folder.is_dir():
             fail_folder(folder, self.settings, stage=stage, error=error, event_id=ready.event_id)

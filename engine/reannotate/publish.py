@@ -13,10 +13,12 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from engine import ledger
 from engine.db.models import Analysis
-from engine.errors import UnknownAnalysisError
-from engine.events import ReanalysisRequested
+from engine.errors import BrokerUnavailable, UnknownAnalysisError
+from engine.events import Event, ReanalysisRequested
 from engine.kafka import EventPublisher
+from engine.ledger import WorkEvent
 from engine.reannotate.core import resolve_bundle
 from engine.reannotate.runs import DEFAULT_BATCH_SIZE, RunProgress, plan_run, run_progress
 
@@ -42,7 +44,11 @@ def request_reanalysis(session: Session, publisher: EventPublisher, analysis: st
     version = check_reanalysis(session, analysis, bundle)
     event = ReanalysisRequested(producer=producer, analysis=analysis, bundle=version,
                                 requested_by=requested_by)
-    publisher.publish([event])
+    # The transactional outbox: committed before it is published, so a broker that loses it
+    # (restart, outage) loses nothing: the reconciler publishes it again.
+    ledger.record(session, WorkEvent.of(event, publisher.topics))
+    session.commit()
+    publish_recorded(publisher, [event])
     return event
 
 
@@ -53,6 +59,18 @@ def start_reannotation(session: Session, publisher: EventPublisher, *, bundle: s
     run, events = plan_run(session, bundle=bundle, analyses=analyses, batch_size=batch_size,
                            producer=producer)
     progress = run_progress(session, run)
+    for event in events:  # the transactional outbox: committed with the plan
+        ledger.record(session, WorkEvent.of(event, publisher.topics))
     session.commit()
-    publisher.publish(events)
+    publish_recorded(publisher, events)
     return progress
+
+
+def publish_recorded(publisher: EventPublisher, events: Sequence[Event]) -> None:
+    """Publish events already committed to the work ledger; an unreachable broker says so."""
+    try:
+        publisher.publish(events)
+    except BrokerUnavailable as error:
+        raise BrokerUnavailable(f"{error}; the work is recorded in the database's work ledger and will "
+                                "be published when the broker is back (or run 'annostream replay "
+                                "--from-ledger')") from None

@@ -19,13 +19,19 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from engine import metrics
+from engine import ledger, metrics
 from engine.config import Settings
-from engine.db.models import Analysis, ImportJob, JobStatus, ReannotationBatch, ReannotationRun
+from engine.db.models import (
+    Analysis,
+    ImportJob,
+    JobStatus,
+    LedgerState,
+    ReannotationBatch,
+    ReannotationRun,
+)
 from engine.db.session import session_scope
-from engine.errors import InputError
+from engine.errors import EventRejected, InputError
 from engine.events import (
-    EventRejected,
     ReanalysisRequested,
     ReannotationBatchEvent,
     Topics,
@@ -35,7 +41,8 @@ from engine.events import (
     failed_event,
 )
 from engine.jobs import get_or_create_job, record_attempt, transition
-from engine.pipeline.stages import Outgoing, is_transient
+from engine.ledger import WorkEvent
+from engine.pipeline.guard import Outgoing
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
 from engine.reannotate.runs import DONE, FAILED
 from engine.timeutil import utcnow
@@ -52,6 +59,7 @@ class ReleaseStages:
         self.settings = settings
         self.db_url = settings.database_url
         self.failed_topic = Topics.from_settings(settings).failed
+        self.topics = Topics.from_settings(settings)
         self.producer = default_producer("worker")
         self.work_dir = settings.work_dir / "reannotate"
 
@@ -62,11 +70,14 @@ class ReleaseStages:
 
     def _reanalyse(self, request: ReanalysisRequested) -> list[Outgoing]:
         with session_scope(self.db_url) as session:
+            ledger.record(session, self._work(request))
             job = self._job(session, request)
             if job.status == JobStatus.DONE.value:
                 log.info("reanalysis %s of %s already done", request.event_id, request.analysis)
                 metrics.REANALYSES.labels(outcome="skipped").inc()
+                ledger.finish(session, request.event_id, LedgerState.DONE)
                 return []
+            ledger.progress(session, request.event_id)
             record_attempt(session, job)
             transition(session, job, JobStatus.ANNOTATING, stage=REANALYSE_STAGE,
                        message=f"re-annotating with bundle {request.bundle or '(active)'}")
@@ -85,6 +96,7 @@ class ReleaseStages:
                                             work_dir=self.work_dir)
                 job.analysis_id = analysis_id
                 transition(session, job, JobStatus.DONE, stage=REANALYSE_STAGE, message=_summary(result))
+                ledger.finish(session, request.event_id, LedgerState.DONE)
         except InputError as error:
             self._fail_job(request, error)
             metrics.REANALYSES.labels(outcome="failed").inc()
@@ -93,6 +105,10 @@ class ReleaseStages:
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
         log.info("reanalysis of %s: %s", request.analysis, _summary(result))
         return []
+
+    def _work(self, event: ReanalysisRequested | ReannotationBatchEvent) -> WorkEvent:
+        topic = self.topics.reanalysis if isinstance(event, ReanalysisRequested) else self.topics.reannotation
+        return WorkEvent.from_message(topic, event.key, encode(event))
 
     def _job(self, session: Session, request: ReanalysisRequested) -> ImportJob:
         return get_or_create_job(session, event_id=request.event_id, analysis_name=request.analysis,
@@ -103,6 +119,7 @@ class ReleaseStages:
             job = self._job(session, request)
             if job.status != JobStatus.DONE.value:
                 transition(session, job, JobStatus.FAILED, stage=REANALYSE_STAGE, message=str(error))
+                ledger.finish(session, request.event_id, LedgerState.FAILED)
 
     # --- reannotation batches -----------------------------------------------------------------
 
@@ -111,9 +128,11 @@ class ReleaseStages:
 
     def _reannotate(self, event: ReannotationBatchEvent) -> list[Outgoing]:
         with session_scope(self.db_url) as session:
+            ledger.record(session, self._work(event))
             batch = self._lock_batch(session, event)
             if batch.status == DONE:
                 metrics.REANNOTATION_BATCHES.labels(outcome="skipped").inc()
+                ledger.finish(session, event.event_id, LedgerState.DONE)
                 return []
             batch.attempts += 1
             selection = AlleleSelection(event.id_from, event.id_to,
@@ -125,10 +144,12 @@ class ReleaseStages:
                     result = reannotate_alleles(session, bundle, selection, work_dir=self.work_dir)
             except InputError as error:
                 _finish(batch, FAILED, message=str(error))
+                ledger.finish(session, event.event_id, LedgerState.FAILED)
                 metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
                 log.warning("reannotation %s batch %d failed: %s", event.run_id, event.batch_index, error)
                 return [self._dead_letter(event, REANNOTATE_STAGE, error)]
             _finish(batch, DONE, result=result)
+            ledger.finish(session, event.event_id, LedgerState.DONE)
         metrics.REANNOTATION_BATCHES.labels(outcome="done").inc()
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
         log.info("reannotation %s batch %d: %s (%s)", event.run_id, event.batch_index, _summary(result),
@@ -165,13 +186,34 @@ class ReleaseStages:
             except InputError as error:
                 metrics.STAGE_FAILURES.labels(stage=stage).inc()
                 return [self._dead_letter(event, stage, error)]
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                log.exception("internal error in the %s stage", stage)
-                metrics.STAGE_FAILURES.labels(stage=stage).inc()
-                internal = InputError(f"internal error ({type(error).__name__}): {error}")
-                return [self._dead_letter(event, stage, internal)]
+            # Anything else escapes to the StageGuard: retried, or failed via fail_* below.
+
+    def fail_reanalyse(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that a reanalysis request cannot be processed (the guard gave up on it)."""
+        try:
+            request = decode(raw, ReanalysisRequested)
+        except EventRejected as rejected:
+            return [self._dead_letter(raw, REANALYSE_STAGE, InputError(rejected.reason))]
+        self._fail_job(request, error)
+        metrics.REANALYSES.labels(outcome="failed").inc()
+        return [self._dead_letter(request, REANALYSE_STAGE, error)]
+
+    def fail_reannotate(self, raw: bytes, error: InputError) -> list[Outgoing]:
+        """Record that a re-annotation batch cannot be processed (the guard gave up on it)."""
+        try:
+            event = decode(raw, ReannotationBatchEvent)
+        except EventRejected as rejected:
+            return [self._dead_letter(raw, REANNOTATE_STAGE, InputError(rejected.reason))]
+        with session_scope(self.db_url) as session:
+            try:
+                batch = self._lock_batch(session, event)
+            except InputError:
+                batch = None
+            if batch is not None and batch.status != DONE:
+                _finish(batch, FAILED, message=str(error))
+            ledger.finish(session, event.event_id, LedgerState.FAILED)
+        metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
+        return [self._dead_letter(event, REANNOTATE_STAGE, error)]
 
     def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent, stage: str,
                      error: InputError) -> Outgoing:

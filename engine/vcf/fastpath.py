@@ -123,7 +123,7 @@ def _read_header(path: Path, handle: Any) -> tuple[list[str], bytes]:
 
 
 def _chunks(path: Path, handle: Any, first: bytes, block_bytes: int, number: int) -> Iterator[bytes]:
-    chunks = iter_line_chunks(handle, first, block_bytes)
+    chunks = iter_line_chunks(handle, first, block_bytes, header_lines=number)
     while True:
         try:
             chunk = next(chunks)

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from engine.errors import InputError
+from engine.errors import InputError, LimitExceeded
+from engine.limits import LIMITS, file_too_large, line_too_long
 
+#: allele.vcf_pos and start_position are 32-bit INTEGER columns (as in ELLA).
+MAX_POS = 2**31 - 1
 MANDATORY_COLUMNS = ("#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO")
 _STRUCTURED_META = re.compile(r"##(INFO|FORMAT|FILTER|contig|ALT)=<(.*)>\s*$")
 _META_ID = re.compile(r"(?:^|,)ID=([^,>]+)")
@@ -68,7 +71,20 @@ def numbered_lines(path: Path, handle: IO[str], start: int = 0) -> Iterator[tupl
     become ``InputError`` naming the line where the stream broke."""
     number = start
     try:
-        for number, line in enumerate(handle, start + 1):
+        total = 0
+        while True:
+            # readline with a bound: a 50 MB line never has to fit in memory whole.
+            line = handle.readline(LIMITS.max_line_bytes + 1)
+            if not line:
+                return
+            number += 1
+            total += len(line)
+            if len(line) > LIMITS.max_line_bytes:
+                raise line_too_long(str(path), number)
+            if total > LIMITS.max_vcf_bytes:
+                raise file_too_large(str(path))
+            if "\x00" in line:
+                raise InputError("NUL byte inside a line", file=str(path), line=number, expected="text")
             yield number, line.rstrip("\r\n")
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise InputError(
@@ -150,6 +166,9 @@ def _samples_from_column_line(path: Path, number: int, line: str) -> list[str]:
             expected="FORMAT followed by sample names",
         )
     samples = columns[9:]
+    if len(samples) > LIMITS.max_samples:
+        raise LimitExceeded(f"{len(samples)} sample columns", file=str(path), line=number,
+                            expected=f"at most {LIMITS.max_samples} samples (ANNOSTREAM_MAX_SAMPLES)")
     duplicates = sorted({s for s in samples if samples.count(s) > 1})
     if duplicates or any(not s for s in samples):
         raise InputError(
@@ -234,4 +253,7 @@ def parse_pos(raw: str, *, file: str, line: int) -> int:
     if pos < 1:
         raise InputError(f"POS {pos} is not positive", file=file, line=line,
                          expected="a positive integer POS")
+    if pos > MAX_POS:
+        raise InputError(f"POS {raw[:40]!r} is beyond any chromosome", file=file, line=line,
+                         expected=f"a POS of at most {MAX_POS}")
     return pos

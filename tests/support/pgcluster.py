@@ -81,6 +81,20 @@ class ThrowawayCluster:
         time.sleep(0.1)
         return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/postgres"
 
+    def pause(self) -> None:
+        """Stop the server but keep its data (an outage); :meth:`resume` starts it again."""
+        self._run(*self._pg_ctl(), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        self._run(*self._pg_ctl(), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
+        if not wait_for_port("127.0.0.1", self.port, 30):
+            raise PostgresUnavailable(f"throwaway PostgreSQL did not listen on port {self.port}")
+
+    def _pg_ctl(self) -> list[str]:
+        return [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir)]
+
     def stop(self) -> None:
         subprocess.run([*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir),
                         "-m", "immediate", "stop"], capture_output=True)

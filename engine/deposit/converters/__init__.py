@@ -4,7 +4,6 @@ section of the annotation config (converters ``keyvalue``, ``json``, ``mapping``
 ``hgmdextrarefs``). See docs/annotation-documents.md.
 """
 
-from engine.deposit.converters.base import AnnotationConfigError, AnnotationValueError
 from engine.deposit.converters.builder import (
     CONVERTERS,
     AnnotationBuilder,
@@ -19,8 +18,6 @@ __all__ = [
     "CONSEQUENCE_SEVERITY",
     "CONVERTERS",
     "AnnotationBuilder",
-    "AnnotationConfigError",
-    "AnnotationValueError",
     "build_annotation_builder",
     "parse_deposit_config",
     "targets_by_source",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from engine.errors import InputError
+from engine.errors import AnnotationConfigError, AnnotationValueError
 
 log = logging.getLogger(__name__)
 
@@ -22,17 +22,6 @@ TARGET_MODES = ("insert", "extend", "append", "merge")
 
 RawValue = str | bool
 InfoHeader = Mapping[str, Mapping[str, str]]
-
-
-class AnnotationConfigError(InputError):
-    """The annotation config is wrong: an unknown converter, option or option value."""
-
-
-class AnnotationValueError(InputError):
-    """A VCF INFO value cannot be converted as the annotation config asks.
-
-    Raised without a line number; the VCF reader knows the line and may re-raise with it.
-    """
 
 
 @dataclass(frozen=True)

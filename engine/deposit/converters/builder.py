@@ -12,14 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from engine.deposit.converters.base import (
-    TARGET_MODES,
-    AnnotationConfigError,
-    Converter,
-    ElementContext,
-    InfoHeader,
-    RawValue,
-)
+from engine.deposit.converters.base import TARGET_MODES, Converter, ElementContext, InfoHeader, RawValue
 from engine.deposit.converters.generic import (
     JSONConverter,
     KeyValueConverter,
@@ -34,6 +27,7 @@ from engine.deposit.converters.specific import (
     HGMDPrimaryReportConverter,
 )
 from engine.deposit.converters.vep import VEPConverter
+from engine.errors import AnnotationConfigError
 
 CONVERTERS: dict[str, type[Converter]] = {
     cls.name: cls

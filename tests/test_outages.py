@@ -1,0 +1,94 @@
+"""Database outages on a PostgreSQL server of the test's own: the API answers 503 and /readyz
+fails while it is down; an import started during the outage waits, retries and finishes, with
+nothing failed or dead-lettered."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from engine.config import Settings, load_settings
+from engine.db.migrate import upgrade
+from engine.db.models import ImportJob, ParkedEvent
+from engine.db.session import get_engine, session_scope
+from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
+from engine.pipeline import Outgoing, Pipeline
+from tests.support.pgcluster import ThrowawayCluster
+from tests.test_guard import folder_for, import_through_guard, ready_bytes
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[tuple[ThrowawayCluster, str]]:
+    cluster = ThrowawayCluster()
+    url = cluster.start()
+    try:
+        yield cluster, url
+    finally:
+        get_engine.cache_clear()
+        cluster.stop()
+
+
+def test_api_answers_503_while_the_database_is_down(own_cluster: tuple[ThrowawayCluster, str]) -> None:
+    cluster, url = own_cluster
+    upgrade(url)
+    with TestClient(create_app(Settings(DB_URL=url, KAFKA_BOOTSTRAP_SERVERS=""))) as client:
+        assert client.get("/api/v1/analyses").status_code == 200
+        cluster.pause()
+        try:
+            down = client.get("/api/v1/analyses")
+            assert down.status_code == 503, down.text
+            assert down.json()["message"].startswith("database unavailable"), down.json()
+            assert down.headers["Retry-After"]
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "database" in ready.json()["message"]
+        finally:
+            cluster.resume()
+        assert client.get("/api/v1/analyses").status_code == 200
+
+
+def test_an_import_waits_out_a_database_outage(
+    own_cluster: tuple[ThrowawayCluster, str], tmp_path: Path
+) -> None:
+    cluster, url = own_cluster
+    root = tmp_path / "data"
+    settings = load_settings(
+        ANNOSTREAM_DATA_DIR=root,
+        DB_URL=url,
+        ANALYSES_INCOMING=root / "incoming",
+        ANALYSES_PATH=root / "imported",
+        ANALYSES_FAILED=root / "failed",
+        ANNOSTREAM_TOPIC_PREFIX="t.",
+        ANNOSTREAM_RETRY_MAX_DELAY=1,
+    )
+    settings.ensure_folders()
+    upgrade(url)
+    with session_scope(url) as session:
+        deposit_genepanel(session, read_genepanel_folder(DATA / "genepanels" / "HBOC_v1.0.0"))
+    folder = folder_for(settings, "Outage-1")
+    raw = ready_bytes(settings, folder)
+    pipeline = Pipeline(settings)
+
+    cluster.pause()
+    result: list[list[Outgoing]] = []
+    worker = threading.Thread(target=lambda: result.append(import_through_guard(settings, pipeline, raw)))
+    worker.start()
+    time.sleep(8)  # the stage keeps retrying meanwhile
+    assert worker.is_alive() and folder.is_dir()
+    cluster.resume()
+    worker.join(timeout=120)
+
+    assert not worker.is_alive()
+    assert [message.topic for message in result[0]] == ["t.analysis.imported"]
+    assert (settings.analyses_path / "Outage-1").is_dir() and not any(settings.analyses_failed.iterdir())
+    with session_scope(url) as session:
+        assert session.scalars(sa.select(ImportJob.status)).all() == ["DONE"]
+        assert session.scalars(sa.select(ParkedEvent)).all() == []
