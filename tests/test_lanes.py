@@ -68,7 +68,7 @@ def test_every_stage_has_a_topic_per_lane(tmp_path: Path) -> None:
     assert topics.ready_for(3) == "p.analysis.ready.urgent" and topics.ready_for(2) == "p.analysis.ready.high"
     assert topics.ready_for(1) == topics.ready == "p.analysis.ready"  # pipelines' own topic unchanged
     assert topics.annotated_for(3) == "p.analysis.annotated.urgent"
-    stages = {(stage.name, stage.lane): stage.topic
+    stages = {(stage.handler.name, stage.lane): stage.handler.topic
               for stage in pipeline_stages(settings, Pipeline(settings))}
     assert stages[("annotate", URGENT)] == topics.ready_urgent
     assert stages[("persist", HIGH)] == topics.annotated_high
