@@ -107,7 +107,7 @@ class Bench:
         stack.env["ANNOSTREAM_API_WORKERS"] = "2"
         stack.cli("db", "upgrade")
         stack.cli("deposit", "genepanel", "--folder", str(PANEL))
-        stack.start(*up_args)
+        stack.start(*up_args, timeout_s=300)  # a loaded machine starts gunicorn slowly
         try:
             drop_synthetic(stack.incoming, "Warm-Up", variants=10)
             wait_until(

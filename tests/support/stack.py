@@ -53,11 +53,11 @@ class Stack:
             raise AssertionError(f"annostream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def start(self, *extra: str) -> Stack:
+    def start(self, *extra: str, timeout_s: float = 60) -> Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([sys.executable, "-m", "engine", "up", *extra], env=self.env,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.healthy(), timeout_s=60, what="the API to answer /healthz",
+        wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
                    on_timeout=self.log_tail)
         return self
 
