@@ -92,7 +92,7 @@ def test_urgent_analysis_dropped_last_overtakes_the_backlog(tmp_path: Path, pg_u
     stack = make_stack(tmp_path, db_url=pg_url, bootstrap=broker.bootstrap_servers, prefix=topic_prefix)
     stack.cli("db", "upgrade")
     stack.cli("deposit", "genepanel", "--folder", str(GENEPANEL))
-    stack.start()
+    stack.start(timeout_s=180)
     try:
         # The worker has joined its group (a lab's worker has long done so).
         drop_synthetic(stack.incoming, "Warm-Up", variants=10)

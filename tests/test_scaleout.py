@@ -132,7 +132,7 @@ def test_two_workers_share_the_work_and_survive_a_sigkill(tmp_path: Path, pg_url
     stack.env["ANNOSTREAM_TOPIC_PARTITIONS"] = "4"
     stack.cli("db", "upgrade")
     stack.cli("deposit", "genepanel", "--folder", str(GENEPANEL))
-    stack.start("--workers", "1")
+    stack.start("--workers", "1", timeout_s=180)
     assigned = "Executing _on_partitions_assigned"  # faust's log line after each group join
     wait_until(lambda: assigned in stack.log_tail(400), timeout_s=90, what="the first worker's join",
                on_timeout=stack.log_tail)
