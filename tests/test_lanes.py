@@ -8,6 +8,8 @@ import datetime as dt
 import time
 from pathlib import Path
 
+import pytest
+
 from consumers.lanes import LaneGate
 from consumers.worker import pipeline_stages
 from engine.config import load_settings
@@ -87,6 +89,7 @@ def done_at(stack: Stack, name: str) -> dt.datetime | None:
     return dt.datetime.fromisoformat(job["history"][-1]["at"])
 
 
+@pytest.mark.timeout(600)  # a backlog of 8 imports; slow on a loaded machine
 def test_urgent_analysis_dropped_last_overtakes_the_backlog(tmp_path: Path, pg_url: str, broker,
                                                            topic_prefix: str) -> None:
     stack = make_stack(tmp_path, db_url=pg_url, bootstrap=broker.bootstrap_servers, prefix=topic_prefix)
