@@ -198,8 +198,17 @@ def workers_of(stack: Stack) -> list[int]:
 
 def postgres_cpu(cluster: ThrowawayCluster) -> float:
     postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-    children = processes(lambda argv: argv.startswith("postgres:"))
+    # Only this cluster's backends: other PostgreSQL servers may run on the machine.
+    backends = processes(lambda argv: argv.startswith("postgres:"))
+    children = [pid for pid in backends if parent(pid) == postmaster]
     return cpu_seconds(postmaster, with_children=True) + sum(cpu_seconds(pid) for pid in children)
+
+
+def parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class ApiProbe(threading.Thread):
