@@ -13,7 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from api.deps import Pagination
-from engine.db.models import Allele, Annotation, Genotype, GenotypeSampleData, Sample
+from engine.db.models import (
+    Allele,
+    Analysis,
+    AnalysisAllele,
+    AnalysisAlleleTotal,
+    Annotation,
+    Genotype,
+    GenotypeSampleData,
+    Sample,
+)
 
 ALLELE_FIELDS = (
     "id", "genome_reference", "chromosome", "start_position", "open_end_position", "change_from",
@@ -116,13 +125,67 @@ def analysis_genotypes(
     return genotypes
 
 
+def allele_list_total(session: Session, analysis_id: int) -> int:
+    """The exact number of the analysis's alleles; builds its allele list on first use.
+
+    The list (``analysis_allele``) is built in the caller's session and committed: the read API
+    calls this before it reads a page, so every later page is an index range scan and the total
+    is counted once per analysis instead of once per page.
+    """
+    found = session.execute(
+        sa.select(Analysis.date_deposited, AnalysisAlleleTotal.total, AnalysisAlleleTotal.date_deposited)
+        .outerjoin(AnalysisAlleleTotal, AnalysisAlleleTotal.analysis_id == Analysis.id)
+        .where(Analysis.id == analysis_id)).first()
+    deposited = found[0] if found is not None else None
+    if found is not None and found[1] is not None and _same_moment(found[2], found[0]):
+        return int(found[1])
+    ids = analysis_allele_ids(analysis_id)
+    try:
+        session.execute(sa.delete(AnalysisAllele).where(AnalysisAllele.analysis_id == analysis_id))
+        session.execute(sa.delete(AnalysisAlleleTotal).where(AnalysisAlleleTotal.analysis_id == analysis_id))
+        session.execute(sa.insert(AnalysisAllele).from_select(
+            ["analysis_id", "allele_id"], sa.select(sa.literal(analysis_id), ids.c.allele_id)))
+        total = int(session.scalar(sa.select(sa.func.count()).select_from(AnalysisAllele)
+                                   .where(AnalysisAllele.analysis_id == analysis_id)) or 0)
+        session.add(AnalysisAlleleTotal(analysis_id=analysis_id, total=total,
+                                        date_deposited=deposited or sa.func.now()))
+        session.commit()
+    except sa.exc.IntegrityError:
+        session.rollback()  # another request built it at the same moment: read theirs
+        stored = session.get(AnalysisAlleleTotal, analysis_id)
+        if stored is None:
+            raise
+        return stored.total
+    return total
+
+
+def _same_moment(first: Any, second: Any) -> bool:
+    # SQLite hands back naive datetimes (always UTC here); PostgreSQL aware ones.
+    return bool(first.replace(tzinfo=None) == second.replace(tzinfo=None))
+
+
+def allele_page_ids(session: Session, analysis_id: int, page: Pagination, after: int | None) -> list[int]:
+    """Allele ids of one page, ascending: after the cursor ``after`` (keyset: an index range scan
+    at any depth), else at the page's offset."""
+    query = (sa.select(AnalysisAllele.allele_id).where(AnalysisAllele.analysis_id == analysis_id)
+             .order_by(AnalysisAllele.allele_id).limit(page.per_page))
+    query = query.where(AnalysisAllele.allele_id > after) if after is not None else query.offset(page.offset)
+    return list(session.scalars(query))
+
+
 def analysis_allele_page(
-    session: Session, analysis_id: int, page: Pagination
+    session: Session, analysis_id: int, page: Pagination, after: int | None = None
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of an analysis's alleles with genotypes and current annotation, and the total."""
-    total = count_analysis_alleles(session, analysis_id)
-    alleles = analysis_alleles(session, analysis_id, page)
-    ids = [allele["id"] for allele in alleles]
+    """One page of an analysis's alleles with genotypes and current annotation, and the total.
+
+    Pages are ordered by allele id: stable across pages, and ids follow VCF order within one
+    import. ``after`` is the cursor (the last allele id of the previous page).
+    """
+    total = allele_list_total(session, analysis_id)
+    ids = allele_page_ids(session, analysis_id, page, after)
+    rows = {row.id: dict(row._mapping) for row in session.execute(
+        sa.select(*ALLELE_COLUMNS).where(Allele.id.in_(ids)))} if ids else {}
+    alleles = [rows[allele_id] for allele_id in ids if allele_id in rows]
     genotypes = analysis_genotypes(session, analysis_id, ids)
     annotations = current_annotations(session, ids)
     for allele in alleles:

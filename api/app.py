@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 
 from api.auth import require_read_token
 from api.errors import install_error_handlers
 from api.routes import alleles, analyses, bundles, genepanels, health, import_jobs, parked, reanalyses
+from api.web import pages
 from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
@@ -59,6 +61,8 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(bundles.router)
     app.include_router(reanalyses.router)
     app.include_router(parked.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(pages.WEB_ROOT / "static")), name="static")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -72,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.publisher = publisher
     app.state.sessions = session_factory(settings.database_url)
     install_error_handlers(app)
+    app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
     app.middleware("http")(_count_request)
     _include_routers(app)
     return app

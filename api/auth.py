@@ -76,9 +76,18 @@ def require_write_token(settings: SettingsDep, credentials: Credentials) -> str:
 
 
 def require_read_token(request: Request, settings: SettingsDep, credentials: Credentials) -> None:
-    """App-wide dependency: reads need a token only when ANNOSTREAM_API_READ_AUTH is true."""
-    if settings.api_read_auth and request.url.path not in OPEN_PATHS:
+    """App-wide dependency: reads need a token only when ANNOSTREAM_API_READ_AUTH is true.
+
+    The web pages (``/``, ``/ui/``, ``/static/``) check their session cookie themselves and
+    send a browser to the login form instead of answering 401.
+    """
+    path = request.url.path
+    if settings.api_read_auth and path not in OPEN_PATHS and not _web_path(path):
         _check(settings, credentials)
+
+
+def _web_path(path: str) -> bool:
+    return path == "/" or path.startswith(("/ui/", "/static/"))
 
 
 WriteToken = Annotated[str, Depends(require_write_token)]

@@ -23,6 +23,9 @@ class Page(BaseModel, Generic[Item]):
     total: int
     page: int
     per_page: int
+    # Keyset cursor of the next page where the endpoint supports it (pass it as ?cursor=);
+    # None on the last page or where the endpoint pages by number only.
+    next_cursor: int | None = None
 
 
 class GenepanelRef(ApiModel):
@@ -128,6 +131,7 @@ class ImportJobOut(ApiModel):
     analysis_id: int | None
     date_created: dt.datetime
     date_updated: dt.datetime
+    retry_of: int | None = None  # the FAILED job this job retries
 
 
 class ImportJobDetailOut(ImportJobOut):

@@ -18,6 +18,7 @@ from gunicorn.app.base import BaseApplication
 
 from engine.config import Settings
 from engine.db.migrate import require_current
+from engine.logs import logging_config
 
 log = logging.getLogger("annostream.api")
 
@@ -48,6 +49,7 @@ class ApiServer(BaseApplication):
             "accesslog": "-",
             "errorlog": "-",
             "loglevel": settings.log_level.lower(),
+            "logconfig_dict": logging_config(settings.log_level, settings.log_format),
             "proc_name": "annostream-api",
             "child_exit": _child_exit,
             # gunicorn >= 25 opens one fixed-path control socket per user: several servers on

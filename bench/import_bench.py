@@ -138,8 +138,9 @@ def warm_up(api: str, incoming: Path) -> None:
     config.write_text(config.read_text().replace('"Demo-Single"', '"Warm-Up"'))
     staging.rename(incoming / "Warm-Up")
     (incoming / "Warm-Up" / "READY").touch()
-    seconds = wait(lambda: (get_json(f"{api}/api/v1/analyses", name="Warm-Up") or {}).get("total") == 1,
-                   120, "the warm-up analysis")
+    # The import job (Annostream's own table) says DONE in both database modes.
+    seconds = wait(lambda: (get_json(f"{api}/api/v1/import/jobs", analysis="Warm-Up", status="DONE")
+                            or {}).get("total") == 1, 300, "the warm-up analysis")
     print(f"warm-up analysis imported in {seconds:.1f} s (includes the worker's first group join)")
 
 
@@ -272,8 +273,12 @@ def writer_seconds(log_path: Path, name: str) -> str:
     return "(not in the log)"
 
 
-def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None) -> dict[str, object]:
-    """The import from READY to visible; returns what the floor measurement and the verdict need."""
+def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None, *,
+        ella: bool = False) -> dict[str, object]:
+    """The import from READY to visible; returns what the floor measurement and the verdict need.
+    ``ella``: ``db_url`` is an ELLA database (ELLA database mode), where visible means the import
+    job is DONE (Annostream's read API lists analyses of its own schema only) and ELLA's worklist
+    lists the analysis."""
     work = Path(tempfile.mkdtemp(prefix="annostream-import-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items()
@@ -290,7 +295,7 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
     incoming = work / "data/analyses/incoming"
     name = "Import-Bench"
     try:
-        wait(lambda: get_json(f"{api}/api/v1/analyses") is not None, 90, "the API")
+        wait(lambda: get_json(f"{api}/api/v1/import/jobs") is not None, 300, "the API")
         subprocess.run([sys.executable, "-m", "engine", "deposit", "genepanel", "--folder", str(PANEL)],
                        env=env, check=True, capture_output=True)
         warm_up(api, incoming)
@@ -306,6 +311,9 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
         ready_at = dt.datetime.now(dt.UTC)
 
         def visible() -> bool:
+            if ella:
+                page = get_json(f"{api}/api/v1/import/jobs", analysis=name, status="DONE")
+                return bool(page and page["total"]) and in_ella_worklist(db_url, name)
             page = get_json(f"{api}/api/v1/analyses", name=name)
             return bool(page and page["total"] == 1)
 
@@ -326,7 +334,8 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
         print(f"  WAL written by the import: {wal}")
         print(f"CPU from READY to visible: worker {cpu[0]:.1f} s, PostgreSQL {cpu[1]:.1f} s "
               f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-        analysis = get_json(f"{api}/api/v1/analyses", name=name) or {"items": []}
+        analysis = {"items": []} if ella else (get_json(f"{api}/api/v1/analyses", name=name)
+                                                or {"items": []})
         worker_kb = memory.peaks.get(memory.worker, (0, ""))[0]
         return {"total": total, "rss_mb": worker_kb / 1024,
                 "analysis_id": analysis["items"][0]["id"] if analysis["items"] else None}
@@ -340,6 +349,24 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def in_ella_worklist(db_url: str, name: str) -> bool:
+    """ELLA's worklist (src/datalayer/queries.py: workflow_analyses_interpretation_not_started)
+    lists the analysis: its latest interpretation is 'Not started' in 'Interpretation'."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(
+                "SELECT 1 FROM (SELECT DISTINCT ON (analysis_id) analysis_id, status, workflow_status "
+                "FROM analysisinterpretation ORDER BY analysis_id, date_created DESC) latest "
+                "JOIN analysis a ON a.id = latest.analysis_id WHERE a.name = :name "
+                "AND latest.status = 'Not started' AND latest.workflow_status = 'Interpretation'"),
+                {"name": name}).first() is not None
+    finally:
+        engine.dispose()
 
 
 def report(name: str, vcf: Path, total: float, copy_s: float, job: dict | None,  # type: ignore[type-arg]
@@ -461,14 +488,18 @@ def main() -> None:
                         help="throwaway cluster with fsync, synchronous_commit and full_page_writes off "
                              "(what the test suite uses; no lab runs this), to compare")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--mode", choices=("standalone", "ella", "both"), default="standalone",
+                        help="standalone database, an ELLA 1.17.2 database made from ELLA's DDL "
+                             "(ELLA database mode), or both in one run on the same cluster")
     args = parser.parse_args()
     if not args.vcf.exists():
         parser.error(f"{args.vcf} is missing: python3 bench/gen_bench.py --out bench/data "
                      "--compress")
     print(f"machine: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     if args.db_url:
-        measure(args.db_url, args.vcf.resolve(), args.timeout, None)
+        measure(args.db_url, args.vcf.resolve(), args.timeout, None, ella=args.mode == "ella")
         return
+    from tests.support.ella import create_ella_database
     from tests.support.pgcluster import ThrowawayCluster
 
     # track_wal_io_timing only adds timings to pg_stat_wal; it changes no durability setting.
@@ -476,15 +507,22 @@ def main() -> None:
     try:
         url = cluster.start()
         postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-        measure(url, args.vcf.resolve(), args.timeout, postmaster)
+        if args.mode in ("standalone", "both"):
+            print("== standalone mode (Annostream's own database)")
+            measure(url, args.vcf.resolve(), args.timeout, postmaster)
+        if args.mode in ("ella", "both"):
+            print("== ELLA database mode (a database made from ELLA 1.17.2's DDL; no floor measured)")
+            measure(create_ella_database(url), args.vcf.resolve(), args.timeout, postmaster, ella=True)
     finally:
         cluster.stop()
 
 
-def measure(url: str, vcf: Path, timeout_s: float, postmaster: int | None) -> None:
+def measure(url: str, vcf: Path, timeout_s: float, postmaster: int | None, *, ella: bool = False) -> None:
     settings = server_settings(url)
     print("PostgreSQL: " + ", ".join(f"{key}={value}" for key, value in settings.items()))
-    result = run(url, vcf, timeout_s, postmaster)
+    result = run(url, vcf, timeout_s, postmaster, ella=ella)
+    if ella:
+        return
     if result["analysis_id"] is None:
         raise SystemExit("the analysis was not imported: no floor to compare with")
     floor = measure_floor(url, int(str(result["analysis_id"])))

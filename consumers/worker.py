@@ -32,10 +32,12 @@ from engine.errors import describe_internal, is_retriable
 from engine.events import Topics
 from engine.events.topics import LANE_NAMES, NORMAL, RELEASE
 from engine.kafka import ensure_engine_topics, require_bootstrap
+from engine.logs import event_context, log_context, logging_config
 from engine.pipeline import Outgoing, Pipeline, StageGuard, StageHandler
 from engine.pipeline.guard import Backoff
 
 log = logging.getLogger("annostream.worker")
+
 
 def limit_fetch_wait(max_wait_ms: int) -> None:
     """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
@@ -85,6 +87,9 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[LaneStage]:
         LaneStage(StageHandler("reannotate", topics.reannotation, releases.reannotate,
                                releases.fail_reannotate), RELEASE),
     ]
+
+
+HEARTBEAT_INTERVAL_S = 5.0
 
 
 def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
@@ -151,13 +156,14 @@ def build_agents(app: faust.App, settings: Settings, stages: list[LaneStage]) ->
         handler = stage.handler
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage.agent_name}")
         source = app.topic(handler.topic, value_serializer="raw", key_serializer="raw")
-        guarded = partial(guard.run, handler)
+        guarded = in_context(partial(guard.run, handler))
 
-        async def agent(stream: faust.StreamT) -> None:
+        async def agent(stream: faust.StreamT[bytes]) -> None:
             # The agent's buffer of fetched, not yet started events (see consumers.lanes).
             buffer: Any = stream.channel  # a faust Channel: its queue is the agent's buffer
             gate.watch(stage.lane, buffer.queue.qsize)
             async for key, raw in stream.items():
+                metrics.WORKER_HEARTBEAT.set_to_current_time()
                 metrics.EVENTS_CONSUMED.labels(topic=handler.topic).inc()
                 waited = await gate.turn(stage.lane)
                 metrics.LANE_WAIT.labels(lane=LANE_NAMES[stage.lane]).observe(waited)
@@ -171,6 +177,24 @@ def build_agents(app: faust.App, settings: Settings, stages: list[LaneStage]) ->
 
     for handler in stages:
         make_agent(handler)
+
+    @app.timer(interval=HEARTBEAT_INTERVAL_S)
+    async def heartbeat() -> None:
+        # The "worker down" alert fires when this stops advancing (ops/prometheus/alerts.yml).
+        metrics.WORKER_HEARTBEAT.set_to_current_time()
+
+
+StageCall = Callable[[bytes, str | None], list[Outgoing]]
+
+
+def in_context(work: StageCall) -> StageCall:
+    """Run ``work`` with the event's analysis name and event id on every log line (engine/logs.py)."""
+
+    def run(raw: bytes, key: str | None) -> list[Outgoing]:
+        with log_context(**event_context(raw)):
+            return work(raw, key)
+
+    return run
 
 
 def add_reconciler(app: faust.App, settings: Settings) -> None:
@@ -225,5 +249,8 @@ async def publish_or_park(settings: Settings, guard: StageGuard, stage: str, mes
 
 def run_worker(settings: Settings) -> None:
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Our logging config, not faust's: one format (ANNOSTREAM_LOG_FORMAT) for every process,
+    # faust's start-up chatter at DEBUG only.
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                          logging_config=logging_config(settings.log_level, settings.log_format))
     worker.execute_from_commandline()

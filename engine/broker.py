@@ -74,6 +74,10 @@ class EmbeddedBroker:
         log.info("embedded broker listening on %s", self.bootstrap_servers)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def poll(self) -> int | None:
         return None if self._process is None else self._process.poll()
 

@@ -7,7 +7,6 @@ so ``annostream`` can print it and exit instead of dumping a traceback.
 
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -46,6 +45,7 @@ class Settings(BaseSettings):
     port: int = Field(3114, alias="PORT", ge=1, le=65535)
     topic_prefix: str = Field("", alias="ANNOSTREAM_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
     log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "ANNOSTREAM_LOG_LEVEL"))
+    log_format: Literal["text", "json"] = Field("text", alias="ANNOSTREAM_LOG_FORMAT")
     # Consumer-group timeouts. Unset, they are Kafka's own defaults (see ``group_timeouts``);
     # `annostream up` sets short ones for its embedded broker (Tansu waits the full rebalance
     # timeout on every group join), so they never leak into a deployment on real Kafka.
@@ -74,8 +74,16 @@ class Settings(BaseSettings):
     # one regex per line (re-read on change). Deny wins; an empty allow list allows all.
     analyses_allow: str = Field("", alias="ANALYSES_ALLOW")
     analyses_deny: str = Field("", alias="ANALYSES_DENY")
-    analyses_allow_file: Path | None = Field(None, alias="ANALYSES_ALLOW_FILE")
-    analyses_deny_file: Path | None = Field(None, alias="ANALYSES_DENY_FILE")
+    # ELLA's analyses-watcher reads the same lists from ELLA_WATCHER_WHITELISTFILE/BLACKLISTFILE.
+    analyses_allow_file: Path | None = Field(
+        None, validation_alias=AliasChoices("ANALYSES_ALLOW_FILE", "ELLA_WATCHER_WHITELISTFILE"))
+    analyses_deny_file: Path | None = Field(
+        None, validation_alias=AliasChoices("ANALYSES_DENY_FILE", "ELLA_WATCHER_BLACKLISTFILE"))
+    # ELLA's `cnv` feature flag (app.feature_flags.cnv from ENABLE_CNV, off by default): when off,
+    # an analysis whose proband carries a record with INFO/SVTYPE is rejected, as ELLA does.
+    enable_cnv: bool = Field(False, alias="ENABLE_CNV")
+    # HGNC table for VEP entries without HGNC_ID (default: the packaged one; `annostream hgnc build`).
+    hgnc_table: Path | None = Field(None, alias="ANNOSTREAM_HGNC_TABLE")
     # Reference genome (.fai-indexed FASTA) for normalisation: REF check and indel left-alignment.
     reference_fasta: Path | None = Field(None, alias="ANNOSTREAM_REFERENCE_FASTA")
     # Where `annotate` keeps compiled source indexes; unset: .annostream-cache/ next to each source.
@@ -188,11 +196,7 @@ def get_settings() -> Settings:
 
 
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Kafka clients log every connection at INFO; keep their warnings and errors only.
-    quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
-    for name in ("kafka", "aiokafka", "faust.transport", "mode"):
-        logging.getLogger(name).setLevel(quiet)
+    """ANNOSTREAM_LOG_FORMAT (text or json) at LOG_LEVEL; see engine/logs.py."""
+    from engine.logs import configure
+
+    configure(settings.log_level, settings.log_format)

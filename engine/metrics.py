@@ -21,6 +21,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -98,6 +99,13 @@ API_REQUEST_DURATION = Histogram(
     ["method", "route"],
     buckets=_REQUEST_BUCKETS,
 )
+# Set by every worker on a timer and per event: "worker down" is this timestamp going stale. "max" keeps the
+# newest beat of all worker processes (a dead one's file lingers but stops advancing).
+WORKER_HEARTBEAT = Gauge(
+    "annostream_worker_heartbeat_timestamp_seconds", "Unix time of a worker's latest heartbeat.",
+    multiprocess_mode="max",
+)
+
 
 @contextmanager
 def observe_stage(stage: str) -> Iterator[None]:

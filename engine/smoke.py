@@ -13,12 +13,14 @@ import datetime as dt
 import json
 import shutil
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 
 from engine.config import Settings
@@ -59,24 +61,30 @@ class SmokeResult:
 
 
 class ApiClient:
+    """A minimal JSON GET client on the standard library: the smoke test runs from a plain
+    install (no test extras), so it must not need httpx."""
+
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 5.0):
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self.timeout_s = timeout_s
 
     def get(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode({key: value for key, value in params.items() if value is not None})
+        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        request = urllib.request.Request(url, headers={**self.headers, "Accept": "application/json"})
         try:
-            response = self._client.get(path, params=params)
-        except httpx.HTTPError as error:
-            raise SmokeFailed(f"cannot reach the API at {self.base_url}: {error or type(error).__name__}"
-                              ) from None
-        if response.status_code != 200:
-            raise SmokeFailed(f"GET {self.base_url}{path} answered {response.status_code}: "
-                              f"{response.text[:200]}")
-        return response.json()
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            body = error.read().decode("utf-8", "replace")[:200]
+            raise SmokeFailed(f"GET {url} answered {error.code}: {body}") from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise SmokeFailed(f"cannot reach the API at {self.base_url}: {reason}") from None
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: every request opens and closes its own connection."""
 
 
 def smoke_name(now: dt.datetime | None = None) -> str:

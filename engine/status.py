@@ -292,6 +292,11 @@ def measure_lanes(settings: Settings, *, max_count: int = DEFAULT_MAX_COUNT,
 
 
 def _add_lag(health: Health, settings: Settings, *, max_count: int, idle_s: float) -> None:
+    if not settings.kafka_bootstrap_servers:
+        from engine.runtime import no_broker_message
+
+        health.kafka_error = no_broker_message(settings, "status")
+        return
     try:
         health.lag, health.lanes = measure_lanes(settings, max_count=max_count, idle_s=idle_s)
     except (BrokerUnavailable, KafkaError) as error:

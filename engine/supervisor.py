@@ -21,6 +21,7 @@ from pathlib import Path
 
 from engine.broker import EmbeddedBroker
 from engine.config import EMBEDDED_GROUP_TIMEOUT_S, Settings
+from engine.runtime import remove_runtime, runtime_for, write_runtime
 
 log = logging.getLogger("annostream.up")
 
@@ -104,10 +105,11 @@ BROKER_CLIENTS = frozenset({"watcher", "worker"})
 
 class Supervisor:
     def __init__(self, settings: Settings, children: list[Child], *,
-                 on_ready: Callable[[dict[str, str]], None] | None = None):
+                 on_ready: Callable[[dict[str, str]], None] | None = None, api_url: str | None = None):
         self.settings = settings
         self.children = children
         self.on_ready = on_ready
+        self.api_url = api_url
         self.broker: EmbeddedBroker | None = None
         self._stopping = False
 
@@ -131,6 +133,13 @@ class Supervisor:
                 env.setdefault(variable, str(EMBEDDED_GROUP_TIMEOUT_S))
         return env
 
+    def _write_runtime(self, env: dict[str, str]) -> None:
+        """Tell commands in other terminals where the stack is (engine/runtime.py)."""
+        pids = {child.name: child.process.pid for child in self.children if child.process is not None}
+        if self.broker is not None and self.broker.pid is not None:
+            pids["broker"] = self.broker.pid
+        write_runtime(runtime_for(self.settings, env, api_url=self.api_url, pids=pids))
+
     def _request_stop(self, signum: int, _frame: object) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)
         self._stopping = True
@@ -146,10 +155,12 @@ class Supervisor:
         try:
             for child in self.children:
                 child.start(env)
+            self._write_runtime(env)
             if self.on_ready:
                 self.on_ready(env)
             self._watch(env)
         finally:
+            remove_runtime(self.settings.data_dir, os.getpid())
             for child in reversed(self.children):
                 child.stop()
             if self.broker is not None:
@@ -176,6 +187,7 @@ class Supervisor:
                 if child.process is None:
                     if now >= child.next_start_at:
                         child.start(env)
+                        self._write_runtime(env)
                     continue
                 code = child.exited()
                 if code is not None:
@@ -185,6 +197,7 @@ class Supervisor:
                 log.error("embedded broker exited: restarting it, publishing unfinished work again from "
                           "the ledger and restarting the services that talk to it")
                 self.broker.start()
+                self._write_runtime(env)
                 self._reconcile()
                 for child in self.children:
                     if child.name in BROKER_CLIENTS and child.process is not None:

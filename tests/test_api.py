@@ -139,7 +139,7 @@ def test_analysis_alleles_in_other_analysis_use_its_samples(client: TestClient, 
         "allele_depth": None, "allele_ratio": None, "genotype_likelihood": None, "copy_number": None,
         "filter_status": "PASS", "variant_quality": 90.0}}
     assert ok_json(client, f"/api/v1/analyses/{ids.other}/alleles") == {
-        "items": [], "total": 0, "page": 1, "per_page": 100}
+        "items": [], "total": 0, "page": 1, "per_page": 100, "next_cursor": None}
 
 
 def test_analysis_alleles_pagination(client: TestClient, ids: Ids) -> None:
@@ -149,6 +149,26 @@ def test_analysis_alleles_pagination(client: TestClient, ids: Ids) -> None:
     assert [item["id"] for item in first_page["items"]] == [ids.snv, ids.first_of_pair]
     assert [item["id"] for item in second_page["items"]] == [ids.second_of_pair]
     assert second_page["items"][0]["genotypes"]["M1"]["type"] == "Homozygous"
+    assert first_page["next_cursor"] == ids.first_of_pair and second_page["next_cursor"] is None
+
+
+def test_analysis_alleles_keyset_cursor_matches_page_numbers(client: TestClient, ids: Ids) -> None:
+    path = f"/api/v1/analyses/{ids.trio}/alleles"
+    pages = [ok_json(client, path, per_page=1, page=page)["items"] for page in (1, 2, 3)]
+    by_number = [item["id"] for items in pages for item in items]
+    by_cursor: list[int] = []
+    cursor = None
+    while True:
+        params = {"per_page": 1} if cursor is None else {"per_page": 1, "cursor": cursor}
+        body = ok_json(client, f"/api/v1/analyses/{ids.trio}/alleles", **params)
+        by_cursor += [item["id"] for item in body["items"]]
+        assert body["total"] == 3
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert by_cursor == by_number == [ids.snv, ids.first_of_pair, ids.second_of_pair]
+    after_last = ok_json(client, f"/api/v1/analyses/{ids.trio}/alleles", cursor=ids.second_of_pair)
+    assert after_last["items"] == [] and after_last["total"] == 3
 
 
 def test_analysis_alleles_query_count_does_not_grow_with_page_size(
@@ -162,6 +182,7 @@ def test_analysis_alleles_query_count_does_not_grow_with_page_size(
             statements.append(statement)
 
     engine = get_engine(url)
+    ok_json(client, f"/api/v1/analyses/{ids.trio}/alleles", per_page=1)  # builds the allele list once
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
         ok_json(client, f"/api/v1/analyses/{ids.trio}/alleles", per_page=1)

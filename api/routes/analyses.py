@@ -90,7 +90,16 @@ def read_analysis(session: SessionDep, analysis_id: int) -> dict[str, Any]:
 
 
 @router.get("/{analysis_id}/alleles", response_model=Page[AnalysisAlleleOut], responses=NOT_FOUND)
-def list_analysis_alleles(session: SessionDep, analysis_id: int, page: PaginationDep) -> dict[str, Any]:
+def list_analysis_alleles(
+    session: SessionDep,
+    analysis_id: int,
+    page: PaginationDep,
+    cursor: Annotated[int | None, Query(
+        ge=0, description="keyset cursor: `next_cursor` of the previous page (fast at any depth; "
+        "overrides `page`)")] = None,
+) -> dict[str, Any]:
     get_analysis(session, analysis_id)
-    items, total = analysis_allele_page(session, analysis_id, page)
-    return {"items": items, "total": total, "page": page.page, "per_page": page.per_page}
+    items, total = analysis_allele_page(session, analysis_id, page, after=cursor)
+    last = items[-1]["id"] if len(items) == page.per_page else None
+    return {"items": items, "total": total, "page": page.page, "per_page": page.per_page,
+            "next_cursor": last}

@@ -10,8 +10,9 @@ from typing import Annotated
 import typer
 
 from engine.cli.produce import one_line_errors
-from engine.config import Settings, load_settings
+from engine.config import Settings
 from engine.errors import ConfigError
+from engine.runtime import Runtime, cli_settings
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of a table.")]
 
@@ -54,7 +55,8 @@ def replay(
                               "(after a broker restart or expired retention); same filters.")] = False,
 ) -> None:
     """Re-publish past events (exact key and bytes) to the same topic, to re-drive them through
-    the pipeline. Finished work is recognised and not repeated. Needs KAFKA_BOOTSTRAP_SERVERS."""
+    the pipeline. Finished work is recognised and not repeated. Finds the broker in
+    KAFKA_BOOTSTRAP_SERVERS or the runtime file of a running `annostream up`."""
     from engine.kafka import require_bootstrap
     from engine.replay import parse_moment, republish, select
 
@@ -79,7 +81,7 @@ def replay(
 def _replay_from_ledger(settings: Settings, bootstrap: str, topic: str, start: dt.datetime,
                         end: dt.datetime | None, analysis: str | None, dry_run: bool) -> None:
     from engine.db.session import session_scope
-    from engine.kafka import EventProducer, ensure_topics
+    from engine.kafka import publish_messages
     from engine.ledger import pending
 
     with session_scope(settings.database_url) as session:
@@ -93,13 +95,7 @@ def _replay_from_ledger(settings: Settings, bootstrap: str, topic: str, start: d
     if dry_run:
         typer.echo(f"{len(messages)} ledger event(s) would be replayed (dry run)")
         return
-    if messages:
-        ensure_topics(bootstrap, sorted({message[0] for message in messages}),
-                      partitions=settings.topic_partitions,
-                      replication_factor=settings.topic_replication_factor)
-        with EventProducer(bootstrap, client_id="annostream-replay") as producer:
-            for message_topic, key, value in messages:
-                producer.send(message_topic, key, value)
+    publish_messages(settings, messages, client_id="annostream-replay", command="replay")
     typer.echo(f"replayed {len(messages)} ledger event(s)")
 
 
@@ -116,16 +112,22 @@ def smoke(
     of each stage, and remove everything it created. Exit 0 on pass, 1 on failure."""
     from engine.smoke import render, run_smoke
 
-    settings = _settings()
-    result = run_smoke(settings, api or f"http://localhost:{settings.port}", timeout_s=timeout, token=token)
+    settings, runtime = _settings_and_runtime()
+    api_url = api or (runtime.api_url if runtime and runtime.api_url else f"http://localhost:{settings.port}")
+    result = run_smoke(settings, api_url, timeout_s=timeout, token=token)
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else render(result))
     if not result.passed or result.cleanup_errors:
         raise typer.Exit(1)
 
 
 def _settings() -> Settings:
+    return _settings_and_runtime()[0]
+
+
+def _settings_and_runtime() -> tuple[Settings, Runtime | None]:
+    """The environment first, then the runtime file of a running `annostream up`."""
     try:
-        return load_settings()
+        return cli_settings()
     except ConfigError as error:
         print(f"annostream: {error}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -19,14 +19,14 @@ def reanalyse_command(
     """Request a reanalysis: the worker re-annotates the analysis's alleles with the bundle."""
     import getpass
 
-    from engine.config import get_settings
     from engine.db import migrate
     from engine.db.session import session_scope
     from engine.events import default_producer
     from engine.kafka import EventPublisher
     from engine.reannotate.publish import request_reanalysis
+    from engine.runtime import cli_settings
 
-    settings = get_settings()
+    settings, _runtime = cli_settings()
     migrate.require_current(settings.database_url)
     with (session_scope(settings.database_url) as session,
           EventPublisher(settings, client_id="annostream-cli", command="reanalyse") as publisher):
@@ -49,14 +49,14 @@ def reannotate_command(
         "--timeout", help="Stop waiting after this many seconds (the run goes on).")] = None,
 ) -> None:
     """Re-annotate stored alleles with a bundle (a data release), in batches the workers share."""
-    from engine.config import get_settings
     from engine.db import migrate
     from engine.db.session import session_scope
     from engine.events import default_producer
     from engine.kafka import EventPublisher
     from engine.reannotate.publish import start_reannotation
+    from engine.runtime import cli_settings
 
-    settings = get_settings()
+    settings, _runtime = cli_settings()
     migrate.require_current(settings.database_url)
     with (session_scope(settings.database_url) as session,
           EventPublisher(settings, client_id="annostream-cli", command="reannotate") as publisher):

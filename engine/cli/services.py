@@ -36,38 +36,56 @@ def up(
     """Run everything: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), migrations, watcher,
     worker and API, as one supervised process tree. Ctrl-C stops it cleanly."""
     from engine.db.migrate import upgrade
+    from engine.runtime import read_runtime, runtime_path
     from engine.supervisor import Supervisor, default_children
 
     settings = get_settings()
     configure_logging(settings)
+    running = read_runtime(settings.data_dir)
+    if running is not None:
+        typer.echo(f"annostream: `annostream up` is already running for {running.data_dir} (pid "
+                   f"{running.supervisor_pid}, {runtime_path(settings.data_dir)}); stop it or set another "
+                   "ANNOSTREAM_DATA_DIR", err=True)
+        raise typer.Exit(2)
     settings.ensure_folders()
     upgrade(settings.database_url)
     if demo:
+        from engine.demo_bundle import install_demo_bundle
+
         load_demo_genepanels(settings)
+        demo_bundle = install_demo_bundle(settings)
 
     def announce(_env: dict[str, str]) -> None:
         if demo:
+            typer.echo(demo_bundle)
             for name in drop_demo_analyses(settings):
                 typer.echo(f"demo analysis dropped: {name}")
         typer.echo(where_to_look(settings, with_api=not no_api))
 
     children = default_children(settings, with_api=not no_api, workers=workers)
-    raise typer.Exit(Supervisor(settings, children, on_ready=announce).run())
+    api_url = None if no_api else f"http://localhost:{settings.port}"
+    raise typer.Exit(Supervisor(settings, children, on_ready=announce, api_url=api_url).run())
 
 
 def where_to_look(settings: Settings, *, with_api: bool) -> str:
+    """The one banner `up` prints once everything is started."""
+    from engine.runtime import runtime_path
+
     broker = settings.kafka_bootstrap_servers or "embedded (memory only)"
-    lines = ["", "Annostream is running. Ctrl-C stops it.", f"  broker:    {broker}",
-             f"  database:  {settings.database_url}",
-             f"  incoming:  {settings.analyses_incoming.resolve()}  (drop analysis folders here; "
-             "write READY last)",
-             f"  imported:  {settings.analyses_path.resolve()}",
-             f"  failed:    {settings.analyses_failed.resolve()}  (error.json says why)"]
+    lines = ["Annostream is running. Ctrl-C stops it."]
     if with_api:
         base = f"http://localhost:{settings.port}"
-        lines += [f"  API:       {base}/api/v1/analyses   docs: {base}/docs",
-                  f"  jobs:      {base}/api/v1/import/jobs   metrics: {base}/metrics"]
-    return "\n".join(lines) + "\n"
+        lines += [f"  web page:  {base}/", f"  API:       {base}/api/v1/analyses   docs: {base}/docs",
+                  f"  metrics:   {base}/metrics"]
+    lines += [f"  broker:    {broker}", f"  database:  {settings.database_url}",
+              f"  incoming:  {settings.analyses_incoming.resolve()}  (drop folders here, READY last)",
+              f"  imported:  {settings.analyses_path.resolve()}",
+              f"  failed:    {settings.analyses_failed.resolve()}  (error.json says why; annostream retry)",
+              f"  other terminals find this stack in {runtime_path(settings.data_dir)}",
+              "  (annostream status | smoke | retry | replay | reanalyse | reannotate need no settings)"]
+    width = max(len(line) for line in lines)
+    rule = "=" * min(width, 110)
+    return "\n".join(["", rule, *lines, rule, ""])
 
 
 def load_demo_genepanels(settings: Settings) -> None:

@@ -199,7 +199,10 @@ def content_files(folder: Path) -> Iterator[Path]:
         subdirs.sort()
         for name in sorted(names):
             path = Path(directory, name)
-            if path.parent == folder and name in EXCLUDED_FILES:
+            # error.json is written as ".error.json.<random>" then renamed; counting that
+            # partial file would change the fingerprint and make the watcher publish a folder
+            # that is being moved to ANALYSES_FAILED a second time.
+            if path.parent == folder and (name in EXCLUDED_FILES or name.startswith(f".{ERROR_FILE}.")):
                 continue
             if path.is_symlink() and not path.resolve().is_relative_to(real_folder):
                 raise InputError("symlink points outside the analysis folder", file=str(path),

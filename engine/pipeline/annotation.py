@@ -84,7 +84,7 @@ class EngineAnnotator:
             try:
                 result = normalise_vcf(source, scratch, fasta=fasta)
                 annotated = annotate_vcf(bundle.config, scratch, target, base_path=bundle.path,
-                                         threads=self.threads)
+                                         search_cwd=False, threads=self.threads)
                 counts["records_annotated"] += annotated.annotated
             finally:
                 scratch.unlink(missing_ok=True)

@@ -6,9 +6,8 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from itertools import chain
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -19,12 +18,13 @@ from engine.db.models import Analysis, ImportJob, JobStatus, LedgerState
 from engine.db.session import session_scope
 from engine.deposit.analysis_folder import load_analysis_folder
 from engine.deposit.annotation_config import active_annotation_config
-from engine.deposit.columns import VariantColumns
+from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.genepanel import require_genepanel
+from engine.deposit.hgnc import HgncTable, load_hgnc_table
 from engine.deposit.ped import resolve_samples
-from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
-from engine.deposit.writer import WriteResult, write_analysis
+from engine.deposit.specs import AnalysisSpec, SampleRecord, VcfSpec
+from engine.deposit.writer import Batches, WriteResult, write_analysis_parts
 from engine.errors import DuplicateAnalysisError, EventRejected, FailureNotRecorded, InputError
 from engine.events import (
     AnnotatedEvent,
@@ -40,7 +40,9 @@ from engine.events import (
     verify_files,
 )
 from engine.folders import (
+    DestinationExistsError,
     check_analysis_name,
+    check_destination_free,
     fail_folder,
     move_to_imported,
     resolve_in_incoming,
@@ -53,8 +55,11 @@ from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.pipeline.guard import Backoff, Outgoing
 from engine.pipeline.locks import analysis_lock
 from engine.vcf.fastpath import iter_variant_blocks
-from engine.vcf.header import read_header
+from engine.vcf.genotypes import AnnotationBuilder
+from engine.vcf.header import VcfHeader, read_header
 from engine.vcf.reader import iter_variant_batches
+from engine.vcf.records import VariantRecord
+from engine.vcf.textio import numbered_lines, open_text
 
 log = logging.getLogger("annostream.pipeline")
 E = TypeVar("E", ReadyEvent, AnnotatedEvent)
@@ -79,9 +84,70 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
                 pass
         except InputError as in_original:
             return in_original
+        # Found after parsing (say, a value ELLA's database cannot hold): the record's site.
+        line = _same_site_line(used.path, error.line, original.path)
+        if line is not None:
+            return InputError(error.message, file=str(original.path), line=line, expected=error.expected)
         return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
                           expected=error.expected)
     return error
+
+
+def _without_cnvs(batches: Iterator[list[VariantRecord] | VariantColumns], vcf: Path, *, lines: bool
+                  ) -> Iterator[list[VariantRecord] | VariantColumns]:
+    """ELLA's ``AlleleImporter.add``: with the ``cnv`` feature flag off (its default), a record
+    with INFO/SVTYPE that the proband carries fails the import (``FeatureNotEnabledError``)."""
+    for batch in batches:
+        if isinstance(batch, VariantColumns):
+            cnv = None if batch.caller_type != "cnv" else to_records(batch)[0]
+        else:
+            cnv = next((r for r in batch if r.allele.caller_type == "cnv"
+                        or (r.secondallele is not None and r.secondallele.caller_type == "cnv")), None)
+        if cnv is not None:
+            allele = cnv.allele
+            raise InputError(
+                f"{allele.chromosome}:{allele.vcf_pos} {allele.vcf_ref}>{allele.vcf_alt} is a CNV "
+                "(INFO/SVTYPE) and ELLA's cnv feature flag is off",
+                file=str(vcf), line=cnv.source_line if lines else None,
+                expected="ENABLE_CNV=true (ELLA's app.feature_flags.cnv) to import CNVs, "
+                         "or no SVTYPE records")
+        yield batch
+
+
+def annotation_builder_for(config: dict[str, Any], header: VcfHeader, vcf: VcfSpec, *,
+                           hgnc: HgncTable | None = None) -> AnnotationBuilder:
+    """The annotation-document builder for one VCF; a header the config's converters cannot use
+    (say a CSQ that is not VEP's) is an error in that VCF, named with its file and header line.
+    Documents are checked against ELLA's JSON schemas: a bad one fails the import with the path
+    that is wrong instead of reaching the UI."""
+    try:
+        return build_annotation_builder(config, header.infos, validate=True, hgnc=hgnc)
+    except InputError as error:
+        if error.file:
+            raise
+        line = next((m.number for m in header.meta if m.kind == "INFO" and m.id and f"source {m.id})" in
+                     error.message), None)
+        raise InputError(f"the VCF header does not fit the annotation config: {error.message}",
+                         file=str(vcf.path), line=line, expected=error.expected) from None
+
+
+def _same_site_line(copy: Path, line: int | None, original: Path) -> int | None:
+    """The line of ``original`` with the CHROM and POS of line ``line`` of ``copy``, if any."""
+    if line is None:
+        return None
+    site = None
+    with open_text(copy) as handle:
+        for number, text in numbered_lines(copy, handle):
+            if number == line:
+                site = text.split("\t", 2)[:2]
+                break
+    if site is None or len(site) < 2:
+        return None
+    with open_text(original) as handle:
+        for number, text in numbered_lines(original, handle):
+            if not text.startswith("#") and text.split("\t", 2)[:2] == site:
+                return number
+    return None
 
 
 class _Skip(Exception):
@@ -178,22 +244,24 @@ class Pipeline:
                ready: ReadyEvent, *, bundle_version: str | None) -> WriteResult:
         require_genepanel(session, spec.genepanel_name, spec.genepanel_version, file=str(spec.folder))
         config_id, config = active_annotation_config(session)
-        samples: dict[str, SampleRecord] = {}
-        streams: list[Iterator[list[VariantRecord] | VariantColumns]] = []
+        hgnc = load_hgnc_table(self.settings.hgnc_table)
+        # One part per VCF, as ELLA's import_vcf loops over data[]: each VCF's samples are rows
+        # of their own (an HTS trio plus a Sanger proband is two rows for the proband).
+        parts: list[tuple[list[SampleRecord], Batches, str | None]] = []
         for original, used in vcfs:
             header = read_header(used.path)
             # Messages about samples name the user's VCF, not the stage's normalised copy.
             vcf_samples = resolve_samples(original.path, header.samples, used.ped, used.technology)
-            for sample in vcf_samples:
-                samples.setdefault(sample.identifier, sample)
-            # Documents are checked against ELLA's JSON schemas: a bad one fails the import with
-            # the path that is wrong instead of reaching the UI.
-            builder = build_annotation_builder(config, header.infos, validate=True)
-            streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
+            builder = annotation_builder_for(config, header, original, hgnc=hgnc)
+            blocks = iter_variant_blocks(used, vcf_samples, annotation_builder=builder)
+            if not self.settings.enable_cnv:
+                # Lines of a normalised copy are not the user's: the message names the position.
+                blocks = _without_cnvs(blocks, original.path, lines=used is original)
+            parts.append((vcf_samples, blocks, str(used.path)))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
-        return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
-                              properties=properties, annotation_config_id=config_id,
-                              bundle_version=bundle_version)
+        return write_analysis_parts(session, spec, parts, properties=properties,
+                                    annotation_config_id=config_id, bundle_version=bundle_version,
+                                    empty_documents=True)
 
     def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[tuple[VcfSpec, VcfSpec]]:
         """(the folder's VCF, what to read): its annotated artifact when the stage made one."""
@@ -308,6 +376,7 @@ class Pipeline:
             if not folder.is_dir():
                 raise InputError("the analysis folder is no longer in ANALYSES_INCOMING",
                                  file=str(folder), expected="the folder the event names")
+            check_destination_free(folder, self.settings)
             self._reject_duplicate_name(session, ready)
             record_attempt(session, job)
             transition(session, job, status, stage=stage)
@@ -411,7 +480,7 @@ class Pipeline:
             transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
             ledger.finish(session, ready.event_id, LedgerState.FAILED)
         folder = resolve_in_incoming(ready.folder, self.incoming)
-        if folder.is_dir():
+        if folder.is_dir() and not isinstance(error, DestinationExistsError):  # ELLA leaves it in incoming
             fail_folder(folder, self.settings, stage=stage, error=error, event_id=ready.event_id)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
         dead = failed_event(ready.to_dict(), stage=stage, error=error, producer=self.producer,

@@ -41,10 +41,9 @@ NON_DURABLE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
 class ThrowawayCluster:
-    """``durable=True`` keeps PostgreSQL's own durable defaults (benchmarks); the test suite's
-    cluster trades durability for speed (``NON_DURABLE``). ``options`` are extra ``-c`` settings."""
-
     def __init__(self, *, durable: bool = False, options: tuple[str, ...] = ()) -> None:
+        # durable: PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on), for
+        # benchmarks; tests trade durability for speed. options: extra ``-c`` settings.
         self.durable = durable
         self.options = options
         self.bin_dir = _server_bin_dir()
@@ -71,9 +70,7 @@ class ThrowawayCluster:
     def start(self) -> str:
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user,
                   "--auth=trust", "-E", "UTF8", "--no-sync")
-        settings = [*(() if self.durable else NON_DURABLE), "max_connections=200", *self.options]
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   + " ".join(f"-c {setting}" for setting in settings))
+        options = self._options()
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l",
                   str(self.root / "server.log"), "-o", options, "-w", "start")
         if not wait_for_port("127.0.0.1", self.port, 30):
@@ -86,11 +83,16 @@ class ThrowawayCluster:
         self._run(*self._pg_ctl(), "-m", "fast", "-w", "stop")
 
     def resume(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = self._options()
         self._run(*self._pg_ctl(), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
         if not wait_for_port("127.0.0.1", self.port, 30):
             raise PostgresUnavailable(f"throwaway PostgreSQL did not listen on port {self.port}")
+
+    def _options(self) -> str:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            options += " " + " ".join(f"-c {setting}" for setting in NON_DURABLE)
+        return options + "".join(f" -c {setting}" for setting in self.options)
 
     def _pg_ctl(self) -> list[str]:
         return [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir)]
