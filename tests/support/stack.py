@@ -59,7 +59,7 @@ class Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([*self.command, "up", *extra], env=self.env, cwd=self.cwd,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.healthy(), timeout_s=60, what="the API to answer /healthz",
+        wait_until(lambda: self.healthy(), timeout_s=120, what="the API to answer /healthz",
                    on_timeout=self.log_tail)
         return self
 
