@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test install lint clean
+.PHONY: run test test-fast install lint clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "annostream needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -27,9 +27,14 @@ test: install lint
 	@bash ops/scripts/ensure-tools.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# Unit tests only: no PostgreSQL, no broker (SQLite variants still run): the fast local loop.
+test-fast: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not services" $(PYTEST_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy engine consumers producers api
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

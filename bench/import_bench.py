@@ -190,7 +190,11 @@ def stage_seconds(history: list[dict], ready_at: dt.datetime,  # type: ignore[ty
     return [(f"{a}->{b}", (tb - ta).total_seconds()) for (a, ta), (b, tb) in itertools.pairwise(times)]
 
 
-def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None) -> None:
+def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None, *,
+        ella: bool = False) -> float:
+    """One import; returns the seconds from READY to done. ``ella``: ``db_url`` is an ELLA
+    database (ELLA database mode), where done means the import job is DONE (Annostream's read
+    API lists analyses of its own schema only) and ELLA's worklist lists the analysis."""
     work = Path(tempfile.mkdtemp(prefix="annostream-import-"))
     port = free_port()
     env = {k: v for k, v in os.environ.items()
@@ -206,7 +210,7 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
                                stderr=subprocess.STDOUT, start_new_session=True)
     incoming = work / "data/analyses/incoming"
     try:
-        wait(lambda: get_json(f"{api}/api/v1/analyses") is not None, 90, "the API")
+        wait(lambda: get_json(f"{api}/api/v1/import/jobs") is not None, 90, "the API")
         subprocess.run([sys.executable, "-m", "engine", "deposit", "genepanel", "--folder", str(PANEL)],
                        env=env, check=True, capture_output=True)
         warm_up(api, incoming)
@@ -221,6 +225,9 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
         ready_at = dt.datetime.now(dt.UTC)
 
         def visible() -> bool:
+            if ella:
+                page = get_json(f"{api}/api/v1/import/jobs", analysis=name, status="DONE")
+                return bool(page and page["total"]) and in_ella_worklist(db_url, name)
             page = get_json(f"{api}/api/v1/analyses", name=name)
             return bool(page and page["total"] == 1)
 
@@ -238,6 +245,7 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
         report(name, vcf, total, ready_written - started, job, memory, ready_at, visible_at)
         print(f"CPU from READY to visible: worker {cpu[0]:.1f} s, PostgreSQL {cpu[1]:.1f} s "
               f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        return total
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -248,6 +256,36 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None)
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def durability(db_url: str) -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return ", ".join(f"{name}={conn.execute(sa.text(f'SHOW {name}')).scalar()}"
+                             for name in ("fsync", "synchronous_commit", "full_page_writes"))
+    finally:
+        engine.dispose()
+
+
+def in_ella_worklist(db_url: str, name: str) -> bool:
+    """ELLA's worklist (src/datalayer/queries.py: workflow_analyses_interpretation_not_started)
+    lists the analysis: its latest interpretation is 'Not started' in 'Interpretation'."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(
+                "SELECT 1 FROM (SELECT DISTINCT ON (analysis_id) analysis_id, status, workflow_status "
+                "FROM analysisinterpretation ORDER BY analysis_id, date_created DESC) latest "
+                "JOIN analysis a ON a.id = latest.analysis_id WHERE a.name = :name "
+                "AND latest.status = 'Not started' AND latest.workflow_status = 'Interpretation'"),
+                {"name": name}).first() is not None
+    finally:
+        engine.dispose()
 
 
 def report(name: str, vcf: Path, total: float, copy_s: float, job: dict | None,  # type: ignore[type-arg]
@@ -273,20 +311,33 @@ def main() -> None:
     parser.add_argument("--vcf", type=Path, default=DEFAULT_VCF)
     parser.add_argument("--db-url", help="PostgreSQL URL (default: a throwaway cluster)")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--mode", choices=("standalone", "ella", "both"), default="standalone",
+                        help="standalone database, an ELLA 1.17.2 database made from ELLA's DDL "
+                             "(ELLA database mode), or both in one run on the same cluster")
     args = parser.parse_args()
     if not args.vcf.exists():
         parser.error(f"{args.vcf} is missing: python3 bench/gen_bench.py --out bench/data "
                      "--compress")
     if args.db_url:
-        run(args.db_url, args.vcf.resolve(), args.timeout)
+        run(args.db_url, args.vcf.resolve(), args.timeout, ella=args.mode == "ella")
         return
+    from tests.support.ella import create_ella_database
     from tests.support.pgcluster import ThrowawayCluster
 
-    cluster = ThrowawayCluster()
+    cluster = ThrowawayCluster(durable=True)
     try:
         url = cluster.start()
         postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-        run(url, args.vcf.resolve(), args.timeout, postmaster)
+        print(f"PostgreSQL {durability(url)}; load average {os.getloadavg()} on {os.cpu_count()} cores")
+        totals: dict[str, float] = {}
+        if args.mode in ("standalone", "both"):
+            print("== standalone mode (Annostream's own database)")
+            totals["standalone"] = run(url, args.vcf.resolve(), args.timeout, postmaster)
+        if args.mode in ("ella", "both"):
+            print("== ELLA database mode (a database made from ELLA 1.17.2's DDL)")
+            totals["ella"] = run(create_ella_database(url), args.vcf.resolve(), args.timeout, postmaster,
+                                 ella=True)
+        print("summary: " + ", ".join(f"{mode} {seconds:.2f} s" for mode, seconds in totals.items()))
     finally:
         cluster.stop()
 

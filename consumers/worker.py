@@ -34,6 +34,7 @@ from engine.pipeline.guard import Backoff
 
 log = logging.getLogger("annostream.worker")
 
+
 def limit_fetch_wait(max_wait_ms: int) -> None:
     """Make faust's consumers use ``max_wait_ms`` instead of its hard-coded 1500 ms.
 
@@ -124,7 +125,7 @@ def build_agents(app: faust.App, settings: Settings, stages: list[StageHandler])
         source = app.topic(handler.topic, value_serializer="raw", key_serializer="raw")
         guarded = in_context(partial(guard.run, handler))
 
-        async def agent(stream: faust.StreamT) -> None:
+        async def agent(stream: faust.StreamT[bytes]) -> None:
             async for key, raw in stream.items():
                 metrics.WORKER_HEARTBEAT.set_to_current_time()
                 metrics.EVENTS_CONSUMED.labels(topic=handler.topic).inc()

@@ -22,10 +22,11 @@ from sqlalchemy.orm import Session
 
 from engine import metrics
 from engine.config import Settings
-from engine.db.models import LedgerEntry, LedgerState, utcnow
+from engine.db.models import LedgerEntry, LedgerState
 from engine.db.session import session_scope
 from engine.errors import BrokerUnavailable, is_retriable
 from engine.events import Event, Topics, encode
+from engine.timeutil import utcnow
 
 log = logging.getLogger("annostream.ledger")
 

@@ -11,10 +11,24 @@ import pytest
 import sqlalchemy as sa
 
 from engine.broker import EmbeddedBroker
-from engine.config import Settings, load_settings
+from engine.config import Settings
+from tests.support.env import engine_settings, prepare_database
 from tests.support.pgcluster import ThrowawayCluster
 
 DATA = Path(__file__).parent / "data"
+
+#: Fixtures that start a real service; tests using them are marked ``services`` (make test-fast skips them).
+SERVICE_FIXTURES = frozenset({"pg_server_url", "pg_url", "broker"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs PostgreSQL or the broker, before ``-m`` selects."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if fixtures & SERVICE_FIXTURES or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture(scope="session")
@@ -79,17 +93,9 @@ def topic_prefix() -> str:
 def settings(tmp_path: Path, db_url: str) -> Iterator[Settings]:
     """Settings for running pipeline stages directly: temp folders, a migrated database (PostgreSQL
     and SQLite) with the HBOC_v1.0.0 test panel, topic prefix ``t.``."""
-    from engine.db.migrate import upgrade
-    from engine.db.session import get_engine, session_scope
-    from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
+    from engine.db.session import get_engine
 
-    root = tmp_path / "data"
-    configured = load_settings(
-        ANNOSTREAM_DATA_DIR=root, DB_URL=db_url, ANALYSES_INCOMING=root / "incoming",
-        ANALYSES_PATH=root / "imported", ANALYSES_FAILED=root / "failed", ANNOSTREAM_TOPIC_PREFIX="t.")
-    configured.ensure_folders()
-    upgrade(db_url)
-    with session_scope(db_url) as session:
-        deposit_genepanel(session, read_genepanel_folder(DATA / "genepanels" / "HBOC_v1.0.0"))
+    configured = engine_settings(tmp_path / "data", db_url=db_url)
+    prepare_database(db_url)
     yield configured
     get_engine.cache_clear()

@@ -11,17 +11,17 @@ import pytest
 
 from engine.bundles import activate_bundle, add_bundle
 from engine.config import Settings
-from engine.db.migrate import upgrade
 from engine.db.session import session_scope
 from engine.deposit.ped import resolve_samples
 from engine.deposit.records import VcfSpec
-from engine.events import AnnotatedEvent, build_ready_event, decode, encode
+from engine.events import AnnotatedEvent, Topics, build_ready_event, decode, encode
 from engine.normalise.header import OLD_MULTIALLELIC_LINE
 from engine.pipeline import Pipeline
 from engine.pipeline.annotation import EngineAnnotator
 from engine.vcf.header import read_header
 from engine.vcf.reader import iter_variant_batches
 from tests.support.bundles import make_bundle
+from tests.support.env import engine_settings, prepare_database
 
 ANALYSIS = Path(__file__).parent / "data" / "analyses" / "TestAnalysis-001"
 # Proband TestSample-001 is 1/2 at a multi-allelic site; the parents carry one ALT each.
@@ -32,9 +32,8 @@ MULTIALLELIC = ("13\t32900100\t.\tC\tA,T\t500\tPASS\tAC=1,1;AF=0.5,0.5;AN=2\tGT:
 
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
-    upgrade(db_url)
-    return Settings(data_dir=tmp_path / "data", db_url=db_url, analyses_incoming=tmp_path / "incoming",
-                    analyses_path=tmp_path / "imported", analyses_failed=tmp_path / "failed")
+    prepare_database(db_url, genepanel=False)
+    return engine_settings(tmp_path / "data", db_url=db_url)
 
 
 @pytest.fixture
@@ -119,7 +118,8 @@ def test_the_annotate_stage_records_the_bundle_in_the_event(settings: Settings, 
     ready = build_ready_event(folder, settings.analyses_incoming, producer="test")
 
     published = Pipeline(settings).annotate(encode(ready))
-    [outgoing] = [message for message in published if message.topic.endswith("analysis.annotated")]
+    topics = Topics.from_settings(settings)
+    [outgoing] = [message for message in published if message.topic == topics.annotated]
 
     event = decode(outgoing.value, incoming=settings.analyses_incoming)
     assert isinstance(event, AnnotatedEvent)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from engine.config import Settings
 from engine.db.models import Allele, Analysis, Annotation, Genotype, GenotypeSampleData, Sample
 from engine.db.session import session_scope
-from engine.events import build_ready_event, encode
+from engine.events import Topics, build_ready_event, encode
 from engine.pipeline import Pipeline
 from tests.conftest import DATA
 
@@ -26,7 +26,7 @@ def imported(settings: Settings) -> Settings:
     pipeline = Pipeline(settings)
     annotated = pipeline.annotate(encode(build_ready_event(folder, settings.analyses_incoming,
                                                           producer="test")))
-    pipeline.persist(next(m for m in annotated if m.topic.endswith("analysis.annotated")).value)
+    pipeline.persist(next(m for m in annotated if m.topic == Topics.from_settings(settings).annotated).value)
     return settings
 
 

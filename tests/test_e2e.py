@@ -14,6 +14,7 @@ import pytest
 from cyvcf2 import VCF
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from tests.support.env import topics_for
 from tests.support.stack import DATA, Stack, make_stack, wait_until
 
 TEST_ANALYSIS = DATA / "analyses" / "TestAnalysis-001"
@@ -112,7 +113,7 @@ def test_folder_flows_to_api_and_failures_are_explained(stack: Stack, broker, to
                on_timeout=stack.log_tail)
     failed_jobs = stack.get("/api/v1/import/jobs", analysis="Broken-002", status="FAILED")["items"]
     assert len(failed_jobs) == 1 and "POS" in failed_jobs[0]["message"]
-    dead = read_topic(broker.bootstrap_servers, f"{topic_prefix}analysis.failed", expect=1)
+    dead = read_topic(broker.bootstrap_servers, topics_for(topic_prefix).failed, expect=1)
     assert [(d["analysis"], d["stage"]) for d in dead] == [("Broken-002", "annotate")]
     assert dead[0]["error"]["line"] == body_start + 2
 
@@ -129,11 +130,11 @@ def test_duplicated_event_imports_once(stack: Stack, broker, topic_prefix: str) 
     event = encode(build_ready_event(folder, stack.incoming, producer="test", analysis="Dup-004"))
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
     for _ in range(2):
-        producer.send(f"{topic_prefix}analysis.ready", key=b"Dup-004", value=event).get(10)
+        producer.send(topics_for(topic_prefix).ready, key=b"Dup-004", value=event).get(10)
     producer.close()
     wait_until(lambda: analysis_named(stack, "Dup-004"), timeout_s=IMPORT_BOUND_S, what="Dup-004",
                on_timeout=stack.log_tail)
-    imported = read_topic(broker.bootstrap_servers, f"{topic_prefix}analysis.imported", expect=2)
+    imported = read_topic(broker.bootstrap_servers, topics_for(topic_prefix).imported, expect=2)
     assert {message["analysis"] for message in imported} == {"Dup-004"}
     assert len(stack.get("/api/v1/analyses", name="Dup-004")["items"]) == 1
     jobs = stack.get("/api/v1/import/jobs", analysis="Dup-004")["items"]

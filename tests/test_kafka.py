@@ -12,6 +12,7 @@ from engine.config import load_settings
 from engine.errors import BrokerUnavailable
 from engine.events import ReanalysisRequested, Topics, decode
 from engine.kafka import EventProducer, EventPublisher, ensure_topics, require_bootstrap
+from tests.support.env import topics_for
 from tests.support.events import read_topic
 
 
@@ -36,7 +37,7 @@ def test_ensure_topics_is_idempotent(broker: EmbeddedBroker, topic_prefix: str) 
 
 
 def test_send_waits_for_the_ack_and_keeps_key_and_value(broker: EmbeddedBroker, topic_prefix: str) -> None:
-    topic = f"{topic_prefix}analysis.ready"
+    topic = topics_for(topic_prefix).ready
     ensure_topics(broker.bootstrap_servers, [topic])
     with EventProducer(broker.bootstrap_servers) as producer:
         started = time.monotonic()

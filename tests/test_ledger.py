@@ -16,11 +16,12 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from engine import ledger
 from engine.config import Settings
-from engine.db.models import ImportJob, LedgerEntry, ParkedEvent, utcnow
+from engine.db.models import ImportJob, LedgerEntry, ParkedEvent
 from engine.db.session import session_scope
 from engine.ledger import Message, WorkEvent
 from engine.parked import drop_parked, retry_parked
 from engine.pipeline import Pipeline, StageGuard
+from engine.timeutil import utcnow
 from tests.test_guard import folder_for, import_through_guard, no_sleep, ready_bytes
 
 
@@ -95,6 +96,12 @@ def test_parked_events_are_listed_retried_and_dropped(settings: Settings) -> Non
         assert [item["analysis"] for item in listed] == ["Parked-1", "Parked-2"]
         assert listed[0]["reason"] == "ANALYSES_FAILED not writable" and listed[0]["size"] == len(kept)
         assert "annostream_parked_events 2" in client.get("/metrics").text
+
+    from engine.status import collect_health, render
+
+    health = collect_health(settings.model_copy(update={"kafka_bootstrap_servers": None}))
+    assert [parked["analysis"] for parked in health.parked] == ["Parked-1", "Parked-2"]
+    assert "Parked events: 2" in render(health)
 
     cli = subprocess.run(
         [sys.executable, "-m", "engine", "parked", "list"],

@@ -19,11 +19,14 @@ from engine.db.models import Allele, Analysis, ImportJob
 from engine.db.session import get_engine, session_scope
 from engine.events import build_ready_event, encode
 from engine.pipeline import Outgoing, Pipeline
+from tests.support.env import topics_for
 
 DATA = Path(__file__).parent / "data"
 TEST_ANALYSIS = DATA / "analyses" / "TestAnalysis-001"
 VCF = "TestAnalysis-001.vcf"
 PED = "TestAnalysis-001.ped"
+
+TOPICS = topics_for()  # the conftest settings use the prefix "t."
 
 
 def make_folder(settings: Settings, name: str, edit: Callable[[Path], None] | None = None) -> Path:
@@ -43,13 +46,13 @@ def run(settings: Settings, folder: Path) -> list[Outgoing]:
     pipeline = Pipeline(settings)
     event = build_ready_event(folder, settings.analyses_incoming, producer="test", analysis=folder.name)
     published = without_status(pipeline.annotate(encode(event)))
-    if len(published) == 1 and published[0].topic == "t.analysis.annotated":
+    if len(published) == 1 and published[0].topic == TOPICS.annotated:
         published = without_status(pipeline.persist(published[0].value))
     return published
 
 
 def without_status(messages: list[Outgoing]) -> list[Outgoing]:
-    return [message for message in messages if message.topic != "t.analysis.status"]
+    return [message for message in messages if message.topic != TOPICS.status]
 
 
 def replace_line(folder: Path, file: str, line_number: int, edit: Callable[[str], str]) -> None:
@@ -123,7 +126,7 @@ def test_bad_input_is_explained_everywhere(settings: Settings, case: str) -> Non
 
     published = run(settings, folder)
 
-    assert [message.topic for message in published] == ["t.analysis.failed"]
+    assert [message.topic for message in published] == [TOPICS.failed]
     dead = orjson.loads(published[0].value)
     error_files = list(settings.analyses_failed.glob("Bad-001*/error.json"))
     assert len(error_files) == 1 and not folder.exists()
@@ -143,16 +146,16 @@ def test_bad_input_is_explained_everywhere(settings: Settings, case: str) -> Non
 
     # The engine keeps serving: the next good folder imports.
     good = make_folder(settings, "Good-002")
-    assert [message.topic for message in run(settings, good)] == ["t.analysis.imported"]
+    assert [message.topic for message in run(settings, good)] == [TOPICS.imported]
     assert (settings.analyses_path / "Good-002").is_dir()
     get_engine.cache_clear()
 
 
 def test_same_name_with_different_content_is_rejected(settings: Settings) -> None:
-    assert run(settings, make_folder(settings, "Twice-001"))[0].topic == "t.analysis.imported"
+    assert run(settings, make_folder(settings, "Twice-001"))[0].topic == TOPICS.imported
     again = make_folder(settings, "Twice-001", lambda f: (f / "warnings.txt").write_text("changed"))
     published = run(settings, again)
-    assert [message.topic for message in published] == ["t.analysis.failed"]
+    assert [message.topic for message in published] == [TOPICS.failed]
     assert "already imported" in orjson.loads(published[0].value)["error"]["message"]
     assert (settings.analyses_path / "Twice-001").is_dir()
     assert next(settings.analyses_failed.glob("Twice-001*/error.json"))
@@ -175,7 +178,7 @@ def test_crash_between_commit_and_move_is_repaired(settings: Settings) -> None:
     assert folder.is_dir()
     # Kafka redelivers the same event: nothing is written twice and the folder moves.
     again = without_status(pipeline.persist(annotated))
-    assert [message.topic for message in again] == ["t.analysis.imported"]
+    assert [message.topic for message in again] == [TOPICS.imported]
     assert not folder.exists() and (settings.analyses_path / "Crash-001").is_dir()
     with session_scope(settings.database_url) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Analysis)) == 1
@@ -195,7 +198,7 @@ def test_invalid_events_go_to_the_dead_letter_topic_with_the_reason(settings: Se
 
     published = without_status(Pipeline(settings).annotate(raw))
 
-    assert [message.topic for message in published] == ["t.analysis.failed"]
+    assert [message.topic for message in published] == [TOPICS.failed]
     dead = orjson.loads(published[0].value)
     assert dead["stage"] == "validate" and reason in dead["error"]["message"]
     assert dead["original"] == orjson.loads(raw)
@@ -214,6 +217,6 @@ def test_a_symlink_escaping_incoming_is_rejected(settings: Settings, tmp_path: P
     published = without_status(Pipeline(settings).annotate(raw))
 
     dead = orjson.loads(published[0].value)
-    assert published[0].topic == "t.analysis.failed" and dead["stage"] == "validate"
+    assert published[0].topic == TOPICS.failed and dead["stage"] == "validate"
     assert "ANALYSES_INCOMING" in dead["error"]["message"] or "outside" in dead["error"]["message"]
     assert outside.is_dir() and (outside / VCF).is_file()

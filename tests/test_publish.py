@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from engine.broker import EmbeddedBroker
 from engine.cli.produce import register
 from engine.events import ReadyEvent, decode
+from tests.support.env import engine_env, topics_for
 from tests.support.events import make_analysis, make_broken_analysis, read_topic
 
 
@@ -23,16 +24,10 @@ def app() -> typer.Typer:
 
 @pytest.fixture
 def env(tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str) -> dict[str, str]:
-    (tmp_path / "incoming").mkdir()
-    return {
-        "ANALYSES_INCOMING": str(tmp_path / "incoming"),
-        "ANALYSES_PATH": str(tmp_path / "imported"),
-        "ANALYSES_FAILED": str(tmp_path / "failed"),
-        "ANNOSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "ANNOSTREAM_TOPIC_PREFIX": topic_prefix,
-        "ANNOSTREAM_TOPIC_PARTITIONS": "1",
-    }
+    variables = engine_env(tmp_path / "data", bootstrap=broker.bootstrap_servers, topic_prefix=topic_prefix,
+                           ANNOSTREAM_TOPIC_PARTITIONS="1")
+    Path(variables["ANALYSES_INCOMING"]).mkdir(parents=True)
+    return variables
 
 
 def invoke(app: typer.Typer, env: dict[str, str], *args: str):
@@ -46,7 +41,7 @@ def test_publish_prints_the_event_id_of_the_published_event(app, env, broker: Em
     result = invoke(app, env, str(folder), "--producer", "pipeline-wgs@hpc")
     assert result.exit_code == 0, result.output
     event_id = result.stdout.strip()
-    records = read_topic(broker.bootstrap_servers, f"{topic_prefix}analysis.ready", expect=1, settle_s=0.3)
+    records = read_topic(broker.bootstrap_servers, topics_for(topic_prefix).ready, expect=1, settle_s=0.3)
     assert len(records) == 1 and records[0].key == b"Diag-pub-1"
     event = decode(records[0].value, incoming=incoming)
     assert isinstance(event, ReadyEvent)
@@ -63,7 +58,7 @@ def test_publish_rejects_a_broken_folder_in_one_line(app, env, broker: EmbeddedB
     assert message.startswith("annostream: ") and "\n" not in message
     assert "Diag-broken" in message  # names the file at fault
     assert folder.is_dir()
-    assert read_topic(broker.bootstrap_servers, f"{topic_prefix}analysis.ready", expect=1, timeout_s=1) == []
+    assert read_topic(broker.bootstrap_servers, topics_for(topic_prefix).ready, expect=1, timeout_s=1) == []
 
 
 def test_publish_refuses_folders_outside_incoming(app, env, tmp_path: Path) -> None:

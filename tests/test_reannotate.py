@@ -16,17 +16,16 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from engine.broker import EmbeddedBroker
 from engine.bundles import activate_bundle, add_bundle
-from engine.config import Settings, load_settings
-from engine.db.migrate import upgrade
+from engine.config import Settings
 from engine.db.models import Allele, Annotation, Genotype, GenotypeSampleData, ImportJob, Sample
 from engine.db.session import session_scope
 from engine.deposit.annotation_config import store_annotation_config
-from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
 from engine.events import ReanalysisRequested, build_ready_event, encode
 from engine.pipeline import Pipeline
 from engine.reannotate.runs import plan_run
 from engine.reannotate.stages import ReleaseStages
 from tests.support.bundles import make_bundle
+from tests.support.env import engine_settings, prepare_database, topics_for
 
 DATA = Path(__file__).parent / "data"
 ANALYSIS = "Release-001"
@@ -43,15 +42,9 @@ TOKEN = "s3cret-token"
 
 @pytest.fixture
 def settings(tmp_path: Path, pg_url: str) -> Settings:
-    root = tmp_path / "data"
-    configured = load_settings(
-        ANNOSTREAM_DATA_DIR=root, DB_URL=pg_url, ANALYSES_INCOMING=root / "incoming",
-        ANALYSES_PATH=root / "imported", ANALYSES_FAILED=root / "failed", ANNOSTREAM_TOPIC_PREFIX="t.",
-        ANNOSTREAM_API_TOKENS=TOKEN)
-    configured.ensure_folders()
-    upgrade(pg_url)
+    configured = engine_settings(tmp_path / "data", db_url=pg_url, ANNOSTREAM_API_TOKENS=TOKEN)
+    prepare_database(pg_url)
     with session_scope(pg_url) as session:
-        deposit_genepanel(session, read_genepanel_folder(DATA / "genepanels" / "HBOC_v1.0.0"))
         store_annotation_config(session, ANNOTATION_CONFIG)
         add_bundle(session, make_bundle(tmp_path / "b1", "2024.1"), configured.data_dir)
         # Release 2: every AF changes (0.0001 -> 90.0001), CLNSIG stays.
@@ -183,7 +176,7 @@ def test_reanalysis_request_needs_token_and_runs_once(settings: Settings, broker
     accepted = client.post("/api/v1/reanalyses", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert accepted.status_code == 202, accepted.text
     event_id = accepted.json()["event_id"]
-    raw = consume_one(broker.bootstrap_servers, f"{topic_prefix}reanalysis.requested")
+    raw = consume_one(broker.bootstrap_servers, topics_for(topic_prefix).reanalysis)
     event = orjson.loads(raw)
     assert event["event_id"] == event_id and event["bundle"] == "2024.2" and event["analysis"] == ANALYSIS
 

@@ -15,19 +15,18 @@ import sqlalchemy as sa
 
 from engine.annotate import load_config
 from engine.bundles import activate_bundle, add_bundle
-from engine.config import Settings, load_settings
-from engine.db.migrate import upgrade
+from engine.config import Settings
 from engine.db.models import Allele, Annotation
 from engine.db.session import session_scope
 from engine.deposit.annotation_config import store_annotation_config
 from engine.deposit.converters import targets_by_source
-from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
 from engine.events import build_ready_event, encode
 from engine.pipeline import Pipeline
 from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets
 from engine.reannotate.runs import plan_run
 from engine.reannotate.stages import ReleaseStages
 from tests.support.bundles import make_bundle, sha256
+from tests.support.env import engine_settings, prepare_database
 
 DATA = Path(__file__).parent / "data"
 ANALYSIS = "Merge-001"
@@ -60,14 +59,9 @@ def withdraw_pathogenic_clnsig(folder: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    root = tmp_path / "data"
-    configured = load_settings(
-        ANNOSTREAM_DATA_DIR=root, DB_URL=db_url, ANALYSES_INCOMING=root / "incoming",
-        ANALYSES_PATH=root / "imported", ANALYSES_FAILED=root / "failed", ANNOSTREAM_TOPIC_PREFIX="t.")
-    configured.ensure_folders()
-    upgrade(db_url)
+    configured = engine_settings(tmp_path / "data", db_url=db_url)
+    prepare_database(db_url)
     with session_scope(db_url) as session:
-        deposit_genepanel(session, read_genepanel_folder(DATA / "genepanels" / "HBOC_v1.0.0"))
         store_annotation_config(session, ANNOTATION_CONFIG)
         add_bundle(session, make_bundle(tmp_path / "b1", "2024.1"), configured.data_dir)
         release_2 = withdraw_pathogenic_clnsig(make_bundle(tmp_path / "b2", "2024.2", af_scale="9"))

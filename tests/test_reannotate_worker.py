@@ -21,6 +21,7 @@ from engine.deposit.annotation_config import store_annotation_config
 from engine.deposit.records import AlleleRecord
 from engine.deposit.writer import write_annotations
 from tests.support.bundles import make_bundle
+from tests.support.env import engine_env, subprocess_env
 from tests.support.stack import wait_until
 
 N_ALLELES = 30_000
@@ -63,11 +64,8 @@ def test_sigkill_mid_run_resumes_exactly_once(tmp_path: Path, pg_url: str, broke
         # Every old document holds a value the bundle owns, so every allele gets a new row.
         write_annotations(session, ((record, OLD_DOCUMENT) for record in synthetic_alleles(N_ALLELES)),
                           bundle_version="old")
-    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update({"DB_URL": pg_url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                "ANNOSTREAM_TOPIC_PREFIX": topic_prefix, "ANNOSTREAM_APP_ID": f"w-{topic_prefix.strip('.')}",
-                "ANNOSTREAM_DATA_DIR": str(data), "ANALYSES_INCOMING": str(data / "incoming"),
-                "ANALYSES_PATH": str(data / "imported"), "ANALYSES_FAILED": str(data / "failed")})
+    env = subprocess_env(engine_env(data, db_url=pg_url, bootstrap=broker.bootstrap_servers,
+                                    topic_prefix=topic_prefix, app_id=f"w-{topic_prefix.strip('.')}"))
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
     try:

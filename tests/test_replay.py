@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,16 +14,14 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
-from engine.config import Settings, load_settings
-from engine.db.migrate import upgrade
 from engine.db.models import Allele, Analysis, Genotype, ImportJob
 from engine.db.session import get_engine, session_scope
-from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
 from engine.errors import InputError
 from engine.events import build_ready_event, encode
 from engine.kafka import ensure_topics
 from engine.pipeline import Pipeline
 from engine.replay import REPLAYED_FROM, parse_moment, republish, select
+from tests.support.env import engine_settings, prepare_database, subprocess_env
 from tests.support.events import read_topic
 
 DATA = Path(__file__).parent / "data"
@@ -69,8 +66,8 @@ def test_republish_writes_the_same_key_and_bytes(broker, topic: str) -> None:
 
 
 def test_cli_dry_run_lists_and_publishes_nothing(broker, topic: str, topic_prefix: str) -> None:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-           "ANNOSTREAM_TOPIC_PREFIX": topic_prefix}
+    env = subprocess_env({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                          "ANNOSTREAM_TOPIC_PREFIX": topic_prefix})
     since = (NOW - dt.timedelta(hours=2, minutes=30)).isoformat()
     result = subprocess.run([sys.executable, "-m", "engine", "replay", "--since", since, "--analysis", "A",
                              "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
@@ -104,15 +101,9 @@ def table_counts(url: str) -> dict[str, int]:
 
 def test_replaying_the_same_events_twice_changes_nothing(tmp_path: Path, pg_url: str, broker,
                                                          topic_prefix: str) -> None:
-    root = tmp_path / "data"
-    settings: Settings = load_settings(
-        ANNOSTREAM_DATA_DIR=root, DB_URL=pg_url, ANALYSES_INCOMING=root / "incoming",
-        ANALYSES_PATH=root / "imported", ANALYSES_FAILED=root / "failed",
-        ANNOSTREAM_TOPIC_PREFIX=topic_prefix, KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers)
-    settings.ensure_folders()
-    upgrade(pg_url)
-    with session_scope(pg_url) as session:
-        deposit_genepanel(session, read_genepanel_folder(DATA / "genepanels" / "HBOC_v1.0.0"))
+    settings = engine_settings(tmp_path / "data", db_url=pg_url, bootstrap=broker.bootstrap_servers,
+                               topic_prefix=topic_prefix)
+    prepare_database(pg_url)
     folder = settings.analyses_incoming / "Replay-001"
     shutil.copytree(DATA / "analyses" / "TestAnalysis-001", folder)
     (folder / "READY").unlink(missing_ok=True)

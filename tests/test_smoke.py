@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from engine.broker import free_port
 from engine.db.models import Analysis, Genepanel, ImportJob
+from tests.support.env import topics_for
 from tests.support.events import read_topic
 from tests.support.stack import Stack, make_stack, wait_until
 
@@ -60,7 +61,7 @@ def test_smoke_passes_and_cleans_up(stack: Stack, pg_url: str) -> None:
     assert stack.get("/api/v1/analyses", name=report["name"])["items"] == []
 
     # The real worker published every transition on the status topic, keyed by analysis name.
-    topic = f"{stack.env['ANNOSTREAM_TOPIC_PREFIX']}analysis.status"
+    topic = topics_for(stack.env["ANNOSTREAM_TOPIC_PREFIX"]).status
     records = read_topic(stack.env["KAFKA_BOOTSTRAP_SERVERS"], topic, expect=5)
     published = [json.loads(r.value) for r in records if r.key == report["name"].encode()]
     assert [event["status"] for event in published] == statuses

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -15,13 +14,13 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from engine.config import Settings, load_settings
-from engine.db.migrate import upgrade
+from engine.config import Settings
 from engine.db.models import ImportJob
 from engine.db.session import get_engine, session_scope
 from engine.events import Topics
 from engine.kafka import ensure_topics
 from engine.status import collect_health, consumer_lag, render
+from tests.support.env import engine_env, engine_settings, prepare_database, subprocess_env
 
 PRODUCED = {("ready", 0): 5, ("ready", 1): 3, ("annotated", 0): 2, ("annotated", 1): 0}
 COMMITTED = {("ready", 0): 2, ("annotated", 0): 2}  # ready/1 and annotated/1: nothing committed
@@ -29,19 +28,9 @@ COMMITTED = {("ready", 0): 2, ("annotated", 0): 2}  # ready/1 and annotated/1: n
 
 @pytest.fixture
 def settings(tmp_path: Path, pg_url: str, broker, topic_prefix: str) -> Settings:
-    root = tmp_path / "data"
-    configured = load_settings(
-        ANNOSTREAM_DATA_DIR=root,
-        DB_URL=pg_url,
-        ANALYSES_INCOMING=root / "incoming",
-        ANALYSES_PATH=root / "imported",
-        ANALYSES_FAILED=root / "failed",
-        ANNOSTREAM_TOPIC_PREFIX=topic_prefix,
-        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
-        ANNOSTREAM_APP_ID=f"group-{uuid.uuid4().hex[:8]}",
-    )
-    configured.ensure_folders()
-    upgrade(pg_url)
+    configured = engine_settings(tmp_path / "data", db_url=pg_url, bootstrap=broker.bootstrap_servers,
+                                 topic_prefix=topic_prefix, app_id=f"group-{uuid.uuid4().hex[:8]}")
+    prepare_database(pg_url, genepanel=False)
     yield configured
     get_engine.cache_clear()
 
@@ -139,15 +128,10 @@ def test_health_report_and_cli(settings: Settings) -> None:
     text = render(health)
     assert "total lag: 6" in text and "Broken-1" in text and "Broken-old" not in text
 
-    env = {
-        **os.environ,
-        "DB_URL": settings.database_url,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "ANNOSTREAM_TOPIC_PREFIX": settings.topic_prefix,
-        "ANNOSTREAM_APP_ID": settings.worker_name,
-        "ANALYSES_INCOMING": str(settings.analyses_incoming),
-        "ANNOSTREAM_DATA_DIR": str(settings.data_dir),
-    }
+    assert settings.kafka_bootstrap_servers is not None
+    env = subprocess_env(engine_env(settings.data_dir, db_url=settings.database_url,
+                                    bootstrap=settings.kafka_bootstrap_servers,
+                                    topic_prefix=settings.topic_prefix, app_id=settings.worker_name))
     result = subprocess.run(
         [sys.executable, "-m", "engine", "status", "--json"],
         env=env,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,21 +20,15 @@ from engine.errors import ConfigError
 from engine.events import Topics, decode
 from engine.kafka import EventProducer, ensure_topics
 from producers.watcher import NameFilter, Watcher
+from tests.support.env import engine_env, subprocess_env
 from tests.support.events import make_analysis, make_broken_analysis, read_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def watcher_env(tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str) -> dict[str, str]:
-    return {
-        "ANALYSES_INCOMING": str(tmp_path / "incoming"),
-        "ANALYSES_PATH": str(tmp_path / "imported"),
-        "ANALYSES_FAILED": str(tmp_path / "failed"),
-        "ANNOSTREAM_DATA_DIR": str(tmp_path / "data"),
-        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-        "ANNOSTREAM_TOPIC_PREFIX": topic_prefix,
-        "ANNOSTREAM_TOPIC_PARTITIONS": "1",
-    }
+    return engine_env(tmp_path / "data", bootstrap=broker.bootstrap_servers, topic_prefix=topic_prefix,
+                      ANNOSTREAM_TOPIC_PARTITIONS="1")
 
 
 @pytest.fixture
@@ -181,7 +174,7 @@ def test_broken_folder_is_moved_to_failed_with_error_json(make_settings) -> None
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_watch_command_publishes_and_stops_on_signal(tmp_path: Path, broker: EmbeddedBroker,
                                                      topic_prefix: str, stop_signal: signal.Signals) -> None:
-    env = {**os.environ, **watcher_env(tmp_path, broker, topic_prefix), "LOG_LEVEL": "INFO"}
+    env = subprocess_env({**watcher_env(tmp_path, broker, topic_prefix), "LOG_LEVEL": "INFO"})
     settings = load_settings(**watcher_env(tmp_path, broker, topic_prefix))
     make_analysis(settings.analyses_incoming, "Diag-cli")
     command = [sys.executable, "-c", "import typer; from engine.cli.produce import register; "

@@ -17,6 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
+from engine.db.ella import ANNOSTREAM_SCHEMA, DatabaseMode, ensure_schema, mode_of
 from engine.db.session import create_db_engine
 from engine.errors import DatabaseNotCurrentError
 
@@ -30,7 +31,14 @@ def alembic_config(connection: Connection | None = None) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if connection is not None:
         config.attributes["connection"] = connection
+        # ELLA database mode: only Annostream's own tables, versioned in the annostream schema.
+        config.attributes["ella_mode"] = mode_of(connection) is DatabaseMode.ELLA
     return config
+
+
+def version_table_schema(connection: Connection) -> str | None:
+    """Where Annostream's ``alembic_version`` lives: ELLA's own is in ``public``."""
+    return ANNOSTREAM_SCHEMA if mode_of(connection) is DatabaseMode.ELLA else None
 
 
 def head() -> str:
@@ -67,6 +75,8 @@ def upgrade(url: str, revision: str = "head") -> None:
             connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
             connection.commit()
         try:
+            if mode_of(connection) is DatabaseMode.ELLA:
+                ensure_schema(connection)
             command.upgrade(alembic_config(connection), revision)
             connection.commit()
         finally:
@@ -80,7 +90,9 @@ def current(url: str) -> str | None:
     """The revision the database at ``url`` is at, or None for an empty database."""
     _ensure_sqlite_folder(url)
     with _connect(url) as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        schema = version_table_schema(connection)
+        context = MigrationContext.configure(connection, opts={"version_table_schema": schema})
+        return context.get_current_revision()
 
 
 def require_current(url: str) -> None:

@@ -1,4 +1,5 @@
-"""SQLAlchemy models with ELLA's table and column names (ELLA v1.17 ``vardb.datamodel``).
+"""SQLAlchemy models with ELLA's table and column names (ELLA v1.17 ``vardb.datamodel``), and
+Annostream's own tables (on :class:`AnnostreamBase`).
 
 Identity columns are unique in the database so that alleles are shared across analyses and a
 replayed event can never insert a row twice.
@@ -29,6 +30,31 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
+
+
+class AnnostreamBase(Base):
+    """Base of every table Annostream owns (not one of ELLA's): import jobs, bundles,
+    re-annotation runs, ... In ELLA database mode (``engine.db.ella``) these live in the
+    ``annostream`` schema beside ELLA's tables, created by Annostream's own migrations; in
+    standalone mode they sit beside the ELLA-shaped tables. A new table: subclass this, never
+    reuse an ELLA table name (``tests/test_ella_database.py`` checks), and create it in a
+    migration with a plain ``op.create_table`` (see ``docs/data-model.md``).
+    """
+
+    __abstract__ = True
+
+
+def annostream_tables() -> list[sa.Table]:
+    """The tables declared on :class:`AnnostreamBase`."""
+    tables: list[sa.Table] = []
+    pending: list[type[Any]] = list(AnnostreamBase.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        table = cls.__dict__.get("__table__")
+        if isinstance(table, sa.Table):
+            tables.append(table)
+    return sorted(tables, key=lambda t: t.name)
 
 
 class Genepanel(Base):
@@ -188,7 +214,7 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "CANCELLED"
 
 
-class ImportJob(Base):
+class ImportJob(AnnostreamBase):
     __tablename__ = "import_job"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -299,7 +325,7 @@ class AnnotationConfig(Base):
     sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
 
 
-class AnnotationBundle(Base):
+class AnnotationBundle(AnnostreamBase):
     """An annotation data bundle (vcfanno TOML + sources manifest + data), copied under
     ``ANNOSTREAM_DATA_DIR/bundles/<version>/``. At most one is active, enforced by the database."""
 
@@ -321,7 +347,7 @@ class AnnotationBundle(Base):
     date_activated: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
-class ReannotationRun(Base):
+class ReannotationRun(AnnostreamBase):
     """One ``annostream reannotate`` (a data release): its alleles split into id-range batches.
 
     Progress is read from the batch rows (one row per batch, DONE/FAILED set in the transaction
@@ -339,7 +365,7 @@ class ReannotationRun(Base):
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
 
 
-class ReannotationBatch(Base):
+class ReannotationBatch(AnnostreamBase):
     """One batch of a reannotation run: the run's alleles with ``id_from <= id <= id_to``."""
 
     __tablename__ = "reannotation_batch"
@@ -363,7 +389,7 @@ class ReannotationBatch(Base):
 # --- Annostream's own reliability tables (not in ELLA's schema) -----------------------------
 
 
-class EventAttempt(Base):
+class EventAttempt(AnnostreamBase):
     """How often a stage has started on one event; bounds crash and bug loops per event.
 
     Counted before the work starts (a SIGKILL mid-event still counts) and removed when the
@@ -379,7 +405,7 @@ class EventAttempt(Base):
     date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
 
 
-class ParkedEvent(Base):
+class ParkedEvent(AnnostreamBase):
     """An event whose failure could not be recorded (dead-letter path failed): kept here with its
     bytes and the reason so the partition can move on; ``annostream parked retry|drop``."""
 
@@ -402,7 +428,7 @@ class LedgerState(enum.StrEnum):
     FAILED = "FAILED"
 
 
-class LedgerEntry(Base):
+class LedgerEntry(AnnostreamBase):
     """The work ledger (transactional outbox): every event that starts work, recorded before or
     as it is published, so work the broker lost is re-published by the reconciler."""
 

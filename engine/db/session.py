@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from engine.db.ella import MODE_OPTION, SEARCH_PATH, DatabaseMode, detect_mode
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
@@ -23,14 +25,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``; on PostgreSQL it knows whether the database is ELLA's own
+    (``engine.db.ella``): then its connections search ``annostream`` before ``public``."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    probe = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with probe.connect() as connection:
+            mode = detect_mode(connection)
+    finally:
+        probe.dispose()
     # Bulk imports stage 100k-row chunks in temporary tables; PostgreSQL's default 8 MB of
     # temp_buffers would spill them to disk. Memory is only used by sessions that need it.
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                            connect_args={"options": "-c temp_buffers=128MB"})
+    options = "-c temp_buffers=128MB"
+    if mode is DatabaseMode.ELLA:
+        options += f" -c search_path={SEARCH_PATH}"
+    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                              connect_args={"options": options})
+    return engine.execution_options(**{MODE_OPTION: mode.value})
 
 
 @lru_cache(maxsize=8)

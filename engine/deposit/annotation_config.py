@@ -21,7 +21,9 @@ from sqlalchemy.orm import Session
 
 from engine.db.models import AnnotationConfig
 from engine.deposit.converters import parse_deposit_config
+from engine.deposit.targets import deposit_target
 from engine.errors import InputError
+from engine.timeutil import utcnow
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "default-annotation-config.yml"
 
@@ -89,7 +91,7 @@ def config_sha256(config: Mapping[str, Any]) -> str:
 
 
 def _stored_id(session: Session, digest: str) -> int | None:
-    return session.scalar(sa.select(AnnotationConfig.id).where(AnnotationConfig.sha256 == digest))
+    return deposit_target(session).find_annotation_config(session, digest)
 
 
 def store_annotation_config(session: Session, path_or_dict: str | Path | Mapping[str, Any]) -> int:
@@ -104,9 +106,14 @@ def store_annotation_config(session: Session, path_or_dict: str | Path | Mapping
         return existing
     try:
         with session.begin_nested():  # a concurrent writer may store the same config first
-            row = AnnotationConfig(deposit=config["deposit"], view=config["view"], sha256=digest)
-            session.add(row)
-        return row.id
+            # Core, not the ORM: ELLA's own annotationconfig has no sha256 column.
+            config_id: int = session.execute(
+                sa.insert(AnnotationConfig)
+                .values(deposit=config["deposit"], view=config["view"], date_created=utcnow(),
+                        **deposit_target(session).annotation_config_values(digest))
+                .returning(AnnotationConfig.id)
+            ).scalar_one()
+        return config_id
     except IntegrityError:
         stored = _stored_id(session, digest)
         if stored is None:
@@ -117,9 +124,10 @@ def store_annotation_config(session: Session, path_or_dict: str | Path | Mapping
 def active_annotation_config(session: Session) -> tuple[int, dict[str, Any]]:
     """The newest stored config as ``(id, {"deposit": ..., "view": ...})``; stores the shipped
     default first if the database has none."""
-    row = session.scalars(sa.select(AnnotationConfig).order_by(AnnotationConfig.id.desc()).limit(1)).first()
+    newest = (sa.select(AnnotationConfig.id, AnnotationConfig.deposit, AnnotationConfig.view)
+              .order_by(AnnotationConfig.id.desc()).limit(1))
+    row = session.execute(newest).first()
     if row is None:
-        config_id = store_annotation_config(session, DEFAULT_CONFIG_PATH)
-        row = session.get(AnnotationConfig, config_id)
-        assert row is not None
+        store_annotation_config(session, DEFAULT_CONFIG_PATH)
+        row = session.execute(newest).one()
     return row.id, {"deposit": row.deposit, "view": row.view}

@@ -52,6 +52,7 @@ class VariantColumns:
     proband: str  # identifier of the sample whose genotypes these are
     caller_type: str = "snv"
     genome_reference: str = "GRCh37"
+    lines: pa.Array | None = None  # int64: 1-based VCF line of each variant, for error messages
 
 
 def to_records(columns: VariantColumns) -> list[VariantRecord]:

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 from engine import metrics
 from engine.config import Settings
-from engine.db.models import EventAttempt, ParkedEvent, utcnow
+from engine.db.models import EventAttempt, ParkedEvent
 from engine.db.session import session_scope
 from engine.errors import (
     FailureNotRecorded,
@@ -38,6 +38,7 @@ from engine.errors import (
     describe_internal,
     is_retriable,
 )
+from engine.timeutil import utcnow
 
 log = logging.getLogger("annostream.guard")
 T = TypeVar("T")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import uuid
@@ -52,7 +53,7 @@ from engine.limits import configure_limits
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.pipeline.guard import Backoff, Outgoing
 from engine.vcf.fastpath import iter_variant_blocks
-from engine.vcf.header import read_header
+from engine.vcf.header import numbered_lines, open_text, read_header
 from engine.vcf.reader import iter_variant_batches
 
 log = logging.getLogger("annostream.pipeline")
@@ -78,9 +79,32 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
                 pass
         except InputError as in_original:
             return in_original
+        # Found after parsing (say, a value ELLA's database cannot hold): the record's site.
+        line = _same_site_line(used.path, error.line, original.path)
+        if line is not None:
+            return InputError(error.message, file=str(original.path), line=line, expected=error.expected)
         return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
                           expected=error.expected)
     return error
+
+
+def _same_site_line(copy: Path, line: int | None, original: Path) -> int | None:
+    """The line of ``original`` with the CHROM and POS of line ``line`` of ``copy``, if any."""
+    if line is None:
+        return None
+    site = None
+    with open_text(copy) as handle:
+        for number, text in numbered_lines(copy, handle):
+            if number == line:
+                site = text.split("\t", 2)[:2]
+                break
+    if site is None or len(site) < 2:
+        return None
+    with open_text(original) as handle:
+        for number, text in numbered_lines(original, handle):
+            if not text.startswith("#") and text.split("\t", 2)[:2] == site:
+                return number
+    return None
 
 
 class _Skip(Exception):
@@ -187,7 +211,9 @@ class Pipeline:
             builder = build_annotation_builder(config, header.infos, validate=True)
             streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
-        return write_analysis(session, spec, list(samples.values()), chain.from_iterable(streams),
+        # The writer names the VCF it reads; locate_in_original points that at the user's file.
+        read = dataclasses.replace(spec, vcfs=[used for _, used in vcfs])
+        return write_analysis(session, read, list(samples.values()), chain.from_iterable(streams),
                               properties=properties, annotation_config_id=config_id,
                               bundle_version=bundle_version)
 

@@ -20,6 +20,7 @@ carry are dropped, as in the exact parser.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import zlib
@@ -171,7 +172,9 @@ class _BlockParser:
             return
         yield from self._exactly(chunk, before, fast)
         if columns is not None and columns.size:
-            yield columns
+            # Line numbers within the block become the file's (for the writer's messages).
+            lines = None if columns.lines is None else pc.add(columns.lines, before)
+            yield dataclasses.replace(columns, lines=lines)
 
     # -- bulk ---------------------------------------------------------------------------------
 
@@ -227,7 +230,8 @@ class _BlockParser:
         site = table.take(pa.array(rows))
         if _has_duplicates(site):
             return None, None
-        return fast, self._columns(site, merged)
+        lines = pa.array(rows + 1, type=pa.int64())  # within the block; parse() adds the offset
+        return fast, dataclasses.replace(self._columns(site, merged), lines=lines)
 
     def _layout(self, fmt: str) -> FormatLayout | None:
         if fmt not in self.layouts:

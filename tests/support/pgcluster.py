@@ -37,7 +37,10 @@ def _server_bin_dir() -> Path:
 
 
 class ThrowawayCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        # durable: PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on), for
+        # benchmarks; tests trade durability for speed.
+        self.durable = durable
         self.bin_dir = _server_bin_dir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="annostream-pg-"))
@@ -62,8 +65,7 @@ class ThrowawayCluster:
     def start(self) -> str:
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user,
                   "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = self._options()
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l",
                   str(self.root / "server.log"), "-o", options, "-w", "start")
         if not wait_for_port("127.0.0.1", self.port, 30):
@@ -76,11 +78,16 @@ class ThrowawayCluster:
         self._run(*self._pg_ctl(), "-m", "fast", "-w", "stop")
 
     def resume(self) -> None:
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = self._options()
         self._run(*self._pg_ctl(), "-l", str(self.root / "server.log"), "-o", options, "-w", "start")
         if not wait_for_port("127.0.0.1", self.port, 30):
             raise PostgresUnavailable(f"throwaway PostgreSQL did not listen on port {self.port}")
+
+    def _options(self) -> str:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        return options
 
     def _pg_ctl(self) -> list[str]:
         return [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir)]

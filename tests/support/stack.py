@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from engine.broker import free_port
+from tests.support.env import engine_env, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -55,11 +56,11 @@ class Stack:
             raise AssertionError(f"annostream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def start(self, *extra: str) -> Stack:
+    def start(self, *extra: str, timeout_s: float = 120) -> Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([*self.command, "up", *extra], env=self.env, cwd=self.cwd,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.healthy(), timeout_s=120, what="the API to answer /healthz",
+        wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
                    on_timeout=self.log_tail)
         return self
 
@@ -103,22 +104,10 @@ class Stack:
 
 
 def make_stack(tmp_path: Path, *, db_url: str, bootstrap: str, prefix: str) -> Stack:
-    data = tmp_path / "data"
-    env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
     port = free_port()
-    env.update({
-        "DB_URL": db_url,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "ANNOSTREAM_TOPIC_PREFIX": prefix,
-        "ANNOSTREAM_APP_ID": f"annostream-{prefix.strip('.')}",
-        "ANNOSTREAM_DATA_DIR": str(data),
-        "ANALYSES_INCOMING": str(data / "incoming"),
-        "ANALYSES_PATH": str(data / "imported"),
-        "ANALYSES_FAILED": str(data / "failed"),
-        "PORT": str(port),
-        "ANNOSTREAM_API_WORKERS": "1",
-        "LOG_LEVEL": "INFO",
-    })
+    variables = engine_env(tmp_path / "data", db_url=db_url, bootstrap=bootstrap, topic_prefix=prefix,
+                           PORT=str(port), ANNOSTREAM_API_WORKERS="1", LOG_LEVEL="INFO")
+    env = subprocess_env(variables)
     for key in ("ANALYSES_INCOMING", "ANALYSES_PATH", "ANALYSES_FAILED"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
     return Stack(env=env, root=tmp_path, port=port)

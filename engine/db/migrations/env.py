@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from engine.db.migrate import version_table_schema
 from engine.db.models import Base
 
 config = context.config
@@ -20,6 +21,7 @@ def _run_on(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=True,
         compare_type=True,
+        version_table_schema=version_table_schema(connection),
     )
     with context.begin_transaction():
         context.run_migrations()
