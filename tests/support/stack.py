@@ -21,9 +21,6 @@ from tests.support.env import engine_env, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
-# `up` starts the broker, worker, watcher and API at once; on the shared 2-core machine at load
-# 30-45 the API took 47 s to answer /healthz, and 60 s timed out now and then.
-STARTUP_TIMEOUT_S = 180.0
 
 
 @dataclass
@@ -59,12 +56,16 @@ class Stack:
             raise AssertionError(f"annostream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def start(self, *extra: str, timeout_s: float = STARTUP_TIMEOUT_S) -> Stack:
+    def start(self, *extra: str, timeout_s: float = 120) -> Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([*self.command, "up", *extra], env=self.env, cwd=self.cwd,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
-                   on_timeout=self.log_tail)
+        try:
+            wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
+                       on_timeout=self.log_tail)
+        except BaseException:
+            self.stop()  # a failed start must not leave an `up` tree running after the test
+            raise
         return self
 
     def healthy(self) -> bool:
