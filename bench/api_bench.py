@@ -42,7 +42,7 @@ from engine.broker import free_port, wait_for_port  # noqa: E402
 from engine.db import migrate  # noqa: E402
 from engine.db.models import Genepanel  # noqa: E402
 from engine.db.session import session_scope  # noqa: E402
-from engine.deposit.records import AnalysisSpec  # noqa: E402
+from engine.deposit.specs import AnalysisSpec  # noqa: E402
 from engine.deposit.writer import write_analysis  # noqa: E402
 
 PER_PAGE = 100

@@ -23,14 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.db import migrate
 from engine.db.models import Genepanel
 from engine.db.session import session_scope
-from engine.deposit.records import (
-    AlleleRecord,
-    AnalysisSpec,
-    SampleGenotypeRecord,
-    SampleRecord,
-    VariantRecord,
-)
+from engine.deposit.specs import AnalysisSpec, SampleRecord
 from engine.deposit.writer import write_analysis
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 SAMPLES = [
     SampleRecord("PROBAND", affected=True, proband=True, family_id="F", father_identifier="FATHER",

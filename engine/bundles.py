@@ -130,7 +130,7 @@ def check_complete(spec: BundleSpec) -> None:
         if not (spec.folder / relative).is_file():
             raise InputError("file listed in sources.json is missing", file=str(spec.folder / relative),
                              expected=f"the file, as listed in {spec.folder / MANIFEST_FILE}")
-    config = load_config(spec.folder / CONFIG_FILE, base_path=spec.folder)
+    config = load_config(spec.folder / CONFIG_FILE, base_path=spec.folder, search_cwd=False)
     listed = {(spec.folder / relative).resolve() for relative in spec.files}
     for block in config.annotations:
         if block.optional and not block.file.exists():
@@ -316,7 +316,7 @@ def _compile_indexes(folder: Path) -> None:
     from engine.annotate.config import load_config
     from engine.annotate.index import load_or_compile
 
-    config = load_config(folder / CONFIG_FILE, base_path=folder)
+    config = load_config(folder / CONFIG_FILE, base_path=folder, search_cwd=False)
     for block in config.annotations:
         if block.optional and not block.file.exists():
             continue

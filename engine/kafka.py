@@ -62,17 +62,32 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
         admin.close()
 
 
-def ensure_engine_topics(settings: Settings, *, command: str) -> str:
-    """Create every topic of the registry that does not exist yet; returns the bootstrap servers.
+def ensure_engine_topics(settings: Settings, *, command: str, extra: Iterable[str] = ()) -> str:
+    """Create every topic of the registry (and ``extra`` ones) that does not exist yet; returns
+    the bootstrap servers.
 
     With ANNOSTREAM_TOPIC_PARTITIONS and ANNOSTREAM_TOPIC_REPLICATION_FACTOR and each topic's
     configs (e.g. the compacted status topic), rather than leaving topics to broker
     auto-creation. ``command`` names the service in the message when no broker is configured.
     """
     bootstrap = require_bootstrap(settings, command)
-    ensure_topics(bootstrap, Topics.from_settings(settings).all(), partitions=settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor, timeout_s=settings.kafka_timeout_s)
+    ensure_topics(bootstrap, [*Topics.from_settings(settings).all(), *extra],
+                  partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor,
+                  timeout_s=settings.kafka_timeout_s)
     return bootstrap
+
+
+def publish_messages(settings: Settings, messages: Sequence[tuple[str, str | bytes | None, bytes]], *,
+                     client_id: str, command: str) -> int:
+    """Publish already encoded (topic, key, value) messages (e.g. from the work ledger), each
+    acknowledged by the broker, after creating the topics; returns how many were sent."""
+    if not messages:
+        return 0
+    bootstrap = ensure_engine_topics(settings, command=command, extra={topic for topic, _k, _v in messages})
+    with EventProducer(bootstrap, client_id=client_id, timeout_s=settings.kafka_timeout_s) as producer:
+        for topic, key, value in messages:
+            producer.send(topic, key, value)
+    return len(messages)
 
 
 def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:

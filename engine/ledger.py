@@ -213,17 +213,10 @@ def counts(session: Session) -> dict[str, int]:
 
 def reconcile_through_kafka(settings: Settings, bootstrap: str, *, silent_for_s: float | None = None) -> int:
     """:func:`reconcile` with a producer of its own (creating the topics a fresh broker lacks)."""
-    from engine.kafka import EventProducer, ensure_topics
+    from engine.kafka import publish_messages
 
     def publish(messages: list[Message]) -> None:
-        ensure_topics(
-            bootstrap,
-            sorted({topic for topic, _key, _value in messages}),
-            partitions=settings.topic_partitions,
-            replication_factor=settings.topic_replication_factor,
-        )
-        with EventProducer(bootstrap, client_id="annostream-reconciler") as producer:
-            for topic, key, value in messages:
-                producer.send(topic, key, value)
+        configured = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+        publish_messages(configured, messages, client_id="annostream-reconciler", command="worker")
 
     return reconcile(settings, publish, silent_for_s=silent_for_s)

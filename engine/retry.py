@@ -35,21 +35,13 @@ from engine import metrics
 from engine.config import Settings
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
-from engine.errors import AnnostreamError, BrokerUnavailable, InputError
+from engine.errors import BrokerUnavailable, InputError, RetryRefused
 from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, encode
 from engine.folders import ERROR_FILE, READY_FILE
 from engine.jobs import get_or_create_job
-from engine.kafka import EventProducer, ensure_topics, require_bootstrap
+from engine.kafka import EventProducer, ensure_engine_topics, require_bootstrap
 
 log = logging.getLogger(__name__)
-
-
-class RetryRefused(AnnostreamError):
-    """The retry cannot be done; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, message: str, status: int = 409):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -222,9 +214,8 @@ def _retry_folder(
         new_job = _store_job(settings, event, failed_job)
         topics = Topics.from_settings(settings)
         try:
-            ensure_topics(bootstrap, topics.all(), partitions=settings.topic_partitions,
-                          replication_factor=settings.topic_replication_factor)
-            kafka = EventProducer(bootstrap, client_id="annostream-retry")
+            ensure_engine_topics(settings, command="retry")
+            kafka = EventProducer(bootstrap, client_id="annostream-retry", timeout_s=settings.kafka_timeout_s)
         except BaseException:
             _forget_job(settings, new_job)  # nothing recorded or published yet: undo all
             raise

@@ -12,9 +12,8 @@ import pytest
 
 from engine.annotate import annotate_vcf
 from engine.annotate.config import load_config
-from engine.annotate.index import _field_numbers, parse_info_header
+from engine.annotate.index import field_numbers, vcf_text_chunks
 from engine.annotate.reducers import FieldSpec
-from engine.annotate.textscan import iter_line_chunks, open_text_binary, read_header_and_body
 from engine.annotate.vcfcompile import VcfCompiler
 
 DATA = Path(__file__).parent / "data" / "annotate"
@@ -87,15 +86,13 @@ def test_rare_records_follow_vcfanno_rules(edge_source: Path) -> None:
 def _compile(edge_source: Path, directory: Path, chunk_bytes: int) -> list[str]:
     config = load_config(edge_source / "edge.toml")
     block = config.annotations[0]
-    fh = open_text_binary(block.file)
-    header, first = read_header_and_body(fh)
-    numbers = _field_numbers(block, parse_info_header(header), config.path)
+    header, chunks = vcf_text_chunks(block.file, chunk_bytes)
+    numbers = field_numbers(block, header.infos, config.path)
     specs = [FieldSpec(o, slot, numbers[slot], True) for slot, o in enumerate(block.outputs)]
     directory.mkdir()
-    compiler = VcfCompiler(block, config.path, directory, specs, first_line=len(header))
-    with fh:
-        for chunk in iter_line_chunks(fh, first, chunk_bytes):
-            compiler.add_block(chunk)
+    compiler = VcfCompiler(block, config.path, directory, specs, first_line=header.line_count)
+    for chunk in chunks:
+        compiler.add_block(chunk)
     chroms, _ = compiler.finish()
     return chroms
 

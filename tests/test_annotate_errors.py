@@ -92,7 +92,6 @@ def test_unsorted_source(work: Path) -> None:
         ('fields=["AC"]\nops=["median"]', ["unknown op 'median'"]),
         ('fields=["AC","AF"]\nops=["self"]', ["different lengths"]),
         ('fields=["AC"]\nnames=["a","b"]\nops=["self"]', ["different lengths"]),
-        ('fields=["NOPE"]\nops=["self"]', ["'NOPE' is not defined", "source.vcf.gz"]),
         ('fields=["AC"]\nops=["lua:AC+1"]', ["Lua is not supported"]),
     ],
 )
@@ -129,7 +128,7 @@ def test_expression_postannotation(work: Path) -> None:
 
 
 @needs_tabix
-def test_contig_naming_mismatch_detected_and_mapped(work: Path) -> None:
+def test_contig_naming_mapped_by_default_and_strict_on_request(work: Path) -> None:
     text = (DATA / "query.vcf").read_text()
     renamed = "\n".join(
         line
@@ -144,9 +143,12 @@ def test_contig_naming_mismatch_detected_and_mapped(work: Path) -> None:
     )
     (work / "query.vcf").write_text(renamed + "\n")
     config = write_config(work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["AC"]\nops=["self"]\n')
-    run_expecting_error(work, config, "contig naming mismatch", "'chr1'", "-chr-map auto")
+    with pytest.raises(InputError, match="contig naming mismatch") as caught:
+        annotate_vcf(config, work / "query.vcf", work / "strict.vcf", chr_map="none")
+    assert "'chr1'" in str(caught.value) and "-chr-map auto" in str(caught.value)
+    assert not (work / "strict.vcf").exists()
     out = work / "mapped.vcf"
-    result = annotate_vcf(config, work / "query.vcf", out, chr_map="auto")
+    result = annotate_vcf(config, work / "query.vcf", out)  # vcfanno's rule is the default
     assert result.annotated > 0
     assert "chr1\t100\t.\tA\tG" in out.read_text()
 
@@ -188,3 +190,104 @@ def test_recompiles_when_source_changes(work: Path) -> None:
     changed = annotate_vcf(config, work / "query.vcf", work / "c.vcf")
     assert changed.compiled
     assert "GENE=XYZ" in (work / "c.vcf").read_text()
+
+
+# -- vcfanno's semantics: where a source is found, contig names, -p ----------------------------------
+
+
+@needs_tabix
+def test_source_paths_resolve_as_vcfanno(work: Path, tmp_path_factory: pytest.TempPathFactory,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """As given from the working directory first, else -base-path + '/' + file (vcfanno's
+    Config.Sources); the config's folder only when no -base-path is given."""
+    elsewhere = tmp_path_factory.mktemp("cwd")
+    (elsewhere / "data").mkdir()
+    other = (DATA / "source.vcf").read_text().replace("AC=3", "AC=77")
+    (elsewhere / "data" / "source.vcf").write_text(other)
+    bgzip_index(elsewhere / "data" / "source.vcf")
+    config = write_config(work, '[[annotation]]\nfile="data/source.vcf.gz"\nfields=["AC"]\nops=["self"]\n')
+    monkeypatch.chdir(elsewhere)
+    out = work / "cwd.vcf"
+    annotate_vcf(config, work / "query.vcf", out, base_path=work / "nowhere")
+    assert "AC=77" in out.read_text()  # found as given, relative to the working directory
+    monkeypatch.chdir(work)
+    (work / "data").mkdir()
+    shutil.copy(work / "source.vcf.gz", work / "data" / "source.vcf.gz")
+    shutil.copy(work / "source.vcf.gz.tbi", work / "data" / "source.vcf.gz.tbi")
+    monkeypatch.chdir(tmp_path_factory.mktemp("empty"))
+    annotate_vcf(config, work / "query.vcf", out, base_path=work)  # -base-path + "/" + file
+    assert "AC=3" in out.read_text()
+    annotate_vcf(config, work / "query.vcf", out)  # no -base-path: the config's folder
+    assert "AC=3" in out.read_text()
+    with pytest.raises(InputError, match="source file not found") as caught:
+        annotate_vcf(config, work / "query.vcf", out, base_path=elsewhere / "nowhere")
+    assert "data/source.vcf.gz" in str(caught.value) and str(elsewhere / "nowhere") in str(caught.value)
+    assert "working directory" in str(caught.value)
+
+
+@needs_tabix
+def test_chr_prefix_is_matched_both_ways_and_logged_once(work: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    source = (DATA / "source.vcf").read_text()
+    renamed = "\n".join(line if line.startswith("#") else "chr" + line for line in source.splitlines())
+    (work / "chrsource.vcf").write_text(renamed.replace("##contig=<ID=", "##contig=<ID=chr") + "\n")
+    bgzip_index(work / "chrsource.vcf")
+    plain = write_config(work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["AC"]\nops=["self"]\n'
+                         ).rename(work / "plain.toml")
+    config = write_config(work, '[[annotation]]\nfile="chrsource.vcf.gz"\nfields=["AC"]\nops=["self"]\n')
+    expected = annotate_vcf(plain, work / "query.vcf", work / "expected.vcf")
+    with caplog.at_level("WARNING"):
+        result = annotate_vcf(config, work / "query.vcf", work / "out.vcf")  # query "1", source "chr1"
+    assert result.annotated == expected.annotated > 0
+    assert (work / "out.vcf").read_text().split("#CHROM")[1] == (work / "expected.vcf").read_text().split(
+        "#CHROM")[1]
+    notes = [r.getMessage() for r in caplog.records if "chr prefix" in r.getMessage()]
+    assert notes and len(notes) == len(set(notes))  # once per contig, not per record
+    assert "input contig '1' matched source contig 'chr1'" in " ".join(notes)
+    mapping = work / "names.txt"
+    mapping.write_text("1 chr1\n# a comment\n")
+    mapped = annotate_vcf(config, work / "query.vcf", work / "mapped.vcf", chr_map=str(mapping))
+    assert mapped.annotated == expected.annotated
+    mapping.write_text("1 chr1 extra\n")
+    with pytest.raises(InputError, match="3 names on a -chr-map line"):
+        annotate_vcf(config, work / "query.vcf", work / "mapped.vcf", chr_map=str(mapping))
+
+
+@needs_tabix
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_chunks_give_the_serial_output(work: Path, monkeypatch: pytest.MonkeyPatch,
+                                                threads: int) -> None:
+    import engine.annotate.annotator as annotator
+
+    lines = (DATA / "query.vcf").read_text().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    body = [line for line in lines if not line.startswith("#")]
+    (work / "many.vcf").write_text("\n".join(header + body * 40) + "\n")  # unsorted is fine
+    config = write_config(work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["AC","GENE"]\n'
+                          'ops=["self","self"]\n')
+    serial = annotate_vcf(config, work / "many.vcf", work / "serial.vcf", threads=1)
+    monkeypatch.setattr(annotator, "CHUNK_BYTES", 500)  # many chunks
+    parallel = annotate_vcf(config, work / "many.vcf", work / "parallel.vcf.gz", threads=threads)
+    assert (serial.records, serial.annotated) == (parallel.records, parallel.annotated)
+    import gzip
+
+    written = gzip.decompress((work / "parallel.vcf.gz").read_bytes()).decode()
+    assert written == (work / "serial.vcf").read_text()
+
+
+@needs_tabix
+def test_field_not_in_the_source_header_gets_no_values(work: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """As vcfanno ("NOPE not found in header"): a warning naming the block, no values, no error."""
+    text = (DATA / "source.vcf").read_text().replace("\tAC=", "\tNOPE=1;AC=")
+    (work / "source.vcf").write_text(text)
+    bgzip_index(work / "source.vcf")
+    config = write_config(work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["NOPE","AC"]\n'
+                          'ops=["self","self"]\n')
+    for _ in range(2):  # compiling, then from the compiled index: both warn
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            annotate_vcf(config, work / "query.vcf", work / "out.vcf")
+        assert any("'NOPE' is not defined" in r.getMessage() and "[[annotation]] #1" in r.getMessage()
+                   for r in caplog.records)
+        body = [line for line in (work / "out.vcf").read_text().splitlines() if not line.startswith("#")]
+        assert any("AC=" in line for line in body) and not any("NOPE=" in line for line in body)

@@ -10,7 +10,7 @@ from engine.db import migrate
 from engine.db.models import Annotation, AnnotationConfig
 from engine.db.session import session_scope
 from engine.deposit.annotations import write_annotations
-from engine.deposit.records import AlleleRecord
+from engine.vcf.records import AlleleRecord
 
 ALLELE = AlleleRecord("1", 999, 1000, "A", "G", "SNP", 1000, "A", "G", 1)
 DOCUMENT = {"frequencies": {"GNOMAD_GENOMES": {"num": {"G": 5000}}}}

@@ -13,9 +13,9 @@ from engine.bundles import activate_bundle, add_bundle
 from engine.config import Settings
 from engine.db.session import session_scope
 from engine.deposit.ped import resolve_samples
-from engine.deposit.records import VcfSpec
+from engine.deposit.specs import VcfSpec
 from engine.events import AnnotatedEvent, Topics, build_ready_event, decode, encode
-from engine.normalise.header import OLD_MULTIALLELIC_LINE
+from engine.normalise.vcf import OLD_MULTIALLELIC_LINE
 from engine.pipeline import Pipeline
 from engine.pipeline.annotation import EngineAnnotator
 from engine.vcf.header import read_header

@@ -20,12 +20,13 @@ from engine.db.models import Genepanel
 from engine.db.session import session_scope
 from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.converters import build_annotation_builder
-from engine.deposit.records import AnalysisSpec, SampleRecord, VariantRecord, VcfSpec
+from engine.deposit.specs import AnalysisSpec, SampleRecord, VcfSpec
 from engine.deposit.writer import write_analysis
 from engine.errors import InputError
 from engine.vcf.fastpath import iter_variant_blocks
 from engine.vcf.header import read_header
 from engine.vcf.reader import iter_variant_batches
+from engine.vcf.records import VariantRecord
 
 HEADER = """##fileformat=VCFv4.2
 ##INFO=<ID=DP,Number=1,Type=Integer,Description="Depth">

@@ -63,9 +63,6 @@ def test_engine_never_imports_the_adapters() -> None:
     assert violations("engine", ADAPTERS, allowed_under="engine/cli/") == []
 
 
-@pytest.mark.xfail((ROOT / "engine" / "annotate" / "textscan.py").exists(), strict=True, reason=(
-    "engine/vcf/fastpath.py and engine/normalise/vcf.py import engine.annotate.textscan until h10vcf's "
-    "VCF layer (issue 8) moves textscan under engine/vcf/; from then on this test must pass"))
 @pytest.mark.parametrize("folder", ["engine/vcf", "engine/normalise"])
 def test_vcf_layer_never_imports_the_annotation_engine(folder: str) -> None:
     assert violations(folder, ("engine.annotate",)) == []

@@ -12,10 +12,10 @@ import pysam
 import pytest
 
 from engine.cli import main as cli_main
-from engine.deposit.records import SampleRecord, VcfSpec
+from engine.deposit.specs import SampleRecord, VcfSpec
 from engine.errors import InputError
 from engine.normalise import normalise_vcf
-from engine.normalise.header import OLD_MULTIALLELIC_LINE, OLD_VARIANT_LINE
+from engine.normalise.vcf import OLD_MULTIALLELIC_LINE, OLD_VARIANT_LINE
 from engine.vcf.reader import iter_variant_batches
 
 HEADER = """##fileformat=VCFv4.2
@@ -229,7 +229,7 @@ def test_bad_lines_are_reported_with_their_number(tmp_path: Path) -> None:
     assert "12 columns as in the #CHROM line (8 fixed, FORMAT and 3 samples)" in str(caught.value)
 
     src.write_text("##fileformat=VCFv4.2\n1\t3\t.\tG\tT\n")
-    with pytest.raises(InputError, match="no #CHROM line"):
+    with pytest.raises(InputError, match="before the #CHROM header line"):
         normalise_vcf(src, tmp_path / "out.vcf")
 
 

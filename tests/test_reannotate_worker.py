@@ -18,8 +18,8 @@ from engine.db.migrate import upgrade
 from engine.db.models import Annotation, ReannotationBatch
 from engine.db.session import session_scope
 from engine.deposit.annotation_config import store_annotation_config
-from engine.deposit.records import AlleleRecord
 from engine.deposit.writer import write_annotations
+from engine.vcf.records import AlleleRecord
 from tests.support.bundles import make_bundle
 from tests.support.env import engine_env, subprocess_env
 from tests.support.stack import wait_until

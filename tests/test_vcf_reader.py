@@ -11,9 +11,10 @@ import pytest
 
 from engine.deposit.analysis_folder import load_analysis_folder
 from engine.deposit.ped import resolve_samples
-from engine.deposit.records import AlleleRecord, SampleGenotypeRecord, SampleRecord, VariantRecord, VcfSpec
+from engine.deposit.specs import SampleRecord, VcfSpec
 from engine.errors import InputError
 from engine.vcf import iter_variant_batches, read_vcf_samples
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 DATA = Path(__file__).parent / "data"
 TEST_ANALYSIS_001 = DATA / "analyses" / "TestAnalysis-001"
@@ -239,7 +240,9 @@ def test_cnv_haploid_and_copy_number(tmp_path: Path) -> None:
     assert [deletion.samples[s].copy_number for s in "PFM"] == [1, 2, 2]
     # ELLA counts an uncalled duplication as the proband's
     assert dup.allele.change_type == "dup" and dup.allele.open_end_position == 5000
-    assert dup.samples["P"].type == "No coverage" and dup.samples["P"].copy_number == 3
+    # ELLA's BlockIterator.iter_blocks: an uncalled sample on a CNV duplication counts as covered
+    assert dup.samples["P"].type == "Reference" and dup.samples["P"].copy_number == 3
+    assert dup.samples["M"].type == "Reference"
     assert [haploid.samples[s].type for s in "PFM"] == ["Homozygous", "Reference", "No coverage"]
 
 

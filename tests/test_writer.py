@@ -23,16 +23,10 @@ from engine.db.models import (
 )
 from engine.db.session import session_factory, session_scope
 from engine.deposit import writer
-from engine.deposit.records import (
-    AlleleRecord,
-    AnalysisSpec,
-    SampleGenotypeRecord,
-    SampleRecord,
-    VariantRecord,
-    VcfSpec,
-)
+from engine.deposit.specs import AnalysisSpec, SampleRecord, VcfSpec
 from engine.deposit.writer import write_analysis, write_annotations
 from engine.errors import DuplicateAnalysisError, InputError, MissingGenepanelError
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 TRIO = [
     SampleRecord("P1", affected=True, proband=True, sex="Female", family_id="FAM1",

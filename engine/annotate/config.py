@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.errors import InputError
 
@@ -43,6 +44,7 @@ class AnnotationBlock:
     file_text: str
     outputs: list[OutputField]
     optional: bool = False
+    searched: tuple[Path, ...] = ()  # where the file was looked for, in order (for the error)
 
     @property
     def label(self) -> str:
@@ -73,9 +75,10 @@ class AnnotationConfig:
     postannotations: list[PostAnnotation] = field(default_factory=list)
 
 
-def load_config(path: Path, base_path: Path | None = None) -> AnnotationConfig:
-    """Parse and validate a vcfanno TOML config; source paths are resolved against ``base_path``
-    (vcfanno's ``-base-path``) or else the config's directory."""
+def load_config(path: Path, base_path: Path | None = None, *, search_cwd: bool = True) -> AnnotationConfig:
+    """Parse and validate a vcfanno TOML config; source paths are resolved as vcfanno resolves
+    them (``resolve_source``). ``search_cwd=False`` skips the working directory (for bundles,
+    whose sources live in the bundle folder whatever directory the worker runs in)."""
     path = Path(path)
     if not path.exists():
         raise InputError("annotation config not found", file=str(path))
@@ -90,10 +93,9 @@ def load_config(path: Path, base_path: Path | None = None) -> AnnotationConfig:
             file=str(path),
             expected="[[annotation]] and [[postannotation]] blocks",
         )
-    base = Path(base_path) if base_path else path.parent
     config = AnnotationConfig(path=path)
     for number, block in enumerate(raw.get("annotation", []), start=1):
-        config.annotations.append(_annotation_block(path, number, block, base))
+        config.annotations.append(_annotation_block(path, number, block, base_path, search_cwd))
     for number, block in enumerate(raw.get("postannotation", []), start=1):
         config.postannotations.append(_post_block(path, number, block))
     return config
@@ -103,7 +105,7 @@ def _fail(path: Path, label: str, message: str, expected: str | None = None) -> 
     return InputError(f"{label}: {message}", file=str(path), expected=expected)
 
 
-def _string_list(path: Path, label: str, block: dict, key: str) -> list | None:
+def _string_list(path: Path, label: str, block: dict[str, Any], key: str) -> list[str] | None:
     value = block.get(key)
     if value is None:
         return None
@@ -112,7 +114,30 @@ def _string_list(path: Path, label: str, block: dict, key: str) -> list | None:
     return value
 
 
-def _annotation_block(path: Path, number: int, block: dict, base: Path) -> AnnotationBlock:
+def resolve_source(file_text: str, base: Path | None, config_dir: Path, *, search_cwd: bool = True
+                   ) -> tuple[Path, tuple[Path, ...]]:
+    """Where a source ``file`` is, and every place looked at, by vcfanno's rule
+    (``shared.Config.Sources``): the file as given when it exists (absolute, or relative to the
+    working directory), else ``-base-path`` + "/" + file. Without ``-base-path`` vcfanno tries
+    "/" + file, which finds nothing a config means; Annostream tries the config's folder instead,
+    so a config written next to its sources works from anywhere (a deliberate difference)."""
+    given = Path(file_text)
+    searched: list[Path] = []
+    if search_cwd:
+        if given.exists():
+            return given.absolute(), (given.absolute(),)
+        searched.append(given.absolute())
+    if base is not None:
+        candidate = Path(f"{base}/{file_text}")  # vcfanno joins strings: base + "/" + "/abs" too
+    else:
+        candidate = given if given.is_absolute() else config_dir / given
+    if candidate not in searched:
+        searched.append(candidate)
+    return candidate, tuple(searched)
+
+
+def _annotation_block(path: Path, number: int, block: dict[str, Any], base: Path | None,
+                      search_cwd: bool) -> AnnotationBlock:
     file_text = block.get("file")
     label = f"[[annotation]] #{number} (file={file_text!r})"
     if not isinstance(file_text, str) or not file_text:
@@ -127,7 +152,7 @@ def _annotation_block(path: Path, number: int, block: dict, base: Path) -> Annot
     ops = _string_list(path, label, block, "ops")
     if (fields is None) == (columns is None):
         raise _fail(path, label, "give exactly one of 'fields' (VCF) or 'columns' (BED/TSV)")
-    selectors: list = fields if fields is not None else columns  # type: ignore[assignment]
+    selectors: list[Any] = fields if fields is not None else columns  # type: ignore[assignment]
     if ops is None:
         raise _fail(path, label, "missing 'ops'", "one op per field/column")
     if names is None:
@@ -145,16 +170,14 @@ def _annotation_block(path: Path, number: int, block: dict, base: Path) -> Annot
     outputs = []
     for selector, name, op in zip(selectors, names, ops, strict=True):
         outputs.append(_output_field(path, label, selector, name, op, columns is not None))
-    file_path = Path(file_text)
-    if not file_path.is_absolute():
-        file_path = base / file_path
+    file_path, searched = resolve_source(file_text, base, path.parent, search_cwd=search_cwd)
     optional = block.get("optional", False)
     if not isinstance(optional, bool):
         raise _fail(path, label, "'optional' must be true or false")
-    return AnnotationBlock(number, file_path, file_text, outputs, optional)
+    return AnnotationBlock(number, file_path, file_text, outputs, optional, searched)
 
 
-def _output_field(path: Path, label: str, selector, name, op, is_column: bool) -> OutputField:
+def _output_field(path: Path, label: str, selector: Any, name: Any, op: Any, is_column: bool) -> OutputField:
     if not isinstance(op, str):
         raise _fail(path, label, f"op {op!r} is not a string")
     if op.startswith("lua:"):
@@ -165,8 +188,10 @@ def _output_field(path: Path, label: str, selector, name, op, is_column: bool) -
         raise _fail(path, label, f"name {name!r} is not a non-empty string")
     forced = None
     for suffix, vcf_type in NAME_SUFFIXES.items():
-        # vcfanno keeps the name when the type comes from the source's VCF header (self/first)
-        if name.endswith(suffix) and op != "by_alt" and (is_column or op not in ("self", "first")):
+        # vcfanno (api.go: UpdateHeader) keeps the name when the type comes from the source's VCF
+        # header (self/first); by_alt takes _float and _int (its Number stays A), not _flag.
+        strip = suffix != "_flag" if op == "by_alt" else is_column or op not in ("self", "first")
+        if name.endswith(suffix) and strip:
             name, forced = name[: -len(suffix)], vcf_type
     if is_column:
         if not isinstance(selector, int) or isinstance(selector, bool) or selector < 1:
@@ -177,7 +202,7 @@ def _output_field(path: Path, label: str, selector, name, op, is_column: bool) -
     return OutputField(name=name, op=op, field=selector, forced_type=forced)
 
 
-def _post_block(path: Path, number: int, block: dict) -> PostAnnotation:
+def _post_block(path: Path, number: int, block: dict[str, Any]) -> PostAnnotation:
     name = block.get("name")
     label = f"[[postannotation]] #{number} (name={name!r})"
     op = block.get("op")

@@ -27,7 +27,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -35,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,23 +45,15 @@ from engine.annotate.reducers import (
     FieldSpec,
     reduce_interval_rows,
 )
-from engine.annotate.textscan import hash_strings, iter_line_chunks, open_text_binary, read_header_and_body
 from engine.annotate.vcfcompile import VcfCompiler, copy_suffix, decode_record, encode_record, render_suffix
 from engine.errors import InputError
+from engine.vcf.header import VcfHeader
+from engine.vcf.textio import iter_line_chunks, open_binary, read_header_and_body
+from engine.vcf.textscan import hash_strings
 
-FORMAT_VERSION = 7
-_INFO_RE = re.compile(
-    r'^##INFO=<ID=([^,>]+),Number=([^,>]+),Type=([^,>]+)(?:,Description="((?:[^"\\]|\\.)*)")?'
-)
+FORMAT_VERSION = 8
 _REF_NAMES = {"ref", "reference"}
 _ALT_NAMES = {"alt", "alternate", "alternative"}
-
-
-@dataclass
-class InfoDef:
-    number: str
-    type: str
-    description: str
 
 
 @dataclass
@@ -70,7 +62,7 @@ class SourceMeta:
 
     kind: str  # "variant" | "interval"
     chroms: list[str]
-    info: dict[str, dict]  # header definitions of the requested fields
+    info: dict[str, dict[str, Any]]  # header definitions of the requested fields
     numbers: list[str]  # per output: Number of its input ("1" for columns/ID/FILTER)
     is_vcf: bool
     max_len: dict[str, int] = field(default_factory=dict)
@@ -90,7 +82,10 @@ def check_source_file(block: AnnotationBlock, config_path: Path) -> None:
     """A source must exist and be tabix/CSI-indexed (as vcfanno requires); errors name the block."""
     path = block.file
     if not path.exists():
-        raise InputError(f"{block.label}: source file not found: {path}", file=str(config_path))
+        tried = " and ".join(str(p) for p in block.searched) or str(path)
+        raise InputError(f"{block.label}: source file not found (looked for {tried})", file=str(config_path),
+                         expected="the file as given (from the working directory, or absolute), "
+                         "or under -base-path, as vcfanno resolves it")
     if not any(Path(str(path) + ext).exists() for ext in (".tbi", ".csi")):
         raise InputError(
             f"{block.label}: source {path} has no index",
@@ -214,23 +209,14 @@ def load_or_compile(block: AnnotationBlock, config_path: Path) -> tuple[Compiled
 # ----------------------------------------------------------------------------- VCF sources
 
 
-def parse_info_header(lines: list[str]) -> dict[str, InfoDef]:
-    defs = {}
-    for line in lines:
-        match = _INFO_RE.match(line)
-        if match:
-            defs[match.group(1)] = InfoDef(match.group(2), match.group(3), match.group(4) or "")
-    return defs
-
-
-def _vcf_text_chunks(path: Path) -> tuple[list[str], Iterator[bytes]]:
+def vcf_text_chunks(path: Path, chunk_bytes: int = 16 << 20) -> tuple[VcfHeader, Iterator[bytes]]:
     """Header lines and the body as large blocks of whole lines, from VCF text (plain, gzip or
     bgzip) or BCF (decoded by pysam, then handled as text)."""
     if path.name.lower().endswith(".bcf"):
         import pysam
 
         variant_file = pysam.VariantFile(str(path))
-        header = str(variant_file.header).rstrip("\n").split("\n")
+        lines = str(variant_file.header).rstrip("\n").split("\n")
 
         def bcf_chunks() -> Iterator[bytes]:
             with variant_file:
@@ -238,13 +224,16 @@ def _vcf_text_chunks(path: Path) -> tuple[list[str], Iterator[bytes]]:
                 while batch := "".join(itertools.islice(records, 50_000)):
                     yield batch.encode()
 
-        return header, bcf_chunks()
-    fh = open_text_binary(path)
-    header, first = read_header_and_body(fh)
+        return VcfHeader.parse(path, enumerate(lines, 1)), bcf_chunks()
+    fh = open_binary(path)
+    header, first = VcfHeader.read_binary(path, fh)
+    if header is None:
+        fh.close()
+        header = VcfHeader.parse(path, iter(()))  # raises: a source needs its #CHROM line
 
     def text_chunks() -> Iterator[bytes]:
         with fh:
-            yield from iter_line_chunks(fh, first, 16 << 20)
+            yield from iter_line_chunks(fh, first, chunk_bytes, header_lines=header.line_count, bounded=False)
 
     return header, text_chunks()
 
@@ -332,34 +321,40 @@ def _pack(items: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(b"".join(items), dtype=np.uint8).copy(), offsets
 
 
-def _field_numbers(block: AnnotationBlock, defs: dict[str, InfoDef], config_path: Path) -> list[str]:
+def field_numbers(block: AnnotationBlock, defs: dict[str, dict[str, str]], config_path: Path) -> list[str]:
+    """Per output of ``block``, the Number of the source field it reads (``defs``: the source
+    header's INFO definitions). A field the header does not define gets no values, as in vcfanno
+    ("not found in header"); ``annotate_vcf`` warns about it on every run."""
     numbers = []
     for output in block.outputs:
         if output.field in ("ID", "FILTER"):
             numbers.append("1")
             continue
         if output.field not in defs:
-            raise InputError(
-                f"{block.label}: field {output.field!r} is not defined in the header of {block.file}",
-                file=str(config_path),
-                expected=f"one of ID, FILTER, {', '.join(sorted(defs)) or '(no INFO fields)'}",
-            )
+            numbers.append("1")
+            continue
         definition = defs[output.field]
-        numbers.append("0" if definition.type == "Flag" else definition.number)
+        numbers.append("0" if definition["Type"] == "Flag" else definition["Number"])
     return numbers
 
 
 def _compile_vcf(block: AnnotationBlock, config_path: Path, directory: Path) -> SourceMeta:
-    header, chunks = _vcf_text_chunks(block.file)
-    defs = parse_info_header(header)
-    numbers = _field_numbers(block, defs, config_path)
+    header, chunks = vcf_text_chunks(block.file)
+    defs = header.infos
+    numbers = field_numbers(block, defs, config_path)
     specs = [FieldSpec(o, slot, numbers[slot], True) for slot, o in enumerate(block.outputs)]
-    compiler = VcfCompiler(block, config_path, directory, specs, first_line=len(header))
+    undefined = frozenset(o.field for o in block.outputs
+                          if o.field and o.field not in (*defs, "ID", "FILTER"))
+    flags = {o.field for o in block.outputs if o.field and defs.get(o.field, {}).get("Type") == "Flag"}
+    matched_flags = frozenset(f for f in flags if all(o.op == "flag" for o in block.outputs if o.field == f))
+    compiler = VcfCompiler(block, config_path, directory, specs, first_line=header.line_count,
+                           undefined=undefined, matched_flags=matched_flags)
     for chunk in chunks:
         compiler.add_block(chunk)
     chroms, max_len = compiler.finish()
     wanted = {o.field for o in block.outputs if o.field not in ("ID", "FILTER")}
-    info_meta = {k: v.__dict__ for k, v in defs.items() if k in wanted}
+    info_meta = {k: {"number": d["Number"], "type": d["Type"], "description": d["Description"]}
+                 for k, d in defs.items() if k in wanted}
     return SourceMeta("variant", chroms, info_meta, numbers, True, max_len)
 
 
@@ -401,7 +396,7 @@ def _compile_table(block: AnnotationBlock, config_path: Path, directory: Path, k
     layout = read_tabix_layout(block.file)
     if kind == "bed" or layout is None:
         layout = TabixLayout(1, 2, 3, True, "#", 0)
-    fh = open_text_binary(block.file)
+    fh = open_binary(block.file)
     header_lines, first = read_header_and_body(fh)
     columns = header_lines[-1].lstrip(layout.meta_char).split("\t") if header_lines else []
     lowered = [c.strip().lower() for c in columns]
@@ -418,7 +413,7 @@ def _compile_table(block: AnnotationBlock, config_path: Path, directory: Path, k
         return _compile_intervals(block, config_path, directory, fh, first, layout)
 
 
-def _table_lines(fh, first: bytes, skip: int) -> Iterator[tuple[int, list[str]]]:
+def _table_lines(fh: Any, first: bytes, skip: int) -> Iterator[tuple[int, list[str]]]:
     carry = first
     line_no = 0
     while True:
@@ -452,11 +447,13 @@ def _check_columns(block: AnnotationBlock, config_path: Path, row: list[str], li
             )
 
 
-def _compile_intervals(block, config_path, directory, fh, first, layout: TabixLayout) -> SourceMeta:
+def _compile_intervals(
+    block: Any, config_path: Any, directory: Any, fh: Any, first: Any, layout: TabixLayout
+) -> SourceMeta:
     chroms: list[str] = []
     max_len: dict[str, int] = {}
     n_out = len(block.outputs)
-    state: dict = {"starts": [], "ends": [], "cols": [[] for _ in range(n_out)]}
+    state: dict[str, Any] = {"starts": [], "ends": [], "cols": [[] for _ in range(n_out)]}
     numeric = [o.op in NUMERIC_OPS for o in block.outputs]
 
     def flush() -> None:
@@ -482,8 +479,8 @@ def _compile_intervals(block, config_path, directory, fh, first, layout: TabixLa
             _check_columns(block, config_path, row, line_no)
             checked = True
         chrom = row[layout.seq - 1]
-        begin = int(row[layout.begin - 1])
-        end = int(row[layout.end - 1])
+        begin = _position(block, row, layout.begin, line_no)
+        end = _position(block, row, layout.end, line_no)
         start = begin if layout.zero_based else begin - 1
         if not chroms or chrom != chroms[-1]:
             if chrom in chroms:
@@ -521,6 +518,20 @@ def _save_single_row_values(
     np.save(directory / f"{cid}.col{slot}_one_off.npy", offsets)
 
 
+def _position(block: AnnotationBlock, row: list[str], column: int, line_no: int) -> int:
+    """The integer in 1-based ``column`` of a BED/TSV row (the column the tabix index names)."""
+    text = row[column - 1] if 0 < column <= len(row) else ""
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(
+            f"{block.label}: column {column} holds {text!r}, not a position (the column comes from "
+            f"the tabix index {block.file}.tbi, or BED's columns 2-3)",
+            file=str(block.file), line=line_no,
+            expected="an index made for this file's layout (e.g. tabix -s1 -b2 -e2 for CHROM POS ...)",
+        ) from None
+
+
 def _num(text: str) -> float:
     try:
         return float(text)
@@ -528,7 +539,9 @@ def _num(text: str) -> float:
         return 0.0
 
 
-def _compile_tsv_variants(block, config_path, directory, fh, first, layout, ref_col, alt_col) -> SourceMeta:
+def _compile_tsv_variants(
+    block: Any, config_path: Any, directory: Any, fh: Any, first: Any, layout: Any, ref_col: Any, alt_col: Any
+) -> SourceMeta:
     specs = [FieldSpec(o, slot, "1", True, from_vcf=False) for slot, o in enumerate(block.outputs)]
     writer = _ChromWriter(directory, specs)
     chroms: list[str] = []
@@ -539,7 +552,7 @@ def _compile_tsv_variants(block, config_path, directory, fh, first, layout, ref_
             _check_columns(block, config_path, row, line_no)
             checked = True
         chrom = row[layout.seq - 1]
-        begin = int(row[layout.begin - 1])
+        begin = _position(block, row, layout.begin, line_no)
         pos = begin + 1 if layout.zero_based else begin
         if not chroms or chrom != chroms[-1]:
             if chrom in chroms:

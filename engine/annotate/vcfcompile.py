@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from engine.annotate.config import AnnotationBlock
 from engine.annotate.reducers import Contribution, FieldSpec, raw_value, reduce_field, render_info
-from engine.annotate.textscan import (
+from engine.errors import InputError
+from engine.vcf.textscan import (
     COMMA,
     Fields,
     chrom_runs,
@@ -32,7 +34,6 @@ from engine.annotate.textscan import (
     parse_uints,
     scan_fields,
 )
-from engine.errors import InputError
 
 SEMICOLON = 59
 EQUALS = 61
@@ -45,7 +46,7 @@ _FLAG_COPY_OPS = frozenset({"self", "first"})
 # ----------------------------------------------------------------------------- record texts
 
 
-def encode_record(rid: str, filt: str, alts: str, values: list) -> str:
+def encode_record(rid: str, filt: str, alts: str, values: list[Any]) -> str:
     """The general path's text of one source record: ID, FILTER, ALTs and the raw values (tokens
     stand for a missing value and a set Flag)."""
     coded = [
@@ -182,8 +183,17 @@ class VcfCompiler:
         directory: Path,
         specs: list[FieldSpec],
         first_line: int,
+        undefined: frozenset[str] = frozenset(),
+        matched_flags: frozenset[str] = frozenset(),
     ) -> None:
+        # ``undefined``: requested INFO keys the source header does not define; as in vcfanno,
+        # no value is read for them (vcfgo refuses a key its header lacks).
+        # ``matched_flags``: Flag fields read only by op "flag": vcfanno sets the output for every
+        # matching record, flag set or not (vcfgo reads an absent Flag as false, not as missing,
+        # and its "flag" reducer only counts values).
         self.block = block
+        self.undefined = undefined
+        self.matched_flags = matched_flags
         self.config_path = config_path
         self.directory = directory
         self.specs = specs
@@ -194,7 +204,7 @@ class VcfCompiler:
         self.last_pos = 0
         self.slots_of: dict[str, list[int]] = {}
         for slot, spec in enumerate(specs):
-            if spec.output.field not in ("ID", "FILTER"):
+            if spec.output.field not in ("ID", "FILTER", *undefined):
                 self.slots_of.setdefault(spec.output.field, []).append(slot)  # type: ignore[arg-type]
         self.info_keys = sorted(self.slots_of)
         literals = [MISSING_TOKEN, FLAG_TOKEN, b"\t"]
@@ -234,6 +244,14 @@ class VcfCompiler:
         rare |= count_byte(buf, SEMICOLON, fields.start(6), fields.end(6)) > 0
         rare_records = {i: self._parse_rare(fields, i) for i in np.flatnonzero(rare).tolist()}
         values = _info_values(fields, self.info_keys)
+        for key in self.undefined:
+            nothing = np.zeros(fields.n, dtype=bool)
+            values[key] = _Values(nothing, nothing, np.zeros(fields.n, dtype=np.int64),
+                                  np.zeros(fields.n, dtype=np.int64))
+        for key in self.matched_flags:
+            every = np.ones(fields.n, dtype=bool)
+            values[key] = _Values(every, every, np.zeros(fields.n, dtype=np.int64),
+                                  np.zeros(fields.n, dtype=np.int64))
         pool = np.concatenate([self.literals, buf])
         base = len(self.literals)
         texts = gather_rows(
@@ -277,13 +295,16 @@ class VcfCompiler:
         value at a time as ``encode_record`` expects."""
         line = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
         _chrom, _pos, rid, ref, alts, _qual, filt, info = line.split("\t", 8)[:8]
-        values: list = [None] * len(self.specs)
+        values: list[Any] = [None] * len(self.specs)
         if self.info_keys and info != ".":
             for item in info.split(";"):
                 name, eq, value = item.partition("=")
                 for slot in self.slots_of.get(name, ()):
                     values[slot] = value if eq else True
-        alt_list = [a for a in alts.split(",") if a != "."]
+        for slot, spec in enumerate(self.specs):
+            if spec.output.field in self.matched_flags:
+                values[slot] = True
+        alt_list = alts.split(",")  # "." too: vcfanno matches a no-ALT record with one (REF and "." equal)
         text = encode_record(rid, filt, ",".join(alt_list), values).encode()
         return _RareRecord(text, alt_list, [f"{ref}\t{alt}".encode() for alt in alt_list])
 

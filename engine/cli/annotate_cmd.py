@@ -32,9 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="base_path",
         type=Path,
         default=None,
-        help="directory that relative source paths in the config are resolved against",
+        help="where a source 'file' is looked for when it is not found as given (vcfanno's rule)",
     )
-    parser.add_argument("-p", "--threads", dest="threads", type=int, default=2, help="threads (default 2)")
+    parser.add_argument(
+        "-p", "--threads", dest="threads", type=int, default=2,
+        help="chunks of the input annotated at once, in threads (default 2, as vcfanno)",
+    )
     parser.add_argument(
         "-permissive-overlap",
         "--permissive-overlap",
@@ -46,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "-chr-map",
         "--chr-map",
         dest="chr_map",
-        choices=("none", "auto"),
-        default="none",
-        help="'auto' maps chr1 <-> 1 when input and source name contigs differently",
+        default="auto",
+        help="contig names: 'auto' (default, as vcfanno: chr1 in the input finds 1 in a source and "
+        "the reverse), 'none' (names must be equal), or a file of 'INPUT_NAME SOURCE_NAME' lines",
     )
     parser.add_argument("-lua", "--lua", dest="lua", default=None, help=argparse.SUPPRESS)
     parser.add_argument("-ends", "--ends", dest="ends", action="store_true", help=argparse.SUPPRESS)
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: list[str]) -> int:
-    from engine.annotate.engine import annotate_cli_summary, annotate_vcf
+    from engine.annotate.annotator import annotate_cli_summary, annotate_vcf
     from engine.errors import InputError
 
     args = build_parser().parse_args(argv)
@@ -88,7 +91,7 @@ def register(app: typer.Typer) -> None:
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
         add_help_option=False,
         help="Annotate a VCF like vcfanno: annotate [-base-path DIR] [-p N] [-permissive-overlap] "
-        "[-chr-map auto] CONFIG.toml INPUT.vcf[.gz] [-o OUT]. Run with -h for details.",
+        "[-chr-map auto|none|FILE] CONFIG.toml INPUT.vcf[.gz] [-o OUT]. Run with -h for details.",
     )
     def annotate(ctx: typer.Context) -> None:
         raise typer.Exit(run(list(ctx.args)))

@@ -81,7 +81,7 @@ def replay(
 def _replay_from_ledger(settings: Settings, bootstrap: str, topic: str, start: dt.datetime,
                         end: dt.datetime | None, analysis: str | None, dry_run: bool) -> None:
     from engine.db.session import session_scope
-    from engine.kafka import EventProducer, ensure_topics
+    from engine.kafka import publish_messages
     from engine.ledger import pending
 
     with session_scope(settings.database_url) as session:
@@ -95,13 +95,7 @@ def _replay_from_ledger(settings: Settings, bootstrap: str, topic: str, start: d
     if dry_run:
         typer.echo(f"{len(messages)} ledger event(s) would be replayed (dry run)")
         return
-    if messages:
-        ensure_topics(bootstrap, sorted({message[0] for message in messages}),
-                      partitions=settings.topic_partitions,
-                      replication_factor=settings.topic_replication_factor)
-        with EventProducer(bootstrap, client_id="annostream-replay") as producer:
-            for message_topic, key, value in messages:
-                producer.send(message_topic, key, value)
+    publish_messages(settings, messages, client_id="annostream-replay", command="replay")
     typer.echo(f"replayed {len(messages)} ledger event(s)")
 
 

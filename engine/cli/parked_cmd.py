@@ -67,14 +67,12 @@ def retry_command(ids: IdsArgument = None, every: AllOption = False) -> None:
 
     with one_line_errors():
         settings, _runtime = cli_settings()  # env first, then the runtime file of `up`
-        bootstrap = require_bootstrap(settings, "parked retry")
+        require_bootstrap(settings, "parked retry")  # fail before anything is changed
 
         def publish(messages: list[Message]) -> None:
-            from engine.kafka import EventProducer
+            from engine.kafka import publish_messages
 
-            with EventProducer(bootstrap, client_id="annostream-parked") as producer:
-                for topic, key, value in messages:
-                    producer.send(topic, key, value)
+            publish_messages(settings, messages, client_id="annostream-parked", command="parked retry")
 
         _need_choice(ids, every)
         with session_scope(settings.database_url) as session:

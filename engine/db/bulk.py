@@ -140,6 +140,21 @@ class BulkLoader(ABC):
     ) -> int:
         """INSERT ... ON CONFLICT DO NOTHING of ``rows``; returns how many were inserted."""
 
+    # -- reading -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def json_text(self, column: str) -> str:
+        """A SQL expression: the JSON ``column`` as text (for a fast parser in Python)."""
+
+    @abstractmethod
+    def lock_clause(self, alias: str) -> str:
+        """A suffix locking the selected rows of ``alias`` until commit (empty where the database
+        has one writer at a time anyway)."""
+
+    @abstractmethod
+    def copy_out(self, select_sql: str, params: dict[str, Any], out: io.TextIOBase) -> int:
+        """Write the rows of ``select_sql`` to ``out`` as tab-separated lines; returns the count."""
+
     def _raw_cursor(self) -> Any:
         return self.connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
@@ -269,8 +284,8 @@ class PostgresLoader(BulkLoader):
     def _insert_if_all_new(self, table: str, names: str, stage: str) -> bool:
         """Insert the staged rows with a plain INSERT, if none is stored yet.
 
-        A plain INSERT costs about half of ``ON CONFLICT DO NOTHING`` (measured: 3.0 s against
-        5.9 s for 664k alleles) and is what a VCF of new variants needs. In a savepoint: the first
+        A plain INSERT costs about half of ``ON CONFLICT DO NOTHING`` (bench/README.md,
+        "Measurements behind code choices") and is what a VCF of new variants needs. In a savepoint: the first
         stored row (or one a concurrent import is inserting) raises a unique violation, which is
         rolled back, and the caller then merges with ON CONFLICT only. With many stored rows the
         violation comes within the first rows, so the failed try costs little.
@@ -313,6 +328,24 @@ class PostgresLoader(BulkLoader):
         from sqlalchemy.dialects.postgresql import insert
 
         return _insert_on_conflict(self.session, insert(table), table, rows, conflict_columns)
+
+    def json_text(self, column: str) -> str:
+        return f"{column}::text"
+
+    def lock_clause(self, alias: str) -> str:
+        return f" FOR NO KEY UPDATE OF {alias}"
+
+    def copy_out(self, select_sql: str, params: dict[str, Any], out: io.TextIOBase) -> int:
+        """PostgreSQL formats the rows itself: COPY's text format is tab-separated lines."""
+        cursor = self._raw_cursor()
+        try:
+            # psycopg2 style placeholders, values quoted by the driver (mogrify), as COPY takes none.
+            compiled = sa.text(select_sql).compile(dialect=self.connection.dialect).string
+            query = cursor.mogrify(compiled, params)
+            cursor.copy_expert(f"COPY ({query.decode()}) TO STDOUT", out, size=1 << 20)
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
 
 
 def _json_differs(left: str | None, right: str | None) -> bool:
@@ -420,6 +453,19 @@ class SqliteLoader(BulkLoader):
         from sqlalchemy.dialects.sqlite import insert
 
         return _insert_on_conflict(self.session, insert(table), table, rows, conflict_columns)
+
+    def json_text(self, column: str) -> str:
+        return column  # JSON is stored as text
+
+    def lock_clause(self, alias: str) -> str:
+        return ""  # one writer at a time: the transaction already excludes the others
+
+    def copy_out(self, select_sql: str, params: dict[str, Any], out: io.TextIOBase) -> int:
+        count = 0
+        for row in self.execute(select_sql, params):
+            out.write("\t".join(map(str, row)) + "\n")
+            count += 1
+        return count
 
 
 def _id_pairs(rows: Iterable[Any]) -> dict[int, int]:

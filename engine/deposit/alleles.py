@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.db.bulk import BulkLoader
-from engine.deposit.records import AlleleRecord
+from engine.vcf.records import AlleleRecord
 
 ALLELE_COLUMNS = (
     "chromosome",

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.db.models import Analysis, Genepanel, Sample
-from engine.deposit.records import AnalysisSpec, SampleRecord
+from engine.deposit.specs import AnalysisSpec, SampleRecord
 from engine.deposit.targets import DepositTarget
 from engine.errors import DuplicateAnalysisError, InputError, MissingGenepanelError
 

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from engine.db.bulk import BulkLoader, bulk_loader
 from engine.deposit.alleles import STAGE_RESOLVED, drop_stages, merge_alleles
-from engine.deposit.records import AlleleRecord
 from engine.deposit.streams import chunks
 from engine.deposit.targets import DepositTarget, deposit_target
 from engine.timeutil import utcnow
+from engine.vcf.records import AlleleRecord
 
 # Documents per set-based round (see engine.deposit.writer.CHUNK_SIZE).
 CHUNK_SIZE = 100_000

@@ -1,4 +1,4 @@
-"""The columnar counterpart of ``engine.deposit.records``: a block of simple variants as arrays.
+"""The columnar counterpart of ``engine.vcf.records``: a block of simple variants as arrays.
 
 The VCF fast path (``engine.vcf.fastpath``) parses the common single-site lines in bulk and hands
 them to the bulk writer as columns instead of one ``VariantRecord`` per variant: building and
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 
-from engine.deposit.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 
 @dataclass(frozen=True, slots=True)

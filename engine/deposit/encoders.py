@@ -29,8 +29,8 @@ from engine.db.copytext import escape
 from engine.db.ella import SMALLINT_MAX
 from engine.deposit.alleles import allele_row
 from engine.deposit.columns import VariantColumns, to_records
-from engine.deposit.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 from engine.errors import InputError
+from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 NON_REFERENCE = frozenset({"Heterozygous", "Homozygous"})
 # Stands for the genotype id in pre-encoded sample-data rows. Never part of the encoded values:

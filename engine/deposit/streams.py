@@ -12,7 +12,7 @@ from itertools import islice
 from typing import Any
 
 from engine.deposit.columns import VariantColumns
-from engine.deposit.records import VariantRecord
+from engine.vcf.records import VariantRecord
 
 
 @contextmanager

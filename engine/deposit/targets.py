@@ -24,7 +24,7 @@ from engine.db.bulk import RowFormat
 from engine.db.ella import DatabaseMode, mode_of
 from engine.db.models import Analysis, AnnotationConfig
 from engine.deposit.encoders import ENCODERS, ChunkEncoder, EllaCopyTextEncoder
-from engine.deposit.records import AnalysisSpec
+from engine.deposit.specs import AnalysisSpec
 from engine.timeutil import utcnow
 
 

@@ -86,13 +86,16 @@ def normalise_alleles(chrom: str, pos: int, ref: str, alt: str, reference: Refer
 
 
 def _left_align(chrom: str, pos: int, ref: str, alt: str, reference: Reference) -> Alleles | None:
-    """vt's loop; None when it would have to move before the contig start (then only trim)."""
+    """vt's loop. At the contig's first base an allele that became empty takes the base after the
+    event instead, as the VCF specification asks (and bcftools norm does); None when the
+    reference has no such base (then only trim)."""
     while True:
         if ref and alt and ref[-1].upper() == alt[-1].upper():
             ref, alt = ref[:-1], alt[:-1]
         elif not ref or not alt:
             if pos <= 1:
-                return None
+                after = reference.bases(chrom, pos + len(ref), 1)
+                return Alleles(pos, ref + after, alt + after) if after else None
             base = reference.bases(chrom, pos - 1, 1)
             if not base:
                 return None

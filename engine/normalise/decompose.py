@@ -12,7 +12,8 @@ For the record of ALT ``i`` (vt's "smart" decomposition, which ella-anno runs):
 
 ``*`` alleles (a deletion upstream overlaps this site) are dropped, as ella-anno does: their
 records are not written and a ``*`` in a genotype is read as REF (ella-anno's
-``remove_star_alleles``), e.g. ``1/*`` becomes ``1/0`` on the ALT1 record.
+``remove_star_alleles``), e.g. ``1/*`` becomes ``1/0`` on the ALT1 record. gVCF's placeholders
+``<NON_REF>`` and ``<*>`` are handled the same way (``PLACEHOLDERS``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from __future__ import annotations
 import re
 
 STAR = "*"
+# gVCF's "any other allele" placeholders: GATK's <NON_REF>, DeepVariant's and bcftools' <*>. No
+# variant: dropped like '*' (a reference block, whose only ALT is one, is not written at all).
+PLACEHOLDERS = frozenset({STAR, "<NON_REF>", "<*>"})
 _GT_SEPARATORS = re.compile(r"([/|])")
 
 
@@ -28,7 +32,7 @@ def split_record(fields: list[str], info_numbers: dict[str, str],
     """One field list per ALT of ``fields`` (a full record), ``*`` ALTs left out."""
     alts = fields[4].split(",")
     n_alleles = len(alts) + 1
-    stars = frozenset(i for i, alt in enumerate(alts, 1) if alt == STAR)
+    stars = frozenset(i for i, alt in enumerate(alts, 1) if alt in PLACEHOLDERS)
     old = f"OLD_MULTIALLELIC={fields[0]}:{fields[1]}:{fields[3]}/{'/'.join(alts)}"
     info_items = [] if fields[7] in (".", "") else [
         item for item in fields[7].split(";") if not item.startswith("OLD_MULTIALLELIC=")]
@@ -36,7 +40,7 @@ def split_record(fields: list[str], info_numbers: dict[str, str],
     samples = [value.split(":") for value in fields[9:]]
     records = []
     for i, alt in enumerate(alts, 1):
-        if alt == STAR:
+        if alt in PLACEHOLDERS:
             continue
         info = [_split_info_item(item, i, n_alleles, info_numbers) for item in info_items]
         info.append(old)
@@ -52,7 +56,7 @@ def split_record(fields: list[str], info_numbers: dict[str, str],
 def star_to_ref(fields: list[str]) -> None:
     """For a record whose only ALT is kept: genotype alleles pointing at a ``*`` ALT become REF."""
     alts = fields[4].split(",")
-    stars = frozenset(i for i, alt in enumerate(alts, 1) if alt == STAR)
+    stars = frozenset(i for i, alt in enumerate(alts, 1) if alt in PLACEHOLDERS)
     if not stars or len(fields) <= 9:
         return
     keys = fields[8].split(":")

@@ -10,24 +10,22 @@ file (a re-sort like ella-anno's ``vcf-sort`` could separate them after left-ali
 
 from __future__ import annotations
 
-import contextlib
-import gzip
-import os
-import sys
-import tempfile
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.annotate.textscan import iter_line_chunks, open_text_binary, read_header_and_body
 from engine.errors import InputError
 from engine.normalise.align import Reference, normalise_alleles
-from engine.normalise.decompose import STAR, split_record, star_to_ref
-from engine.normalise.header import HeaderInfo, prepare_header
-from engine.vcf.header import parse_pos
+from engine.normalise.decompose import PLACEHOLDERS, STAR, split_record, star_to_ref
+from engine.vcf.header import VcfHeader, definition_line, parse_pos
+from engine.vcf.textio import COMPRESSION_ERRORS, atomic_output, iter_line_chunks, open_binary, stream_error
+
+# vt's own header lines, so a file normalised here reads like one from ella-anno's vt steps.
+OLD_MULTIALLELIC_LINE = definition_line("INFO", "OLD_MULTIALLELIC", "1", "String",
+                                        "Original chr:pos:ref:alt encoding")
+OLD_VARIANT_LINE = definition_line("INFO", "OLD_VARIANT", ".", "String", "Original chr:pos:ref:alt encoding")
 
 MAX_REPORTED_MISMATCHES = 20
 
@@ -40,7 +38,7 @@ class NormaliseResult:
     split: int = 0  # multi-allelic records split into one record per ALT
     left_aligned: int = 0  # output records moved to a smaller POS
     trimmed: int = 0  # output records whose alleles were trimmed in place
-    dropped: int = 0  # '*' alleles (records) left out
+    dropped: int = 0  # '*' and gVCF <NON_REF>/<*> alleles (records) left out
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -74,21 +72,19 @@ def normalise_vcf(src: Path, dst: Path | None, *, fasta: Path | None = None,
     """
     started = time.perf_counter()
     src = Path(src)
-    if not src.is_file():
-        raise InputError("VCF file not found", file=str(src), expected="an existing .vcf or .vcf.gz file")
     result = NormaliseResult(output=Path(dst) if dst is not None else None)
     reference = Reference(Path(fasta)) if fasta is not None else None
     try:
-        with open_text_binary(src) as handle, _output(dst, stream, fast_gzip) as out:
-            raw_header, first = read_header_and_body(handle)
-            if raw_header or first:  # a 0-byte file passes through as a 0-byte file
-                header = prepare_header(src, raw_header)
-                out.write(("\n".join(header.lines) + "\n").encode())
+        with open_binary(src) as handle, atomic_output(dst, stream, fast_gzip=fast_gzip) as out:
+            header, first = VcfHeader.read_binary(src, handle)
+            if header is not None:  # a 0-byte file passes through as a 0-byte file
+                header.check_mandatory_columns()  # records are split by its tabs
+                prepare_header(header)
+                out.write(header.text().encode())
                 _Normaliser(src, header, reference, result).run(
-                    iter_line_chunks(handle, first, header_lines=len(raw_header)), out)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
-        raise InputError(f"compressed VCF is truncated or corrupt ({error})", file=str(src),
-                         expected="a complete gzip/BGZF file") from None
+                    iter_line_chunks(handle, first, header_lines=header.line_count), out)
+    except COMPRESSION_ERRORS as error:
+        raise stream_error(src, error) from None
     finally:
         if reference is not None:
             reference.close()
@@ -96,46 +92,26 @@ def normalise_vcf(src: Path, dst: Path | None, *, fasta: Path | None = None,
     return result
 
 
-@contextlib.contextmanager
-def _output(dst: Path | None, stream: BinaryIO | None, fast_gzip: bool = False) -> Iterator[BinaryIO]:
-    if dst is None:
-        sink = stream or sys.stdout.buffer
-        yield sink
-        sink.flush()
-        return
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        if dst.name.endswith((".gz", ".bgz")) and fast_gzip:
-            from isal import igzip
-
-            with igzip.open(tmp, "wb", compresslevel=1) as fast:
-                yield fast
-        elif dst.name.endswith((".gz", ".bgz")):
-            import pysam
-
-            with pysam.BGZFile(str(tmp), "wb", index=None) as compressed:
-                yield compressed  # type: ignore[misc]
-        else:
-            with open(tmp, "wb", buffering=1 << 20) as plain:
-                yield plain
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def prepare_header(header: VcfHeader) -> None:
+    """Declare vt's OLD_MULTIALLELIC/OLD_VARIANT unless the file does, and read older GATK's
+    ``AD Number=.`` as R (it has one value per allele; ella-anno rewrites it before decomposing,
+    and so do we: otherwise AD could not be split per ALT)."""
+    for line in list(header.meta):
+        if line.kind == "FORMAT" and line.id == "AD" and line.fields.get("Number") == ".":
+            header.replace_line(line, line.text.replace("Number=.", "Number=R", 1))
+    for ident, text in (("OLD_MULTIALLELIC", OLD_MULTIALLELIC_LINE), ("OLD_VARIANT", OLD_VARIANT_LINE)):
+        if ident not in header.infos:
+            header.add_line(text)
 
 
 class _Normaliser:
-    def __init__(self, src: Path, header: HeaderInfo, reference: Reference | None,
+    def __init__(self, src: Path, header: VcfHeader, reference: Reference | None,
                  result: NormaliseResult) -> None:
         self.src = src
         self.header = header
         self.reference = reference
         self.result = result
-        self.line_no = header.input_line_count
+        self.line_no = header.line_count
         self.mismatches = _Mismatches()
 
     def run(self, chunks: Iterator[bytes], out: BinaryIO) -> None:
@@ -194,9 +170,9 @@ class _Normaliser:
         alts = fields[4].split(",")
         if len(alts) > 1:
             self.result.split += 1
-            self.result.dropped += alts.count(STAR)
+            self.result.dropped += sum(alt in PLACEHOLDERS for alt in alts)
             records = split_record(fields, self.header.info_numbers, self.header.format_numbers)
-        elif alts[0] == STAR:
+        elif alts[0] in PLACEHOLDERS:
             self.result.dropped += 1
             records = []
         else:

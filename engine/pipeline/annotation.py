@@ -76,7 +76,7 @@ class EngineAnnotator:
         fasta = self.settings.reference_fasta
         if bundle is None:
             # Read once, soon, by the persist stage: gzip level 1 instead of BGZF level 6 (the
-            # BGZF compression of a 1M-record VCF took ~6 s of this stage).
+            # BGZF compression was most of this stage's time: bench/README.md).
             result = normalise_vcf(source, target, fasta=fasta, fast_gzip=True)
         else:
             # Uncompressed: it is read once, right away, by the annotator.
@@ -84,7 +84,7 @@ class EngineAnnotator:
             try:
                 result = normalise_vcf(source, scratch, fasta=fasta)
                 annotated = annotate_vcf(bundle.config, scratch, target, base_path=bundle.path,
-                                         threads=self.threads)
+                                         search_cwd=False, threads=self.threads)
                 counts["records_annotated"] += annotated.annotated
             finally:
                 scratch.unlink(missing_ok=True)

@@ -18,7 +18,6 @@ Steps 1, 3 and 4 run in the caller's transaction, so a crash leaves nothing half
 
 from __future__ import annotations
 
-import io
 import shutil
 import tempfile
 import time
@@ -33,15 +32,17 @@ from sqlalchemy.orm import Session
 
 from engine.annotate import annotate_vcf, load_config
 from engine.bundles import BundleInfo, active_bundle, list_bundles
+from engine.db.bulk import bulk_loader
 from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.writer import AnnotationWriteResult, write_annotations
 from engine.errors import InputError
 from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets
 from engine.vcf.header import read_header
+from engine.vcf.info import parse_info
 
 # Records carry a flag as INFO: the annotator's fast path appends to INFO, while an empty INFO
-# ('.') sends every record down its per-record path (4x slower).
+# ('.') sends every record down its slower per-record path (bench/README.md).
 EXPORT_FLAG = "ANNOSTREAM_EXPORT"
 VCF_HEADER = ("##fileformat=VCFv4.2\n"
               f'##INFO=<ID={EXPORT_FLAG},Number=0,Type=Flag,'
@@ -123,10 +124,11 @@ def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSe
         if result.n_alleles == 0:
             return result
         with _timed(result, "annotate"):
-            annotate_vcf(bundle.config, exported, annotated, base_path=bundle.path)
+            annotate_vcf(bundle.config, exported, annotated, base_path=bundle.path, search_cwd=False)
         config_id, config = active_annotation_config(session)
         builder = build_annotation_builder(config, read_header(annotated).infos)
-        owned = owned_targets(config, bundle_info_fields(load_config(bundle.config, bundle.path)))
+        bundle_config = load_config(bundle.config, bundle.path, search_cwd=False)
+        owned = owned_targets(config, bundle_info_fields(bundle_config))
         with _timed(result, "read"):
             current = current_documents(session, selection)
         counter = _Counter()
@@ -164,14 +166,13 @@ def current_documents(session: Session, selection: AlleleSelection) -> dict[int,
         condition += " AND c.allele_id >= :id_from"
     if selection.id_to is not None:
         condition += " AND c.allele_id <= :id_to"
-    connection = session.connection()
-    postgres = connection.dialect.name == "postgresql"
-    # As text, parsed by orjson: several times faster than the driver's json.loads per row.
-    document = "c.annotations::text" if postgres else "c.annotations"
+    loader = bulk_loader(session)
+    # As text, parsed by orjson: faster than the driver's json.loads per row (bench/README.md).
+    document = loader.json_text("c.annotations")
     # Locked until commit: an import changing one of these documents meanwhile waits, instead of
     # having its change overwritten by a merge with the document read here.
-    lock = " FOR NO KEY UPDATE OF c" if postgres else ""
-    rows = connection.execute(sa.text(
+    lock = loader.lock_clause("c")
+    rows = loader.connection.execute(sa.text(
         f"SELECT c.allele_id, {document} FROM annotation c JOIN allele a ON a.id = c.allele_id "
         f"WHERE c.date_superceeded IS NULL AND {condition}{lock}"), params)
     return {allele_id: orjson.loads(text) for allele_id, text in rows}
@@ -183,29 +184,10 @@ def export_alleles_vcf(session: Session, selection: AlleleSelection, path: Path)
     select = (f"SELECT a.chromosome, a.vcf_pos, a.id, a.vcf_ref, a.vcf_alt, '.', '.', '{EXPORT_FLAG}' "
               "FROM allele a "
               f"WHERE {condition} ORDER BY a.chromosome, a.vcf_pos, a.id")
-    connection = session.connection()
+    loader = bulk_loader(session)
     with path.open("w", encoding="utf-8", newline="\n") as out:
         out.write(VCF_HEADER)
-        if connection.dialect.name == "postgresql":
-            return _copy_out(session, select, params, out)
-        count = 0
-        for row in connection.execute(sa.text(select), params):
-            out.write("\t".join(map(str, row)) + "\n")
-            count += 1
-        return count
-
-
-def _copy_out(session: Session, select: str, params: dict[str, Any], out: io.TextIOBase) -> int:
-    """PostgreSQL formats the records itself: COPY's text format is tab-separated lines."""
-    session.flush()
-    cursor = session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        # psycopg2 style placeholders, values quoted by the driver (mogrify), as COPY takes none.
-        query = cursor.mogrify(sa.text(select).compile(dialect=session.get_bind().dialect).string, params)
-        cursor.copy_expert(f"COPY ({query.decode()}) TO STDOUT", out, size=1 << 20)
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
+        return loader.copy_out(select, params, out)
 
 
 def iter_annotated_infos(path: Path) -> Iterator[tuple[int, dict[str, str | bool]]]:
@@ -230,12 +212,7 @@ def _info_dict(info: str) -> dict[str, str | bool]:
     # Most records of a release get nothing from the bundle: INFO is just the export flag.
     if info in (".", "", EXPORT_FLAG):
         return _NOTHING_ADDED
-    result: dict[str, str | bool] = {}
-    for item in info.split(";"):
-        if item:
-            key, sep, value = item.partition("=")
-            result[key] = value if sep else True
-    return result
+    return parse_info(info)
 
 
 class _timed:

@@ -3,7 +3,7 @@
 ``iter_variant_blocks`` yields, in file order, ``VariantColumns`` for the simple lines of a block
 of the file and ``VariantRecord`` lists (from the exact line parser, ``engine.vcf.reader``) for
 the rest. A block (a few MB of whole lines) is split into columns by pyarrow's CSV reader (C,
-~0.6 µs a line) and checked with vectorised string kernels; only a line that passes every check
+sub-µs a line) and checked with vectorised string kernels; only a line that passes every check
 below is parsed in bulk, and it must give exactly what the exact parser gives:
 
 * one ALT; REF and ALT of the bases ACGTN, different; no ``OLD_MULTIALLELIC`` and no ``SV`` in
@@ -21,9 +21,7 @@ carry are dropped, as in the exact parser.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -36,10 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from engine.annotate.textscan import iter_line_chunks, open_text_binary, read_header_and_body
 from engine.deposit.columns import SampleColumns, VariantColumns
-from engine.deposit.records import SampleRecord, VariantRecord, VcfSpec
-from engine.errors import InputError
+from engine.deposit.specs import SampleRecord, VcfSpec
 from engine.vcf.alleles import allele_from_vcf
 from engine.vcf.genotypes import (
     GENOTYPE_TYPES,
@@ -49,8 +45,18 @@ from engine.vcf.genotypes import (
     annotation_sources,
 )
 from engine.vcf.header import VcfHeader, read_header
-from engine.vcf.reader import _RecordParser, iter_variant_batches
-from engine.vcf.records import FormatLayout, parse_gt, parse_info
+from engine.vcf.info import parse_info
+from engine.vcf.reader import RecordParser, iter_variant_batches
+from engine.vcf.records import VariantRecord
+from engine.vcf.sites import FormatLayout, parse_gt
+from engine.vcf.textio import (
+    COMPRESSION_ERRORS,
+    checked_chunks,
+    iter_line_chunks,
+    open_binary,
+    read_header_and_body,
+    stream_error,
+)
 
 BLOCK_BYTES = 8 << 20
 _INT = r"(?:0|[1-9][0-9]{0,8})"  # what int() reads and JSON writes the same way; < 2**31
@@ -98,16 +104,20 @@ def iter_variant_blocks(
     """The proband's variants of ``vcf`` in file order: columns for simple lines, records else."""
     path = Path(vcf.path)
     header = read_header(path)  # checks the header (also with htslib), as the exact parser does
-    parser = _RecordParser(header, samples, annotation_builder)
-    with open_text_binary(path) as handle:
-        header_lines, first = _read_header(path, handle)
+    parser = RecordParser(header, samples, annotation_builder)
+    with open_binary(path) as handle:
+        try:
+            header_lines, first = read_header_and_body(handle)
+        except COMPRESSION_ERRORS as error:
+            raise stream_error(path, error) from None
         if len(header_lines) != header.line_count:
             # A header the byte scanner reads differently (say, '\r' line ends): exact path.
             yield from iter_variant_batches(vcf, samples, annotation_builder=annotation_builder)
             return
         blocks = _BlockParser(header, samples, parser, annotation_builder)
         number = header.line_count
-        for chunk in _chunks(path, handle, first, block_bytes, number):
+        chunks = iter_line_chunks(handle, first, block_bytes, header_lines=number)
+        for chunk in checked_chunks(path, chunks, number):
             yield from blocks.parse(chunk, number)
             number += blocks.lines_in(chunk)
         done = parser.finish()
@@ -115,32 +125,10 @@ def iter_variant_blocks(
             yield done
 
 
-def _read_header(path: Path, handle: Any) -> tuple[list[str], bytes]:
-    try:
-        return read_header_and_body(handle)
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as error:
-        raise InputError(f"compressed VCF is truncated or corrupt ({error})", file=str(path),
-                         expected="a complete gzip/BGZF file") from None
-
-
-def _chunks(path: Path, handle: Any, first: bytes, block_bytes: int, number: int) -> Iterator[bytes]:
-    chunks = iter_line_chunks(handle, first, block_bytes, header_lines=number)
-    while True:
-        try:
-            chunk = next(chunks)
-        except StopIteration:
-            return
-        except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as error:
-            raise InputError(f"compressed VCF is truncated or corrupt ({error})", file=str(path),
-                             line=number + 1, expected="a complete gzip/BGZF file") from None
-        number += chunk.count(b"\n")
-        yield chunk
-
-
 class _BlockParser:
     """Parses one block of whole lines: the simple ones in bulk, the others line by line."""
 
-    def __init__(self, header: VcfHeader, samples: Sequence[SampleRecord], parser: _RecordParser,
+    def __init__(self, header: VcfHeader, samples: Sequence[SampleRecord], parser: RecordParser,
                  annotation_builder: AnnotationBuilder | None) -> None:
         self.file = str(header.path)
         self.parser = parser
@@ -353,8 +341,7 @@ class _BlockParser:
             text = chunk.decode("utf-8")
         except UnicodeDecodeError as error:
             broken = before + chunk[: error.start].count(b"\n") + 1
-            raise InputError("VCF is not valid UTF-8 text", file=self.file, line=broken,
-                             expected="UTF-8 text") from None
+            raise stream_error(self.file, error, broken) from None
         parser = self.parser
         done: list[VariantRecord] = []
         if fast is None:

@@ -3,8 +3,8 @@
 The file is read line by line (plain or gzip/BGZF) so memory stays flat and every error names its
 1-based line; htslib (cyvcf2) checks the header. Records the proband does not carry are dropped
 after reading only the proband's GT; only carried records are parsed fully. Why text and not
-cyvcf2 records: cyvcf2 costs ~4-5 µs per record before any field is touched (measured on this
-machine), cannot give raw FILTER/INFO text or line numbers, and the proband filter makes most of
+cyvcf2 records: cyvcf2 costs microseconds per record before any field is touched (bench/README.md),
+cannot give raw FILTER/INFO text or line numbers, and the proband filter makes most of
 the per-sample work unnecessary.
 """
 
@@ -14,7 +14,7 @@ import gc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from engine.deposit.records import SampleRecord, VariantRecord, VcfSpec
+from engine.deposit.specs import SampleRecord, VcfSpec
 from engine.errors import InputError
 from engine.vcf.alleles import SYMBOLIC_CHANGE_TYPES, check_bases
 from engine.vcf.genotypes import (
@@ -24,20 +24,15 @@ from engine.vcf.genotypes import (
     build_variant,
     proband_has_allele,
 )
-from engine.vcf.header import (
-    VcfHeader,
-    check_with_htslib,
-    numbered_lines,
-    open_text,
-    parse_header,
-    parse_pos,
-    read_header,
-)
-from engine.vcf.records import FormatLayout, Genotype, SiteRecord, parse_gt, relative_to_alt
+from engine.vcf.header import VcfHeader, parse_pos, read_header
+from engine.vcf.records import VariantRecord
+from engine.vcf.sites import FormatLayout, Genotype, SiteRecord, parse_gt, relative_to_alt
+from engine.vcf.textio import numbered_lines, open_text
 
 _DUP_TYPES = frozenset({"dup", "dup_tandem"})
-# '*' (allele missing due to an overlapping deletion) and '.' (no ALT) are no variants to import.
-_NOT_AN_ALLELE = frozenset({"*", "."})
+# '*' (allele missing due to an overlapping deletion), '.' (no ALT) and gVCF's "any other allele"
+# placeholders (<NON_REF>, <*>) are no variants to import.
+_NOT_AN_ALLELE = frozenset({"*", ".", "<NON_REF>", "<*>"})
 
 
 def read_vcf_samples(path: Path | str) -> list[str]:
@@ -56,19 +51,20 @@ def iter_variant_batches(
     path = Path(vcf.path)
     with open_text(path) as handle:
         lines = numbered_lines(path, handle)
-        header = parse_header(path, lines)
-        check_with_htslib(header)
-        parser = _RecordParser(header, samples, annotation_builder)
+        header = VcfHeader.parse(path, lines)
+        header.check()
+        header.check_with_htslib()
+        parser = RecordParser(header, samples, annotation_builder)
         yield from _batches(parser, lines, batch_size)
 
 
 def _batches(
-    parser: _RecordParser, lines: Iterator[tuple[int, str]], size: int
+    parser: RecordParser, lines: Iterator[tuple[int, str]], size: int
 ) -> Iterator[list[VariantRecord]]:
     """Fill batches with the cyclic garbage collector paused (it stays on while the caller works).
 
     A batch is hundreds of thousands of small acyclic objects; letting the collector rescan them
-    again and again cost ~40% of the parse time (measured). Nothing built here forms cycles.
+    again and again costs a large share of the parse time (bench/README.md). Nothing here forms cycles.
     """
     collector_was_on = gc.isenabled()
     batch: list[VariantRecord] = []
@@ -110,7 +106,7 @@ def _sample_columns(header: VcfHeader, samples: Sequence[SampleRecord]) -> tuple
     return [header.samples.index(s.identifier) for s in samples], probands[0]
 
 
-class _RecordParser:
+class RecordParser:
     """Turns data lines into ``VariantRecord``s, holding back an unfinished multiallelic block."""
 
     def __init__(
@@ -152,8 +148,18 @@ class _RecordParser:
         return fields
 
     def _bases(self, number: int, value: str, column: str) -> None:
-        if column == "ALT" and (value in SYMBOLIC_CHANGE_TYPES or value in _NOT_AN_ALLELE):
+        if column == "ALT" and (value in _NOT_AN_ALLELE or (value.startswith("<") and value.endswith(">"))):
+            # Symbolic ALTs: allele_from_vcf decides, as ELLA's VCFRecord._build_allele does: a CNV
+            # when INFO has SVTYPE (DEL/DUP), else trimmed like bases (ELLA stores that as an indel).
             return
+        if column == "ALT" and ("[" in value or "]" in value):
+            # ELLA imports only the CNV types it models; breakends stop the import with the record
+            # named rather than being stored as something they are not.
+            raise self._error(
+                number, f"structural variant ALT {value!r} (breakend) is not supported",
+                "sequence variants, or the CNV alleles ELLA imports: " + ", ".join(SYMBOLIC_CHANGE_TYPES)
+                + " or another symbolic ALT with INFO/SVTYPE DEL or DUP"
+                + " (filter other structural variants out first, e.g. with bcftools view -e)")
         try:
             check_bases(value, column)
         except InputError as exc:
@@ -296,6 +302,8 @@ class _RecordParser:
         carried = {id(r) for r in proband_records}
         block_records = [r for r in block if id(r) in carried or any(-1 in gt for gt in r.genotypes)]
         covered = [any(any(a != -1 for a in r.genotypes[i]) for r in block) for i in range(len(self.columns))]
+        if any(_is_cnv_dup(r.alt, r.info) for r in proband_records):
+            covered = [True] * len(covered)  # ELLA: './.' on a CNV duplication counts as covered
         return [self._variant(proband_records, block_records, covered)]
 
     def finish(self) -> list[VariantRecord]:
