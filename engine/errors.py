@@ -17,6 +17,8 @@
     |-- GaveUp                               no      an event failed its bounded number of attempts
     |-- FailureNotRecorded                   no      the failure path failed: retried, then parked
     |-- NotFoundError                        no      API 404: an id in the URL names nothing
+    |-- UnknownEllaVersionError              no      an ELLA database at an unknown schema revision
+    |-- RetryRefused                         no      `annostream retry` / API: the retry cannot be done
     |-- SmokeFailed                          no      `annostream smoke` did not see the import
     |-- BrokerError                          no      the embedded broker binary could not start
     `-- InfrastructureError                 yes      retried with backoff and jitter, never a failure
@@ -159,6 +161,19 @@ class NotFoundError(AnnostreamError):
 
     def __init__(self, kind: str, identifier: object) -> None:
         super().__init__(f"{kind} {identifier} not found")
+
+
+class UnknownEllaVersionError(AnnostreamError):
+    """The database is ELLA's, at a schema revision this Annostream was not written for. Not retriable."""
+
+
+class RetryRefused(AnnostreamError):
+    """A retry of a failed import cannot be done; ``status`` is the HTTP status the API answers
+    with. Not retriable."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
 
 
 class SmokeFailed(AnnostreamError):

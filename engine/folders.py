@@ -1,8 +1,10 @@
 """Where analysis folders live, and moving them between incoming, imported and failed.
 
 An analysis folder is always in exactly one place: every move is one ``rename`` (or, across
-file systems, a copy under a hidden name, a rename, then removal of the source). A
-destination name that is taken gets a timestamp suffix; nothing is ever overwritten.
+file systems, a copy under a hidden name, a rename, then removal of the source). Nothing is
+ever overwritten. A folder moving into ANALYSES_PATH keeps its name, as in ELLA (ELLA's IGV
+reads ``ANALYSES_PATH/<name>/tracks``): when the name is taken there, the folder stays in
+incoming (:class:`DestinationExistsError`). A taken name in ANALYSES_FAILED gets a timestamp suffix.
 """
 
 from __future__ import annotations
@@ -99,9 +101,34 @@ def relative_to_incoming(folder: Path, incoming: Path) -> str:
 # --- moves ------------------------------------------------------------------------------------
 
 
+class DestinationExistsError(InputError):
+    """ANALYSES_PATH already holds a folder of this name: the analysis is left in incoming."""
+
+
+def check_destination_free(folder: Path, settings: Settings) -> None:
+    """ELLA's watcher (``AnalysisWatcher.check_and_import``) skips a folder whose name already
+    exists in ANALYSES_PATH and leaves it in incoming; raise the same refusal, with what to do."""
+    existing = settings.analyses_path / folder.name
+    if existing.exists() or existing.is_symlink():
+        raise DestinationExistsError(
+            f"ANALYSES_PATH already has a folder named {folder.name}; the analysis folder stays in "
+            "ANALYSES_INCOMING and is not imported (it is never renamed: ELLA's IGV reads "
+            "ANALYSES_PATH/<name>/tracks)",
+            file=str(existing),
+            expected="no folder of that name in ANALYSES_PATH: move or remove it, then publish the folder "
+                     "again (annostream publish FOLDER)",
+        )
+
+
 def move_to_imported(folder: Path, settings: Settings) -> Path:
-    """Move an imported analysis folder into ANALYSES_PATH; returns where it ended up."""
-    return move_folder(folder, settings.analyses_path)
+    """Move an imported analysis folder into ANALYSES_PATH under its own name; returns where it
+    ended up. Raises :class:`DestinationExistsError` (folder not moved) if the name is taken."""
+    check_destination_free(folder, settings)
+    try:
+        return move_folder(folder, settings.analyses_path, rename_if_taken=False)
+    except FileExistsError:  # taken between the check and the move
+        check_destination_free(folder, settings)
+        raise
 
 
 def move_to_failed(folder: Path, settings: Settings, error: dict[str, Any]) -> Path:
@@ -138,13 +165,17 @@ def write_error_file(folder: Path, error: dict[str, Any]) -> Path:
     return target
 
 
-def move_folder(folder: Path, destination_dir: Path) -> Path:
-    """Move ``folder`` into ``destination_dir`` without overwriting anything; returns the new path."""
+def move_folder(folder: Path, destination_dir: Path, *, rename_if_taken: bool = True) -> Path:
+    """Move ``folder`` into ``destination_dir`` without overwriting anything; returns the new path.
+
+    A taken name gets a timestamp suffix, or, with ``rename_if_taken=False``, FileExistsError.
+    """
     if not folder.is_dir():
         raise InputError("analysis folder does not exist (moved or deleted?)", file=str(folder),
                          expected="an existing directory")
     destination_dir.mkdir(parents=True, exist_ok=True)
-    for candidate in _candidate_names(folder.name):
+    candidates = _candidate_names(folder.name) if rename_if_taken else [folder.name]
+    for candidate in candidates:
         target = destination_dir / candidate
         # Claim the name with mkdir (atomic, fails if taken); rename then replaces only our own
         # empty placeholder, so a concurrent mover can never be overwritten.
@@ -162,6 +193,8 @@ def move_folder(folder: Path, destination_dir: Path) -> Path:
             raise
         log.info("moved %s -> %s", folder, target)
         return target
+    if not rename_if_taken:
+        raise FileExistsError(errno.EEXIST, f"{folder.name} already exists in {destination_dir}")
     raise OSError(f"no free name for {folder.name} in {destination_dir} after {_MAX_NAME_ATTEMPTS} tries")
 
 

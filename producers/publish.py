@@ -35,7 +35,10 @@ def apply_spec(event: ReadyEvent, spec: AnalysisSpec) -> ReadyEvent:
     panel = None
     if spec.genepanel_name and spec.genepanel_version:
         panel = Genepanel(name=spec.genepanel_name, version=spec.genepanel_version)
-    return dataclasses.replace(event, analysis=spec.name, genepanel=panel, priority=spec.priority)
+    # ELLA takes any integer priority (stored on the interpretation log); the event's priority
+    # picks a processing lane, 1 normal .. 3 urgent, so values outside are clamped into it.
+    lane = min(max(spec.priority, 1), 3)
+    return dataclasses.replace(event, analysis=spec.name, genepanel=panel, priority=lane)
 
 
 def prepare_ready_event(folder: Path, settings: Settings, *, producer: str) -> ReadyEvent:
@@ -53,10 +56,11 @@ def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics, setti
         for topic, key, value in messages:
             producer.send(topic, key, value)
 
-    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topics.ready, key=event.key,
+    topic = topics.ready_for(event.priority)  # the lane of its priority
+    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topic, key=event.key,
                      value=encode(event), analysis=event.analysis)
     record_then_publish(settings, [work], publish)
-    metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
+    metrics.EVENTS_PRODUCED.labels(topic=topic).inc()
     log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
              event.folder, len(event.files), event.fingerprint[:12],
              extra={"analysis": event.analysis, "event_id": event.event_id})

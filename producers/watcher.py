@@ -7,8 +7,10 @@ ANALYSES_INCOMING that holds a ``READY`` marker (pipelines write it last).
   ANALYSES_FAILED with ``error.json`` (stage ``watch``) and an ``analysis.failed`` event.
 - The same folder content (fingerprint) is published once per run; changed content is
   published again. Downstream stages are idempotent, so a restart that republishes is safe.
-- Allow/deny regexes (full match on the analysis name) come from ANALYSES_ALLOW/ANALYSES_DENY
-  and ANALYSES_ALLOW_FILE/ANALYSES_DENY_FILE; the files are re-read when they change.
+- Allow/deny regexes are ELLA's whitelist/blacklist: ``re.match`` (a prefix match) on the
+  *analysis name* (``AnalysisWatcher.check_and_import``). They come from ANALYSES_ALLOW/ANALYSES_DENY,
+  ``--whitelist``/``--blacklist`` and the files ANALYSES_ALLOW_FILE/ANALYSES_DENY_FILE (ELLA's
+  ELLA_WATCHER_WHITELISTFILE/ELLA_WATCHER_BLACKLISTFILE); the files are re-read when they change.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -51,29 +53,51 @@ POLL_DELAY_MS = 300
 
 @dataclass
 class PatternList:
-    """Regexes from an inline comma-separated value plus an optional file (one per line)."""
+    """Regexes from an inline comma-separated value, or a command-line list, plus an optional
+    file (one per line). Matching is ELLA's: ``re.match``, a prefix match on the analysis name.
+
+    ELLA reads a blank line of its list file as the empty pattern, which matches every name (a
+    blank line in a blacklist stops every import, in a whitelist allows every analysis). Annostream
+    rejects such a file instead, naming the line: at start the watcher does not start; a file
+    that becomes invalid while running pauses publishing (nothing is published until it is
+    fixed), so a mistaken edit can never let through what the list was meant to hold back.
+    """
 
     variable: str
     inline: str = ""
     path: Path | None = None
     patterns: tuple[re.Pattern[str], ...] = ()
+    command_line: tuple[str, ...] | None = None  # --whitelist/--blacklist: replaces the file, as in ELLA
+    invalid: str | None = None  # why the file is currently unusable (publishing paused)
     _file_state: tuple[int, int] | None = field(default=None, repr=False)
 
+    @property
+    def file_variable(self) -> str:
+        return f"{self.variable}_FILE"
+
     def load(self) -> None:
-        """Compile everything now; ConfigError names the variable and the bad regex."""
-        sources = [item.strip() for item in self.inline.split(",")]
+        """Compile everything now; ConfigError names the variable (and file line) of a bad entry."""
+        if self.command_line is not None:
+            if self.path is not None:
+                log.warning("%s given on the command line: ignoring %s=%s (as ELLA's watcher does)",
+                            self.variable, self.file_variable, self.path)
+            self.patterns = tuple(_compile(item, self.variable) for item in self.command_line)
+            return
+        inline = (item.strip() for item in self.inline.split(","))
+        patterns = [_compile(item, self.variable) for item in inline if item]
         if self.path is not None:
             try:
                 self._file_state = _file_state(self.path)
-                sources += _pattern_lines(self.path.read_text(encoding="utf-8"))
+                text = self.path.read_text(encoding="utf-8")
             except OSError as error:
-                raise ConfigError(f"{self.variable}_FILE={self.path}: cannot read ({error.strerror})"
-                                  ) from None
-        self.patterns = tuple(_compile(item, self.variable) for item in sources if item)
+                raise ConfigError(
+                    f"{self.file_variable}={self.path}: cannot read ({error.strerror})") from None
+            patterns += _file_patterns(text, f"{self.file_variable}={self.path}")
+        self.patterns = tuple(patterns)
 
     def refresh(self) -> bool:
-        """Re-read the file if it changed; True when the list changed. Keeps the old list on error."""
-        if self.path is None:
+        """Re-read the file if it changed; True when the list (or its validity) changed."""
+        if self.path is None or self.command_line is not None:
             return False
         try:
             state = _file_state(self.path)
@@ -82,17 +106,20 @@ class PatternList:
         if state == self._file_state:
             return False
         before = [pattern.pattern for pattern in self.patterns]
+        was_invalid = self.invalid
         try:
             self.load()
         except ConfigError as error:
             self._file_state = state
-            log.error("%s; keeping the previous list", error)
-            return False
-        log.info("re-read %s_FILE %s: %d patterns", self.variable, self.path, len(self.patterns))
-        return before != [pattern.pattern for pattern in self.patterns]
+            self.invalid = str(error)
+            log.error("%s; publishing nothing until the file is fixed", error)
+            return was_invalid != self.invalid
+        self.invalid = None
+        log.info("re-read %s %s: %d patterns", self.file_variable, self.path, len(self.patterns))
+        return was_invalid is not None or before != [pattern.pattern for pattern in self.patterns]
 
     def matches(self, name: str) -> bool:
-        return any(pattern.fullmatch(name) for pattern in self.patterns)
+        return any(pattern.match(name) for pattern in self.patterns)
 
 
 def _file_state(path: Path) -> tuple[int, int]:
@@ -100,8 +127,18 @@ def _file_state(path: Path) -> tuple[int, int]:
     return (stat.st_mtime_ns, stat.st_size)
 
 
-def _pattern_lines(text: str) -> list[str]:
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+def _file_patterns(text: str, where: str) -> list[re.Pattern[str]]:
+    """One regex per line; ``#`` lines are comments; a blank line is an error (see PatternList)."""
+    patterns = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith("#"):
+            continue
+        if not line.strip():
+            raise ConfigError(
+                f"{where}: line {number} is blank; ELLA's watcher reads a blank line as the empty pattern, "
+                "which matches every analysis name (remove the line, or write '.*' to mean every name)")
+        patterns.append(_compile(line.strip(), f"{where}: line {number}"))
+    return patterns
 
 
 def _compile(pattern: str, variable: str) -> re.Pattern[str]:
@@ -121,14 +158,26 @@ class NameFilter:
         deny.load()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> NameFilter:
-        return cls(PatternList("ANALYSES_ALLOW", settings.analyses_allow, settings.analyses_allow_file),
-                   PatternList("ANALYSES_DENY", settings.analyses_deny, settings.analyses_deny_file))
+    def from_settings(cls, settings: Settings, *, whitelist: Sequence[str] | None = None,
+                      blacklist: Sequence[str] | None = None) -> NameFilter:
+        """``whitelist``/``blacklist``: ELLA's ``--whitelist``/``--blacklist`` (replace the files)."""
+        return cls(PatternList("ANALYSES_ALLOW", settings.analyses_allow, settings.analyses_allow_file,
+                               command_line=None if whitelist is None else tuple(whitelist)),
+                   PatternList("ANALYSES_DENY", settings.analyses_deny, settings.analyses_deny_file,
+                               command_line=None if blacklist is None else tuple(blacklist)))
+
+    @property
+    def paused(self) -> str | None:
+        """Why nothing may be published now (a list file became invalid), or None."""
+        return self.allow.invalid or self.deny.invalid
 
     def allows(self, name: str) -> bool:
-        if self.deny.matches(name):
+        if self.paused is not None or self.deny.matches(name):
             return False
         return not self.allow.patterns or self.allow.matches(name)
+
+    def restricts(self) -> bool:
+        return bool(self.allow.patterns or self.deny.patterns) or self.paused is not None
 
     def refresh(self) -> bool:
         changed_allow = self.allow.refresh()
@@ -142,13 +191,14 @@ class NameFilter:
 class Watcher:
     """Watches ANALYSES_INCOMING and publishes ready folders through ``producer``."""
 
-    def __init__(self, settings: Settings, producer: EventProducer, *, producer_name: str | None = None):
+    def __init__(self, settings: Settings, producer: EventProducer, *, producer_name: str | None = None,
+                 whitelist: Sequence[str] | None = None, blacklist: Sequence[str] | None = None):
         self.settings = settings
         self.producer = producer
         self.producer_name = producer_name or default_producer("watcher")
         self.incoming = settings.analyses_incoming.resolve()
         self.topics = Topics.from_settings(settings)
-        self.names = NameFilter.from_settings(settings)
+        self.names = NameFilter.from_settings(settings, whitelist=whitelist, blacklist=blacklist)
         self._published: dict[str, str] = {}  # folder (relative) -> fingerprint
         self._retry: set[str] = set()  # ready folders whose publish must be retried
         self._stop = threading.Event()
@@ -197,11 +247,18 @@ class Watcher:
         if not folder.is_dir():
             self._forget(key)
             return None
-        if not (folder / READY_FILE).is_file() or not self.names.allows(folder.name):
+        if not (folder / READY_FILE).is_file() or self.names.paused is not None:
             return None
         try:
             return self._publish_if_new(folder, key)
         except (InputError, EventRejected) as error:
+            if self.names.restricts() and not self.names.allows(folder.name):
+                # The lists apply to the analysis name, which a broken folder does not give; one
+                # whose folder name the lists hold back is probably not ours: leave it (as ELLA does).
+                log.warning("%s cannot be read (%s) and its folder name is not allowed by the "
+                            "allow/deny lists; leaving it in incoming", key, error)
+                self._retry.discard(key)
+                return None
             self._fail(folder, key, error)
         except BrokerUnavailable as error:
             log.error("%s; will retry %s", error, key)
@@ -223,7 +280,9 @@ class Watcher:
         if self._published.get(key) == event.fingerprint:
             return None
         spec = check_folder(folder)
-        if spec.name != folder.name and not self.names.allows(spec.name):
+        if not self.names.allows(spec.name):
+            log.info("%s: analysis %s is not allowed by the allow/deny lists; leaving it in incoming",
+                     key, spec.name)
             return None
         event = apply_spec(event, spec)
         metrics.WATCHER_FOLDERS_SEEN.inc()
@@ -283,12 +342,14 @@ class Watcher:
         self._retry.discard(key)
 
 
-def run_watcher(settings: Settings, *, producer_name: str | None = None) -> None:
+def run_watcher(settings: Settings, *, producer_name: str | None = None,
+                whitelist: Sequence[str] | None = None, blacklist: Sequence[str] | None = None) -> None:
     """Entry point of ``annostream watch``: runs until SIGTERM or SIGINT."""
     bootstrap = ensure_engine_topics(settings, command="watch")
     with EventProducer(bootstrap, client_id="annostream-watcher",
                        timeout_s=settings.kafka_timeout_s) as producer:
-        watcher = Watcher(settings, producer, producer_name=producer_name)
+        watcher = Watcher(settings, producer, producer_name=producer_name, whitelist=whitelist,
+                          blacklist=blacklist)
         restore = _stop_on_signals(watcher.stop)
         try:
             watcher.run()

@@ -32,7 +32,8 @@ def test_legacy_test_analysis_001() -> None:
     folder = TEST_ANALYSIS_001.absolute()
     assert (spec.name, spec.genepanel_name, spec.genepanel_version) == ("TestAnalysis-001", "HBOC", "v1.0.0")
     assert spec.priority == 1 and spec.date_requested is None
-    assert spec.properties == {"type": "exome"}
+    # ELLA's legacy reader keeps only name, panel, VCF, PED, priority and dates ("type" is dropped).
+    assert spec.properties == {}
     assert spec.vcfs == [
         VcfSpec(
             path=folder / "TestAnalysis-001.vcf",
@@ -102,7 +103,9 @@ def test_modern_analysis_with_several_vcfs(tmp_path: Path) -> None:
         2,
     )
     assert spec.date_requested == dt.datetime(2023, 5, 17, tzinfo=dt.UTC)
-    assert spec.report == "inline report" and spec.warnings == "careful"
+    # ELLA's AnalysisConfigData.__init__: report/warnings are always the files' content (None
+    # when absent); the .analysis keys are overwritten.
+    assert spec.report is None and spec.warnings == "careful"
     assert spec.vcfs == [
         VcfSpec(folder / "trio.vcf", folder / "trio.ped", "HTS", "gatk"),
         VcfSpec(folder / "sanger.vcf", None, "Sanger", None),
@@ -203,9 +206,19 @@ def test_malformed_json_names_line_and_column(tmp_path: Path) -> None:
                 "genepanel_version": "v1",
                 "data": [{"vcf": "a.vcf"}],
                 "name": "A",
-                "priority": 4,
+                "priority": 1.5,
             },
-            "priority 4",
+            "priority 1.5",
+        ),
+        (
+            {
+                "genepanel_name": "P",
+                "genepanel_version": "v1",
+                "data": [{"vcf": "a.vcf"}],
+                "name": "A",
+                "priority": 40000,
+            },
+            "priority 40000",
         ),
         (
             {
@@ -217,8 +230,8 @@ def test_malformed_json_names_line_and_column(tmp_path: Path) -> None:
             "data[0].technology is 'WGS'",
         ),
         (
-            {"genepanel_name": "P", "genepanel_version": "v1", "data": [], "name": "A"},
-            "'data' is missing or empty",
+            {"genepanel_name": "P", "genepanel_version": "v1", "data": {"vcf": "a.vcf"}, "name": "A"},
+            "'data' is dict",
         ),
         ({"genepanel_name": "P", "data": [{"vcf": "a.vcf"}], "name": "A"}, "'genepanel_version' is missing"),
         (
@@ -245,7 +258,7 @@ def test_modern_config_errors(tmp_path: Path, config: dict, fragment: str) -> No
 @pytest.mark.parametrize(
     ("files", "fragment"),
     [
-        ({"A.analysis": json.dumps({"name": "A", "params": {"genepanel": "HBOC_v1.0.0"}})}, "the VCF file"),
+        ({"A.analysis": json.dumps({"name": "A", "params": {"genepanel": "HBOC_v1.0.0"}})}, "no VCF file"),
         (
             {"A.analysis": json.dumps({"name": "A", "params": {"genepanel": "HBOCv1"}}), "A.vcf": ""},
             "params.genepanel is 'HBOCv1'",
@@ -273,3 +286,70 @@ def test_copy_of_test_analysis_keeps_working(tmp_path: Path) -> None:
     (copy / "report.txt").unlink()
     spec = load_analysis_folder(copy)
     assert spec.report is None and spec.vcfs[0].path == copy / "TestAnalysis-001.vcf"
+
+
+# --- ELLA 1.17.2 rules (src/vardb/deposit/analysis_config.py: AnalysisConfigData) ------------------
+
+MODERN = {"name": "M-1", "genepanel_name": "P", "genepanel_version": "v1", "data": [{"vcf": "a.vcf"}]}
+
+
+def test_modern_date_analysis_requested_is_accepted_and_unused(tmp_path: Path) -> None:
+    # ELLA's SCHEMA lists date_analysis_requested as optional; nothing reads it for a modern file.
+    config = {**MODERN, "date_analysis_requested": "2023-02-01"}
+    spec = load_analysis_folder(make_folder(tmp_path, "M", {"M.analysis": json.dumps(config), "a.vcf": ""}))
+    assert spec.date_requested is None
+
+
+def test_legacy_date_analysis_requested_wins_over_date_requested(tmp_path: Path) -> None:
+    # ELLA's _init_from_legacy_analysis_file loops over (date_requested, date_analysis_requested):
+    # the later key overwrites the earlier one.
+    legacy = {"name": "L", "params": {"genepanel": "P_v1"}, "date_requested": "2023-01-01",
+              "date_analysis_requested": "2023-02-01", "type": "exome"}
+    spec = load_analysis_folder(make_folder(tmp_path, "L", {"L.analysis": json.dumps(legacy), "L.vcf": ""}))
+    assert spec.date_requested == dt.datetime(2023, 2, 1, tzinfo=dt.UTC)
+    assert spec.properties == {}  # legacy extra keys (type, ...) are not kept
+
+
+def test_legacy_vcf_is_the_first_vcf_in_the_folder(tmp_path: Path) -> None:
+    # ELLA's __find_analysis_vcfs: sorted rglob("*.vcf*") filtered to .vcf/.vcf.gz; legacy uses [0].
+    legacy = {"name": "L", "params": {"genepanel": "P_v1"}}
+    folder = make_folder(tmp_path, "L", {"L.analysis": json.dumps(legacy), "Sample-1.HBOC.vcf.gz": "",
+                                         "zz.vcf": "", "a.vcf.tbi": "", "L.ped": ""})
+    spec = load_analysis_folder(folder)
+    pairs = [(v.path.name, v.ped.name if v.ped else None) for v in spec.vcfs]
+    assert pairs == [("Sample-1.HBOC.vcf.gz", "L.ped")]
+
+
+def test_modern_empty_data_is_an_analysis_without_samples(tmp_path: Path) -> None:
+    # ELLA's DEFAULTS give "data": [] and import_vcf loops over no VCF: analysis, no samples.
+    empty = {"M.analysis": json.dumps({**MODERN, "data": []})}
+    spec = load_analysis_folder(make_folder(tmp_path, "M", empty))
+    assert spec.vcfs == []
+
+
+@pytest.mark.parametrize("priority", [0, 3, 4, 17, -1])
+def test_any_integer_priority(tmp_path: Path, priority: int) -> None:
+    # ELLA's schema: "priority": {"type": "integer"}; AnalysisInterpretationImporter.process stores it
+    # on the interpretation log (none for 0).
+    config = {**MODERN, "priority": priority}
+    spec = load_analysis_folder(make_folder(tmp_path, "M", {"M.analysis": json.dumps(config), "a.vcf": ""}))
+    assert spec.priority == priority
+
+
+def test_warnings_and_report_only_from_the_files(tmp_path: Path) -> None:
+    # ELLA's AnalysisConfigData.__init__ sets self["warnings"]/self["report"] from warnings.txt and
+    # report.txt after reading the .analysis file: the keys never survive, absent files give None.
+    config = {**MODERN, "warnings": "from the key", "report": "from the key"}
+    spec = load_analysis_folder(make_folder(tmp_path, "M", {"M.analysis": json.dumps(config), "a.vcf": ""}))
+    assert (spec.warnings, spec.report) == (None, None)
+    folder = make_folder(tmp_path, "N", {"N.analysis": json.dumps(config), "a.vcf": "", "report.txt": "file"})
+    assert (load_analysis_folder(folder).warnings, load_analysis_folder(folder).report) == (None, "file")
+
+
+def test_no_analysis_file_pairs_ped_by_name_before_first_dot(tmp_path: Path) -> None:
+    # ELLA's _init_from_folder: ped.stem == vcf.stem.split(".")[0].
+    folder = make_folder(tmp_path, "Diag-7.PANEL_v01", {"Diag-7.PANEL_v01.vcf": "", "Diag-7.ped": "",
+                                                        "Other.x.vcf.gz": "", "Other.x.ped": ""})
+    spec = load_analysis_folder(folder)
+    assert [(v.path.name, v.ped.name if v.ped else None) for v in spec.vcfs] == [
+        ("Diag-7.PANEL_v01.vcf", "Diag-7.ped"), ("Other.x.vcf.gz", None)]

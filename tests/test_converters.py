@@ -91,13 +91,20 @@ def test_keyvalue_failed_cast_throws_or_skips() -> None:
     assert lenient({"HEMI": "n/a", "AC": "3"}) == {"f": {"ac": 3}}
 
 
-def test_missing_and_dot_values_produce_nothing() -> None:
+def test_missing_values_produce_nothing_and_dot_is_stored_as_ella_does() -> None:
+    # ELLA reads INFO with cyvcf2: Integer/Float '.' is None, String '.' is ".", and its
+    # KeyValueConverter stores what the cast gives (identity: None -> null, "." -> ".").
+    header = {"AC": {"Number": "1", "Type": "Integer"}, "NOTE": {"Number": "1", "Type": "String"}}
     build = build_annotation_builder(
-        config("keyvalue", {"source": "AC", "target": "x", "target_type": "int"}), {}
+        config("keyvalue", {"source": "AC", "target": "x", "target_type": "int"},
+               {"source": "NOTE", "target": "note"}), header
     )
     assert build({}) is None
-    assert build({"AC": "."}) is None
     assert build({"OTHER": "1"}) is None
+    assert build({"AC": ""}) is None
+    # int(None) fails in ELLA (the import is rejected); Annostream stores null (lenient)
+    assert build({"AC": "."}) == {"x": None}
+    assert build({"NOTE": "."}) == {"note": "."}
 
 
 # --- json / clinvarjson -------------------------------------------------------------------------
@@ -294,18 +301,20 @@ def test_references_from_hgmd_and_clinvar_in_config_order() -> None:
         "HGMD__extrarefs": "1|T|A|F|2008|14||875|FCR|BRCA2||,2|T|A|F|2008|||1|APR|BRCA2|Fanconi@#SPanemia|,"
         "x|T|A|F|2008|||1|SAR|BRCA2||,3|T|A|F|2008|||1|XXX|BRCA2||note",
     }
+    # ELLA's AnnotationImporter._extract_annotation_from_record: references sorted by pubmed_id
+    # (the config order only decides ties).
     assert build(info) == {
         "references": [
-            {
-                "pubmed_id": 8589730,
-                "source": "HGMD",
-                "source_info": "Primary literature report. aka 279delAC",
-            },
             {"pubmed_id": 1, "source": "HGMD", "source_info": "Functional characterisation. No comments."},
             {"pubmed_id": 2, "source": "HGMD", "source_info": "Additional phenotype. Fanconi anemia"},
             {"pubmed_id": 3, "source": "HGMD", "source_info": "Reftag not specified. note"},
             {"pubmed_id": 111, "source": "CLINVAR", "source_info": ""},
             {"pubmed_id": 222, "source": "CLINVAR", "source_info": ""},
+            {
+                "pubmed_id": 8589730,
+                "source": "HGMD",
+                "source_info": "Primary literature report. aka 279delAC",
+            },
         ],
         "external": {"HGMD": {"acc_num": "CM1", "disease": "Breast cancer,familial", "tag": "DM"}},
     }

@@ -12,6 +12,7 @@ import yaml
 from engine.deposit.annotation_config import DEFAULT_CONFIG_PATH
 from engine.deposit.converters import build_annotation_builder, worst_consequence
 from engine.deposit.converters.vep import hgvsc_distances, short_hgvsc
+from engine.deposit.hgnc import HgncRow, HgncTable, load_hgnc_table, read_hgnc_download, write_hgnc_table
 from engine.errors import AnnotationValueError
 
 VCF = Path(__file__).parent / "data" / "converters" / "TestAnalysis-001.vcf"
@@ -84,6 +85,9 @@ ZAR1L = {
     "strand": -1,
     "consequences": ["upstream_gene_variant"],
     "in_last_exon": "no",
+    # ELLA's TranscriptData.as_dict always writes these two (null without HGVSc)
+    "exon_distance": None,
+    "coding_region_distance": None,
 }
 
 
@@ -186,6 +190,15 @@ CSQ_HEADER = {"CSQ": {"Number": ".", "Type": "String", "Description": f"VEP. For
 
 
 def test_source_priority_and_hgnc_resolution() -> None:
+    # ELLA's TranscriptData._convert_required: HGNC_ID, else the Gene column through HGNC's
+    # Ensembl/NCBI ids, else the approved SYMBOL; a missing SYMBOL is the HGNC id's approved symbol.
+    hgnc = HgncTable.from_rows(
+        [
+            HgncRow(11, "GENE1", "ENSG11", "1"),
+            HgncRow(55, "GENE5", "ENSG55", "5"),
+            HgncRow(66, "GENE6", "", ""),
+        ]
+    )
     csq = ",".join(
         [
             "A|missense_variant|GENE1|1|Transcript|NM_1.1|3/3|NM_1.1:c.5A>T|1||YES|RefSeq",
@@ -194,9 +207,11 @@ def test_source_priority_and_hgnc_resolution() -> None:
             "A|intron_variant|GENE2|2|Transcript|NM_2.1||NM_2.1:c.5-3A>T|-1|||RefSeq",
             "A|intron_variant|GENE3|3|Transcript|XM_3.1||XM_3.1:c.5-3A>T|-1|HGNC:33||RefSeq",
             "A|intron_variant|GENE4|4|Transcript|ENST4||ENST4:c.5-3A>T|-1|HGNC:44||",
+            "A|non_coding_transcript_exon_variant||ENSG55|Transcript|NR_5.1|1/1||1|||RefSeq",
+            "A|upstream_gene_variant|GENE6|6|Transcript|NR_6.1||||||RefSeq",
         ]
     )
-    build = vep_builder(CSQ_HEADER, hgnc_by_symbol={"GENE1": 11})
+    build = vep_builder(CSQ_HEADER, hgnc=hgnc)
     assert build({"CSQ": csq}) == {
         "transcripts": [
             {
@@ -226,8 +241,50 @@ def test_source_priority_and_hgnc_resolution() -> None:
                 "exon_distance": 0,
                 "coding_region_distance": 0,
             },
+            {  # NR_ kept; HGNC id from Gene (ENSG55), symbol filled from HGNC
+                "transcript": "NR_5.1",
+                "hgnc_id": 55,
+                "symbol": "GENE5",
+                "is_canonical": False,
+                "in_last_exon": "yes",
+                "strand": 1,
+                "consequences": ["non_coding_transcript_exon_variant"],
+                "exon": "1/1",
+                "exon_distance": None,
+                "coding_region_distance": None,
+            },
         ]
-    }  # NM_2.1: no HGNC id anywhere; XM_3.1: not NM_/ENST
+    }  # NM_2.1: no HGNC id anywhere; XM_3.1: not NM_/NR_/ENST; NR_6.1: no STRAND
+
+
+def test_packaged_hgnc_table_has_release_licence_and_ellas_ids() -> None:
+    table = load_hgnc_table()
+    assert table.info["release"].startswith("2020-02-11") and "CC0" in table.info["licence"]
+    # BRCA2 by symbol, Ensembl and NCBI gene id; RMRP (an NR_-only gene) by symbol
+    assert (
+        table.id_by_symbol["BRCA2"] == table.id_by_gene["ENSG00000139618"] == table.id_by_gene["675"] == 1101
+    )
+    assert table.symbol_by_id[table.id_by_symbol["RMRP"]] == "RMRP"
+
+
+def test_hgnc_table_built_from_hgncs_complete_set(tmp_path: Path) -> None:
+    download = tmp_path / "hgnc_complete_set.txt"
+    download.write_text(
+        "hgnc_id\tsymbol\tname\tstatus\tentrez_id\tensembl_gene_id\n"
+        "HGNC:1101\tBRCA2\tBRCA2 DNA repair\tApproved\t675\tENSG00000139618\n"
+        "HGNC:99\tOLD1\twithdrawn\tEntry Withdrawn\t999\t\n"
+    )
+    out = tmp_path / "hgnc.tsv.gz"
+    assert (
+        write_hgnc_table(read_hgnc_download(download), out, release="2026-01-06", source=str(download)) == 2
+    )
+    table = load_hgnc_table(out)
+    assert table.id_by_symbol == {"BRCA2": 1101} and table.id_by_gene == {
+        "675": 1101,
+        "ENSG00000139618": 1101,
+        "999": 99,
+    }
+    assert table.info["release"] == "2026-01-06"
 
 
 def test_duplicate_transcript_without_priority_is_an_error() -> None:
@@ -280,3 +337,28 @@ def test_whole_test_analysis_with_shipped_config(test_analysis: Any) -> None:
         "missense_variant",
         "stop_gained",
     ]
+
+
+def test_hgnc_build_and_info_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from engine.cli import app, register_commands
+    from engine.config import get_settings
+
+    download = tmp_path / "hgnc_complete_set.txt"
+    download.write_text("hgnc_id\tsymbol\tstatus\tentrez_id\tensembl_gene_id\n"
+                        "HGNC:10031\tRMRP\tApproved\t6023\tENSG00000269900\n")
+    out = tmp_path / "hgnc.tsv.gz"
+    register_commands()
+    runner = CliRunner()
+    built = runner.invoke(app, ["hgnc", "build", str(download), "-o", str(out), "--release", "2026-01-06"])
+    assert built.exit_code == 0, built.output
+    assert "1 HGNC entries, release 2026-01-06" in built.output
+    monkeypatch.setenv("ANNOSTREAM_HGNC_TABLE", str(out))
+    get_settings.cache_clear()
+    try:
+        info = runner.invoke(app, ["hgnc", "info"])
+    finally:
+        get_settings.cache_clear()
+    assert info.exit_code == 0, info.output
+    assert f"file: {out}" in info.output and "release: 2026-01-06" in info.output and "CC0" in info.output

@@ -15,6 +15,7 @@ import pytest
 from engine.config import Settings, load_settings
 from engine.errors import InputError
 from engine.folders import (
+    DestinationExistsError,
     move_folder,
     move_to_failed,
     move_to_imported,
@@ -47,22 +48,36 @@ def test_move_to_imported_is_a_rename(settings: Settings) -> None:
     assert (moved / "Diag-1.vcf").read_text() == "vcf"
 
 
-def test_taken_destination_gets_a_suffix_and_is_not_touched(settings: Settings) -> None:
+def test_taken_destination_in_analyses_path_leaves_the_folder_in_incoming(settings: Settings) -> None:
+    # ELLA's AnalysisWatcher.check_and_import: "<name> already exists in <dest>. Skipping." and the
+    # folder stays in incoming; it is never renamed (ELLA's IGV reads ANALYSES_PATH/<name>/tracks).
     first = move_to_imported(analysis(settings, "Diag-1", "first"), settings)
-    second = move_to_imported(analysis(settings, "Diag-1", "second"), settings)
-    third = move_to_imported(analysis(settings, "Diag-1", "third"), settings)
-    assert first.name == "Diag-1"
-    assert second.name.startswith("Diag-1.") and third.name.startswith("Diag-1.")
-    assert len({first, second, third}) == 3
-    assert [(p / "Diag-1.vcf").read_text() for p in (first, second, third)] == ["first", "second", "third"]
+    second = analysis(settings, "Diag-1", "second")
+    with pytest.raises(DestinationExistsError, match="already has a folder named Diag-1") as raised:
+        move_to_imported(second, settings)
+    assert raised.value.file == str(settings.analyses_path / "Diag-1")
+    assert "annostream publish" in (raised.value.expected or "")
+    assert (second / "Diag-1.vcf").read_text() == "second"
+    assert (first / "Diag-1.vcf").read_text() == "first"
+    assert sorted(p.name for p in settings.analyses_path.iterdir()) == ["Diag-1"]
+
+
+def test_taken_name_in_failed_gets_a_suffix(settings: Settings) -> None:
+    error = {"stage": "persist", "message": "bad"}
+    first = move_to_failed(analysis(settings, "Diag-1", "first"), settings, error)
+    second = move_to_failed(analysis(settings, "Diag-1", "second"), settings, error)
+    assert first.name == "Diag-1" and second.name.startswith("Diag-1.")
+    assert [(p / "Diag-1.vcf").read_text() for p in (first, second)] == ["first", "second"]
 
 
 def test_an_empty_directory_at_the_destination_is_not_replaced(settings: Settings) -> None:
     # rename(2) would silently replace an empty directory; the move must not.
     squatter = settings.analyses_path / "Diag-1"
     squatter.mkdir(parents=True)
-    moved = move_to_imported(analysis(settings, "Diag-1"), settings)
-    assert moved != squatter
+    folder = analysis(settings, "Diag-1")
+    with pytest.raises(DestinationExistsError):
+        move_to_imported(folder, settings)
+    assert folder.is_dir()
     assert squatter.is_dir() and not any(squatter.iterdir())
 
 
@@ -80,6 +95,8 @@ def test_move_to_failed_writes_error_json_then_moves(settings: Settings) -> None
 
 
 def test_concurrent_moves_of_same_named_folders_lose_nothing(settings: Settings) -> None:
+    # Twelve movers race for one name in ANALYSES_PATH: exactly one wins, the others stay where
+    # they were (DestinationExistsError), nothing is overwritten or lost.
     sources = []
     for number in range(12):
         folder = settings.analyses_incoming / f"batch{number}" / "Diag-3"
@@ -88,19 +105,24 @@ def test_concurrent_moves_of_same_named_folders_lose_nothing(settings: Settings)
         sources.append(folder)
     start = threading.Barrier(len(sources))
     results: list[Path] = []
+    refused: list[Path] = []
 
     def move(folder: Path) -> None:
         start.wait()
-        results.append(move_to_imported(folder, settings))
+        try:
+            results.append(move_to_imported(folder, settings))
+        except DestinationExistsError:
+            refused.append(folder)
 
     threads = [threading.Thread(target=move, args=(folder,)) for folder in sources]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(set(results)) == 12
-    assert sorted(int((p / "n.txt").read_text()) for p in results) == list(range(12))
-    assert not any(folder.exists() for folder in sources)
+    assert results == [settings.analyses_path / "Diag-3"] and len(refused) == 11
+    assert all(folder.is_dir() for folder in refused)
+    winner = int((results[0] / "n.txt").read_text())
+    assert sorted([winner, *(int((f / "n.txt").read_text()) for f in refused)]) == list(range(12))
 
 
 @pytest.fixture

@@ -98,17 +98,20 @@ def test_phenotype_symbol_mismatch_is_a_warning(tmp_path: Path) -> None:
     assert ":3: HGNC id 1100 is BRCC1 here but BRCA1" in warnings[0]
 
 
-@pytest.mark.parametrize(
-    ("transcript_name", "expected"),
-    [
-        ("NM_007294.3", "RefSeq"),
-        ("ENST00000357654", "Ensembl"),
-        ("LRG_292t1", "LRG"),
-        ("NR_003051.3", "RefSeq"),
-    ],
-)
-def test_transcript_type_follows_the_accession(transcript_name: str, expected: str) -> None:
-    assert transcript_type(transcript_name) == expected
+@pytest.mark.parametrize("transcript_name", ["NM_007294.3", "ENST00000357654", "LRG_292t1", "NR_003051.3"])
+def test_transcript_type_is_what_ellas_deposit_writes(transcript_name: str) -> None:
+    # ELLA 1.17.2 deposit_genepanel.TranscriptRecord.as_row: "type": "RefSeq" for every transcript.
+    assert transcript_type(transcript_name) == "RefSeq"
+
+
+def test_empty_coding_start_and_end_are_a_non_coding_transcript(tmp_path: Path) -> None:
+    # ELLA's TranscriptRecord.validate_coding_start_end: a falsy value is None (NULL in transcript).
+    def non_coding(lines: list[str]) -> list[str]:
+        return _edit_line(BRCA2_LINE, 11, "")(_edit_line(BRCA2_LINE, 10, "")(lines))
+
+    transcripts = read_genepanel_folder(copy_panel(tmp_path, edit_transcripts=non_coding)).transcripts
+    brca2 = next(t for t in transcripts if t.transcript_name == "NM_000059.3")
+    assert (brca2.cds_start, brca2.cds_end) == (None, None)
 
 
 def test_split_panel_name_follows_ella() -> None:

@@ -117,7 +117,8 @@ def test_ped_line_errors(tmp_path: Path, rows: list[str], line: int, fragment: s
         (["F P 0 0 1 2 0", "F S 0 0 1 1 0"], ["P", "S"], "0 probands", True),
         (["F P 0 0 1 2 1", "G S 0 0 1 1 0"], ["P", "S"], "several families", True),
         (["F P 0 0 1 2 1"], ["P", "S"], "VCF samples ['S'] are not in the PED", False),
-        (["F P 0 0 1 2 1", "F S 0 0 1 1 0"], ["P"], "PED samples ['S'] are not columns", True),
+        # a PED sample absent from the VCF named as a parent: ELLA fails too (next() finds no row)
+        (["F P D 0 1 2 1", "F D 0 0 1 1 0"], ["P"], "father ['D'] is not a sample", True),
         (
             ["F P D1 0 1 2 1", "F S D2 0 1 1 0", "F D1 0 0 1 1 0", "F D2 0 0 1 1 0"],
             ["P", "S", "D1", "D2"],
@@ -149,3 +150,13 @@ def test_unknown_technology_and_missing_ped(tmp_path: Path) -> None:
         resolve_samples(Path("x.vcf"), ["S"], tmp_path / "missing.ped", "HTS")
     with pytest.raises(InputError, match="no sample columns"):
         resolve_samples(Path("x.vcf"), [], None, "HTS")
+
+
+def test_ped_samples_absent_from_the_vcf_are_ignored(tmp_path: Path) -> None:
+    # ELLA's SampleImporter.process looks up only the VCF's sample names in the PED: a listed
+    # sibling who was not sequenced is ignored (ella-cases: ped-extra-sample).
+    ped = write_ped(tmp_path, "F P F1 M1 1 2 1", "F F1 0 0 1 1 0", "F M1 0 0 2 1 0", "F S2 F1 M1 2 1 0")
+    samples = resolve_samples(tmp_path / "x.vcf", ["P", "F1", "M1"], ped, "HTS")
+    assert [s.identifier for s in samples] == ["P", "F1", "M1"]
+    assert (samples[0].father_identifier, samples[0].mother_identifier) == ("F1", "M1")
+    assert all(s.sibling_identifier is None for s in samples)

@@ -107,8 +107,10 @@ BAD_INPUTS = {
         "gene panel NOPE_v9.9.9 is not in the database"),
     "ped column count": (lambda f: replace_line(f, PED, 2, lambda line: line + "\textra"), PED, 2, "column"),
     "two probands": (lambda f: replace_line(f, PED, 2, lambda line: line[:-1] + "1"), PED, None, "proband"),
+    # ELLA's SampleImporter.process ignores PED lines of samples the VCF lacks; the VCF sample the
+    # PED then misses is the error
     "ped sample not in vcf": (lambda f: replace_line(f, PED, 3, lambda line: line.replace(
-        "TestSample-003", "Stranger-9")), PED, 3, "Stranger-9"),
+        "TestSample-003", "Stranger-9")), VCF, None, "TestSample-003"),
     "non-numeric POS": (record_edit(1, "12x"), VCF, "first record", "POS"),
     "illegal ALT characters": (record_edit(4, "G!"), VCF, "first record", "ALT"),
     "missing GT": (lambda f: replace_line(f, VCF, first_record_line(f), lambda line: line.replace(
@@ -154,10 +156,16 @@ def test_bad_input_is_explained_everywhere(settings: Settings, case: str) -> Non
 def test_same_name_with_different_content_is_rejected(settings: Settings) -> None:
     assert run(settings, make_folder(settings, "Twice-001"))[0].topic == TOPICS.imported
     again = make_folder(settings, "Twice-001", lambda f: (f / "warnings.txt").write_text("changed"))
+    # As ELLA's watcher: while ANALYSES_PATH holds a folder of that name, it stays in incoming.
+    published = run(settings, again)
+    assert [message.topic for message in published] == ["t.analysis.failed"]
+    assert "already has a folder named Twice-001" in orjson.loads(published[0].value)["error"]["message"]
+    assert again.is_dir() and not any(settings.analyses_failed.iterdir())
+    # With the old folder archived elsewhere, the name is still taken in the database.
+    shutil.move(settings.analyses_path / "Twice-001", settings.data_dir / "archived-Twice-001")
     published = run(settings, again)
     assert [message.topic for message in published] == [TOPICS.failed]
     assert "already imported" in orjson.loads(published[0].value)["error"]["message"]
-    assert (settings.analyses_path / "Twice-001").is_dir()
     assert next(settings.analyses_failed.glob("Twice-001*/error.json"))
 
 

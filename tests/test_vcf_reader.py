@@ -240,7 +240,9 @@ def test_cnv_haploid_and_copy_number(tmp_path: Path) -> None:
     assert [deletion.samples[s].copy_number for s in "PFM"] == [1, 2, 2]
     # ELLA counts an uncalled duplication as the proband's
     assert dup.allele.change_type == "dup" and dup.allele.open_end_position == 5000
-    assert dup.samples["P"].type == "No coverage" and dup.samples["P"].copy_number == 3
+    # ELLA's BlockIterator.iter_blocks: an uncalled sample on a CNV duplication counts as covered
+    assert dup.samples["P"].type == "Reference" and dup.samples["P"].copy_number == 3
+    assert dup.samples["M"].type == "Reference"
     assert [haploid.samples[s].type for s in "PFM"] == ["Homozygous", "Reference", "No coverage"]
 
 

@@ -39,8 +39,8 @@ class TranscriptOut(ApiModel):
     tx_start: int
     tx_end: int
     strand: str
-    cds_start: int
-    cds_end: int
+    cds_start: int | None  # None: non-coding transcript
+    cds_end: int | None
     exon_starts: list[int]
     exon_ends: list[int]
     inheritance: str  # this panel's inheritance for the transcript

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "engine.cli.deposit",  # deposit genepanel
     "engine.cli.ops_cmd",  # status, replay, smoke
     "engine.cli.release_cmd",  # reanalyse, reannotate
+    "engine.cli.hgnc_cmd",  # hgnc build | info
     "engine.cli.retry_cmd",  # retry
     "engine.cli.parked_cmd",  # parked list | retry | drop
 )

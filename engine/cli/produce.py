@@ -22,7 +22,13 @@ def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
 
 
-def watch(producer: ProducerOption = None) -> None:
+PatternsOption = Annotated[list[str] | None, typer.Option(
+    help="Regex (ELLA's re.match: a prefix match on the analysis name); repeat for several. "
+         "Replaces the list file, as in ELLA's watcher.")]
+
+
+def watch(producer: ProducerOption = None, whitelist: PatternsOption = None,
+          blacklist: PatternsOption = None) -> None:
     """Watch ANALYSES_INCOMING; publish analysis.ready for each folder with a READY marker.
 
     Needs KAFKA_BOOTSTRAP_SERVERS. Stops cleanly on SIGTERM/SIGINT.
@@ -32,7 +38,7 @@ def watch(producer: ProducerOption = None) -> None:
     with one_line_errors():
         settings = load_settings()
         configure_logging(settings)
-        run_watcher(settings, producer_name=producer)
+        run_watcher(settings, producer_name=producer, whitelist=whitelist, blacklist=blacklist)
 
 
 def publish(

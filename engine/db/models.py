@@ -97,7 +97,8 @@ class SampleType(enum.StrEnum):
 
 class Sample(Base):
     __tablename__ = "sample"
-    __table_args__ = (sa.UniqueConstraint("analysis_id", "identifier"),)
+    # No unique (analysis_id, identifier): as in ELLA, each VCF of an analysis has its own sample
+    # rows (an HTS trio plus a Sanger proband is two rows for the proband).
 
     id: Mapped[int] = mapped_column(primary_key=True)
     identifier: Mapped[str] = mapped_column(sa.String)
@@ -266,8 +267,8 @@ class Transcript(Base):
     tx_start: Mapped[int] = mapped_column(sa.Integer)
     tx_end: Mapped[int] = mapped_column(sa.Integer)
     strand: Mapped[str] = mapped_column(sa.String(1))
-    cds_start: Mapped[int] = mapped_column(sa.Integer)
-    cds_end: Mapped[int] = mapped_column(sa.Integer)
+    cds_start: Mapped[int | None] = mapped_column(sa.Integer)  # NULL: non-coding transcript (ELLA)
+    cds_end: Mapped[int | None] = mapped_column(sa.Integer)
     exon_starts: Mapped[list[int]] = mapped_column(IntArray)
     exon_ends: Mapped[list[int]] = mapped_column(IntArray)
 

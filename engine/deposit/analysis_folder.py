@@ -3,16 +3,21 @@
 Three forms, as in ELLA:
 
 * modern ``.analysis`` JSON: ``name``, ``genepanel_name``, ``genepanel_version``, ``priority``,
-  ``date_requested``, ``report``, ``warnings`` and ``data`` (one entry per VCF: ``vcf``, ``ped``,
-  ``technology``, ``callerName``); any other key is an error;
-* legacy ``.analysis`` JSON (has ``params``): ``params.genepanel`` is ``NAME_VERSION``, the VCF and
-  PED are the files named like the ``.analysis`` file, ``priority`` may be a string, other keys
-  (such as ``type``) become properties;
+  ``date_requested``, ``date_analysis_requested`` (accepted and unused, as in ELLA), ``report``,
+  ``warnings`` and ``data`` (one entry per VCF: ``vcf``, ``ped``, ``technology``, ``callerName``;
+  ``[]`` is an analysis without samples); any other key is an error;
+* legacy ``.analysis`` JSON (has ``params``): ``params.genepanel`` is ``NAME_VERSION``, the VCF is
+  the first ``*.vcf``/``*.vcf.gz`` under the ``.analysis`` file's folder (sorted), the PED the
+  ``.ped`` named like the ``.analysis`` file, ``priority`` may be a string,
+  ``date_analysis_requested`` wins over ``date_requested``; other keys are ignored;
 * no ``.analysis`` file: name and gene panel come from the folder name
   (``<anything>[.-]<panel>[-_]<version>``), every ``*.vcf``/``*.vcf.gz`` is one VCF, paired with the
-  ``.ped`` of the same stem.
+  ``.ped`` whose stem is the VCF's name before its first dot (``Diag-7.PANEL_v01.vcf`` +
+  ``Diag-7.ped``).
 
-``warnings.txt`` and ``report.txt`` in the folder are read into the spec.
+``warnings`` and ``report`` are always the content of ``warnings.txt`` and ``report.txt`` (None
+when the file is absent), never the ``.analysis`` keys (ELLA's ``AnalysisConfigData.__init__``).
+Priority is any integer (ELLA stores it on the interpretation log; 0 means none).
 """
 
 from __future__ import annotations
@@ -37,14 +42,14 @@ MODERN_KEYS = {
     "genepanel_version",
     "priority",
     "date_requested",
+    "date_analysis_requested",
     "report",
     "warnings",
     "data",
 }
 DATA_KEYS = {"vcf", "ped", "technology", "callerName"}
-LEGACY_KNOWN_KEYS = {"name", "params", "priority", "date_requested"}
-PRIORITIES = (1, 2, 3)
-VCF_SUFFIXES = (".vcf", ".vcf.gz")
+# analysis.priority is a SMALLINT (ELLA's interpretationlog.priority an INTEGER).
+PRIORITY_RANGE = (-32768, 32767)
 
 
 #: Bounds on the .analysis file (Settings: ANNOSTREAM_MAX_ANALYSIS_FILE_BYTES, ANNOSTREAM_MAX_JSON_DEPTH).
@@ -74,14 +79,14 @@ def load_analysis_folder(folder: Path, *, max_analysis_bytes: int = DEFAULT_MAX_
     spec = (_from_analysis_file(folder, analysis_files[0], limits) if analysis_files
             else _from_folder_name(folder))
     check_analysis_name(spec.name, file=str(analysis_files[0] if analysis_files else folder))
-    spec.warnings = _read_text(folder / "warnings.txt", spec.warnings)
-    spec.report = _read_text(folder / "report.txt", spec.report)
+    spec.warnings = _read_text(folder / "warnings.txt")
+    spec.report = _read_text(folder / "report.txt")
     return spec
 
 
-def _read_text(path: Path, fallback: str | None) -> str | None:
+def _read_text(path: Path) -> str | None:
     if not path.is_file():
-        return fallback
+        return None
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -160,12 +165,15 @@ def _string(path: Path, content: dict[str, Any], key: str) -> str:
 
 
 def _priority(path: Path, value: Any) -> int:
+    """Any integer, as ELLA (an integer-valued string too: lenient, ELLA's schema rejects it)."""
     try:
         priority = int(value)
     except (TypeError, ValueError):
-        priority = -1
-    if isinstance(value, bool | float) or priority not in PRIORITIES:
-        raise InputError(f"priority {value!r}", file=str(path), expected="priority 1, 2 or 3")
+        priority = None
+    low, high = PRIORITY_RANGE
+    if isinstance(value, bool | float) or priority is None or not low <= priority <= high:
+        raise InputError(f"priority {value!r}", file=str(path),
+                         expected=f"an integer priority ({low}..{high}; 1 normal, 2 high, 3 urgent)")
     return priority
 
 
@@ -206,16 +214,13 @@ def _from_modern(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisS
     unknown = sorted(set(content) - MODERN_KEYS)
     if unknown:
         raise InputError(f"unknown keys {unknown}", file=str(path), expected=f"only {sorted(MODERN_KEYS)}")
-    data = content.get("data")
-    if not isinstance(data, list) or not data:
+    data = content.get("data", [])
+    if not isinstance(data, list):
         raise InputError(
-            "'data' is missing or empty",
+            f"'data' is {type(data).__name__}",
             file=str(path),
-            expected='"data": [{"vcf": ..., "ped": ..., "technology": "HTS"}, ...]',
+            expected='"data": [{"vcf": ..., "ped": ..., "technology": "HTS"}, ...] ([] for no samples)',
         )
-    for key in ("report", "warnings"):
-        if content.get(key) is not None and not isinstance(content[key], str):
-            raise InputError(f"{key!r} is not text", file=str(path), expected=f"{key!r} a string or null")
     return AnalysisSpec(
         name=_string(path, content, "name"),
         genepanel_name=_string(path, content, "genepanel_name"),
@@ -223,8 +228,6 @@ def _from_modern(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisS
         folder=folder,
         priority=_priority(path, content.get("priority", 1)),
         date_requested=_date_requested(path, content.get("date_requested")),
-        report=content.get("report"),
-        warnings=content.get("warnings"),
         vcfs=[_data_entry(folder, path, i, entry) for i, entry in enumerate(data)],
     )
 
@@ -273,26 +276,36 @@ def _from_legacy(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisS
             expected='params.genepanel as "NAME_VERSION", e.g. "HBOC_v1.0.0"',
         )
     stem = path.name[: -len(".analysis")]
-    gzipped = path.parent / f"{stem}.vcf.gz"
-    plain = f"{stem}.vcf"
-    vcf_name = gzipped.name if gzipped.is_file() and not (path.parent / plain).is_file() else plain
-    vcf = _existing_file(path, path.parent, vcf_name, "the VCF")
+    vcfs = _vcf_files(path.parent)
+    if not vcfs:
+        raise InputError("no VCF file next to the legacy .analysis file", file=str(path),
+                         expected="a .vcf or .vcf.gz file in its folder")
     ped = path.parent / f"{stem}.ped"
+    # ELLA's _init_from_legacy_analysis_file: date_analysis_requested, when present, wins.
+    date_key = "date_analysis_requested" if "date_analysis_requested" in content else "date_requested"
     return AnalysisSpec(
         name=_string(path, content, "name"),
         genepanel_name=parts[0],
         genepanel_version=parts[1],
         folder=folder,
         priority=_priority(path, content.get("priority", 1)),
-        date_requested=_date_requested(path, content.get("date_requested")),
-        vcfs=[VcfSpec(path=vcf, ped=ped if ped.is_file() else None, technology="HTS")],
-        properties={k: v for k, v in content.items() if k not in LEGACY_KNOWN_KEYS},
+        date_requested=_date_requested(path, content.get(date_key)),
+        vcfs=[VcfSpec(path=vcfs[0], ped=ped if ped.is_file() else None, technology="HTS")],
     )
 
 
-def _vcf_stem(path: Path) -> str:
-    name = path.name
-    return next(name[: -len(s)] for s in sorted(VCF_SUFFIXES, key=len, reverse=True) if name.endswith(s))
+def _vcf_files(folder: Path) -> list[Path]:
+    """ELLA's ``__find_analysis_vcfs``: every ``*.vcf``/``*.vcf.gz`` under ``folder``, sorted."""
+    return sorted(p for p in folder.rglob("*.vcf*") if p.is_file() and _is_vcf(p))
+
+
+def _is_vcf(path: Path) -> bool:
+    return path.suffix == ".vcf" or path.suffixes[-2:] == [".vcf", ".gz"]
+
+
+def _ped_key(vcf: Path) -> str:
+    """The PED stem a VCF pairs with: its name before the first dot (ELLA: vcf.stem.split('.')[0])."""
+    return vcf.name.split(".")[0]
 
 
 def _from_folder_name(folder: Path) -> AnalysisSpec:
@@ -303,16 +316,18 @@ def _from_folder_name(folder: Path) -> AnalysisSpec:
             file=str(folder),
             expected="a .analysis file, or a folder named <analysis>.<panel>_<version>",
         )
-    vcfs = sorted(p for suffix in VCF_SUFFIXES for p in folder.rglob(f"*{suffix}") if p.is_file())
+    vcfs = _vcf_files(folder)
     if not vcfs:
         raise InputError(
             "no VCF file in the folder", file=str(folder), expected="at least one .vcf or .vcf.gz"
         )
-    peds = {p.stem: p for p in sorted(folder.rglob("*.ped"))}
+    peds: dict[str, Path] = {}
+    for ped in sorted(folder.rglob("*.ped")):
+        peds.setdefault(ped.stem, ped)
     return AnalysisSpec(
         name=match["name"],
         genepanel_name=match["panel"],
         genepanel_version=match["version"],
         folder=folder,
-        vcfs=[VcfSpec(path=v, ped=peds.get(_vcf_stem(v))) for v in vcfs],
+        vcfs=[VcfSpec(path=v, ped=peds.get(_ped_key(v))) for v in vcfs],
     )

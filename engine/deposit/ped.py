@@ -81,7 +81,11 @@ def _ped_line(path: Path, number: int, raw: str) -> SampleRecord:
 def resolve_samples(
     vcf_path: Path, vcf_sample_ids: list[str], ped: Path | None, technology: str
 ) -> list[SampleRecord]:
-    """The analysis' samples for one VCF, in VCF column order, checked by ELLA's rules."""
+    """The analysis' samples for one VCF, in VCF column order, checked by ELLA's rules.
+
+    PED lines of samples that are not columns of the VCF are ignored (ELLA's
+    ``SampleImporter.process``), unless such a sample is named as a parent: an error.
+    """
     if technology not in TECHNOLOGIES:
         raise InputError(f"technology {technology!r}", file=str(vcf_path), expected=" or ".join(TECHNOLOGIES))
     if not vcf_sample_ids:
@@ -112,15 +116,8 @@ def resolve_samples(
 def _check_same_samples(
     vcf_path: Path, vcf_ids: list[str], ped: Path, by_id: dict[str, SampleRecord]
 ) -> None:
-    # A PED sample missing from the VCF is usually a typo in the PED: name its line first.
-    not_in_vcf = [s for s in by_id if s not in vcf_ids]
-    if not_in_vcf:
-        raise InputError(
-            f"PED samples {not_in_vcf} are not columns of {vcf_path}",
-            file=str(ped),
-            line=_line_of_sample(ped, not_in_vcf[0]),
-            expected=f"exactly the VCF's samples {vcf_ids}",
-        )
+    # ELLA's SampleImporter.process reads only the PED lines of the VCF's samples: other PED
+    # samples (a sibling not sequenced, ...) are ignored, unless named as a parent (_check_family).
     not_in_ped = [s for s in vcf_ids if s not in by_id]
     if not_in_ped:
         raise InputError(
@@ -163,6 +160,7 @@ def _check_family(ped: Path, samples: list[SampleRecord]) -> None:
             raise InputError(
                 f"{role} {sorted(unknown)} is not a sample of the VCF",
                 file=str(ped),
+                line=_line_of_sample(ped, sorted(unknown)[0]),
                 expected=f"the {role} id to be a sample in the PED and VCF, or 0",
             )
 

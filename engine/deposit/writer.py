@@ -14,8 +14,9 @@ talks to.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ __all__ = [
     "WriteResult",
     "delete_analysis",
     "write_analysis",
+    "write_analysis_parts",
     "write_annotations",
 ]
 
@@ -94,49 +96,95 @@ class WriteResult:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+Batches = Iterable[list[VariantRecord] | VariantColumns]
+
+
 def write_analysis(
     session: Session,
     spec: AnalysisSpec,
     samples: list[SampleRecord],
-    batches: Iterable[list[VariantRecord] | VariantColumns],
+    batches: Batches,
     *,
     properties: dict[str, Any] | None = None,
     annotation_config_id: int | None = None,
     bundle_version: str | None = None,
+    empty_documents: bool = False,
 ) -> WriteResult:
     """Store one analysis with its samples and variants; the caller commits.
 
     ``annotation_config_id``/``bundle_version`` are recorded on annotation rows this creates.
     ``batches`` may mix record lists and columnar blocks (``engine.vcf.fastpath``); a columnar
     block is written as one chunk of its own, so it must hold no variant twice (the fast path
-    checks that when it builds one).
+    checks that when it builds one). ``empty_documents``: an allele whose record has no
+    annotation document gets ``{}`` as its current annotation, as ELLA's deposit writes one row
+    for every imported allele (``AnnotationImporter.add``).
+    """
+    parts = [(samples, batches, None)] if samples or spec.vcfs else []
+    return write_analysis_parts(session, spec, parts, properties=properties,
+                                annotation_config_id=annotation_config_id, bundle_version=bundle_version,
+                                empty_documents=empty_documents)
+
+
+def write_analysis_parts(
+    session: Session,
+    spec: AnalysisSpec,
+    parts: Sequence[tuple[list[SampleRecord], Batches, str | None]],
+    *,
+    properties: dict[str, Any] | None = None,
+    annotation_config_id: int | None = None,
+    bundle_version: str | None = None,
+    empty_documents: bool = False,
+) -> WriteResult:
+    """``write_analysis`` with one part per VCF: ``(its samples, its batches, its file)``.
+
+    As ELLA's ``DepositAnalysis.import_vcf`` does for each entry of ``data``, every part gets
+    sample rows of its own (an HTS trio plus a Sanger proband is two rows for the proband), and
+    its genotypes refer to them. No parts: an analysis without samples (``"data": []``).
     """
     target = deposit_target(session)
     analysis_id = insert_analysis(session, target, spec, properties)
-    sample_ids = insert_samples(session, spec, analysis_id, samples)
-    probands = [sample_ids[s.identifier] for s in samples if s.proband]
-    if not probands:
-        raise InputError(
-            f"analysis {spec.name} has no proband sample",
-            file=str(spec.folder),
-            expected="one sample marked as proband",
-        )
-    loader = bulk_loader(session)
-    vcf_file = str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder)
-    encoder = target.encoder_class(loader.row_format)(sample_ids, probands, vcf_file)
-    writer = _VariantWriter(
-        loader, encoder, probands, AnnotationVersioner(loader, target, annotation_config_id, bundle_version)
-    )
     result = WriteResult(analysis_id=analysis_id)
-    # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
-    # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
-    encoded = (encoder.encode(chunk, result.timed) for chunk in blocks(batches, CHUNK_SIZE))
-    with collector_paused(), prefetched(encoded) as chunks:
-        for chunk in chunks:
-            writer.write_chunk(chunk, result)
-    _reject_duplicate_genotypes(session, spec, probands)
-    writer.finish(result)
+    for samples, batches, part_file in parts:
+        sample_ids = insert_samples(session, spec, analysis_id, samples)
+        probands = [sample_ids[s.identifier] for s in samples if s.proband]
+        if not probands:
+            raise InputError(
+                f"analysis {spec.name} has no proband sample",
+                file=part_file or str(spec.folder),
+                expected="one sample marked as proband",
+            )
+        loader = bulk_loader(session)
+        vcf_file = part_file or (str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder))
+        encoder = target.encoder_class(loader.row_format)(sample_ids, probands, vcf_file)
+        versioner = AnnotationVersioner(loader, target, annotation_config_id, bundle_version)
+        writer = _VariantWriter(loader, encoder, probands, versioner)
+        new_before = result.n_alleles_new
+        # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
+        # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
+        encoded = (encoder.encode(_with_empty_documents(chunk) if empty_documents else chunk, result.timed)
+                   for chunk in blocks(batches, CHUNK_SIZE))
+        with collector_paused(), prefetched(encoded) as chunks:
+            for chunk in chunks:
+                writer.write_chunk(chunk, result)
+        _reject_duplicate_genotypes(session, spec, probands)
+        writer.finish(result, new_before)
     return result
+
+
+def _with_empty_documents(
+    chunk: list[VariantRecord] | VariantColumns,
+) -> list[VariantRecord] | VariantColumns:
+    """Records without an annotation document get ``{}`` (ELLA's AnnotationImporter.add)."""
+    if isinstance(chunk, VariantColumns):
+        if chunk.annotation.null_count == 0:
+            return chunk
+        return dataclasses.replace(chunk, annotation=pc.fill_null(chunk.annotation, "{}"))
+    for record in chunk:
+        if record.annotation is None:
+            record.annotation = {}
+        if record.secondallele is not None and record.secondallele_annotation is None:
+            record.secondallele_annotation = {}
+    return chunk
 
 
 def _reject_duplicate_genotypes(session: Session, spec: AnalysisSpec, probands: list[int]) -> None:
@@ -193,7 +241,7 @@ class _VariantWriter:
                 result.annotations.add(self.annotations.apply())
         result.n_variants += encoded.size
 
-    def finish(self, result: WriteResult) -> None:
+    def finish(self, result: WriteResult, new_before: int = 0) -> None:
         # Counted once at the end: an allele repeated across chunks is still one allele.
         used = self.loader.connection.execute(
             sa.text(
@@ -203,7 +251,7 @@ class _VariantWriter:
             ).bindparams(sa.bindparam("ids", expanding=True)),
             {"ids": self.probands},
         ).scalar_one()
-        result.n_alleles_reused = int(used) - result.n_alleles_new
+        result.n_alleles_reused += int(used) - (result.n_alleles_new - new_before)
         drop_stages(self.loader)
         self.annotations.drop()
 

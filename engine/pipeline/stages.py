@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
-from itertools import chain
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,12 +18,13 @@ from engine.db.models import Analysis, ImportJob, JobStatus, LedgerState
 from engine.db.session import session_scope
 from engine.deposit.analysis_folder import load_analysis_folder
 from engine.deposit.annotation_config import active_annotation_config
-from engine.deposit.columns import VariantColumns
+from engine.deposit.columns import VariantColumns, to_records
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.genepanel import require_genepanel
+from engine.deposit.hgnc import HgncTable, load_hgnc_table
 from engine.deposit.ped import resolve_samples
 from engine.deposit.specs import AnalysisSpec, SampleRecord, VcfSpec
-from engine.deposit.writer import WriteResult, write_analysis
+from engine.deposit.writer import Batches, WriteResult, write_analysis_parts
 from engine.errors import DuplicateAnalysisError, EventRejected, FailureNotRecorded, InputError
 from engine.events import (
     AnnotatedEvent,
@@ -41,7 +40,9 @@ from engine.events import (
     verify_files,
 )
 from engine.folders import (
+    DestinationExistsError,
     check_analysis_name,
+    check_destination_free,
     fail_folder,
     move_to_imported,
     resolve_in_incoming,
@@ -52,6 +53,7 @@ from engine.ledger import WorkEvent
 from engine.limits import configure_limits
 from engine.pipeline.annotation import Annotator, EngineAnnotator
 from engine.pipeline.guard import Backoff, Outgoing
+from engine.pipeline.locks import analysis_lock
 from engine.vcf.fastpath import iter_variant_blocks
 from engine.vcf.genotypes import AnnotationBuilder
 from engine.vcf.header import VcfHeader, read_header
@@ -91,13 +93,35 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
     return error
 
 
-def annotation_builder_for(config: dict[str, Any], header: VcfHeader, vcf: VcfSpec) -> AnnotationBuilder:
+def _without_cnvs(batches: Iterator[list[VariantRecord] | VariantColumns], vcf: Path, *, lines: bool
+                  ) -> Iterator[list[VariantRecord] | VariantColumns]:
+    """ELLA's ``AlleleImporter.add``: with the ``cnv`` feature flag off (its default), a record
+    with INFO/SVTYPE that the proband carries fails the import (``FeatureNotEnabledError``)."""
+    for batch in batches:
+        if isinstance(batch, VariantColumns):
+            cnv = None if batch.caller_type != "cnv" else to_records(batch)[0]
+        else:
+            cnv = next((r for r in batch if r.allele.caller_type == "cnv"
+                        or (r.secondallele is not None and r.secondallele.caller_type == "cnv")), None)
+        if cnv is not None:
+            allele = cnv.allele
+            raise InputError(
+                f"{allele.chromosome}:{allele.vcf_pos} {allele.vcf_ref}>{allele.vcf_alt} is a CNV "
+                "(INFO/SVTYPE) and ELLA's cnv feature flag is off",
+                file=str(vcf), line=cnv.source_line if lines else None,
+                expected="ENABLE_CNV=true (ELLA's app.feature_flags.cnv) to import CNVs, "
+                         "or no SVTYPE records")
+        yield batch
+
+
+def annotation_builder_for(config: dict[str, Any], header: VcfHeader, vcf: VcfSpec, *,
+                           hgnc: HgncTable | None = None) -> AnnotationBuilder:
     """The annotation-document builder for one VCF; a header the config's converters cannot use
     (say a CSQ that is not VEP's) is an error in that VCF, named with its file and header line.
     Documents are checked against ELLA's JSON schemas: a bad one fails the import with the path
     that is wrong instead of reaching the UI."""
     try:
-        return build_annotation_builder(config, header.infos, validate=True)
+        return build_annotation_builder(config, header.infos, validate=True, hgnc=hgnc)
     except InputError as error:
         if error.file:
             raise
@@ -141,7 +165,8 @@ class Pipeline:
         self.db_url = settings.database_url
         self.incoming = settings.analyses_incoming
         self.annotator = annotator or EngineAnnotator(settings)
-        self.producer = default_producer("worker")
+        # worker-N@host under `up --workers N`: events say which worker made them.
+        self.producer = default_producer(settings.worker_id or "worker")
 
     # --- annotate stage -----------------------------------------------------------------------
 
@@ -159,7 +184,7 @@ class Pipeline:
             transition(session, self._job(session, ready), JobStatus.ANNOTATED, stage="annotate",
                        message=outcome.message)
             ledger.progress(session, ready.event_id)
-        return [Outgoing(self.topics.annotated, ready.analysis, encode(event))]
+        return [Outgoing(self.topics.annotated_for(ready.priority), ready.analysis, encode(event))]
 
     # --- persist stage ------------------------------------------------------------------------
 
@@ -189,7 +214,9 @@ class Pipeline:
         metrics.VARIANTS_IMPORTED.inc(result.n_variants)
         counts = {"variants": result.n_variants, "alleles_new": result.n_alleles_new,
                   "genotypes": result.n_genotypes}
-        log.info("imported %s: %s", ready.analysis, counts)
+        # The writer's wall time per step (bench/import_bench.py reads it: where the time goes).
+        log.info("imported %s: %s; writer seconds %s", ready.analysis, counts,
+                 {step: round(seconds, 2) for step, seconds in result.seconds.items()})
         return [self._imported(ready, result.analysis_id, counts)]
 
     def _move_after_commit(self, folder: Path, ready: ReadyEvent) -> None:
@@ -217,22 +244,24 @@ class Pipeline:
                ready: ReadyEvent, *, bundle_version: str | None) -> WriteResult:
         require_genepanel(session, spec.genepanel_name, spec.genepanel_version, file=str(spec.folder))
         config_id, config = active_annotation_config(session)
-        samples: dict[str, SampleRecord] = {}
-        streams: list[Iterator[list[VariantRecord] | VariantColumns]] = []
+        hgnc = load_hgnc_table(self.settings.hgnc_table)
+        # One part per VCF, as ELLA's import_vcf loops over data[]: each VCF's samples are rows
+        # of their own (an HTS trio plus a Sanger proband is two rows for the proband).
+        parts: list[tuple[list[SampleRecord], Batches, str | None]] = []
         for original, used in vcfs:
             header = read_header(used.path)
             # Messages about samples name the user's VCF, not the stage's normalised copy.
             vcf_samples = resolve_samples(original.path, header.samples, used.ped, used.technology)
-            for sample in vcf_samples:
-                samples.setdefault(sample.identifier, sample)
-            builder = annotation_builder_for(config, header, original)
-            streams.append(iter_variant_blocks(used, vcf_samples, annotation_builder=builder))
+            builder = annotation_builder_for(config, header, original, hgnc=hgnc)
+            blocks = iter_variant_blocks(used, vcf_samples, annotation_builder=builder)
+            if not self.settings.enable_cnv:
+                # Lines of a normalised copy are not the user's: the message names the position.
+                blocks = _without_cnvs(blocks, original.path, lines=used is original)
+            parts.append((vcf_samples, blocks, str(used.path)))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
-        # The writer names the VCF it reads; locate_in_original points that at the user's file.
-        read = dataclasses.replace(spec, vcfs=[used for _, used in vcfs])
-        return write_analysis(session, read, list(samples.values()), chain.from_iterable(streams),
-                              properties=properties, annotation_config_id=config_id,
-                              bundle_version=bundle_version)
+        return write_analysis_parts(session, spec, parts, properties=properties,
+                                    annotation_config_id=config_id, bundle_version=bundle_version,
+                                    empty_documents=True)
 
     def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[tuple[VcfSpec, VcfSpec]]:
         """(the folder's VCF, what to read): its annotated artifact when the stage made one."""
@@ -265,18 +294,20 @@ class Pipeline:
                 ready = event if isinstance(event, ReadyEvent) else event.ready
             except _Skip as skip:
                 return skip.messages
-            seen = self._history_length(ready)
-            try:
-                messages = body(event)
-            except _Skip as skip:
-                messages = skip.messages
-            except InputError as error:
-                metrics.STAGE_FAILURES.labels(stage=stage).inc()
+            # Several workers: never two on the same analysis (see engine.pipeline.locks).
+            with analysis_lock(self.db_url, self.settings.data_dir / "locks", ready.analysis):
+                seen = self._history_length(ready)
                 try:
-                    messages = self._fail(ready, stage, error)
-                except Exception as recording:
-                    raise FailureNotRecorded(error) from recording
-            return messages + self._status_messages(ready, seen)
+                    messages = body(event)
+                except _Skip as skip:
+                    messages = skip.messages
+                except InputError as error:
+                    metrics.STAGE_FAILURES.labels(stage=stage).inc()
+                    try:
+                        messages = self._fail(ready, stage, error)
+                    except Exception as recording:
+                        raise FailureNotRecorded(error) from recording
+                return messages + self._status_messages(ready, seen)
 
     def fail_annotate(self, raw: bytes, error: InputError) -> list[Outgoing]:
         """Record that an ``analysis.ready`` event cannot be processed (the guard gave up on it)."""
@@ -337,13 +368,15 @@ class Pipeline:
         folder = resolve_in_incoming(ready.folder, self.incoming)
         with session_scope(self.db_url) as session:
             ledger.record(session, WorkEvent(event_id=ready.event_id, schema=ready.SCHEMA,
-                                             topic=self.topics.ready, key=ready.key, value=encode(ready),
+                                             topic=self.topics.ready_for(ready.priority), key=ready.key,
+                                             value=encode(ready),
                                              analysis=ready.analysis))
             job = self._job(session, ready)
             self._skip_if_finished(session, job, ready, folder)
             if not folder.is_dir():
                 raise InputError("the analysis folder is no longer in ANALYSES_INCOMING",
                                  file=str(folder), expected="the folder the event names")
+            check_destination_free(folder, self.settings)
             self._reject_duplicate_name(session, ready)
             record_attempt(session, job)
             transition(session, job, status, stage=stage)
@@ -447,7 +480,7 @@ class Pipeline:
             transition(session, job, JobStatus.FAILED, stage=stage, message=str(error))
             ledger.finish(session, ready.event_id, LedgerState.FAILED)
         folder = resolve_in_incoming(ready.folder, self.incoming)
-        if folder.is_dir():
+        if folder.is_dir() and not isinstance(error, DestinationExistsError):  # ELLA leaves it in incoming
             fail_folder(folder, self.settings, stage=stage, error=error, event_id=ready.event_id)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
         dead = failed_event(ready.to_dict(), stage=stage, error=error, producer=self.producer,

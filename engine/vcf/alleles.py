@@ -6,8 +6,12 @@ ELLA (``vardb.util.vcfrecord.VCFRecord._build_allele``) stores alleles 0-based a
   start right by its length). What is left decides the type: one base each -> ``SNP``; both
   non-empty -> ``indel``; empty REF -> ``ins`` (start at the base *before* the insertion point,
   end at the insertion point, length 1); empty ALT -> ``del``.
-* CNVs (symbolic ALT such as ``<DEL>``, or an ``SVTYPE`` INFO value): no trimming, start at
-  ``POS - 1``; ``dup``/``dup_tandem`` span one base, deletions span ``abs(SVLEN)``.
+* CNVs: records with an ``SVTYPE`` INFO value (only that: ELLA's ``VCFRecord.sv_type``; a
+  ``<DEL>`` without SVTYPE is a sequence allele, stored as ELLA's trimming makes it): no
+  trimming, start at ``POS - 1``; the change type from ELLA's four symbolic ALTs, else from
+  SVTYPE DEL/DUP (``<CNV>`` keeps REF/ALT as change_from/change_to); ``dup``/``dup_tandem`` span
+  one base, deletions span ``abs(SVLEN)``.
+* REF may hold IUPAC ambiguity codes (GRCh37 has a few, e.g. ``M`` on chr3): stored as written.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from functools import lru_cache
 from engine.errors import InputError
 from engine.vcf.records import AlleleRecord
 
-# VCF 4.x: REF and plain ALT bases are A, C, G, T, N in either case.
+# VCF 4.x: ALT bases are A, C, G, T, N in either case; REF may also hold the IUPAC codes of
+# the reference genome, which ELLA stores as written (VCFRecord._snv_allele_info).
 _BASES = re.compile(r"[ACGTNacgtn]+")
+_REF_BASES = re.compile(r"[ACGTNMRWSYKVHDBacgtnmrwsykvhdb]+")
+_SYMBOLIC = re.compile(r"<[^<>]+>")
 
 SYMBOLIC_CHANGE_TYPES: dict[str, str] = {
     "<DUP>": "dup",
@@ -33,8 +40,8 @@ _POINT_CNV_TYPES = frozenset({"dup", "dup_tandem", "ins"})
 
 
 def is_cnv(alt: str, svtype: str | None) -> bool:
-    """Whether ELLA treats this ALT as a CNV (``caller_type`` ``cnv``)."""
-    return svtype is not None or alt in SYMBOLIC_CHANGE_TYPES
+    """Whether ELLA treats this record as a CNV (``caller_type`` ``cnv``): it has INFO/SVTYPE."""
+    return svtype is not None
 
 
 def allele_from_vcf(
@@ -61,7 +68,7 @@ def allele_from_vcf(
 def check_bases(value: str, column: str) -> str:
     """``value`` if it is made of A, C, G, T, N (either case), else ``InputError``."""
     # Cached: the same short REF/ALT strings recur millions of times in a large VCF.
-    if not _BASES.fullmatch(value):
+    if not (_REF_BASES if column == "REF" else _BASES).fullmatch(value):
         raise InputError(
             f"illegal {column} {value!r}",
             expected=f"{column} made of the bases A, C, G, T, N"
@@ -81,7 +88,8 @@ def _common_prefix_length(a: str, b: str) -> int:
 
 def _sequence_allele(chrom: str, pos: int, ref: str, alt: str) -> AlleleRecord:
     check_bases(ref, "REF")
-    check_bases(alt, "ALT")
+    if not _SYMBOLIC.fullmatch(alt):  # ELLA trims a symbolic ALT without SVTYPE like bases
+        check_bases(alt, "ALT")
     start = pos - 1
     if len(ref) == 1 and len(alt) == 1:
         if ref == alt:
@@ -127,7 +135,7 @@ def _cnv_allele(
 ) -> AlleleRecord:
     check_bases(ref, "REF")
     change_type = _cnv_change_type(alt, svtype)
-    if alt not in SYMBOLIC_CHANGE_TYPES:
+    if not _SYMBOLIC.fullmatch(alt):
         check_bases(alt, "ALT")
     if svlen is None:
         if end is None:

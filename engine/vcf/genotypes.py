@@ -44,6 +44,8 @@ FIRST_OF_PAIR, SECOND_OF_PAIR = (1, -1), (-1, 1)
 AnnotationBuilder = Callable[[dict[str, str | bool]], dict[str, Any] | None]
 
 
+_DUPLICATIONS = frozenset({"dup", "dup_tandem"})
+
 def annotation_sources(builder: AnnotationBuilder | None) -> frozenset[str] | None:
     """The INFO keys ``builder`` reads, when it says (``build_annotation_builder``'s do)."""
     sources = getattr(builder, "sources", None)
@@ -278,6 +280,10 @@ def build_single_variant(
     ad_i, dp_i, gq_i, pl_i, cn_i = layout.ad, layout.dp, layout.gq, layout.pl, layout.cn
     ref_key, alt = f"REF ({record.ref})", record.alt
     samples: dict[str, SampleGenotypeRecord] = {}
+    allele = _allele_of(record, file)
+    # ELLA's BlockIterator.iter_blocks counts an uncalled sample on a CNV duplication as covered.
+    dup_cnv = allele.caller_type == "cnv" and allele.change_type in _DUPLICATIONS
+    uncalled = "Reference" if dup_cnv else "No coverage"
     try:
         for sample_id, values, gt in zip(sample_ids, record.sample_values, record.genotypes, strict=True):
             gtype = GENOTYPE_TYPES.get(gt)
@@ -289,7 +295,7 @@ def build_single_variant(
                     expected="a haploid or diploid genotype of 0, 1 and '.'",
                 )
             if gt in NO_CALL:
-                gtype = "No coverage"  # uncalled in the only record of its block
+                gtype = uncalled  # uncalled in the only record of its block
             multiallelic = gt in MULTIALLELIC_GENOTYPES
             n = len(values)
             depth: dict[str, int] = {}
@@ -313,7 +319,7 @@ def build_single_variant(
             expected=f"integer {exc.key} values or '.'",
         ) from None
     return VariantRecord(
-        allele=_allele_of(record, file),
+        allele=allele,
         secondallele=None,
         filter_status=record.filter,
         variant_quality=_variant_quality(record, file),

@@ -3,8 +3,8 @@
 The file is read line by line (plain or gzip/BGZF) so memory stays flat and every error names its
 1-based line; htslib (cyvcf2) checks the header. Records the proband does not carry are dropped
 after reading only the proband's GT; only carried records are parsed fully. Why text and not
-cyvcf2 records: cyvcf2 costs ~4-5 µs per record before any field is touched (measured on this
-machine), cannot give raw FILTER/INFO text or line numbers, and the proband filter makes most of
+cyvcf2 records: cyvcf2 costs microseconds per record before any field is touched (bench/README.md),
+cannot give raw FILTER/INFO text or line numbers, and the proband filter makes most of
 the per-sample work unnecessary.
 """
 
@@ -64,7 +64,7 @@ def _batches(
     """Fill batches with the cyclic garbage collector paused (it stays on while the caller works).
 
     A batch is hundreds of thousands of small acyclic objects; letting the collector rescan them
-    again and again cost ~40% of the parse time (measured). Nothing built here forms cycles.
+    again and again costs a large share of the parse time (bench/README.md). Nothing here forms cycles.
     """
     collector_was_on = gc.isenabled()
     batch: list[VariantRecord] = []
@@ -148,15 +148,17 @@ class RecordParser:
         return fields
 
     def _bases(self, number: int, value: str, column: str) -> None:
-        if column == "ALT" and (value in SYMBOLIC_CHANGE_TYPES or value in _NOT_AN_ALLELE):
+        if column == "ALT" and (value in _NOT_AN_ALLELE or (value.startswith("<") and value.endswith(">"))):
+            # Symbolic ALTs: allele_from_vcf decides, as ELLA's VCFRecord._build_allele does: a CNV
+            # when INFO has SVTYPE (DEL/DUP), else trimmed like bases (ELLA stores that as an indel).
             return
-        if column == "ALT" and (value.startswith("<") or "[" in value or "]" in value):
-            # ELLA imports only the CNV types it models; other structural variants stop the import
-            # with the record named rather than being stored as something they are not.
-            kind = "breakend" if "[" in value or "]" in value else "symbolic allele"
+        if column == "ALT" and ("[" in value or "]" in value):
+            # ELLA imports only the CNV types it models; breakends stop the import with the record
+            # named rather than being stored as something they are not.
             raise self._error(
-                number, f"structural variant ALT {value!r} ({kind}) is not supported",
+                number, f"structural variant ALT {value!r} (breakend) is not supported",
                 "sequence variants, or the CNV alleles ELLA imports: " + ", ".join(SYMBOLIC_CHANGE_TYPES)
+                + " or another symbolic ALT with INFO/SVTYPE DEL or DUP"
                 + " (filter other structural variants out first, e.g. with bcftools view -e)")
         try:
             check_bases(value, column)
@@ -300,6 +302,8 @@ class RecordParser:
         carried = {id(r) for r in proband_records}
         block_records = [r for r in block if id(r) in carried or any(-1 in gt for gt in r.genotypes)]
         covered = [any(any(a != -1 for a in r.genotypes[i]) for r in block) for i in range(len(self.columns))]
+        if any(_is_cnv_dup(r.alt, r.info) for r in proband_records):
+            covered = [True] * len(covered)  # ELLA: './.' on a CNV duplication counts as covered
         return [self._variant(proband_records, block_records, covered)]
 
     def finish(self) -> list[VariantRecord]:

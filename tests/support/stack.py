@@ -60,8 +60,12 @@ class Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([*self.command, "up", *extra], env=self.env, cwd=self.cwd,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
-                   on_timeout=self.log_tail)
+        try:
+            wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
+                       on_timeout=self.log_tail)
+        except BaseException:
+            self.stop()  # a failed start must not leave an `up` tree running after the test
+            raise
         return self
 
     def healthy(self) -> bool:

@@ -27,6 +27,7 @@ from engine.deposit.converters.specific import (
     HGMDPrimaryReportConverter,
 )
 from engine.deposit.converters.vep import VEPConverter
+from engine.deposit.hgnc import HgncTable, load_hgnc_table
 from engine.errors import AnnotationConfigError
 
 CONVERTERS: dict[str, type[Converter]] = {
@@ -210,14 +211,14 @@ def _deep_merge(destination: dict[str, Any], source: Mapping[str, Any]) -> None:
 def bind_plans(
     plans: Sequence[ElementPlan],
     info_header: InfoHeader,
-    hgnc_by_symbol: Mapping[str, int] | None = None,
+    hgnc: HgncTable | None = None,
 ) -> list[ElementPlan]:
     """Prepare each converter for this VCF's header; drop elements the VCF cannot have."""
     bound = []
     for plan in plans:
         header = info_header.get(plan.converter.source)
         if isinstance(plan.converter, VEPConverter):
-            plan.converter.with_hgnc_symbols(hgnc_by_symbol)
+            plan.converter.with_hgnc(hgnc or load_hgnc_table())
         if plan.converter.bind(header) is not None:
             bound.append(plan)
     return bound
@@ -228,7 +229,7 @@ def build_annotation_builder(
     info_header: InfoHeader,
     *,
     validate: bool = False,
-    hgnc_by_symbol: Mapping[str, int] | None = None,
+    hgnc: HgncTable | None = None,
     config_file: str | None = None,
 ) -> AnnotationBuilder:
     """A function from one record's INFO (key -> raw text, flags -> True) to its ELLA annotation
@@ -236,15 +237,19 @@ def build_annotation_builder(
 
     ``info_header`` is the VCF's INFO metadata (ID -> {Number, Type, Description}).
     ``validate`` checks every document against ELLA's annotation JSON schema.
-    ``hgnc_by_symbol`` resolves VEP entries that lack ``HGNC_ID``.
+    ``hgnc`` resolves VEP entries that lack ``HGNC_ID`` (default: the packaged HGNC table).
     Raises :class:`AnnotationConfigError` for a bad config; the returned function raises
     :class:`AnnotationValueError` for a value it cannot convert.
     """
-    plans = bind_plans(parse_deposit_config(config, config_file), info_header, hgnc_by_symbol)
+    plans = bind_plans(parse_deposit_config(config, config_file), info_header, hgnc)
     by_source: dict[str, list[ElementPlan]] = {}
     for plan in plans:
         by_source.setdefault(plan.converter.source, []).append(plan)
     sources = frozenset(by_source)
+    # ELLA reads INFO through cyvcf2: a numeric field written '.' is None (a keyvalue element
+    # stores null; ELLA's int/float cast of None fails the import instead), a text field '.' is
+    # the text "." (a keyvalue element stores it, converted as written).
+    numeric = frozenset(s for s in sources if (info_header.get(s) or {}).get("Type") in ("Integer", "Float"))
     steps_cache: dict[frozenset[str], tuple[_Step, ...]] = {}
     check = None
     if validate:
@@ -269,7 +274,13 @@ def build_annotation_builder(
         document: dict[str, Any] = {}
         for source, additional_sources, convert, plan in steps_for(present):
             raw = info[source]
-            if raw in _MISSING:
+            if raw == "":
+                continue
+            if raw == ".":
+                # Only keyvalue elements store it; the structured converters (vep, json, ...)
+                # have nothing to parse in '.' and skip it.
+                if isinstance(plan.converter, KeyValueConverter):
+                    _place(document, plan, None if source in numeric else convert(raw, _NONE))
                 continue
             additional = _NONE
             if additional_sources:
@@ -279,6 +290,10 @@ def build_annotation_builder(
                 _place(document, plan, value)
         if not document:
             return None
+        references = document.get("references")
+        if isinstance(references, list) and all(isinstance(r, dict) for r in references):
+            # ELLA's AnnotationImporter._extract_annotation_from_record sorts them by pubmed_id.
+            document["references"] = sorted(references, key=_pubmed_order)
         if check is not None:
             check(document)
         return document
@@ -289,7 +304,11 @@ def build_annotation_builder(
     return build
 
 
-_MISSING = frozenset({".", ""})
+def _pubmed_order(reference: dict[str, Any]) -> tuple[bool, Any]:
+    pubmed_id = reference.get("pubmed_id")
+    return (pubmed_id is None, pubmed_id if isinstance(pubmed_id, int) else 0)
+
+
 _NONE: Mapping[str, RawValue | None] = MappingProxyType({})
 _STEPS_CACHE_SIZE = 4096
 

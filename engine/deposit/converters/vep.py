@@ -2,11 +2,12 @@
 
 Behaviour follows ELLA v1.17's VEP converter:
 
-* only ``Feature_type=Transcript`` entries whose ``Feature`` starts with ``NM_`` or ``ENST``;
-* entries without an HGNC id are dropped. ELLA resolves a missing ``HGNC_ID`` through HGNC
-  tables it bundles; Annostream uses, in order, ``HGNC_ID``, a symbol -> HGNC id map given to
-  the builder (e.g. the database's genes) and another entry of the same record with the same
-  ``SYMBOL`` and an ``HGNC_ID`` (VEP annotates RefSeq entries without ``HGNC_ID``);
+* only ``Feature_type=Transcript`` entries whose ``Feature`` starts with ``NM_``, ``NR_`` or ``ENST``;
+* the HGNC id is ``HGNC_ID``, else the HGNC id of the ``Gene`` column (an Ensembl or NCBI gene id),
+  else that of the approved ``SYMBOL``, from the HGNC table (``engine.deposit.hgnc``: the release
+  ELLA bundles); entries without one are dropped. A missing ``SYMBOL`` is the approved symbol of
+  the HGNC id. ``exon_distance`` and ``coding_region_distance`` are always present (null without
+  HGVSc), as ELLA's ``TranscriptData.as_dict`` writes them;
 * a transcript listed twice is kept from the preferred ``SOURCE``
   (``RefSeq_gff`` > ``RefSeq_Interim_gff`` > ``RefSeq``);
 * the list is sorted by transcript name, consequences are sorted, so documents are comparable.
@@ -20,10 +21,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from engine.deposit.converters.base import Converter, Options, RawValue
+from engine.deposit.hgnc import HgncTable, load_hgnc_table
 
 log = logging.getLogger(__name__)
 
-TRANSCRIPT_PREFIXES = ("NM_", "ENST")
+TRANSCRIPT_PREFIXES = ("NM_", "NR_", "ENST")
 REFSEQ_SOURCE_PRIORITY = ("RefSeq_gff", "RefSeq_Interim_gff", "RefSeq")
 
 # Ensembl's consequence terms from most to least severe (the order ELLA ranks them in).
@@ -162,10 +164,10 @@ class VEPConverter(Converter):
 
     def configure(self, opts: Options) -> None:
         self.fields: list[str] = []
-        self.hgnc_by_symbol: Mapping[str, int] = {}
+        self.hgnc: HgncTable | None = None
 
-    def with_hgnc_symbols(self, hgnc_by_symbol: Mapping[str, int] | None) -> VEPConverter:
-        self.hgnc_by_symbol = hgnc_by_symbol or {}
+    def with_hgnc(self, hgnc: HgncTable) -> VEPConverter:
+        self.hgnc = hgnc
         return self
 
     def bind(self, header: Mapping[str, str] | None) -> Converter | None:
@@ -189,19 +191,14 @@ class VEPConverter(Converter):
     def _entries(self, raw_csq: str) -> list[dict[str, str]]:
         return [dict(zip(self.fields, raw.split("|"), strict=False)) for raw in raw_csq.split(",")]
 
-    def _local_hgnc_ids(self, entries: list[dict[str, str]]) -> dict[str, int]:
-        local: dict[str, int] = {}
-        for entry in entries:
-            number = _hgnc_number(entry.get("HGNC_ID"))
-            if number is not None and entry.get("SYMBOL"):
-                local.setdefault(entry["SYMBOL"], number)
-        return local
-
-    def _hgnc_id(self, entry: dict[str, str], local: Mapping[str, int]) -> int:
+    def _hgnc_id(self, entry: dict[str, str], hgnc: HgncTable) -> int:
+        """ELLA's TranscriptData._convert_required: HGNC_ID, else Gene, else approved SYMBOL."""
         number = _hgnc_number(entry.get("HGNC_ID"))
         symbol = entry.get("SYMBOL", "")
+        if number is None:
+            number = hgnc.id_by_gene.get(entry.get("Gene", ""))
         if number is None and symbol:
-            number = self.hgnc_by_symbol.get(symbol, local.get(symbol))
+            number = hgnc.id_by_symbol.get(symbol)
         if number is None:
             log.debug(
                 "no HGNC id for %s (SYMBOL %s, Gene %s); transcript skipped",
@@ -212,8 +209,8 @@ class VEPConverter(Converter):
             raise _SkipTranscript
         return number
 
-    def _transcript(self, entry: dict[str, str], local: Mapping[str, int]) -> dict[str, Any]:
-        hgnc_id = self._hgnc_id(entry, local)
+    def _transcript(self, entry: dict[str, str], hgnc: HgncTable) -> dict[str, Any]:
+        hgnc_id = self._hgnc_id(entry, hgnc)
         exon = entry.get("EXON") or ""
         exon_parts = exon.split("/")
         try:
@@ -229,8 +226,9 @@ class VEPConverter(Converter):
             "strand": strand,
             "consequences": sorted(entry["Consequence"].split("&")) if entry.get("Consequence") else [],
         }
-        if entry.get("SYMBOL"):
-            data["symbol"] = entry["SYMBOL"]
+        symbol = entry.get("SYMBOL") or hgnc.symbol_by_id.get(hgnc_id)
+        if symbol:
+            data["symbol"] = symbol
         for key, target in (
             ("Amino_acids", "amino_acids"),
             ("EXON", "exon"),
@@ -243,6 +241,7 @@ class VEPConverter(Converter):
             data["dbsnp"] = [
                 ident for ident in entry["Existing_variation"].split("&") if ident.startswith("rs")
             ]
+        data["exon_distance"] = data["coding_region_distance"] = None
         if entry.get("HGVSc"):
             hgvsc = entry["HGVSc"].split(":", 1)[-1]
             data["HGVSc"] = hgvsc
@@ -274,11 +273,11 @@ class VEPConverter(Converter):
             if entry.get("Feature_type") == "Transcript"
             and entry.get("Feature", "").startswith(TRANSCRIPT_PREFIXES)
         ]
-        local = self._local_hgnc_ids(entries) if any(not e.get("HGNC_ID") for e in entries) else {}
+        hgnc = self.hgnc or load_hgnc_table()
         by_name: dict[str, tuple[str | None, dict[str, Any]]] = {}
         for entry in entries:
             try:
-                transcript = self._transcript(entry, local)
+                transcript = self._transcript(entry, hgnc)
             except _SkipTranscript:
                 continue
             name, source = transcript["transcript"], entry.get("SOURCE")

@@ -60,13 +60,13 @@ class TranscriptRow:
     gene_id: int  # HGNC id
     hgnc_symbol: str
     inheritance: str  # per panel: stored on ``genepanel_transcript``
-    type: str  # RefSeq | Ensembl | LRG, from the transcript name
+    type: str  # always "RefSeq": what ELLA's deposit writes (TranscriptRecord.as_row)
     chromosome: str
     tx_start: int
     tx_end: int
     strand: str
-    cds_start: int
-    cds_end: int
+    cds_start: int | None  # None: a non-coding transcript (empty coding start/end)
+    cds_end: int | None
     exon_starts: tuple[int, ...]
     exon_ends: tuple[int, ...]
     tags: tuple[str, ...] | None = None
@@ -211,8 +211,9 @@ def _transcript_row(fields: _FieldReader, line: int) -> TranscriptRow:
     tx_start, tx_end = fields.integer("read start"), fields.integer("read end")
     if tx_start > tx_end:
         fields.fail("read start", f"read start {tx_start} is after read end {tx_end}", "start <= end")
-    cds_start, cds_end = fields.integer("coding start"), fields.integer("coding end")
-    if cds_start > cds_end:
+    # ELLA's TranscriptRecord.validate_coding_start_end: an empty value is None (non-coding).
+    cds_start, cds_end = fields.optional_integer("coding start"), fields.optional_integer("coding end")
+    if cds_start is not None and cds_end is not None and cds_start > cds_end:
         fields.fail("coding start", f"coding start {cds_start} is after coding end {cds_end}", "start <= end")
     exon_starts, exon_ends = fields.integer_list("exon starts"), fields.integer_list("exon ends")
     if len(exon_starts) != len(exon_ends):
@@ -251,11 +252,9 @@ def _transcript_row(fields: _FieldReader, line: int) -> TranscriptRow:
 
 
 def transcript_type(transcript_name: str) -> str:
-    """ELLA's ``transcript_type`` from the accession: ENST... is Ensembl, LRG_... is LRG, else RefSeq."""
-    if transcript_name.startswith("ENST"):
-        return "Ensembl"
-    if transcript_name.startswith("LRG_"):
-        return "LRG"
+    """ELLA 1.17.2's deposit (``TranscriptRecord.as_row``) writes ``type = "RefSeq"`` for every
+    transcript, Ensembl and LRG accessions included; ELLA's code reading ``transcript.type`` sees
+    that value, so Annostream stores the same."""
     return "RefSeq"
 
 
