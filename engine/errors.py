@@ -10,6 +10,7 @@
     |   |-- AnnotationValueError             no
     |   |-- UnknownAnalysisError             no      API 404: a request names no stored analysis
     |   |-- EventRejected                    no      dead letter (the event itself is invalid)
+    |   |-- DestinationExistsError           no      ANALYSES_PATH already has the name (left in incoming)
     |   `-- LimitExceeded                    no      a configured bound on input was exceeded
     |-- ConfigError                          no      a setting is missing or invalid (CLI exit 2)
     |-- DatabaseNotCurrentError              no      run `annostream db upgrade`
@@ -108,6 +109,10 @@ class EventRejected(InputError):
     @property
     def reason(self) -> str:
         return self.message
+
+
+class DestinationExistsError(InputError):
+    """ANALYSES_PATH already holds a folder of this name: the analysis is left in incoming. Not retriable."""
 
 
 class LimitExceeded(InputError):

@@ -25,7 +25,13 @@ from engine.deposit.hgnc import HgncTable, load_hgnc_table
 from engine.deposit.ped import resolve_samples
 from engine.deposit.specs import AnalysisSpec, SampleRecord, VcfSpec
 from engine.deposit.writer import Batches, WriteResult, write_analysis_parts
-from engine.errors import DuplicateAnalysisError, EventRejected, FailureNotRecorded, InputError
+from engine.errors import (
+    DestinationExistsError,
+    DuplicateAnalysisError,
+    EventRejected,
+    FailureNotRecorded,
+    InputError,
+)
 from engine.events import (
     AnnotatedEvent,
     ReadyEvent,
@@ -40,7 +46,6 @@ from engine.events import (
     verify_files,
 )
 from engine.folders import (
-    DestinationExistsError,
     check_analysis_name,
     check_destination_free,
     fail_folder,
