@@ -15,18 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from consumers.lanes import LaneGate
 from engine import ledger, metrics
 from engine.config import Settings
 from engine.errors import describe_internal, is_retriable
 from engine.events import Topics
+from engine.events.topics import LANE_NAMES, NORMAL, RELEASE
 from engine.kafka import ensure_engine_topics, require_bootstrap
 from engine.logs import event_context, log_context, logging_config
 from engine.pipeline import Outgoing, Pipeline, StageGuard, StageHandler
@@ -53,18 +57,36 @@ def limit_fetch_wait(max_wait_ms: int) -> None:
     thread_class._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
-def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[StageHandler]:
-    """Every stage the worker runs, one agent (concurrency 1, own thread) each."""
+@dataclass(frozen=True)
+class LaneStage:
+    """A stage handler and the priority lane of the topic it consumes."""
+
+    handler: StageHandler
+    lane: int = NORMAL
+
+    @property
+    def agent_name(self) -> str:
+        name = self.handler.name
+        return name if self.lane in (NORMAL, RELEASE) else f"{name}.{LANE_NAMES[self.lane]}"
+
+
+def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[LaneStage]:
+    """Every stage the worker runs, one agent (concurrency 1, own thread) per stage and lane."""
     from engine.reannotate.stages import ReleaseStages
 
     topics = Topics.from_settings(settings)
     releases = ReleaseStages(settings)
+    stages = [LaneStage(StageHandler("annotate", topic, pipeline.annotate, pipeline.fail_annotate), lane)
+              for lane, topic in topics.ready_lanes().items()]
+    stages += [LaneStage(StageHandler("persist", topic, pipeline.persist, pipeline.fail_persist), lane)
+               for lane, topic in topics.annotated_lanes().items()]
     return [
-        StageHandler("annotate", topics.ready, pipeline.annotate, pipeline.fail_annotate),
-        StageHandler("persist", topics.annotated, pipeline.persist, pipeline.fail_persist),
-        StageHandler("reanalyse", topics.reanalysis, releases.reanalyse, releases.fail_reanalyse),
-        StageHandler("reannotate", topics.reannotation, releases.reannotate, releases.fail_reannotate),
-        StageHandler("tracks", topics.bundle_activated, releases.tracks, releases.fail_tracks),
+        *stages,
+        LaneStage(StageHandler("reanalyse", topics.reanalysis, releases.reanalyse, releases.fail_reanalyse)),
+        # A data release never delays an analysis: its batches run only when no import waits.
+        LaneStage(StageHandler("reannotate", topics.reannotation, releases.reannotate,
+                               releases.fail_reannotate), RELEASE),
+        LaneStage(StageHandler("tracks", topics.bundle_activated, releases.tracks, releases.fail_tracks)),
     ]
 
 
@@ -90,28 +112,36 @@ def create_topics(settings: Settings) -> None:
 def faust_settings(settings: Settings) -> dict[str, Any]:
     """faust's settings for the worker (see the module docstring for why each one)."""
     bootstrap = require_bootstrap(settings, "worker")
-    rebalance = settings.kafka_rebalance_timeout_s
+    timeouts = settings.group_timeouts
+    # Several workers may share a data directory (`up --workers N`): one faust dir each.
+    datadir = settings.data_dir / "faust" / (settings.worker_id or socket.gethostname())
+    datadir.mkdir(parents=True, exist_ok=True)
     return {
         "broker": [f"kafka://{server.strip()}" for server in bootstrap.split(",")],
         "store": "memory://",
         "value_serializer": "raw",
         "key_serializer": "raw",
         "web_enabled": False,
-        "datadir": str(settings.data_dir / "faust"),
+        "datadir": str(datadir),
         "topic_partitions": settings.topic_partitions,
         "topic_replication_factor": settings.topic_replication_factor,
         "consumer_auto_offset_reset": "earliest",
-        "broker_session_timeout": rebalance,
-        "broker_rebalance_timeout": rebalance,
-        "broker_heartbeat_interval": max(0.5, rebalance / 6),
+        # Kafka's own group timeouts unless the broker is the embedded one (engine.config).
+        "broker_session_timeout": timeouts.session_s,
+        "broker_rebalance_timeout": timeouts.rebalance_s,
+        "broker_heartbeat_interval": timeouts.heartbeat_s,
         "broker_commit_every": 1,
+        # Events are small (paths and checksums) but a backlog can be long: it stays in Kafka.
+        # faust stops fetching a partition whose buffer is under pressure and resumes it later.
+        "stream_buffer_maxsize": settings.worker_buffer,
         "producer_acks": -1,
     }
 
 
-def build_agents(app: faust.App, settings: Settings, stages: list[StageHandler]) -> None:
-    """One agent per stage: concurrency 1, the stage under the StageGuard in its own thread,
-    then publish what it returned."""
+def build_agents(app: faust.App, settings: Settings, stages: list[LaneStage]) -> None:
+    """One agent per stage and lane: concurrency 1, the stage under the StageGuard in its own
+    thread, then publish what it returned; an agent starts an event only when no higher lane has
+    work in this worker (consumers.lanes)."""
     guard = StageGuard(settings)
 
     async def publish(messages: list[Outgoing]) -> None:
@@ -121,20 +151,30 @@ def build_agents(app: faust.App, settings: Settings, stages: list[StageHandler])
             await pending
             metrics.EVENTS_PRODUCED.labels(topic=message.topic).inc()
 
-    def make_agent(handler: StageHandler) -> None:
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{handler.name}")
+    gate = LaneGate()
+
+    def make_agent(stage: LaneStage) -> None:
+        handler = stage.handler
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{stage.agent_name}")
         source = app.topic(handler.topic, value_serializer="raw", key_serializer="raw")
         guarded = in_context(partial(guard.run, handler))
 
         async def agent(stream: faust.StreamT[bytes]) -> None:
+            # The agent's buffer of fetched, not yet started events (see consumers.lanes).
+            buffer: Any = stream.channel  # a faust Channel: its queue is the agent's buffer
+            gate.watch(stage.lane, buffer.queue.qsize)
             async for key, raw in stream.items():
                 metrics.WORKER_HEARTBEAT.set_to_current_time()
                 metrics.EVENTS_CONSUMED.labels(topic=handler.topic).inc()
+                waited = await gate.turn(stage.lane)
+                metrics.LANE_WAIT.labels(lane=LANE_NAMES[stage.lane]).observe(waited)
                 key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
-                messages = await asyncio.get_running_loop().run_in_executor(executor, guarded, raw, key_text)
-                await publish_or_park(settings, guard, handler.name, messages, publish)
+                async with gate.running(stage.lane):
+                    messages = await asyncio.get_running_loop().run_in_executor(executor, guarded, raw,
+                                                                                key_text)
+                    await publish_or_park(settings, guard, handler.name, messages, publish)
 
-        app.agent(source, name=f"annostream.{handler.name}", concurrency=1)(agent)
+        app.agent(source, name=f"annostream.{stage.agent_name}", concurrency=1)(agent)
 
     for handler in stages:
         make_agent(handler)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +17,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from engine.errors import ConfigError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+KAFKA_SESSION_TIMEOUT_S = 45.0
+KAFKA_REBALANCE_TIMEOUT_S = 300.0
+#: What `annostream up` and the tests use with the embedded broker.
+EMBEDDED_GROUP_TIMEOUT_S = 6.0
+
+
+class GroupTimeouts(NamedTuple):
+    session_s: float
+    rebalance_s: float
+    heartbeat_s: float
 
 
 class Settings(BaseSettings):
@@ -34,9 +46,13 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", alias="ANNOSTREAM_TOPIC_PREFIX", pattern=r"^[A-Za-z0-9._-]*$")
     log_level: LogLevel = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "ANNOSTREAM_LOG_LEVEL"))
     log_format: Literal["text", "json"] = Field("text", alias="ANNOSTREAM_LOG_FORMAT")
-    # Short timeouts suit the embedded broker (Tansu waits the full rebalance timeout on a
-    # group join); production Kafka keeps Kafka's own defaults unless told otherwise.
-    kafka_rebalance_timeout_s: float = Field(6.0, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0)
+    # Consumer-group timeouts. Unset, they are Kafka's own defaults (see ``group_timeouts``);
+    # `annostream up` sets short ones for its embedded broker (Tansu waits the full rebalance
+    # timeout on every group join), so they never leak into a deployment on real Kafka.
+    kafka_session_timeout_s: float | None = Field(None, alias="ANNOSTREAM_KAFKA_SESSION_TIMEOUT", gt=0,
+                                                  le=3600)
+    kafka_rebalance_timeout_s: float | None = Field(None, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0,
+                                                    le=3600)
     # faust hard-codes a 1.5 s fetch wait; Kafka answers a fetch as soon as data arrives, but
     # Tansu (embedded) lets it run out, which adds up to the wait to every pipeline hop.
     kafka_fetch_max_wait_ms: int = Field(100, alias="ANNOSTREAM_KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=30000)
@@ -46,6 +62,13 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(4, alias="ANNOSTREAM_TOPIC_PARTITIONS", ge=1, le=1024)
     topic_replication_factor: int = Field(1, alias="ANNOSTREAM_TOPIC_REPLICATION_FACTOR", ge=1, le=16)
     worker_name: str = Field("annostream", alias="ANNOSTREAM_APP_ID", pattern=r"^[A-Za-z0-9._-]+$")
+    # How many worker processes `annostream up` runs (`--workers` overrides); more machines can
+    # add `annostream worker` processes of their own.
+    workers: int = Field(1, alias="ANNOSTREAM_WORKERS", ge=1, le=64)
+    # Names this worker process (its faust data directory); `up` sets worker-1..N.
+    worker_id: str = Field("", alias="ANNOSTREAM_WORKER_ID", pattern=r"^[A-Za-z0-9._-]*$")
+    # Events a worker buffers per stage and lane: the backlog stays in Kafka, not in memory.
+    worker_buffer: int = Field(16, alias="ANNOSTREAM_WORKER_BUFFER", ge=1, le=4096)
     api_workers: int = Field(2, alias="ANNOSTREAM_API_WORKERS", ge=1, le=64)
     # Which analysis names the watcher publishes: comma-separated regexes, and/or files with
     # one regex per line (re-read on change). Deny wins; an empty allow list allows all.
@@ -125,6 +148,21 @@ class Settings(BaseSettings):
     def work_dir(self) -> Path:
         """Where stages keep per-event artifacts (e.g. the annotated VCF)."""
         return self.data_dir / "work"
+
+    @property
+    def group_timeouts(self) -> GroupTimeouts:
+        """Session, rebalance and heartbeat seconds of the worker's consumer group.
+
+        Defaults are Apache Kafka's own (session.timeout.ms 45 s, the rebalance timeout of the
+        Java client = max.poll.interval.ms 300 s, heartbeat.interval.ms 3 s): a worker busy with a
+        large analysis during a rebalance keeps its membership. The session timeout is how long a
+        crashed worker's partitions wait before the others take them over.
+        """
+        session = self.kafka_session_timeout_s or KAFKA_SESSION_TIMEOUT_S
+        rebalance = self.kafka_rebalance_timeout_s or max(session, KAFKA_REBALANCE_TIMEOUT_S)
+        if self.kafka_rebalance_timeout_s and not self.kafka_session_timeout_s:
+            session = min(session, rebalance)  # one short value (the embedded broker's) sets both
+        return GroupTimeouts(session, rebalance, max(0.5, min(3.0, session / 6)))
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -10,6 +10,7 @@
     |   |-- AnnotationValueError             no
     |   |-- UnknownAnalysisError             no      API 404: a request names no stored analysis
     |   |-- EventRejected                    no      dead letter (the event itself is invalid)
+    |   |-- DestinationExistsError           no      ANALYSES_PATH already has the name (left in incoming)
     |   `-- LimitExceeded                    no      a configured bound on input was exceeded
     |-- ConfigError                          no      a setting is missing or invalid (CLI exit 2)
     |-- DatabaseNotCurrentError              no      run `annostream db upgrade`
@@ -17,6 +18,8 @@
     |-- GaveUp                               no      an event failed its bounded number of attempts
     |-- FailureNotRecorded                   no      the failure path failed: retried, then parked
     |-- NotFoundError                        no      API 404: an id in the URL names nothing
+    |-- UnknownEllaVersionError              no      an ELLA database at an unknown schema revision
+    |-- RetryRefused                         no      `annostream retry` / API: the retry cannot be done
     |-- SmokeFailed                          no      `annostream smoke` did not see the import
     |-- BrokerError                          no      the embedded broker binary could not start
     `-- InfrastructureError                 yes      retried with backoff and jitter, never a failure
@@ -108,6 +111,10 @@ class EventRejected(InputError):
         return self.message
 
 
+class DestinationExistsError(InputError):
+    """ANALYSES_PATH already holds a folder of this name: the analysis is left in incoming. Not retriable."""
+
+
 class LimitExceeded(InputError):
     """Input exceeds a configured bound (size, line length, samples, nesting). Not retriable."""
 
@@ -159,6 +166,19 @@ class NotFoundError(AnnostreamError):
 
     def __init__(self, kind: str, identifier: object) -> None:
         super().__init__(f"{kind} {identifier} not found")
+
+
+class UnknownEllaVersionError(AnnostreamError):
+    """The database is ELLA's, at a schema revision this Annostream was not written for. Not retriable."""
+
+
+class RetryRefused(AnnostreamError):
+    """A retry of a failed import cannot be done; ``status`` is the HTTP status the API answers
+    with. Not retriable."""
+
+    def __init__(self, message: str, status: int = 409):
+        super().__init__(message)
+        self.status = status
 
 
 class SmokeFailed(AnnostreamError):

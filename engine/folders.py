@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from engine.config import Settings
-from engine.errors import InputError
+from engine.errors import DestinationExistsError, InputError
 from engine.timeutil import iso_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,6 @@ def relative_to_incoming(folder: Path, incoming: Path) -> str:
 
 
 # --- moves ------------------------------------------------------------------------------------
-
-
-class DestinationExistsError(InputError):
-    """ANALYSES_PATH already holds a folder of this name: the analysis is left in incoming."""
 
 
 def check_destination_free(folder: Path, settings: Settings) -> None:

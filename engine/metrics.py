@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import (
@@ -26,6 +26,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from engine.errors import is_retriable
 
@@ -49,6 +51,12 @@ STAGE_DURATION = Histogram(
 )
 STAGE_FAILURES = Counter(
     "annostream_stage_failures", "Events a pipeline stage could not process, per stage.", ["stage"]
+)
+LANE_WAIT = Histogram(
+    "annostream_lane_wait_seconds",
+    "Time an event waited in the worker for higher priority lanes (lane: urgent, high, normal, release).",
+    ["lane"],
+    buckets=_STAGE_BUCKETS
 )
 STAGE_RETRIES = Counter(
     "annostream_stage_retries",
@@ -118,13 +126,28 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def render_metrics() -> tuple[bytes, str]:
-    """The text exposition (body, content type) of all processes' metrics."""
+def render_metrics(*extra: Collector) -> tuple[bytes, str]:
+    """The text exposition (body, content type) of all processes' metrics, plus ``extra``
+    collectors of the serving process (e.g. the lane lag of engine.status)."""
     if multiprocess_dir():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    else:
+        registry = CollectorRegistry()
+        registry.register(_Merged(REGISTRY))
+    for collector in extra:
+        registry.register(collector)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Merged(Collector):
+    """The process's default registry as one collector (so extras can be served beside it)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
 
 
 def mark_process_dead(pid: int) -> None:

@@ -35,21 +35,13 @@ from engine import metrics
 from engine.config import Settings
 from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
-from engine.errors import AnnostreamError, BrokerUnavailable, InputError
+from engine.errors import BrokerUnavailable, InputError, RetryRefused
 from engine.events import Genepanel, ReadyEvent, Topics, build_ready_event, encode
 from engine.folders import ERROR_FILE, READY_FILE
 from engine.jobs import get_or_create_job
 from engine.kafka import EventProducer, ensure_engine_topics, require_bootstrap
 
 log = logging.getLogger(__name__)
-
-
-class RetryRefused(AnnostreamError):
-    """The retry cannot be done; ``status`` is the HTTP status the API answers with."""
-
-    def __init__(self, message: str, status: int = 409):
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)

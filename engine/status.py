@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaError
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from engine.bundles import active_bundle
 from engine.config import Settings
@@ -28,6 +30,7 @@ from engine.db.models import ImportJob, JobStatus
 from engine.db.session import session_scope
 from engine.errors import BrokerUnavailable
 from engine.events import Topics
+from engine.events.topics import LANE_NAMES, NORMAL, RELEASE
 from engine.folders import READY_FILE
 from engine.kafka import open_reader, poll_until_idle, topic_partitions
 from engine.ledger import counts as ledger_counts
@@ -53,6 +56,49 @@ class PartitionLag:
 
 
 @dataclass(frozen=True)
+class LaneLag:
+    """Events waiting for one stage in one priority lane (summed over partitions)."""
+
+    stage: str  # annotate, persist, reanalyse, reannotate
+    lane: str  # urgent, high, normal, release
+    lag: int
+    complete: bool = True
+
+    @property
+    def shown(self) -> str:
+        return str(self.lag) if self.complete else f"≥{self.lag}"
+
+
+@dataclass(frozen=True)
+class DrainEstimate:
+    """How long the waiting analyses take at the pace of the last ``window_s`` seconds."""
+
+    waiting: int  # analyses waiting to be annotated, plus import jobs in flight
+    finished: int  # imports that finished in the window
+    rate_per_min: float | None  # None: too few finished imports to tell
+    seconds: float | None
+    window_s: float
+
+    @property
+    def shown(self) -> str:
+        if self.waiting == 0:
+            return "nothing waiting"
+        if self.seconds is None:
+            return (f"{self.waiting} analyses waiting; no estimate yet (fewer than 2 imports finished "
+                    f"in the last {self.window_s / 60:.0f} min)")
+        return (f"{self.waiting} analyses waiting, ~{_duration(self.seconds)} to drain at "
+                f"{self.rate_per_min:.1f} analyses/min (last {self.window_s / 60:.0f} min)")
+
+
+def _duration(seconds: float) -> str:
+    minutes, second = divmod(round(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minute:02d} min"
+    return f"{minute} min {second:02d} s" if minute else f"{second} s"
+
+
+@dataclass(frozen=True)
 class Failure:
     analysis: str
     stage: str | None
@@ -64,6 +110,8 @@ class Failure:
 class Health:
     group: str
     lag: list[PartitionLag] = field(default_factory=list)
+    lanes: list[LaneLag] = field(default_factory=list)
+    drain: DrainEstimate | None = None
     kafka_error: str | None = None
     incoming_ready: list[str] = field(default_factory=list)
     incoming_waiting: list[str] = field(default_factory=list)  # no READY marker yet
@@ -211,18 +259,71 @@ def collect_health(settings: Settings, *, max_count: int = DEFAULT_MAX_COUNT, id
     return health
 
 
+def stage_lanes(settings: Settings) -> dict[str, tuple[str, str]]:
+    """Every topic the worker consumes -> (stage, lane name), highest lane first per stage."""
+    topics = Topics.from_settings(settings)
+    found: dict[str, tuple[str, str]] = {}
+    for stage, lanes in (("annotate", topics.ready_lanes()), ("persist", topics.annotated_lanes())):
+        for lane in sorted(lanes, reverse=True):
+            found[lanes[lane]] = (stage, LANE_NAMES[lane])
+    found[topics.reanalysis] = ("reanalyse", LANE_NAMES[NORMAL])
+    found[topics.reannotation] = ("reannotate", LANE_NAMES[RELEASE])
+    return found
+
+
+def lane_lag(lag: list[PartitionLag], lanes: dict[str, tuple[str, str]]) -> list[LaneLag]:
+    """Partition lag summed per (stage, lane), in ``lanes`` order."""
+    totals: dict[str, tuple[int, bool]] = {}
+    for item in lag:
+        count, complete = totals.get(item.topic, (0, True))
+        totals[item.topic] = (count + item.lag, complete and item.complete)
+    return [LaneLag(stage, lane, *totals.get(topic, (0, True))) for topic, (stage, lane) in lanes.items()]
+
+
+def measure_lanes(settings: Settings, *, max_count: int = DEFAULT_MAX_COUNT,
+                  idle_s: float = 1.0) -> tuple[list[PartitionLag], list[LaneLag]]:
+    bootstrap = settings.kafka_bootstrap_servers
+    if not bootstrap:
+        raise BrokerUnavailable("KAFKA_BOOTSTRAP_SERVERS is not set "
+                                "(the broker of `annostream up` is embedded)")
+    lanes = stage_lanes(settings)
+    lag = consumer_lag(bootstrap, settings.worker_name, list(lanes), max_count=max_count, idle_s=idle_s)
+    return lag, lane_lag(lag, lanes)
+
+
 def _add_lag(health: Health, settings: Settings, *, max_count: int, idle_s: float) -> None:
     if not settings.kafka_bootstrap_servers:
         from engine.runtime import no_broker_message
 
         health.kafka_error = no_broker_message(settings, "status")
         return
-    topics = Topics.from_settings(settings)
     try:
-        health.lag = consumer_lag(settings.kafka_bootstrap_servers, settings.worker_name,
-                                  [topics.ready, topics.annotated], max_count=max_count, idle_s=idle_s)
+        health.lag, health.lanes = measure_lanes(settings, max_count=max_count, idle_s=idle_s)
     except (BrokerUnavailable, KafkaError) as error:
         health.kafka_error = str(error)
+
+
+DRAIN_WINDOW = dt.timedelta(minutes=15)
+
+
+def drain_estimate(url: str, waiting_to_start: int, *, window: dt.timedelta = DRAIN_WINDOW,
+                   now: dt.datetime | None = None) -> DrainEstimate:
+    """Time to drain: the analyses waiting (events not yet taken by the annotate stage plus import
+    jobs in flight) divided by the pace of recent imports (finished in ``window``), which already
+    reflects how many workers there are and how big the analyses have been."""
+    now = now or dt.datetime.now(dt.UTC)
+    with session_scope(url) as session:
+        in_flight = session.scalar(sa.select(sa.func.count()).select_from(ImportJob).where(
+            ImportJob.status.in_([status.value for status in IN_FLIGHT]))) or 0
+        finished = [_as_utc(moment) for moment in session.scalars(
+            sa.select(ImportJob.date_updated).where(ImportJob.status == JobStatus.DONE.value,
+                                                    ImportJob.date_updated >= now - window))]
+    waiting = waiting_to_start + int(in_flight)
+    if len(finished) < 2 or max(finished) <= min(finished):
+        return DrainEstimate(waiting, len(finished), None, None, window.total_seconds())
+    # n finished imports span n-1 intervals between the first and the last of them.
+    rate = (len(finished) - 1) / (max(finished) - min(finished)).total_seconds()
+    return DrainEstimate(waiting, len(finished), rate * 60, waiting / rate, window.total_seconds())
 
 
 def _add_database(health: Health, url: str) -> None:
@@ -234,6 +335,9 @@ def _add_database(health: Health, url: str) -> None:
             return
         health.failures = recent_failures(url)
         health.in_flight = jobs_in_flight(url)
+        if health.kafka_error is None:
+            waiting = sum(item.lag for item in health.lanes if item.stage == "annotate")
+            health.drain = drain_estimate(url, waiting)
         with session_scope(url) as session:
             bundle = active_bundle(session)
             health.parked = [{"id": p.id, "stage": p.stage, "analysis": p.analysis, "reason": p.reason,
@@ -260,6 +364,12 @@ def render(health: Health) -> str:
         total = sum(item.lag for item in health.lag)
         exact = all(item.complete for item in health.lag)
         lines.append(f"  total lag: {'' if exact else '≥'}{total}")
+        lines.append("")
+        lines.append("Waiting per stage and priority lane (drained highest first)")
+        lines.append(f"  {'stage':<11} {'lane':<8} {'waiting':>9}")
+        lines.extend(f"  {item.stage:<11} {item.lane:<8} {item.shown:>9}" for item in health.lanes)
+    if health.drain is not None:
+        lines.append(f"Estimated time to drain: {health.drain.shown}")
     lines.append("")
     ready, waiting = len(health.incoming_ready), len(health.incoming_waiting)
     lines.append(f"Incoming: {ready} ready, {waiting} without READY")
@@ -285,3 +395,71 @@ def render(health: Health) -> str:
             lines.append(f"  {parked['id']}  {parked['analysis'] or '-'}  [{parked['stage']}]  "
                          f"{parked['reason'][:100]}")
     return "\n".join(lines)
+
+
+# --- lane lag for /metrics -------------------------------------------------------------------------
+
+
+class LaneLagMonitor:
+    """Measures the waiting events per stage and lane every ``interval_s`` in a background thread
+    and serves the latest figures as Prometheus gauges (``annostream_lane_waiting_events``).
+
+    Measuring reads the topics (see the module docstring), which takes about a second, so a
+    scrape never waits for it: it gets the figures of the last round (none before the first).
+    """
+
+    def __init__(self, settings: Settings, *, interval_s: float = 15.0) -> None:
+        self.settings = settings
+        self.interval_s = interval_s
+        self.lanes: list[LaneLag] = []
+        self.error: str | None = None
+        self.measured_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name="lane-lag", daemon=True)
+        self._started = False
+        self._lock = threading.Lock()
+
+    def start(self) -> LaneLagMonitor:
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+        return self
+
+    def measure(self) -> None:
+        try:
+            _lag, lanes = measure_lanes(self.settings, max_count=DEFAULT_MAX_COUNT, idle_s=0.5)
+        except (BrokerUnavailable, KafkaError) as error:
+            self.error = str(error)
+            return
+        self.lanes, self.error, self.measured_at = lanes, None, time.time()
+
+    def _run(self) -> None:
+        while True:
+            self.measure()
+            time.sleep(self.interval_s)
+
+    def collect(self) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily("annostream_lane_waiting_events",
+                                    "Events waiting in Kafka for a worker stage, per priority lane "
+                                    "(read after the consumer group's committed offsets).",
+                                    labels=["stage", "lane"])
+        for item in self.lanes:
+            waiting.add_metric([item.stage, item.lane], item.lag)
+        yield waiting
+        if self.measured_at is not None:
+            yield GaugeMetricFamily("annostream_lane_waiting_measured_timestamp_seconds",
+                                    "When the lane figures were measured (Unix time).",
+                                    value=self.measured_at)
+
+
+_monitors: dict[str, LaneLagMonitor] = {}
+
+
+def lane_lag_monitor(settings: Settings) -> LaneLagMonitor | None:
+    """The process's running monitor for ``settings`` (None without a broker to read)."""
+    if not settings.kafka_bootstrap_servers:
+        return None
+    key = f"{settings.kafka_bootstrap_servers}|{settings.worker_name}|{settings.topic_prefix}"
+    if key not in _monitors:
+        _monitors[key] = LaneLagMonitor(settings)
+    return _monitors[key].start()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.broker import EmbeddedBroker
-from engine.config import Settings
+from engine.config import EMBEDDED_GROUP_TIMEOUT_S, Settings
 from engine.runtime import remove_runtime, runtime_for, write_runtime
 
 log = logging.getLogger("annostream.up")
@@ -75,11 +75,17 @@ def service_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "engine", *args]
 
 
-def default_children(settings: Settings, *, with_api: bool = True) -> list[Child]:
-    children = [
-        Child("worker", service_argv("worker")),
-        Child("watcher", service_argv("watch")),
-    ]
+def default_children(settings: Settings, *, with_api: bool = True, workers: int | None = None) -> list[Child]:
+    """Workers (``workers``, default ANNOSTREAM_WORKERS), the watcher and the API.
+
+    Workers share the consumer group, so Kafka spreads the topics' partitions over them; each
+    gets its own ANNOSTREAM_WORKER_ID (its faust data directory).
+    """
+    count = workers or settings.workers
+    children = [Child("worker" if count == 1 else f"worker-{number}", service_argv("worker"),
+                      env={"ANNOSTREAM_WORKER_ID": f"worker-{number}"})
+                for number in range(1, count + 1)]
+    children.append(Child("watcher", service_argv("watch")))
     if with_api:
         children.append(Child("api", service_argv("api")))
     return children
@@ -120,6 +126,11 @@ class Supervisor:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(prepare_metrics_dir(self.settings))
         if self.broker is not None:
             env["KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
+            # Only for the embedded broker (which waits the full rebalance timeout on every
+            # group join); with KAFKA_BOOTSTRAP_SERVERS set, Kafka's defaults apply unless the
+            # operator sets these.
+            for variable in ("ANNOSTREAM_KAFKA_SESSION_TIMEOUT", "ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT"):
+                env.setdefault(variable, str(EMBEDDED_GROUP_TIMEOUT_S))
         return env
 
     def _write_runtime(self, env: dict[str, str]) -> None:

@@ -56,10 +56,11 @@ def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics, setti
         for topic, key, value in messages:
             producer.send(topic, key, value)
 
-    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topics.ready, key=event.key,
+    topic = topics.ready_for(event.priority)  # the lane of its priority
+    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topic, key=event.key,
                      value=encode(event), analysis=event.analysis)
     record_then_publish(settings, [work], publish)
-    metrics.EVENTS_PRODUCED.labels(topic=topics.ready).inc()
+    metrics.EVENTS_PRODUCED.labels(topic=topic).inc()
     log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
              event.folder, len(event.files), event.fingerprint[:12],
              extra={"analysis": event.analysis, "event_id": event.event_id})

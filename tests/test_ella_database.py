@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from engine.db.ella import KNOWN_ELLA_REVISIONS, UnknownEllaVersionError
+from engine.db.ella import KNOWN_ELLA_REVISIONS
 from engine.db.models import Base, annostream_tables
 from engine.db.session import create_db_engine, get_engine
+from engine.errors import UnknownEllaVersionError
 from tests.support.ella import SCHEMA, create_ella_database, drop_database
 from tests.support.stack import DATA, Stack, make_stack, wait_until
 

@@ -13,9 +13,8 @@ import orjson
 import pytest
 
 from engine.config import Settings, load_settings
-from engine.errors import InputError
+from engine.errors import DestinationExistsError, InputError
 from engine.folders import (
-    DestinationExistsError,
     move_folder,
     move_to_failed,
     move_to_imported,

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import orjson
+import pytest
 
 from engine.broker import free_port
 from engine.runtime import RUNTIME_FILE
@@ -31,6 +32,7 @@ def bare_environment() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith(ANNOSTREAM_VARIABLES)}
 
 
+@pytest.mark.timeout(900)  # a whole stack plus seven CLI runs: ~150 s idle, over 300 s at load 40
 def test_second_terminal_uses_the_runtime_file_of_up(tmp_path: Path, pg_url: str) -> None:
     port = free_port()
     # `up` itself gets only a database and a free port; broker, data dir and folders are defaults

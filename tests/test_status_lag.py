@@ -19,7 +19,8 @@ from engine.db.models import ImportJob
 from engine.db.session import get_engine, session_scope
 from engine.events import Topics
 from engine.kafka import ensure_topics
-from engine.status import collect_health, consumer_lag, render
+from engine.metrics import render_metrics
+from engine.status import LaneLagMonitor, collect_health, consumer_lag, drain_estimate, render
 from tests.support.env import engine_env, engine_settings, prepare_database, subprocess_env
 
 PRODUCED = {("ready", 0): 5, ("ready", 1): 3, ("annotated", 0): 2, ("annotated", 1): 0}
@@ -127,6 +128,15 @@ def test_health_report_and_cli(settings: Settings) -> None:
     assert sum(item.lag for item in health.lag) == 6
     text = render(health)
     assert "total lag: 6" in text and "Broken-1" in text and "Broken-old" not in text
+    # Per stage and lane, highest lane first; the normal lanes are the plain topics.
+    lanes = {(item.stage, item.lane): item.lag for item in health.lanes}
+    assert list(lanes)[:3] == [("annotate", "urgent"), ("annotate", "high"), ("annotate", "normal")]
+    assert lanes[("annotate", "normal")] == 6 and lanes[("annotate", "urgent")] == 0
+    assert lanes[("reannotate", "release")] == 0
+    assert "annotate    normal           6" in text
+    # 6 events not yet started + 3 jobs in flight; one finished import is not a pace yet.
+    assert health.drain is not None and health.drain.waiting == 9 and health.drain.seconds is None
+    assert "9 analyses waiting; no estimate yet" in text
 
     assert settings.kafka_bootstrap_servers is not None
     env = subprocess_env(engine_env(settings.data_dir, db_url=settings.database_url,
@@ -152,3 +162,29 @@ def test_unreachable_broker_is_reported(settings: Settings) -> None:
     health = collect_health(unreachable)
     assert not health.ok and "cannot reach Kafka" in (health.kafka_error or "")
     assert "unavailable" in render(health)
+
+
+def test_drain_estimate_from_the_pace_of_recent_imports(settings: Settings) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with session_scope(settings.database_url) as session:
+        for minutes_ago in (6, 4, 2, 0, 30):  # one every 2 min; the one 30 min ago is outside the window
+            add_job(session, f"Done-{minutes_ago}", "DONE", minutes_ago=minutes_ago)
+        add_job(session, "Busy-1", "PERSISTING", minutes_ago=0)
+    estimate = drain_estimate(settings.database_url, 9, now=now)
+    assert estimate.waiting == 10 and estimate.finished == 4
+    assert estimate.rate_per_min == pytest.approx(0.5, rel=0.01)
+    assert estimate.seconds == pytest.approx(20 * 60, rel=0.01)
+    assert "10 analyses waiting, ~20 min 00 s to drain at 0.5 analyses/min" in estimate.shown
+
+
+def test_lane_lag_is_served_as_prometheus_gauges(settings: Settings) -> None:
+    fill_topics(settings)
+    monitor = LaneLagMonitor(settings)
+    monitor.measure()
+    assert monitor.error is None
+    body, _content_type = render_metrics(monitor)
+    text = body.decode()
+    assert 'annostream_lane_waiting_events{lane="normal",stage="annotate"} 6.0' in text
+    assert 'annostream_lane_waiting_events{lane="urgent",stage="persist"} 0.0' in text
+    assert 'annostream_lane_waiting_events{lane="release",stage="reannotate"} 0.0' in text
+    assert "annostream_lane_waiting_measured_timestamp_seconds" in text

@@ -15,6 +15,7 @@ from api.models import ReadinessOut
 from engine.db.session import get_engine
 from engine.metrics import render_metrics
 from engine.state_metrics import render_state
+from engine.status import lane_lag_monitor
 
 router = APIRouter(tags=["operations"])
 
@@ -83,9 +84,11 @@ def readyz(settings: SettingsDep) -> Any:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(settings: SettingsDep) -> Response:
-    """Counters of every local process, then the pipeline's state (engine/state_metrics.py)
-    and the database gauges (parked events, work ledger)."""
-    body, content_type = render_metrics()
+    """Counters of every local process (and the waiting events per stage and priority lane,
+    measured in the background), then the pipeline's state (engine/state_metrics.py) and the
+    database gauges (parked events, work ledger)."""
+    monitor = lane_lag_monitor(settings)
+    body, content_type = render_metrics(*([monitor] if monitor else []))
     return Response(content=body + render_state(settings) + database_gauges(settings.database_url),
                     media_type=content_type)
 

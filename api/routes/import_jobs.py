@@ -13,10 +13,10 @@ from api.auth import WriteToken
 from api.deps import PaginationDep, SessionDep, SettingsDep
 from api.models import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
 from engine.db.models import ImportJob, JobStatus
-from engine.errors import NotFoundError
+from engine.errors import NotFoundError, RetryRefused
 from engine.events import default_producer
 from engine.kafka import BrokerUnavailable
-from engine.retry import RetryRefused, retry_job
+from engine.retry import retry_job
 
 router = APIRouter(prefix="/api/v1/import/jobs", tags=["import jobs"])
 

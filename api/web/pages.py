@@ -43,11 +43,11 @@ from api.web.session import (
 from engine.bundles import activate_bundle, list_bundles
 from engine.config import Settings
 from engine.db.models import Analysis, ImportJob, JobStatus, Sample
-from engine.errors import AnnostreamError
+from engine.errors import AnnostreamError, RetryRefused
 from engine.events import Topics, default_producer
 from engine.kafka import BrokerUnavailable, open_reader, poll_until_idle, topic_partitions
 from engine.reannotate.runs import list_runs
-from engine.retry import RetryRefused, find_failed_folder, read_error_file, retry_job
+from engine.retry import find_failed_folder, read_error_file, retry_job
 from engine.status import Health, collect_health
 
 log = logging.getLogger("annostream.web")

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -270,7 +270,7 @@ class ChromNames:
 
 
 def _run(
-    cfg,
+    cfg: Any,
     sources: list[_Source],
     src: Path,
     fh: BinaryIO,
@@ -348,7 +348,7 @@ def _merge_hits(
 
 def _assemble(
     chunk: bytes, fields: Fields, hits: tuple[np.ndarray, np.ndarray, np.ndarray], replaced: dict[int, bytes]
-) -> list:
+) -> list[Any]:
     """Insert each hit's INFO text at the end of its INFO field in one vectorised pass, then splice
     in the few lines rewritten by the general path."""
     buf = fields.buf
@@ -364,7 +364,7 @@ def _assemble(
         return [out.data]
     shift = np.cumsum(lengths)
     view = memoryview(out)  # type: ignore[arg-type]
-    pieces: list = []
+    pieces: list[Any] = []
     prev = 0
     for i in sorted(replaced):
         moved = int(shift[np.searchsorted(lines, i) - 1]) if np.searchsorted(lines, i) > 0 else 0
@@ -391,7 +391,7 @@ class _ChunkAnnotator:
         self.general_only = general_only
         self.posts = [_PostOp(p) for p in cfg.postannotations]
 
-    def annotate(self, chunk: bytes, src: Path, line_offset: int) -> tuple[list, int, int]:
+    def annotate(self, chunk: bytes, src: Path, line_offset: int) -> tuple[list[Any], int, int]:
         fields = scan_fields(chunk, 8)
         n = fields.n
         bad = missing_fields(fields, 8)
@@ -530,7 +530,7 @@ class _PostOp:
         if post.op not in ("delete", "setid") and post.op not in _REDUCER_NAMES:
             self.expression = compile_expression(post.op, post.fields)
 
-    def apply(self, info: dict, parts: list[str]) -> bool:
+    def apply(self, info: dict[str, Any], parts: list[str]) -> bool:
         post = self.post
         if post.op == "delete":
             removed = [f for f in post.fields if f in info]
@@ -547,14 +547,16 @@ class _PostOp:
             return True
         if not present:
             return False
+        # The config requires a name for every op but delete (engine/annotate/config.py: _post_block).
+        target = post.name or ""
         if post.op == "div2":
             found = [present[f] for f in post.fields if f in present]
             if len(found) < 2:
                 return False
-            info[post.name] = _div2(found[0], found[1])
+            info[target] = _div2(found[0], found[1])
             return True
         if self.expression is None:
-            values: list = []
+            values: list[Any] = []
             for f in post.fields:
                 if f in present:
                     v = present[f]
@@ -573,14 +575,14 @@ class _PostOp:
             value = _typed(raw, post.type)
         if value is None or value is False:
             return False
-        info[post.name] = value
+        info[target] = value
         return True
 
 
 _REDUCER_NAMES = {"self", "first", "concat", "uniq", "sum", "mean", "min", "max", "count", "flag", "div2"}
 
 
-def _numeric(value) -> float | list[float]:
+def _numeric(value: Any) -> float | list[float]:
     if value is True:
         return 1.0
     if "," in value:
@@ -588,7 +590,7 @@ def _numeric(value) -> float | list[float]:
     return as_float(value)
 
 
-def _typed(raw, vcf_type: str):
+def _typed(raw: Any, vcf_type: str) -> Any:
     if vcf_type == "Flag":
         return True if raw else None
     if isinstance(raw, list):
@@ -714,7 +716,7 @@ def _interval_values(
         reduced = reducer.reduceat(numbers, group_start)[multi]
         if op == "mean":
             reduced = reduced / (group_end - group_start)[multi]
-        values: list = [format_number(v) for v in reduced.tolist()]
+        values: list[Any] = [format_number(v) for v in reduced.tolist()]
     else:
         texts = index.column_text(chrom, slot)
         row_list = rows.tolist()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from engine.errors import InputError
 
@@ -104,7 +105,7 @@ def _fail(path: Path, label: str, message: str, expected: str | None = None) -> 
     return InputError(f"{label}: {message}", file=str(path), expected=expected)
 
 
-def _string_list(path: Path, label: str, block: dict, key: str) -> list | None:
+def _string_list(path: Path, label: str, block: dict[str, Any], key: str) -> list[str] | None:
     value = block.get(key)
     if value is None:
         return None
@@ -135,7 +136,7 @@ def resolve_source(file_text: str, base: Path | None, config_dir: Path, *, searc
     return candidate, tuple(searched)
 
 
-def _annotation_block(path: Path, number: int, block: dict, base: Path | None,
+def _annotation_block(path: Path, number: int, block: dict[str, Any], base: Path | None,
                       search_cwd: bool) -> AnnotationBlock:
     file_text = block.get("file")
     label = f"[[annotation]] #{number} (file={file_text!r})"
@@ -151,7 +152,7 @@ def _annotation_block(path: Path, number: int, block: dict, base: Path | None,
     ops = _string_list(path, label, block, "ops")
     if (fields is None) == (columns is None):
         raise _fail(path, label, "give exactly one of 'fields' (VCF) or 'columns' (BED/TSV)")
-    selectors: list = fields if fields is not None else columns  # type: ignore[assignment]
+    selectors: list[Any] = fields if fields is not None else columns  # type: ignore[assignment]
     if ops is None:
         raise _fail(path, label, "missing 'ops'", "one op per field/column")
     if names is None:
@@ -176,7 +177,7 @@ def _annotation_block(path: Path, number: int, block: dict, base: Path | None,
     return AnnotationBlock(number, file_path, file_text, outputs, optional, searched)
 
 
-def _output_field(path: Path, label: str, selector, name, op, is_column: bool) -> OutputField:
+def _output_field(path: Path, label: str, selector: Any, name: Any, op: Any, is_column: bool) -> OutputField:
     if not isinstance(op, str):
         raise _fail(path, label, f"op {op!r} is not a string")
     if op.startswith("lua:"):
@@ -201,7 +202,7 @@ def _output_field(path: Path, label: str, selector, name, op, is_column: bool) -
     return OutputField(name=name, op=op, field=selector, forced_type=forced)
 
 
-def _post_block(path: Path, number: int, block: dict) -> PostAnnotation:
+def _post_block(path: Path, number: int, block: dict[str, Any]) -> PostAnnotation:
     name = block.get("name")
     label = f"[[postannotation]] #{number} (name={name!r})"
     op = block.get("op")

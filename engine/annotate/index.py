@@ -34,6 +34,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class SourceMeta:
 
     kind: str  # "variant" | "interval"
     chroms: list[str]
-    info: dict[str, dict]  # header definitions of the requested fields
+    info: dict[str, dict[str, Any]]  # header definitions of the requested fields
     numbers: list[str]  # per output: Number of its input ("1" for columns/ID/FILTER)
     is_vcf: bool
     max_len: dict[str, int] = field(default_factory=dict)
@@ -412,7 +413,7 @@ def _compile_table(block: AnnotationBlock, config_path: Path, directory: Path, k
         return _compile_intervals(block, config_path, directory, fh, first, layout)
 
 
-def _table_lines(fh, first: bytes, skip: int) -> Iterator[tuple[int, list[str]]]:
+def _table_lines(fh: Any, first: bytes, skip: int) -> Iterator[tuple[int, list[str]]]:
     carry = first
     line_no = 0
     while True:
@@ -446,11 +447,13 @@ def _check_columns(block: AnnotationBlock, config_path: Path, row: list[str], li
             )
 
 
-def _compile_intervals(block, config_path, directory, fh, first, layout: TabixLayout) -> SourceMeta:
+def _compile_intervals(
+    block: Any, config_path: Any, directory: Any, fh: Any, first: Any, layout: TabixLayout
+) -> SourceMeta:
     chroms: list[str] = []
     max_len: dict[str, int] = {}
     n_out = len(block.outputs)
-    state: dict = {"starts": [], "ends": [], "cols": [[] for _ in range(n_out)]}
+    state: dict[str, Any] = {"starts": [], "ends": [], "cols": [[] for _ in range(n_out)]}
     numeric = [o.op in NUMERIC_OPS for o in block.outputs]
 
     def flush() -> None:
@@ -536,7 +539,9 @@ def _num(text: str) -> float:
         return 0.0
 
 
-def _compile_tsv_variants(block, config_path, directory, fh, first, layout, ref_col, alt_col) -> SourceMeta:
+def _compile_tsv_variants(
+    block: Any, config_path: Any, directory: Any, fh: Any, first: Any, layout: Any, ref_col: Any, alt_col: Any
+) -> SourceMeta:
     specs = [FieldSpec(o, slot, "1", True, from_vcf=False) for slot, o in enumerate(block.outputs)]
     writer = _ChromWriter(directory, specs)
     chroms: list[str] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from engine.annotate.config import OutputField
 
@@ -67,7 +68,7 @@ def as_float(text: Value) -> float:
 
 
 def match_alts(
-    values: Sequence[Value], query_alts: Sequence[str], source_alts: Sequence[str], out: list
+    values: Sequence[Value], query_alts: Sequence[str], source_alts: Sequence[str], out: list[Any]
 ) -> None:
     """Place per-ALT ``values`` (in ``source_alts`` order) at the query's ALT positions."""
     for qi, alt in enumerate(query_alts):
@@ -102,13 +103,13 @@ def reduce_field(
     op = spec.output.op
     collected: list[Value] = []
     by_alt: list[list[str]] | None = None
-    self_a: list | None = None
+    self_a: list[Any] | None = None
     for c in contributions:
         value = raw_value(spec, c)
         if value is None:
             continue
         if op == "by_alt" and spec.from_vcf:
-            per_alt: list = ["."] * len(query_alts)
+            per_alt: list[Any] = ["."] * len(query_alts)
             parts = value.split(",") if isinstance(value, str) else [value]
             match_alts(parts, query_alts, c.alts, per_alt)
             by_alt = by_alt or [[] for _ in query_alts]

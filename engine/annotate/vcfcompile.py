@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ _FLAG_COPY_OPS = frozenset({"self", "first"})
 # ----------------------------------------------------------------------------- record texts
 
 
-def encode_record(rid: str, filt: str, alts: str, values: list) -> str:
+def encode_record(rid: str, filt: str, alts: str, values: list[Any]) -> str:
     """The general path's text of one source record: ID, FILTER, ALTs and the raw values (tokens
     stand for a missing value and a set Flag)."""
     coded = [
@@ -294,7 +295,7 @@ class VcfCompiler:
         value at a time as ``encode_record`` expects."""
         line = bytes(fields.buf[int(fields.line_start[i]) : int(fields.line_end[i])]).decode()
         _chrom, _pos, rid, ref, alts, _qual, filt, info = line.split("\t", 8)[:8]
-        values: list = [None] * len(self.specs)
+        values: list[Any] = [None] * len(self.specs)
         if self.info_keys and info != ".":
             for item in info.split(";"):
                 name, eq, value = item.partition("=")

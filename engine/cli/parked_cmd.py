@@ -23,12 +23,12 @@ def register(app: typer.Typer) -> None:
 @parked_app.command("list")
 def list_command(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Every parked event: id, stage, topic, analysis, when, and why it was parked."""
-    from engine.config import load_settings
     from engine.db.session import session_scope
     from engine.parked import list_parked
+    from engine.runtime import cli_settings
 
     with one_line_errors():
-        settings = load_settings()
+        settings, _runtime = cli_settings()  # env first, then the runtime file of `up`
         with session_scope(settings.database_url) as session:
             rows = [
                 {
@@ -59,14 +59,14 @@ def list_command(as_json: Annotated[bool, typer.Option("--json", help="Print JSO
 @parked_app.command("retry")
 def retry_command(ids: IdsArgument = None, every: AllOption = False) -> None:
     """Publish parked events again (exact bytes, same topic) once their cause is fixed."""
-    from engine.config import load_settings
     from engine.db.session import session_scope
     from engine.kafka import require_bootstrap
     from engine.ledger import Message
     from engine.parked import retry_parked
+    from engine.runtime import cli_settings
 
     with one_line_errors():
-        settings = load_settings()
+        settings, _runtime = cli_settings()  # env first, then the runtime file of `up`
         require_bootstrap(settings, "parked retry")  # fail before anything is changed
 
         def publish(messages: list[Message]) -> None:
@@ -83,12 +83,12 @@ def retry_command(ids: IdsArgument = None, every: AllOption = False) -> None:
 @parked_app.command("drop")
 def drop_command(ids: IdsArgument = None, every: AllOption = False) -> None:
     """Give up on parked events: their import jobs become CANCELLED."""
-    from engine.config import load_settings
     from engine.db.session import session_scope
     from engine.parked import drop_parked
+    from engine.runtime import cli_settings
 
     with one_line_errors():
-        settings = load_settings()
+        settings, _runtime = cli_settings()  # env first, then the runtime file of `up`
         _need_choice(ids, every)
         with session_scope(settings.database_url) as session:
             count = drop_parked(session, ids or [], every=every)

@@ -26,9 +26,10 @@ def retry(
     error.json and publish it again; the new import job links to the failed one. A folder that
     still fails is left where it is and the new error is printed. Exit 1 if anything was refused."""
     from engine.db import migrate
+    from engine.errors import RetryRefused
     from engine.events import default_producer
     from engine.replay import parse_moment
-    from engine.retry import RetryRefused, RetryResult, failed_jobs, retry_analysis, retry_job
+    from engine.retry import RetryResult, failed_jobs, retry_analysis, retry_job
     from engine.runtime import cli_settings
 
     if (name is None) == (not all_failed):

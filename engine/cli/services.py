@@ -30,6 +30,8 @@ def worker() -> None:
 def up(
     demo: bool = typer.Option(False, "--demo", help="Load a demo gene panel and drop two demo analyses."),
     no_api: bool = typer.Option(False, "--no-api", help="Do not start the read API."),
+    workers: int | None = typer.Option(None, "--workers", min=1, max=64,
+                                       help="Worker processes to run (default ANNOSTREAM_WORKERS, 1)."),
 ) -> None:
     """Run everything: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), migrations, watcher,
     worker and API, as one supervised process tree. Ctrl-C stops it cleanly."""
@@ -60,7 +62,7 @@ def up(
                 typer.echo(f"demo analysis dropped: {name}")
         typer.echo(where_to_look(settings, with_api=not no_api))
 
-    children = default_children(settings, with_api=not no_api)
+    children = default_children(settings, with_api=not no_api, workers=workers)
     api_url = None if no_api else f"http://localhost:{settings.port}"
     raise typer.Exit(Supervisor(settings, children, on_ready=announce, api_url=api_url).run())
 

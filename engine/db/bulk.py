@@ -284,8 +284,8 @@ class PostgresLoader(BulkLoader):
     def _insert_if_all_new(self, table: str, names: str, stage: str) -> bool:
         """Insert the staged rows with a plain INSERT, if none is stored yet.
 
-        A plain INSERT costs about half of ``ON CONFLICT DO NOTHING`` (measured: 3.0 s against
-        5.9 s for 664k alleles) and is what a VCF of new variants needs. In a savepoint: the first
+        A plain INSERT costs about half of ``ON CONFLICT DO NOTHING`` (bench/README.md,
+        "Measurements behind code choices") and is what a VCF of new variants needs. In a savepoint: the first
         stored row (or one a concurrent import is inserting) raises a unique violation, which is
         rolled back, and the caller then merges with ON CONFLICT only. With many stored rows the
         violation comes within the first rows, so the failed try costs little.

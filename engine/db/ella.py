@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from engine.errors import AnnostreamError
+from engine.errors import UnknownEllaVersionError
 
 ANNOSTREAM_SCHEMA = "annostream"
 SEARCH_PATH = f"{ANNOSTREAM_SCHEMA},public"
@@ -42,10 +42,6 @@ SMALLINT_MAX = 32767
 class DatabaseMode(enum.StrEnum):
     STANDALONE = "standalone"
     ELLA = "ella"
-
-
-class UnknownEllaVersionError(AnnostreamError):
-    """The database is ELLA's, at a schema revision this Annostream was not written for."""
 
 
 def detect_mode(connection: Connection) -> DatabaseMode:

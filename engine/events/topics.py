@@ -25,6 +25,17 @@ from engine.events.release import (
     ReannotationBatchEvent,
 )
 
+#: Lanes, highest first drained: ELLA's ``.analysis`` priorities (1 normal, 2 high, 3 urgent) and,
+#: below them, the re-annotation batches of a data release. A worker takes an event of a lane only
+#: while no higher lane of any stage has events waiting or running in it (consumers/worker.py).
+RELEASE, NORMAL, HIGH, URGENT = 0, 1, 2, 3
+LANE_NAMES = {RELEASE: "release", NORMAL: "normal", HIGH: "high", URGENT: "urgent"}
+
+
+def lane_of_priority(priority: int | None) -> int:
+    """The import lane of an analysis priority (anything unknown is normal)."""
+    return priority if priority in (NORMAL, HIGH, URGENT) else NORMAL
+
 
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
@@ -47,8 +58,15 @@ def _topic(name: str, carries: type[Event], *, configs: Mapping[str, str] | None
 class Topics:
     """The engine's topic names with ANNOSTREAM_TOPIC_PREFIX applied: one field per topic."""
 
+    # The normal lane keeps the plain names (pipelines that publish analysis.ready themselves
+    # keep working); high and urgent analyses travel on topics of their own: one topic per
+    # priority, so no broker feature beyond plain topics is needed (docs/decisions.md).
     ready: str = _topic("analysis.ready", ReadyEvent)
+    ready_high: str = _topic("analysis.ready.high", ReadyEvent, lane_of="analysis.ready")
+    ready_urgent: str = _topic("analysis.ready.urgent", ReadyEvent, lane_of="analysis.ready")
     annotated: str = _topic("analysis.annotated", AnnotatedEvent)
+    annotated_high: str = _topic("analysis.annotated.high", AnnotatedEvent, lane_of="analysis.annotated")
+    annotated_urgent: str = _topic("analysis.annotated.urgent", AnnotatedEvent, lane_of="analysis.annotated")
     imported: str = _topic("analysis.imported", ImportedEvent)
     failed: str = _topic("analysis.failed", FailedEvent)  # dead letters of every stage
     # Compacted: keeps the latest status of every analysis (the key) instead of expiring by age.
@@ -66,6 +84,20 @@ class Topics:
     @classmethod
     def from_settings(cls, settings: Settings) -> Topics:
         return cls(**{spec.attribute: settings.topic(spec.name) for spec in cls.specs()})
+
+    def ready_lanes(self) -> dict[int, str]:
+        """The analysis.ready topic of each import lane."""
+        return {NORMAL: self.ready, HIGH: self.ready_high, URGENT: self.ready_urgent}
+
+    def annotated_lanes(self) -> dict[int, str]:
+        """The analysis.annotated topic of each import lane."""
+        return {NORMAL: self.annotated, HIGH: self.annotated_high, URGENT: self.annotated_urgent}
+
+    def ready_for(self, priority: int | None) -> str:
+        return self.ready_lanes()[lane_of_priority(priority)]
+
+    def annotated_for(self, priority: int | None) -> str:
+        return self.annotated_lanes()[lane_of_priority(priority)]
 
     def carrying(self, kind: type[Event]) -> str:
         """The (prefixed) main topic that carries ``kind`` events."""

@@ -76,7 +76,7 @@ class EngineAnnotator:
         fasta = self.settings.reference_fasta
         if bundle is None:
             # Read once, soon, by the persist stage: gzip level 1 instead of BGZF level 6 (the
-            # BGZF compression of a 1M-record VCF took ~6 s of this stage).
+            # BGZF compression was most of this stage's time: bench/README.md).
             result = normalise_vcf(source, target, fasta=fasta, fast_gzip=True)
         else:
             # Uncompressed: it is read once, right away, by the annotator.

@@ -42,7 +42,7 @@ from engine.vcf.header import read_header
 from engine.vcf.info import parse_info
 
 # Records carry a flag as INFO: the annotator's fast path appends to INFO, while an empty INFO
-# ('.') sends every record down its per-record path (4x slower).
+# ('.') sends every record down its slower per-record path (bench/README.md).
 EXPORT_FLAG = "ANNOSTREAM_EXPORT"
 VCF_HEADER = ("##fileformat=VCFv4.2\n"
               f'##INFO=<ID={EXPORT_FLAG},Number=0,Type=Flag,'
@@ -187,7 +187,7 @@ def current_documents(session: Session, selection: AlleleSelection) -> dict[int,
     if selection.id_to is not None:
         condition += " AND c.allele_id <= :id_to"
     loader = bulk_loader(session)
-    # As text, parsed by orjson: several times faster than the driver's json.loads per row.
+    # As text, parsed by orjson: faster than the driver's json.loads per row (bench/README.md).
     document = loader.json_text("c.annotations")
     # Locked until commit: an import changing one of these documents meanwhile waits, instead of
     # having its change overwritten by a merge with the document read here.

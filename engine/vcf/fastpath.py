@@ -3,7 +3,7 @@
 ``iter_variant_blocks`` yields, in file order, ``VariantColumns`` for the simple lines of a block
 of the file and ``VariantRecord`` lists (from the exact line parser, ``engine.vcf.reader``) for
 the rest. A block (a few MB of whole lines) is split into columns by pyarrow's CSV reader (C,
-~0.6 µs a line) and checked with vectorised string kernels; only a line that passes every check
+sub-µs a line) and checked with vectorised string kernels; only a line that passes every check
 below is parsed in bulk, and it must give exactly what the exact parser gives:
 
 * one ALT; REF and ALT of the bases ACGTN, different; no ``OLD_MULTIALLELIC`` and no ``SV`` in

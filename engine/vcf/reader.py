@@ -3,8 +3,8 @@
 The file is read line by line (plain or gzip/BGZF) so memory stays flat and every error names its
 1-based line; htslib (cyvcf2) checks the header. Records the proband does not carry are dropped
 after reading only the proband's GT; only carried records are parsed fully. Why text and not
-cyvcf2 records: cyvcf2 costs ~4-5 µs per record before any field is touched (measured on this
-machine), cannot give raw FILTER/INFO text or line numbers, and the proband filter makes most of
+cyvcf2 records: cyvcf2 costs microseconds per record before any field is touched (bench/README.md),
+cannot give raw FILTER/INFO text or line numbers, and the proband filter makes most of
 the per-sample work unnecessary.
 """
 
@@ -64,7 +64,7 @@ def _batches(
     """Fill batches with the cyclic garbage collector paused (it stays on while the caller works).
 
     A batch is hundreds of thousands of small acyclic objects; letting the collector rescan them
-    again and again cost ~40% of the parse time (measured). Nothing built here forms cycles.
+    again and again costs a large share of the parse time (bench/README.md). Nothing here forms cycles.
     """
     collector_was_on = gc.isenabled()
     batch: list[VariantRecord] = []

@@ -12,7 +12,7 @@ from typing import Any
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, which made building
-# an allele ~10x slower (one per imported variant). Hashable by value all the same; treat as
+# an allele much slower (one per imported variant; bench/README.md). Hashable by value all the same; treat as
 # immutable (it is used as a set/dict key).
 @dataclass(slots=True, unsafe_hash=True)
 class AlleleRecord:

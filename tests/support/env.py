@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.config import Settings, load_settings
+from engine.config import EMBEDDED_GROUP_TIMEOUT_S, Settings, load_settings
 from engine.events import Topics
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -32,6 +32,9 @@ def engine_env(root: Path, *, db_url: str | None = None, bootstrap: str | None =
         env["DB_URL"] = db_url
     if bootstrap is not None:
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        # The session's broker is the embedded one: its short group timeouts, as `up` sets them.
+        env["ANNOSTREAM_KAFKA_SESSION_TIMEOUT"] = str(EMBEDDED_GROUP_TIMEOUT_S)
+        env["ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT"] = str(EMBEDDED_GROUP_TIMEOUT_S)
     env.update(extra)
     return env
 

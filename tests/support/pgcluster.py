@@ -36,11 +36,16 @@ def _server_bin_dir() -> Path:
     )
 
 
+#: What the test clusters trade for speed; no lab runs a database like this.
+NON_DURABLE = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
 class ThrowawayCluster:
-    def __init__(self, *, durable: bool = False) -> None:
+    def __init__(self, *, durable: bool = False, options: tuple[str, ...] = ()) -> None:
         # durable: PostgreSQL's defaults (fsync, synchronous_commit, full_page_writes on), for
-        # benchmarks; tests trade durability for speed.
+        # benchmarks; tests trade durability for speed. options: extra ``-c`` settings.
         self.durable = durable
+        self.options = options
         self.bin_dir = _server_bin_dir()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="annostream-pg-"))
@@ -86,8 +91,8 @@ class ThrowawayCluster:
     def _options(self) -> str:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
         if not self.durable:
-            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        return options
+            options += " " + " ".join(f"-c {setting}" for setting in NON_DURABLE)
+        return options + "".join(f" -c {setting}" for setting in self.options)
 
     def _pg_ctl(self) -> list[str]:
         return [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir)]

@@ -56,12 +56,16 @@ class Stack:
             raise AssertionError(f"annostream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
-    def start(self, *extra: str, timeout_s: float = 60) -> Stack:
+    def start(self, *extra: str, timeout_s: float = 120) -> Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen([*self.command, "up", *extra], env=self.env, cwd=self.cwd,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
-                   on_timeout=self.log_tail)
+        try:
+            wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
+                       on_timeout=self.log_tail)
+        except BaseException:
+            self.stop()  # a failed start must not leave an `up` tree running after the test
+            raise
         return self
 
     def healthy(self) -> bool:
