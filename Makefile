@@ -33,6 +33,7 @@ test-fast: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy engine consumers producers api
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 

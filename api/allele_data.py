@@ -25,12 +25,29 @@ from engine.db.models import (
 )
 
 ALLELE_FIELDS = (
-    "id", "genome_reference", "chromosome", "start_position", "open_end_position", "change_from",
-    "change_to", "change_type", "vcf_pos", "vcf_ref", "vcf_alt", "length", "caller_type",
+    "id",
+    "genome_reference",
+    "chromosome",
+    "start_position",
+    "open_end_position",
+    "change_from",
+    "change_to",
+    "change_type",
+    "vcf_pos",
+    "vcf_ref",
+    "vcf_alt",
+    "length",
+    "caller_type",
 )
 SAMPLE_DATA_FIELDS = (
-    "type", "multiallelic", "genotype_quality", "sequencing_depth", "allele_depth", "allele_ratio",
-    "genotype_likelihood", "copy_number",
+    "type",
+    "multiallelic",
+    "genotype_quality",
+    "sequencing_depth",
+    "allele_depth",
+    "allele_ratio",
+    "genotype_likelihood",
+    "copy_number",
 )
 
 
@@ -38,10 +55,20 @@ SAMPLE_DATA_FIELDS = (
 # more than the queries themselves.
 ALLELE_COLUMNS = tuple(getattr(Allele, name) for name in ALLELE_FIELDS)
 SAMPLE_DATA_COLUMNS = tuple(getattr(GenotypeSampleData, name) for name in SAMPLE_DATA_FIELDS)
-ANNOTATION_VERSION_COLUMNS = (Annotation.id, Annotation.date_created, Annotation.date_superceeded,
-                              Annotation.bundle_version, Annotation.annotation_config_id)
-ANNOTATION_COLUMNS = (Annotation.id, Annotation.date_created, Annotation.bundle_version,
-                      Annotation.annotation_config_id, Annotation.annotations)
+ANNOTATION_VERSION_COLUMNS = (
+    Annotation.id,
+    Annotation.date_created,
+    Annotation.date_superceeded,
+    Annotation.bundle_version,
+    Annotation.annotation_config_id,
+)
+ANNOTATION_COLUMNS = (
+    Annotation.id,
+    Annotation.date_created,
+    Annotation.bundle_version,
+    Annotation.annotation_config_id,
+    Annotation.annotations,
+)
 
 
 def allele_fields(allele: Allele) -> dict[str, Any]:
@@ -104,16 +131,20 @@ def analysis_genotypes(
         (GenotypeSampleData.secondallele.is_(True), Genotype.secondallele_id), else_=Genotype.allele_id
     )
     query = (
-        sa.select(*SAMPLE_DATA_COLUMNS, Genotype.filter_status, Genotype.variant_quality,
-                  described_allele.label("described_allele_id"), Sample.identifier)
+        sa.select(
+            *SAMPLE_DATA_COLUMNS,
+            Genotype.filter_status,
+            Genotype.variant_quality,
+            described_allele.label("described_allele_id"),
+            Sample.identifier,
+        )
         .join(Genotype, GenotypeSampleData.genotype_id == Genotype.id)
         .join(Sample, GenotypeSampleData.sample_id == Sample.id)
         .where(
             Sample.analysis_id == analysis_id,
             sa.or_(
                 sa.and_(GenotypeSampleData.secondallele.is_(False), Genotype.allele_id.in_(allele_ids)),
-                sa.and_(GenotypeSampleData.secondallele.is_(True),
-                        Genotype.secondallele_id.in_(allele_ids)),
+                sa.and_(GenotypeSampleData.secondallele.is_(True), Genotype.secondallele_id.in_(allele_ids)),
             ),
         )
     )
@@ -135,7 +166,8 @@ def allele_list_total(session: Session, analysis_id: int) -> int:
     found = session.execute(
         sa.select(Analysis.date_deposited, AnalysisAlleleTotal.total, AnalysisAlleleTotal.date_deposited)
         .outerjoin(AnalysisAlleleTotal, AnalysisAlleleTotal.analysis_id == Analysis.id)
-        .where(Analysis.id == analysis_id)).first()
+        .where(Analysis.id == analysis_id)
+    ).first()
     deposited = found[0] if found is not None else None
     if found is not None and found[1] is not None and _same_moment(found[2], found[0]):
         return int(found[1])
@@ -143,12 +175,24 @@ def allele_list_total(session: Session, analysis_id: int) -> int:
     try:
         session.execute(sa.delete(AnalysisAllele).where(AnalysisAllele.analysis_id == analysis_id))
         session.execute(sa.delete(AnalysisAlleleTotal).where(AnalysisAlleleTotal.analysis_id == analysis_id))
-        session.execute(sa.insert(AnalysisAllele).from_select(
-            ["analysis_id", "allele_id"], sa.select(sa.literal(analysis_id), ids.c.allele_id)))
-        total = int(session.scalar(sa.select(sa.func.count()).select_from(AnalysisAllele)
-                                   .where(AnalysisAllele.analysis_id == analysis_id)) or 0)
-        session.add(AnalysisAlleleTotal(analysis_id=analysis_id, total=total,
-                                        date_deposited=deposited or sa.func.now()))
+        session.execute(
+            sa.insert(AnalysisAllele).from_select(
+                ["analysis_id", "allele_id"], sa.select(sa.literal(analysis_id), ids.c.allele_id)
+            )
+        )
+        total = int(
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(AnalysisAllele)
+                .where(AnalysisAllele.analysis_id == analysis_id)
+            )
+            or 0
+        )
+        session.add(
+            AnalysisAlleleTotal(
+                analysis_id=analysis_id, total=total, date_deposited=deposited or sa.func.now()
+            )
+        )
         session.commit()
     except sa.exc.IntegrityError:
         session.rollback()  # another request built it at the same moment: read theirs
@@ -167,8 +211,12 @@ def _same_moment(first: Any, second: Any) -> bool:
 def allele_page_ids(session: Session, analysis_id: int, page: Pagination, after: int | None) -> list[int]:
     """Allele ids of one page, ascending: after the cursor ``after`` (keyset: an index range scan
     at any depth), else at the page's offset."""
-    query = (sa.select(AnalysisAllele.allele_id).where(AnalysisAllele.analysis_id == analysis_id)
-             .order_by(AnalysisAllele.allele_id).limit(page.per_page))
+    query = (
+        sa.select(AnalysisAllele.allele_id)
+        .where(AnalysisAllele.analysis_id == analysis_id)
+        .order_by(AnalysisAllele.allele_id)
+        .limit(page.per_page)
+    )
     query = query.where(AnalysisAllele.allele_id > after) if after is not None else query.offset(page.offset)
     return list(session.scalars(query))
 
@@ -183,8 +231,14 @@ def analysis_allele_page(
     """
     total = allele_list_total(session, analysis_id)
     ids = allele_page_ids(session, analysis_id, page, after)
-    rows = {row.id: dict(row._mapping) for row in session.execute(
-        sa.select(*ALLELE_COLUMNS).where(Allele.id.in_(ids)))} if ids else {}
+    rows = (
+        {
+            row.id: dict(row._mapping)
+            for row in session.execute(sa.select(*ALLELE_COLUMNS).where(Allele.id.in_(ids)))
+        }
+        if ids
+        else {}
+    )
     alleles = [rows[allele_id] for allele_id in ids if allele_id in rows]
     genotypes = analysis_genotypes(session, analysis_id, ids)
     annotations = current_annotations(session, ids)

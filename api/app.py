@@ -26,8 +26,9 @@ API_TITLE = "Annostream read API"
 UNMATCHED_ROUTE = "<unmatched>"
 
 
-def _lifespan(settings: Settings, publisher: EventPublisher
-              ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(
+    settings: Settings, publisher: EventPublisher
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Serving an old schema would answer with wrong or missing data: refuse to start.
@@ -70,8 +71,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # One Kafka producer per process for write endpoints, opened on first use.
     publisher = EventPublisher(settings, client_id="annostream-api", command="api")
-    app = FastAPI(title=API_TITLE, version="1", lifespan=_lifespan(settings, publisher),
-                  dependencies=[Depends(require_read_token)])
+    app = FastAPI(
+        title=API_TITLE,
+        version="1",
+        lifespan=_lifespan(settings, publisher),
+        dependencies=[Depends(require_read_token)],
+    )
     app.state.settings = settings
     app.state.publisher = publisher
     app.state.sessions = session_factory(settings.database_url)

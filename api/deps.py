@@ -49,9 +49,7 @@ class Pagination:
 
 def pagination(
     page: Annotated[int, Query(ge=1, description="1-based page number")] = 1,
-    per_page: Annotated[
-        int, Query(ge=1, le=MAX_PER_PAGE, description="items per page")
-    ] = DEFAULT_PER_PAGE,
+    per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE, description="items per page")] = DEFAULT_PER_PAGE,
 ) -> Pagination:
     return Pagination(page=page, per_page=per_page)
 

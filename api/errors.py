@@ -23,8 +23,13 @@ from engine.errors import (
 
 log = logging.getLogger("annostream.api")
 
-_LOCATION_NAMES = {"query": "query parameter", "path": "path parameter", "header": "header",
-                   "body": "request body", "cookie": "cookie"}
+_LOCATION_NAMES = {
+    "query": "query parameter",
+    "path": "path parameter",
+    "header": "header",
+    "body": "request body",
+    "cookie": "cookie",
+}
 
 
 def describe_validation_errors(errors: Sequence[Any]) -> str:

@@ -78,8 +78,12 @@ def _private_metrics_dir(workers: int) -> str | None:
     if workers < 2 or os.environ.get(MULTIPROC_ENV):
         return None
     if "prometheus_client" in sys.modules:
-        log.warning("%s is unset and metrics are already loaded: /metrics shows one worker's counts; "
-                    "set %s to a folder to merge them", MULTIPROC_ENV, MULTIPROC_ENV)
+        log.warning(
+            "%s is unset and metrics are already loaded: /metrics shows one worker's counts; "
+            "set %s to a folder to merge them",
+            MULTIPROC_ENV,
+            MULTIPROC_ENV,
+        )
         return None
     folder = tempfile.mkdtemp(prefix="annostream-api-metrics-")
     os.environ[MULTIPROC_ENV] = folder

@@ -28,8 +28,14 @@ from engine.deposit.writer import write_analysis
 from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 SAMPLES = [
-    SampleRecord("PROBAND", affected=True, proband=True, family_id="F", father_identifier="FATHER",
-                 mother_identifier="MOTHER"),
+    SampleRecord(
+        "PROBAND",
+        affected=True,
+        proband=True,
+        family_id="F",
+        father_identifier="FATHER",
+        mother_identifier="MOTHER",
+    ),
     SampleRecord("FATHER", affected=False, proband=False, sex="Male", family_id="F"),
     SampleRecord("MOTHER", affected=False, proband=False, sex="Female", family_id="F"),
 ]
@@ -42,8 +48,9 @@ class GenerationClock:
     seconds = 0.0
 
 
-def synthetic_variants(n: int, batch_size: int = 10_000,
-                       clock: type[GenerationClock] = GenerationClock) -> Iterator[list[VariantRecord]]:
+def synthetic_variants(
+    n: int, batch_size: int = 10_000, clock: type[GenerationClock] = GenerationClock
+) -> Iterator[list[VariantRecord]]:
     """n distinct SNVs (three alts per position) with trio genotypes and a small INFO annotation."""
     started = time.perf_counter()
     batch: list[VariantRecord] = []
@@ -51,23 +58,54 @@ def synthetic_variants(n: int, batch_size: int = 10_000,
         pos = 10_000 + i // 3
         ref = BASES[pos % 4]
         alt = BASES[(pos + 1 + i % 3) % 4]
-        allele = AlleleRecord(chromosome=str(1 + i // 400_000), start_position=pos - 1, open_end_position=pos,
-                              change_from=ref, change_to=alt, change_type="SNP", vcf_pos=pos, vcf_ref=ref,
-                              vcf_alt=alt, length=1)
+        allele = AlleleRecord(
+            chromosome=str(1 + i // 400_000),
+            start_position=pos - 1,
+            open_end_position=pos,
+            change_from=ref,
+            change_to=alt,
+            change_type="SNP",
+            vcf_pos=pos,
+            vcf_ref=ref,
+            vcf_alt=alt,
+            length=1,
+        )
         depth = 20 + i % 40
         samples = {
-            "PROBAND": SampleGenotypeRecord(type="Heterozygous", genotype_quality=99, sequencing_depth=depth,
-                                            allele_depth={"REF": depth // 2, alt: depth - depth // 2},
-                                            allele_ratio=0.5, genotype_likelihood=[200, 0, 300]),
-            "FATHER": SampleGenotypeRecord(type="Reference", genotype_quality=60, sequencing_depth=depth,
-                                           allele_depth={"REF": depth, alt: 0}, allele_ratio=0.0),
-            "MOTHER": SampleGenotypeRecord(type="Heterozygous", genotype_quality=80, sequencing_depth=depth,
-                                           allele_depth={"REF": depth // 2, alt: depth - depth // 2},
-                                           allele_ratio=0.5),
+            "PROBAND": SampleGenotypeRecord(
+                type="Heterozygous",
+                genotype_quality=99,
+                sequencing_depth=depth,
+                allele_depth={"REF": depth // 2, alt: depth - depth // 2},
+                allele_ratio=0.5,
+                genotype_likelihood=[200, 0, 300],
+            ),
+            "FATHER": SampleGenotypeRecord(
+                type="Reference",
+                genotype_quality=60,
+                sequencing_depth=depth,
+                allele_depth={"REF": depth, alt: 0},
+                allele_ratio=0.0,
+            ),
+            "MOTHER": SampleGenotypeRecord(
+                type="Heterozygous",
+                genotype_quality=80,
+                sequencing_depth=depth,
+                allele_depth={"REF": depth // 2, alt: depth - depth // 2},
+                allele_ratio=0.5,
+            ),
         }
-        batch.append(VariantRecord(allele=allele, secondallele=None, filter_status="PASS",
-                                   variant_quality=float(100 + i % 900), samples=samples,
-                                   annotation={"AF": round((i % 1000) / 1000, 3)}, source_line=i + 1))
+        batch.append(
+            VariantRecord(
+                allele=allele,
+                secondallele=None,
+                filter_status="PASS",
+                variant_quality=float(100 + i % 900),
+                samples=samples,
+                annotation={"AF": round((i % 1000) / 1000, 3)},
+                source_line=i + 1,
+            )
+        )
         if len(batch) == batch_size:
             clock.seconds += time.perf_counter() - started
             yield batch
@@ -83,8 +121,12 @@ def run(db_url: str, n: int) -> None:
     with session_scope(db_url) as session:
         if session.get(Genepanel, ("Bench", "v1")) is None:
             session.add(Genepanel(name="Bench", version="v1"))
-    spec = AnalysisSpec(name=f"bench-{uuid.uuid4().hex[:8]}", genepanel_name="Bench", genepanel_version="v1",
-                        folder=Path("bench"))
+    spec = AnalysisSpec(
+        name=f"bench-{uuid.uuid4().hex[:8]}",
+        genepanel_name="Bench",
+        genepanel_version="v1",
+        folder=Path("bench"),
+    )
     GenerationClock.seconds = 0.0
     started = time.perf_counter()
     with session_scope(db_url) as session:
@@ -94,21 +136,26 @@ def run(db_url: str, n: int) -> None:
     total = committed - started
     writer_seconds = total - GenerationClock.seconds
     gsd_rows = 3 * result.n_genotypes
-    print(f"variants={result.n_variants} alleles_new={result.n_alleles_new} "
-          f"alleles_reused={result.n_alleles_reused} genotypes={result.n_genotypes} "
-          f"genotypesampledata={gsd_rows} annotations_created={result.annotations.created}")
+    print(
+        f"variants={result.n_variants} alleles_new={result.n_alleles_new} "
+        f"alleles_reused={result.n_alleles_reused} genotypes={result.n_genotypes} "
+        f"genotypesampledata={gsd_rows} annotations_created={result.annotations.created}"
+    )
     for stage, seconds in result.seconds.items():
         print(f"  {stage:<12} {seconds:8.2f} s")
     print(f"  {'commit':<12} {committed - commit_started:8.2f} s")
     print(f"  {'generation':<12} {GenerationClock.seconds:8.2f} s  (synthetic records, not the writer)")
-    print(f"writer total {writer_seconds:.2f} s: {result.n_variants / writer_seconds:,.0f} variants/s, "
-          f"{(result.n_alleles_new + result.n_genotypes + gsd_rows) / writer_seconds:,.0f} rows/s "
-          "(alleles + genotypes + genotypesampledata)")
+    print(
+        f"writer total {writer_seconds:.2f} s: {result.n_variants / writer_seconds:,.0f} variants/s, "
+        f"{(result.n_alleles_new + result.n_genotypes + gsd_rows) / writer_seconds:,.0f} rows/s "
+        "(alleles + genotypes + genotypesampledata)"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--variants", "-n", type=int, default=100_000)
     parser.add_argument("--db-url", help="PostgreSQL URL (default: a throwaway cluster)")
     args = parser.parse_args()

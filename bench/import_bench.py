@@ -49,16 +49,27 @@ from engine.vcf.header import read_header  # noqa: E402
 PANEL = ROOT / "engine" / "demo" / "genepanels" / "HBOC_v1.0.0"
 DEFAULT_VCF = ROOT / "bench" / "data" / "query.vcf.gz"
 STAGES = ("SUBMITTED", "ANNOTATING", "ANNOTATED", "PERSISTING", "DONE")
-DURABILITY = ("server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_level",
-              "shared_buffers", "max_wal_size", "checkpoint_timeout", "wal_compression")
+DURABILITY = (
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_level",
+    "shared_buffers",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "wal_compression",
+)
 RSS_TARGET_MB = 1024
 FLOOR_FACTOR = 1.5
 # The rows an import stores, in an order that satisfies the foreign keys (annotation -> allele).
 FLOOR_TABLES = ("allele", "annotation", "genotype", "genotypesampledata")
 _SAMPLES = "SELECT id FROM sample WHERE analysis_id = {id}"
 _GENOTYPES = f"SELECT id FROM genotype WHERE sample_id IN ({_SAMPLES})"
-_ALLELES = (f"SELECT allele_id FROM genotype WHERE sample_id IN ({_SAMPLES}) "
-            f"UNION SELECT secondallele_id FROM genotype WHERE sample_id IN ({_SAMPLES})")
+_ALLELES = (
+    f"SELECT allele_id FROM genotype WHERE sample_id IN ({_SAMPLES}) "
+    f"UNION SELECT secondallele_id FROM genotype WHERE sample_id IN ({_SAMPLES})"
+)
 FLOOR_ROWS = {
     "allele": f"SELECT * FROM allele WHERE id IN ({_ALLELES})",
     "annotation": f"SELECT * FROM annotation WHERE date_superceeded IS NULL AND allele_id IN ({_ALLELES})",
@@ -82,9 +93,14 @@ def wal_position(url: str) -> dict[str, float]:
     try:
         with engine.connect() as connection:
             lsn = connection.exec_driver_sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").scalar()
-            row = connection.exec_driver_sql(
-                "SELECT wal_bytes, wal_write, wal_sync, wal_write_time, wal_sync_time FROM pg_stat_wal"
-            ).mappings().first() or {}
+            row = (
+                connection.exec_driver_sql(
+                    "SELECT wal_bytes, wal_write, wal_sync, wal_write_time, wal_sync_time FROM pg_stat_wal"
+                )
+                .mappings()
+                .first()
+                or {}
+            )
             return {"lsn": float(lsn or 0), **{key: float(value or 0) for key, value in row.items()}}
     finally:
         engine.dispose()
@@ -94,11 +110,15 @@ def wal_delta(before: dict[str, float], after: dict[str, float]) -> str:
     written = (after["lsn"] - before["lsn"]) / 1e6
     parts = [f"{written:.0f} MB of WAL"]
     if "wal_sync" in after:
-        parts.append(f"{after['wal_write'] - before['wal_write']:.0f} writes, "
-                     f"{after['wal_sync'] - before['wal_sync']:.0f} syncs")
+        parts.append(
+            f"{after['wal_write'] - before['wal_write']:.0f} writes, "
+            f"{after['wal_sync'] - before['wal_sync']:.0f} syncs"
+        )
         if after["wal_write_time"] or after["wal_sync_time"]:
-            parts.append(f"write {(after['wal_write_time'] - before['wal_write_time']) / 1000:.2f} s, "
-                         f"sync {(after['wal_sync_time'] - before['wal_sync_time']) / 1000:.2f} s")
+            parts.append(
+                f"write {(after['wal_write_time'] - before['wal_write_time']) / 1000:.2f} s, "
+                f"sync {(after['wal_sync_time'] - before['wal_sync_time']) / 1000:.2f} s"
+            )
     return ", ".join(parts)
 
 
@@ -113,8 +133,13 @@ def build_folder(incoming: Path, name: str, vcf: Path) -> None:
     lines = [f"FAM\t{proband}\t{parents[0]}\t{parents[1]}\t1\t2\t1"]
     lines += [f"FAM\t{sample}\t0\t0\t{1 + i % 2}\t1\t0" for i, sample in enumerate(others)]
     (staging / f"{name}.ped").write_text("\n".join(lines) + "\n")
-    analysis = {"name": name, "genepanel_name": "HBOC", "genepanel_version": "v1.0.0", "priority": 1,
-                "data": [{"vcf": f"{name}.vcf.gz", "ped": f"{name}.ped", "technology": "HTS"}]}
+    analysis = {
+        "name": name,
+        "genepanel_name": "HBOC",
+        "genepanel_version": "v1.0.0",
+        "priority": 1,
+        "data": [{"vcf": f"{name}.vcf.gz", "ped": f"{name}.ped", "technology": "HTS"}],
+    }
     (staging / f"{name}.analysis").write_text(json.dumps(analysis, indent=2))
     staging.rename(incoming / name)
     (incoming / name / "READY").touch()
@@ -139,8 +164,13 @@ def warm_up(api: str, incoming: Path) -> None:
     staging.rename(incoming / "Warm-Up")
     (incoming / "Warm-Up" / "READY").touch()
     # The import job (Annostream's own table) says DONE in both database modes.
-    seconds = wait(lambda: (get_json(f"{api}/api/v1/import/jobs", analysis="Warm-Up", status="DONE")
-                            or {}).get("total") == 1, 300, "the warm-up analysis")
+    seconds = wait(
+        lambda: (
+            (get_json(f"{api}/api/v1/import/jobs", analysis="Warm-Up", status="DONE") or {}).get("total") == 1
+        ),
+        300,
+        "the warm-up analysis",
+    )
     print(f"warm-up analysis imported in {seconds:.1f} s (includes the worker's first group join)")
 
 
@@ -233,7 +263,8 @@ def postgres_cpu(postmaster: int | None) -> float:
     if postmaster is None:
         return float("nan")
     return cpu_seconds(postmaster, with_reaped_children=True) + sum(
-        cpu_seconds(pid) for pid in descendants(postmaster))
+        cpu_seconds(pid) for pid in descendants(postmaster)
+    )
 
 
 def find_worker(up_pid: int) -> int:
@@ -244,8 +275,11 @@ def find_worker(up_pid: int) -> int:
     raise SystemExit("no 'python -m engine worker' process under annostream up")
 
 
-def stage_seconds(history: list[dict], ready_at: dt.datetime,  # type: ignore[type-arg]
-                  visible_at: dt.datetime) -> list[tuple[str, float]]:
+def stage_seconds(
+    history: list[dict],
+    ready_at: dt.datetime,  # type: ignore[type-arg]
+    visible_at: dt.datetime,
+) -> list[tuple[str, float]]:
     times = [("READY", ready_at)]
     times += [(entry["status"], dt.datetime.fromisoformat(entry["at"])) for entry in history]
     times.append(("visible", visible_at))
@@ -273,31 +307,51 @@ def writer_seconds(log_path: Path, name: str) -> str:
     return "(not in the log)"
 
 
-def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None, *,
-        ella: bool = False) -> dict[str, object]:
+def run(
+    db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None, *, ella: bool = False
+) -> dict[str, object]:
     """The import from READY to visible; returns what the floor measurement and the verdict need.
     ``ella``: ``db_url`` is an ELLA database (ELLA database mode), where visible means the import
     job is DONE (Annostream's read API lists analyses of its own schema only) and ELLA's worklist
     lists the analysis."""
     work = Path(tempfile.mkdtemp(prefix="annostream-import-"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PROMETHEUS_MULTIPROC_DIR")}
-    env.update({"ANNOSTREAM_DATA_DIR": str(work / "data"), "PORT": str(port), "LOG_LEVEL": "INFO",
-                "DB_URL": db_url, "ANALYSES_INCOMING": str(work / "data/analyses/incoming"),
-                "ANALYSES_PATH": str(work / "data/analyses/imported"),
-                "ANALYSES_FAILED": str(work / "data/analyses/failed")})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("KAFKA_BOOTSTRAP_SERVERS", "PROMETHEUS_MULTIPROC_DIR")
+    }
+    env.update(
+        {
+            "ANNOSTREAM_DATA_DIR": str(work / "data"),
+            "PORT": str(port),
+            "LOG_LEVEL": "INFO",
+            "DB_URL": db_url,
+            "ANALYSES_INCOMING": str(work / "data/analyses/incoming"),
+            "ANALYSES_PATH": str(work / "data/analyses/imported"),
+            "ANALYSES_FAILED": str(work / "data/analyses/failed"),
+        }
+    )
     api = f"http://127.0.0.1:{port}"
     log_path = work / "up.log"
     log = open(log_path, "wb")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "engine", "up"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "up"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     incoming = work / "data/analyses/incoming"
     name = "Import-Bench"
     try:
         wait(lambda: get_json(f"{api}/api/v1/import/jobs") is not None, 300, "the API")
-        subprocess.run([sys.executable, "-m", "engine", "deposit", "genepanel", "--folder", str(PANEL)],
-                       env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "engine", "deposit", "genepanel", "--folder", str(PANEL)],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         warm_up(api, incoming)
         worker = find_worker(process.pid)
         checkpoint(db_url)
@@ -332,13 +386,17 @@ def run(db_url: str, vcf: Path, timeout_s: float, postmaster: int | None = None,
         report(name, vcf, total, ready_written - started, job, memory, ready_at, visible_at)
         print(f"  persist stage, writer wall time per step (s): {writer_seconds(log_path, name)}")
         print(f"  WAL written by the import: {wal}")
-        print(f"CPU from READY to visible: worker {cpu[0]:.1f} s, PostgreSQL {cpu[1]:.1f} s "
-              f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-        analysis = {"items": []} if ella else (get_json(f"{api}/api/v1/analyses", name=name)
-                                                or {"items": []})
+        print(
+            f"CPU from READY to visible: worker {cpu[0]:.1f} s, PostgreSQL {cpu[1]:.1f} s "
+            f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+        )
+        analysis = {"items": []} if ella else (get_json(f"{api}/api/v1/analyses", name=name) or {"items": []})
         worker_kb = memory.peaks.get(memory.worker, (0, ""))[0]
-        return {"total": total, "rss_mb": worker_kb / 1024,
-                "analysis_id": analysis["items"][0]["id"] if analysis["items"] else None}
+        return {
+            "total": total,
+            "rss_mb": worker_kb / 1024,
+            "analysis_id": analysis["items"][0]["id"] if analysis["items"] else None,
+        }
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:
@@ -359,18 +417,32 @@ def in_ella_worklist(db_url: str, name: str) -> bool:
     engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text(
-                "SELECT 1 FROM (SELECT DISTINCT ON (analysis_id) analysis_id, status, workflow_status "
-                "FROM analysisinterpretation ORDER BY analysis_id, date_created DESC) latest "
-                "JOIN analysis a ON a.id = latest.analysis_id WHERE a.name = :name "
-                "AND latest.status = 'Not started' AND latest.workflow_status = 'Interpretation'"),
-                {"name": name}).first() is not None
+            return (
+                conn.execute(
+                    sa.text(
+                        "SELECT 1 FROM (SELECT DISTINCT ON (analysis_id) analysis_id, status, workflow_status "
+                        "FROM analysisinterpretation ORDER BY analysis_id, date_created DESC) latest "
+                        "JOIN analysis a ON a.id = latest.analysis_id WHERE a.name = :name "
+                        "AND latest.status = 'Not started' AND latest.workflow_status = 'Interpretation'"
+                    ),
+                    {"name": name},
+                ).first()
+                is not None
+            )
     finally:
         engine.dispose()
 
 
-def report(name: str, vcf: Path, total: float, copy_s: float, job: dict | None,  # type: ignore[type-arg]
-           memory: PeakMemory, ready_at: dt.datetime, visible_at: dt.datetime) -> None:
+def report(
+    name: str,
+    vcf: Path,
+    total: float,
+    copy_s: float,
+    job: dict | None,  # type: ignore[type-arg]
+    memory: PeakMemory,
+    ready_at: dt.datetime,
+    visible_at: dt.datetime,
+) -> None:
     print(f"{name}: {vcf} ({vcf.stat().st_size / 1e6:.1f} MB), folder built in {copy_s:.2f} s")
     if job is None:
         print("no import job found")
@@ -397,8 +469,10 @@ def dump_rows(url: str, analysis_id: int) -> dict[str, bytes]:
     try:
         cursor = raw.cursor()
         dumps: dict[str, bytes] = {}
-        queries = {**{table: query.format(id=analysis_id) for table, query in FLOOR_ROWS.items()},
-                   "annotationconfig": "SELECT * FROM annotationconfig"}
+        queries = {
+            **{table: query.format(id=analysis_id) for table, query in FLOOR_ROWS.items()},
+            "annotationconfig": "SELECT * FROM annotationconfig",
+        }
         for table, query in queries.items():
             buffer = io.BytesIO()
             cursor.copy_expert(f"COPY ({query}) TO STDOUT", buffer)
@@ -444,8 +518,12 @@ def measure_floor(db_url: str, analysis_id: int) -> float:
         connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {floor_name}")
         connection.exec_driver_sql(f"CREATE DATABASE {floor_name}")
     try:
-        subprocess.run([sys.executable, "-m", "engine", "db", "upgrade"], check=True, capture_output=True,
-                       env={**os.environ, "DB_URL": floor_url})
+        subprocess.run(
+            [sys.executable, "-m", "engine", "db", "upgrade"],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "DB_URL": floor_url},
+        )
         engine = sa.create_engine(floor_url)
         with engine.begin() as connection:
             connection.exec_driver_sql("TRUNCATE annotationconfig CASCADE")
@@ -469,32 +547,43 @@ def measure_floor(db_url: str, analysis_id: int) -> float:
         with admin.connect() as connection:
             connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {floor_name}")
         admin.dispose()
-    print(f"Database floor: COPY of the same rows ({', '.join(f'{table} {rows[table]}' for table in rows)}; "
-          f"{megabytes:.0f} MB of COPY text) into a fresh database, one transaction:")
+    print(
+        f"Database floor: COPY of the same rows ({', '.join(f'{table} {rows[table]}' for table in rows)}; "
+        f"{megabytes:.0f} MB of COPY text) into a fresh database, one transaction:"
+    )
     for label, times in (("same tables and indexes", indexed), ("same columns, no indexes", bare)):
         steps = ", ".join(f"{key} {value:.2f}" for key, value in times.items() if key != "total")
         print(f"  {label:<26} {times['total']:7.2f} s  ({steps})")
-    print(f"  index maintenance          {indexed['total'] - bare['total']:7.2f} s; "
-          f"WAL of the indexed COPY: {wal}")
+    print(
+        f"  index maintenance          {indexed['total'] - bare['total']:7.2f} s; "
+        f"WAL of the indexed COPY: {wal}"
+    )
     return indexed["total"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--vcf", type=Path, default=DEFAULT_VCF)
     parser.add_argument("--db-url", help="PostgreSQL URL (default: a throwaway cluster, durable settings)")
-    parser.add_argument("--fast-cluster", action="store_true",
-                        help="throwaway cluster with fsync, synchronous_commit and full_page_writes off "
-                             "(what the test suite uses; no lab runs this), to compare")
+    parser.add_argument(
+        "--fast-cluster",
+        action="store_true",
+        help="throwaway cluster with fsync, synchronous_commit and full_page_writes off "
+        "(what the test suite uses; no lab runs this), to compare",
+    )
     parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--mode", choices=("standalone", "ella", "both"), default="standalone",
-                        help="standalone database, an ELLA 1.17.2 database made from ELLA's DDL "
-                             "(ELLA database mode), or both in one run on the same cluster")
+    parser.add_argument(
+        "--mode",
+        choices=("standalone", "ella", "both"),
+        default="standalone",
+        help="standalone database, an ELLA 1.17.2 database made from ELLA's DDL "
+        "(ELLA database mode), or both in one run on the same cluster",
+    )
     args = parser.parse_args()
     if not args.vcf.exists():
-        parser.error(f"{args.vcf} is missing: python3 bench/gen_bench.py --out bench/data "
-                     "--compress")
+        parser.error(f"{args.vcf} is missing: python3 bench/gen_bench.py --out bench/data --compress")
     print(f"machine: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     if args.db_url:
         measure(args.db_url, args.vcf.resolve(), args.timeout, None, ella=args.mode == "ella")
@@ -527,11 +616,13 @@ def measure(url: str, vcf: Path, timeout_s: float, postmaster: int | None, *, el
         raise SystemExit("the analysis was not imported: no floor to compare with")
     floor = measure_floor(url, int(str(result["analysis_id"])))
     total, rss = float(str(result["total"])), float(str(result["rss_mb"]))
-    print(f"READY -> visible {total:.2f} s = {total / floor:.2f}x the floor {floor:.2f} s "
-          f"(target <= {FLOOR_FACTOR}x: {'met' if total <= FLOOR_FACTOR * floor else 'MISSED'}); "
-          f"worker RSS {rss:.0f} MB (target <= {RSS_TARGET_MB} MB: "
-          f"{'met' if rss <= RSS_TARGET_MB else 'MISSED'}); durability: "
-          + ", ".join(f"{key}={settings[key]}" for key in DURABILITY[1:4]))
+    print(
+        f"READY -> visible {total:.2f} s = {total / floor:.2f}x the floor {floor:.2f} s "
+        f"(target <= {FLOOR_FACTOR}x: {'met' if total <= FLOOR_FACTOR * floor else 'MISSED'}); "
+        f"worker RSS {rss:.0f} MB (target <= {RSS_TARGET_MB} MB: "
+        f"{'met' if rss <= RSS_TARGET_MB else 'MISSED'}); durability: "
+        + ", ".join(f"{key}={settings[key]}" for key in DURABILITY[1:4])
+    )
 
 
 if __name__ == "__main__":

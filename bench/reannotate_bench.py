@@ -57,13 +57,20 @@ from engine.deposit.annotation_config import store_annotation_config  # noqa: E4
 DATA = ROOT / "bench" / "data"
 FIELDS = ("AF", "AC", "AN", "GENE", "CLNSIG")
 ANNOTATION_CONFIG = {
-    "deposit": [{"name": "keyvalue", "converter_config": {"elements": [
-        {"source": "BENCH_AF", "target": "frequencies.BENCH.freq.G", "target_type": "float"},
-        {"source": "BENCH_AC", "target": "frequencies.BENCH.count.G", "target_type": "int"},
-        {"source": "BENCH_AN", "target": "frequencies.BENCH.num.G", "target_type": "int"},
-        {"source": "BENCH_GENE", "target": "external.BENCH.gene"},
-        {"source": "BENCH_CLNSIG", "target": "external.BENCH.clnsig"},
-    ]}}],
+    "deposit": [
+        {
+            "name": "keyvalue",
+            "converter_config": {
+                "elements": [
+                    {"source": "BENCH_AF", "target": "frequencies.BENCH.freq.G", "target_type": "float"},
+                    {"source": "BENCH_AC", "target": "frequencies.BENCH.count.G", "target_type": "int"},
+                    {"source": "BENCH_AN", "target": "frequencies.BENCH.num.G", "target_type": "int"},
+                    {"source": "BENCH_GENE", "target": "external.BENCH.gene"},
+                    {"source": "BENCH_CLNSIG", "target": "external.BENCH.clnsig"},
+                ]
+            },
+        }
+    ],
     "view": [],
 }
 # Every old document holds a value the bundle owns (replaced or withdrawn: the worst case, every
@@ -85,8 +92,10 @@ def allele_rows(n: int) -> Iterator[str]:
             pos = int(pos_text)
             kind = "SNP" if len(ref) == len(alt) == 1 else ("del" if len(ref) > len(alt) else "ins")
             end = pos - 1 + len(ref)
-            yield (f"{chrom}\t{pos - 1}\t{end}\t{ref}\t{alt}\t{kind}\t{pos}\t{ref}\t{alt}\t{len(ref)}"
-                   "\tGRCh37\tsnv\n")
+            yield (
+                f"{chrom}\t{pos - 1}\t{end}\t{ref}\t{alt}\t{kind}\t{pos}\t{ref}\t{alt}\t{len(ref)}"
+                "\tGRCh37\tsnv\n"
+            )
             written += 1
     for i in range(n - written):
         pos = 1_000 + 7 * i
@@ -94,16 +103,21 @@ def allele_rows(n: int) -> Iterator[str]:
 
 
 def load_alleles(url: str, n: int) -> None:
-    columns = ("chromosome, start_position, open_end_position, change_from, change_to, change_type, "
-               "vcf_pos, vcf_ref, vcf_alt, length, genome_reference, caller_type")
+    columns = (
+        "chromosome, start_position, open_end_position, change_from, change_to, change_type, "
+        "vcf_pos, vcf_ref, vcf_alt, length, genome_reference, caller_type"
+    )
     raw = get_engine(url).raw_connection()
     try:
         cursor = raw.cursor()
         buffer = io.StringIO("".join(allele_rows(n)))
         cursor.copy_expert(f"COPY allele ({columns}) FROM STDIN", buffer)
-        cursor.execute("INSERT INTO annotation (allele_id, annotations, schema_version, date_created, "
-                       "bundle_version) SELECT id, %s::jsonb, 1, now(), 'old' "
-                       "FROM allele", (json.dumps(OLD_DOCUMENT),))
+        cursor.execute(
+            "INSERT INTO annotation (allele_id, annotations, schema_version, date_created, "
+            "bundle_version) SELECT id, %s::jsonb, 1, now(), 'old' "
+            "FROM allele",
+            (json.dumps(OLD_DOCUMENT),),
+        )
         cursor.execute("ANALYZE allele")
         cursor.execute("ANALYZE annotation")
         raw.commit()
@@ -111,8 +125,9 @@ def load_alleles(url: str, n: int) -> None:
         raw.close()
 
 
-def derive_release(source: Path, target: Path, *, change: float, add: float, remove: float,
-                   seed: int) -> dict[str, int]:
+def derive_release(
+    source: Path, target: Path, *, change: float, add: float, remove: float, seed: int
+) -> dict[str, int]:
     """``target`` (bgzipped, tabix-indexed): ``source`` with some records changed, removed, added."""
     import random
 
@@ -147,8 +162,21 @@ def derive_release(source: Path, target: Path, *, change: float, add: float, rem
             ref, alt = fields[3], fields[4]
             if rng.random() < add and len(ref) == 1 and len(alt) == 1:
                 new_alt = next(base for base in "ACGT" if base not in (ref, alt))
-                writer.write("\t".join([fields[0], fields[1], ".", ref, new_alt, ".", "PASS",
-                                        "AC=1;AN=100;AF=0.01;GENE=NEW;CLNSIG=Uncertain_significance"]) + "\n")
+                writer.write(
+                    "\t".join(
+                        [
+                            fields[0],
+                            fields[1],
+                            ".",
+                            ref,
+                            new_alt,
+                            ".",
+                            "PASS",
+                            "AC=1;AN=100;AF=0.01;GENE=NEW;CLNSIG=Uncertain_significance",
+                        ]
+                    )
+                    + "\n"
+                )
                 counts["added"] += 1
     pysam.tabix_index(str(plain), preset="vcf", force=True)
     return counts
@@ -165,7 +193,8 @@ def make_bundle(folder: Path, version: str, source: Path, dataset_version: str) 
     ops = ", ".join('"self"' for _ in FIELDS)
     (folder / "vcfanno_config.toml").write_text(
         f'[[annotation]]\nfile = "data/source.vcf.gz"\nfields = [{fields}]\nnames = [{names}]\n'
-        f"ops = [{ops}]\n")
+        f"ops = [{ops}]\n"
+    )
     files = {f"data/{name}": _sha256(data / name) for name in ("source.vcf.gz", "source.vcf.gz.tbi")}
     (folder / "sources.json").write_text(json.dumps({"bench": {"version": dataset_version, "files": files}}))
     (folder / "version").write_text(version + "\n")
@@ -185,8 +214,9 @@ def _same_fs(a: Path, b: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--alleles", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=50_000)
@@ -196,8 +226,9 @@ def main() -> None:
     parser.add_argument("--db-url", help="a PostgreSQL server URL (default: a throwaway cluster)")
     args = parser.parse_args()
     if not (DATA / "source.vcf.gz").exists():
-        sys.exit("bench/data/source.vcf.gz is missing: python3 bench/gen_bench.py "
-                 "--out bench/data --compress")
+        sys.exit(
+            "bench/data/source.vcf.gz is missing: python3 bench/gen_bench.py --out bench/data --compress"
+        )
     cluster = None
     server = args.db_url
     if server is None:
@@ -241,11 +272,19 @@ def run(args: argparse.Namespace, server: str, workdir: Path) -> None:
     migrate.upgrade(url)
     started = time.perf_counter()
     load_alleles(url, args.alleles)
-    counts = derive_release(DATA / "source.vcf.gz", workdir / "source2.vcf.gz", change=args.change,
-                            add=args.add, remove=args.remove, seed=7)
-    print(f"setup: {args.alleles} alleles; release bench.2 changes {counts['changed']}, removes "
-          f"{counts['removed']}, adds {counts['added']} records of bench/data/source.vcf.gz "
-          f"({time.perf_counter() - started:.1f} s)")
+    counts = derive_release(
+        DATA / "source.vcf.gz",
+        workdir / "source2.vcf.gz",
+        change=args.change,
+        add=args.add,
+        remove=args.remove,
+        seed=7,
+    )
+    print(
+        f"setup: {args.alleles} alleles; release bench.2 changes {counts['changed']}, removes "
+        f"{counts['removed']}, adds {counts['added']} records of bench/data/source.vcf.gz "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
     started = time.perf_counter()
     with session_scope(url) as session:
         store_annotation_config(session, ANNOTATION_CONFIG)
@@ -256,8 +295,9 @@ def run(args: argparse.Namespace, server: str, workdir: Path) -> None:
     started = time.perf_counter()
     env_settings = _settings(url, data_dir)
     with session_scope(url) as session:
-        _run, events = plan_run(session, bundle="bench.1", analyses=None, batch_size=args.batch_size,
-                                full=True)
+        _run, events = plan_run(
+            session, bundle="bench.1", analyses=None, batch_size=args.batch_size, full=True
+        )
     stages = ReleaseStages(env_settings)
     for event in events:
         stages.reannotate(encode(event))
@@ -272,8 +312,11 @@ def run(args: argparse.Namespace, server: str, workdir: Path) -> None:
 
     with EmbeddedBroker() as broker:
         results = {}
-        for label, db, extra in (("incremental", url, []), ("full (--all)", copy_url, ["--all"]),
-                                 ("nothing changed", url, [])):
+        for label, db, extra in (
+            ("incremental", url, []),
+            ("full (--all)", copy_url, ["--all"]),
+            ("nothing changed", url, []),
+        ):
             wall, output = timed_release(args, broker, db, data_dir, workdir, label, extra)
             results[label] = wall
             print(f"{label}: {wall:.2f} s wall ({load()})")
@@ -281,8 +324,10 @@ def run(args: argparse.Namespace, server: str, workdir: Path) -> None:
     inc, full = fingerprints(url, since), fingerprints(copy_url, since)
     same_documents = inc[0] == full[0]
     same_alleles = inc[1] == full[1]
-    print(f"documents equal in both databases: {same_documents} ({len(inc[0])} alleles); "
-          f"same alleles with a new annotation row: {same_alleles} ({len(inc[1])})")
+    print(
+        f"documents equal in both databases: {same_documents} ({len(inc[0])} alleles); "
+        f"same alleles with a new annotation row: {same_alleles} ({len(inc[1])})"
+    )
     if not (same_documents and same_alleles):
         sys.exit(1)
 
@@ -290,8 +335,13 @@ def run(args: argparse.Namespace, server: str, workdir: Path) -> None:
 def _settings(url: str, data_dir: Path) -> Any:
     from engine.config import load_settings
 
-    return load_settings(DB_URL=url, ANNOSTREAM_DATA_DIR=data_dir, ANALYSES_INCOMING=data_dir / "in",
-                         ANALYSES_PATH=data_dir / "done", ANALYSES_FAILED=data_dir / "failed")
+    return load_settings(
+        DB_URL=url,
+        ANNOSTREAM_DATA_DIR=data_dir,
+        ANALYSES_INCOMING=data_dir / "in",
+        ANALYSES_PATH=data_dir / "done",
+        ANALYSES_FAILED=data_dir / "failed",
+    )
 
 
 def _now(url: str) -> Any:
@@ -301,32 +351,72 @@ def _now(url: str) -> Any:
 
 def fingerprints(url: str, since: Any) -> tuple[dict[int, str], set[int]]:
     with session_scope(url) as session:
-        documents: dict[int, str] = dict(session.execute(sa.text(
-            "SELECT allele_id, md5(annotations::text) FROM annotation "
-            "WHERE date_superceeded IS NULL")).tuples())
-        renewed = set(session.scalars(sa.text(
-            "SELECT allele_id FROM annotation WHERE date_created > :t"), {"t": since}))
+        documents: dict[int, str] = dict(
+            session.execute(
+                sa.text(
+                    "SELECT allele_id, md5(annotations::text) FROM annotation WHERE date_superceeded IS NULL"
+                )
+            ).tuples()
+        )
+        renewed = set(
+            session.scalars(sa.text("SELECT allele_id FROM annotation WHERE date_created > :t"), {"t": since})
+        )
     return documents, renewed
 
 
-def timed_release(args: argparse.Namespace, broker: EmbeddedBroker, url: str, data_dir: Path, workdir: Path,
-                  label: str, extra: list[str]) -> tuple[float, str]:
+def timed_release(
+    args: argparse.Namespace,
+    broker: EmbeddedBroker,
+    url: str,
+    data_dir: Path,
+    workdir: Path,
+    label: str,
+    extra: list[str],
+) -> tuple[float, str]:
     prefix = f"b{uuid.uuid4().hex[:6]}."
     env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update({"DB_URL": url, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                "ANNOSTREAM_TOPIC_PREFIX": prefix, "ANNOSTREAM_APP_ID": f"bench-{prefix.strip('.')}",
-                "ANNOSTREAM_DATA_DIR": str(data_dir), "ANALYSES_INCOMING": str(data_dir / "in"),
-                "ANALYSES_PATH": str(data_dir / "done"), "ANALYSES_FAILED": str(data_dir / "failed"),
-                "ANNOSTREAM_TOPIC_PARTITIONS": str(max(4, args.workers))})
+    env.update(
+        {
+            "DB_URL": url,
+            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+            "ANNOSTREAM_TOPIC_PREFIX": prefix,
+            "ANNOSTREAM_APP_ID": f"bench-{prefix.strip('.')}",
+            "ANNOSTREAM_DATA_DIR": str(data_dir),
+            "ANALYSES_INCOMING": str(data_dir / "in"),
+            "ANALYSES_PATH": str(data_dir / "done"),
+            "ANALYSES_FAILED": str(data_dir / "failed"),
+            "ANNOSTREAM_TOPIC_PARTITIONS": str(max(4, args.workers)),
+        }
+    )
     logs = [workdir / f"worker-{label.split()[0]}-{i}.log" for i in range(args.workers)]
-    workers = [subprocess.Popen([sys.executable, "-m", "engine", "worker"], env=env,
-                                stdout=log.open("wb"), stderr=subprocess.STDOUT) for log in logs]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "engine", "worker"],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
     try:
         time.sleep(20)  # the consumer group forms (Tansu waits the rebalance timeout on a join)
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "engine", "reannotate", "--bundle", "bench.2",
-                                 "--batch-size", str(args.batch_size), *extra], env=env, text=True,
-                                capture_output=True)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "reannotate",
+                "--bundle",
+                "bench.2",
+                "--batch-size",
+                str(args.batch_size),
+                *extra,
+            ],
+            env=env,
+            text=True,
+            capture_output=True,
+        )
         wall = time.perf_counter() - started
     finally:
         for worker in workers:

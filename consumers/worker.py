@@ -76,16 +76,22 @@ def pipeline_stages(settings: Settings, pipeline: Pipeline) -> list[LaneStage]:
 
     topics = Topics.from_settings(settings)
     releases = ReleaseStages(settings)
-    stages = [LaneStage(StageHandler("annotate", topic, pipeline.annotate, pipeline.fail_annotate), lane)
-              for lane, topic in topics.ready_lanes().items()]
-    stages += [LaneStage(StageHandler("persist", topic, pipeline.persist, pipeline.fail_persist), lane)
-               for lane, topic in topics.annotated_lanes().items()]
+    stages = [
+        LaneStage(StageHandler("annotate", topic, pipeline.annotate, pipeline.fail_annotate), lane)
+        for lane, topic in topics.ready_lanes().items()
+    ]
+    stages += [
+        LaneStage(StageHandler("persist", topic, pipeline.persist, pipeline.fail_persist), lane)
+        for lane, topic in topics.annotated_lanes().items()
+    ]
     return [
         *stages,
         LaneStage(StageHandler("reanalyse", topics.reanalysis, releases.reanalyse, releases.fail_reanalyse)),
         # A data release never delays an analysis: its batches run only when no import waits.
-        LaneStage(StageHandler("reannotate", topics.reannotation, releases.reannotate,
-                               releases.fail_reannotate), RELEASE),
+        LaneStage(
+            StageHandler("reannotate", topics.reannotation, releases.reannotate, releases.fail_reannotate),
+            RELEASE,
+        ),
         LaneStage(StageHandler("tracks", topics.bundle_activated, releases.tracks, releases.fail_tracks)),
     ]
 
@@ -170,8 +176,9 @@ def build_agents(app: faust.App, settings: Settings, stages: list[LaneStage]) ->
                 metrics.LANE_WAIT.labels(lane=LANE_NAMES[stage.lane]).observe(waited)
                 key_text = key.decode(errors="replace") if isinstance(key, bytes) else None
                 async with gate.running(stage.lane):
-                    messages = await asyncio.get_running_loop().run_in_executor(executor, guarded, raw,
-                                                                                key_text)
+                    messages = await asyncio.get_running_loop().run_in_executor(
+                        executor, guarded, raw, key_text
+                    )
                     await publish_or_park(settings, guard, handler.name, messages, publish)
 
         app.agent(source, name=f"annostream.{stage.agent_name}", concurrency=1)(agent)
@@ -209,13 +216,19 @@ def add_reconciler(app: faust.App, settings: Settings) -> None:
     async def reconcile_ledger() -> None:
         try:
             await asyncio.get_running_loop().run_in_executor(
-                reconciler, partial(ledger.reconcile_through_kafka, settings, bootstrap))
+                reconciler, partial(ledger.reconcile_through_kafka, settings, bootstrap)
+            )
         except Exception as error:
             log.warning("reconciler: %s (next try in %.0f s)", error, settings.reconcile_every_s)
 
 
-async def publish_or_park(settings: Settings, guard: StageGuard, stage: str, messages: list[Outgoing],
-                          publish: Callable[[list[Outgoing]], Awaitable[None]]) -> None:
+async def publish_or_park(
+    settings: Settings,
+    guard: StageGuard,
+    stage: str,
+    messages: list[Outgoing],
+    publish: Callable[[list[Outgoing]], Awaitable[None]],
+) -> None:
     """Publish what a stage returned, retrying broker trouble (with backoff) until it passes.
 
     A message the broker refuses for good (e.g. too large) is parked rather than retried
@@ -232,18 +245,34 @@ async def publish_or_park(settings: Settings, guard: StageGuard, stage: str, mes
                 if is_retriable(error):
                     metrics.STAGE_RETRIES.labels(stage=f"{stage}/publish").inc()
                     delay = backoff.next_delay()
-                    log.warning("%s: publishing to %s failed, retrying in %.1f s: %s", stage, message.topic,
-                                delay, error)
+                    log.warning(
+                        "%s: publishing to %s failed, retrying in %.1f s: %s",
+                        stage,
+                        message.topic,
+                        delay,
+                        error,
+                    )
                     await asyncio.sleep(delay)
                     continue
                 refusals += 1
-                log.exception("%s: the broker refused a message for %s (%d of %d)", stage, message.topic,
-                              refusals, settings.max_attempts)
+                log.exception(
+                    "%s: the broker refused a message for %s (%d of %d)",
+                    stage,
+                    message.topic,
+                    refusals,
+                    settings.max_attempts,
+                )
                 if refusals >= settings.max_attempts:
                     reason = f"publishing to {message.topic} failed: {describe_internal(error)}"
                     await asyncio.get_running_loop().run_in_executor(
-                        None, guard.park, f"{stage}/publish", message.topic, message.key, message.value,
-                        reason)
+                        None,
+                        guard.park,
+                        f"{stage}/publish",
+                        message.topic,
+                        message.key,
+                        message.value,
+                        reason,
+                    )
                     break
                 await asyncio.sleep(backoff.next_delay())
 
@@ -252,6 +281,10 @@ def run_worker(settings: Settings) -> None:
     app = create_app(settings)
     # Our logging config, not faust's: one format (ANNOSTREAM_LOG_FORMAT) for every process,
     # faust's start-up chatter at DEBUG only.
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
-                          logging_config=logging_config(settings.log_level, settings.log_format))
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        quiet=True,
+        logging_config=logging_config(settings.log_level, settings.log_format),
+    )
     worker.execute_from_commandline()

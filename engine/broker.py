@@ -63,14 +63,25 @@ class EmbeddedBroker:
         url = f"tcp://{self.bootstrap_servers}"
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
-            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         if not wait_for_port(self.host, self.port, timeout_s):
             self.stop()
-            raise BrokerError(f"embedded broker did not listen on {self.bootstrap_servers} "
-                              f"within {timeout_s:.0f} s")
+            raise BrokerError(
+                f"embedded broker did not listen on {self.bootstrap_servers} within {timeout_s:.0f} s"
+            )
         log.info("embedded broker listening on %s", self.bootstrap_servers)
         return self
 
@@ -95,6 +106,7 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -91,12 +91,21 @@ class BundleInfo:
 
     @classmethod
     def of(cls, row: AnnotationBundle) -> BundleInfo:
-        datasets = {name: str(entry.get("version", "")) for name, entry in row.manifest.items()
-                    if isinstance(entry, dict)}
-        return cls(version=row.version, path=Path(row.path), active=bool(row.active),
-                   config_sha256=row.config_sha256, date_added=row.date_added,
-                   date_activated=row.date_activated, datasets=datasets,
-                   date_removed=row.date_removed)
+        datasets = {
+            name: str(entry.get("version", ""))
+            for name, entry in row.manifest.items()
+            if isinstance(entry, dict)
+        }
+        return cls(
+            version=row.version,
+            path=Path(row.path),
+            active=bool(row.active),
+            config_sha256=row.config_sha256,
+            date_added=row.date_added,
+            date_activated=row.date_activated,
+            datasets=datasets,
+            date_removed=row.date_removed,
+        )
 
 
 def bundles_root(data_dir: Path) -> Path:
@@ -117,10 +126,18 @@ def read_bundle(folder: Path) -> BundleSpec:
     datasets = tuple(_dataset(folder, manifest_path, name, entry) for name, entry in manifest.items())
     config = folder / CONFIG_FILE
     if not config.is_file():
-        raise InputError("bundle has no annotation config", file=str(config),
-                         expected=f"{CONFIG_FILE} (vcfanno TOML) in the bundle folder")
-    return BundleSpec(folder=folder, version=version, manifest=manifest, datasets=datasets,
-                      config_sha256=_digest(config, "sha256"))
+        raise InputError(
+            "bundle has no annotation config",
+            file=str(config),
+            expected=f"{CONFIG_FILE} (vcfanno TOML) in the bundle folder",
+        )
+    return BundleSpec(
+        folder=folder,
+        version=version,
+        manifest=manifest,
+        datasets=datasets,
+        config_sha256=_digest(config, "sha256"),
+    )
 
 
 def check_complete(spec: BundleSpec) -> None:
@@ -131,8 +148,11 @@ def check_complete(spec: BundleSpec) -> None:
 
     for relative in spec.files:
         if not (spec.folder / relative).is_file():
-            raise InputError("file listed in sources.json is missing", file=str(spec.folder / relative),
-                             expected=f"the file, as listed in {spec.folder / MANIFEST_FILE}")
+            raise InputError(
+                "file listed in sources.json is missing",
+                file=str(spec.folder / relative),
+                expected=f"the file, as listed in {spec.folder / MANIFEST_FILE}",
+            )
     config = load_config(spec.folder / CONFIG_FILE, base_path=spec.folder, search_cwd=False)
     listed = {(spec.folder / relative).resolve() for relative in spec.files}
     for block in config.annotations:
@@ -140,40 +160,58 @@ def check_complete(spec: BundleSpec) -> None:
             continue
         source = block.file.resolve()
         if not source.is_relative_to(spec.folder.resolve()):
-            raise InputError(f"{block.label}: source {block.file} is outside the bundle",
-                             file=str(config.path),
-                             expected="sources inside the bundle folder, named relative to it")
+            raise InputError(
+                f"{block.label}: source {block.file} is outside the bundle",
+                file=str(config.path),
+                expected="sources inside the bundle folder, named relative to it",
+            )
         check_source_file(block, config.path)
         if source not in listed:
-            raise InputError(f"{block.label}: source is not listed in {MANIFEST_FILE}, so its checksum "
-                             "cannot be verified", file=str(block.file),
-                             expected=f"an entry under a dataset's 'files' in {spec.folder / MANIFEST_FILE}")
+            raise InputError(
+                f"{block.label}: source is not listed in {MANIFEST_FILE}, so its checksum cannot be verified",
+                file=str(block.file),
+                expected=f"an entry under a dataset's 'files' in {spec.folder / MANIFEST_FILE}",
+            )
     bundle_tracks(spec.folder)  # declared IGV tracks name one indexed file of their dataset
 
 
 def _read_version(path: Path) -> str:
     if not path.is_file():
-        raise InputError("bundle has no version file", file=str(path),
-                         expected="a 'version' file with the bundle's version on one line")
+        raise InputError(
+            "bundle has no version file",
+            file=str(path),
+            expected="a 'version' file with the bundle's version on one line",
+        )
     version = path.read_text(encoding="utf-8").strip()
     if not _VERSION.fullmatch(version):
-        raise InputError(f"invalid bundle version {version!r}", file=str(path), line=1,
-                         expected="letters, digits and . _ + - (starting with a letter or digit)")
+        raise InputError(
+            f"invalid bundle version {version!r}",
+            file=str(path),
+            line=1,
+            expected="letters, digits and . _ + - (starting with a letter or digit)",
+        )
     return version
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise InputError("bundle has no sources manifest", file=str(path),
-                         expected=f"{MANIFEST_FILE}: per dataset its version and files with checksums")
+        raise InputError(
+            "bundle has no sources manifest",
+            file=str(path),
+            expected=f"{MANIFEST_FILE}: per dataset its version and files with checksums",
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise InputError(f"malformed JSON: {error.msg}", file=str(path), line=error.lineno,
-                         expected="a JSON object") from None
+        raise InputError(
+            f"malformed JSON: {error.msg}", file=str(path), line=error.lineno, expected="a JSON object"
+        ) from None
     if not isinstance(manifest, dict) or not manifest:
-        raise InputError("the manifest lists no datasets", file=str(path),
-                         expected='{"<dataset>": {"version": "...", "files": {"<path>": "<sha256>"}}}')
+        raise InputError(
+            "the manifest lists no datasets",
+            file=str(path),
+            expected='{"<dataset>": {"version": "...", "files": {"<path>": "<sha256>"}}}',
+        )
     return manifest
 
 
@@ -186,14 +224,20 @@ def _dataset(folder: Path, manifest_path: Path, name: str, entry: Any) -> Datase
     if files is None and isinstance(entry.get("destination"), str):
         files = _md5sum_files(folder, entry["destination"], where)
     if not isinstance(files, dict) or not files:
-        raise InputError(f"{where} lists no files", file=str(manifest_path),
-                         expected=f"{shape}, or a 'destination' folder with an {MD5SUM_FILE} file")
+        raise InputError(
+            f"{where} lists no files",
+            file=str(manifest_path),
+            expected=f"{shape}, or a 'destination' folder with an {MD5SUM_FILE} file",
+        )
     checked: dict[str, str] = {}
     for relative, digest in files.items():
         _check_relative(relative, where, manifest_path)
         if not isinstance(digest, str) or len(digest) not in _DIGESTS or not _HEX.fullmatch(digest):
-            raise InputError(f"{where}: checksum of {relative!r} is {digest!r}", file=str(manifest_path),
-                             expected="a sha256 (64 hex digits) or md5 (32 hex digits) digest")
+            raise InputError(
+                f"{where}: checksum of {relative!r} is {digest!r}",
+                file=str(manifest_path),
+                expected="a sha256 (64 hex digits) or md5 (32 hex digits) digest",
+            )
         checked[Path(relative).as_posix()] = digest.lower()
     return Dataset(name=name, version=str(entry["version"]), files=checked)
 
@@ -202,8 +246,11 @@ def _md5sum_files(folder: Path, destination: str, where: str) -> dict[str, str]:
     """ella-anno's per-dataset ``MD5SUM`` (``<md5>  <path relative to the destination>``)."""
     path = folder / destination / MD5SUM_FILE
     if not path.is_file():
-        raise InputError(f"{where}: no 'files' and no {MD5SUM_FILE} in its destination", file=str(path),
-                         expected="an MD5SUM file as ella-anno writes it")
+        raise InputError(
+            f"{where}: no 'files' and no {MD5SUM_FILE} in its destination",
+            file=str(path),
+            expected="an MD5SUM file as ella-anno writes it",
+        )
     files = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -211,8 +258,9 @@ def _md5sum_files(folder: Path, destination: str, where: str) -> dict[str, str]:
         digest, _, relative = line.strip().partition(" ") if "\t" not in line else line.partition("\t")
         relative = relative.strip().lstrip("*")
         if not relative or not _HEX.fullmatch(digest) or len(digest) != 32:
-            raise InputError("malformed MD5SUM line", file=str(path), line=number,
-                             expected="<32 hex digits> <path>")
+            raise InputError(
+                "malformed MD5SUM line", file=str(path), line=number, expected="<32 hex digits> <path>"
+            )
         files[(Path(destination) / relative).as_posix()] = digest
     return files
 
@@ -222,8 +270,11 @@ def _check_relative(relative: Any, where: str, manifest_path: Path) -> None:
         raise InputError(f"{where}: file name {relative!r}", file=str(manifest_path), expected="a path")
     path = Path(relative)
     if path.is_absolute() or ".." in path.parts:
-        raise InputError(f"{where}: file {relative!r} is not inside the bundle", file=str(manifest_path),
-                         expected="a path relative to the bundle folder, without '..'")
+        raise InputError(
+            f"{where}: file {relative!r} is not inside the bundle",
+            file=str(manifest_path),
+            expected="a path relative to the bundle folder, without '..'",
+        )
 
 
 def _digest(path: Path, algorithm: str) -> str:
@@ -237,8 +288,9 @@ def _digest(path: Path, algorithm: str) -> str:
 # --- adding, listing, activating -------------------------------------------------------------
 
 
-def add_bundle(session: Session, folder: Path, data_dir: Path, *,
-               link: bool = True) -> tuple[BundleInfo, bool]:
+def add_bundle(
+    session: Session, folder: Path, data_dir: Path, *, link: bool = True
+) -> tuple[BundleInfo, bool]:
     """Verify the bundle in ``folder``, copy it under ``data_dir/bundles/<version>/`` and record it.
 
     Returns the stored bundle and whether it was new (adding the same bundle again is a no-op;
@@ -249,8 +301,11 @@ def add_bundle(session: Session, folder: Path, data_dir: Path, *,
     if existing is not None:
         if existing.config_sha256 == spec.config_sha256 and existing.manifest == spec.manifest:
             return BundleInfo.of(existing), False
-        raise InputError(f"bundle version {spec.version} was already added with other content",
-                         file=str(spec.folder / VERSION_FILE), expected="a new version for a changed bundle")
+        raise InputError(
+            f"bundle version {spec.version} was already added with other content",
+            file=str(spec.folder / VERSION_FILE),
+            expected="a new version for a changed bundle",
+        )
     check_complete(spec)
     root = bundles_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -262,8 +317,13 @@ def add_bundle(session: Session, folder: Path, data_dir: Path, *,
             shutil.rmtree(final)
         os.replace(staging, final)
         _compile_indexes(final)
-        row = AnnotationBundle(version=spec.version, path=str(final), manifest=spec.manifest,
-                               config_sha256=spec.config_sha256, active=False)
+        row = AnnotationBundle(
+            version=spec.version,
+            path=str(final),
+            manifest=spec.manifest,
+            config_sha256=spec.config_sha256,
+            active=False,
+        )
         session.add(row)
         session.flush()
     except BaseException:
@@ -284,9 +344,11 @@ def _copy_verified(spec: BundleSpec, staging: Path, link: bool) -> None:
         algorithm = _DIGESTS[len(digest)] if digest else None
         actual = _link_or_copy(source, target, link, algorithm)
         if digest and actual != digest:
-            raise InputError(f"checksum mismatch: {algorithm} is {actual}, sources.json says {digest}",
-                             file=str(source),
-                             expected="the file as listed (corrupt, or changed since it was listed?)")
+            raise InputError(
+                f"checksum mismatch: {algorithm} is {actual}, sources.json says {digest}",
+                file=str(source),
+                expected="the file as listed (corrupt, or changed since it was listed?)",
+            )
 
 
 def _bundle_files(folder: Path) -> list[Path]:
@@ -328,8 +390,9 @@ def _compile_indexes(folder: Path) -> None:
 
 
 def list_bundles(session: Session) -> list[BundleInfo]:
-    rows = session.scalars(sa.select(AnnotationBundle).order_by(AnnotationBundle.date_added,
-                                                                AnnotationBundle.id))
+    rows = session.scalars(
+        sa.select(AnnotationBundle).order_by(AnnotationBundle.date_added, AnnotationBundle.id)
+    )
     return [BundleInfo.of(row) for row in rows]
 
 
@@ -348,15 +411,20 @@ def activate_bundle(session: Session, version: str) -> BundleInfo:
         hint = f"one of {known}" if known else "a bundle added with 'annostream bundle add'"
         raise InputError(f"no annotation bundle with version {version!r}", expected=hint)
     if not (Path(target.path) / CONFIG_FILE).is_file():
-        raise InputError("the bundle's folder is gone", file=target.path,
-                         expected="the folder 'annostream bundle add' created (add the bundle again)")
+        raise InputError(
+            "the bundle's folder is gone",
+            file=target.path,
+            expected="the folder 'annostream bundle add' created (add the bundle again)",
+        )
     if target.active:
         return BundleInfo.of(target)
     # Two statements in this order: the index never sees two active rows.
-    session.execute(sa.update(AnnotationBundle).where(AnnotationBundle.active.is_(True))
-                    .values(active=False))
-    session.execute(sa.update(AnnotationBundle).where(AnnotationBundle.id == target.id)
-                    .values(active=True, date_activated=utcnow()))
+    session.execute(sa.update(AnnotationBundle).where(AnnotationBundle.active.is_(True)).values(active=False))
+    session.execute(
+        sa.update(AnnotationBundle)
+        .where(AnnotationBundle.id == target.id)
+        .values(active=True, date_activated=utcnow())
+    )
     session.flush()
     session.refresh(target)
     return BundleInfo.of(target)
@@ -364,8 +432,9 @@ def activate_bundle(session: Session, version: str) -> BundleInfo:
 
 def deactivate_bundle(session: Session) -> BundleInfo | None:
     """Make no bundle active (new analyses are normalised, not annotated); returns the one that was."""
-    row = session.scalar(sa.select(AnnotationBundle).where(AnnotationBundle.active.is_(True))
-                         .with_for_update())
+    row = session.scalar(
+        sa.select(AnnotationBundle).where(AnnotationBundle.active.is_(True)).with_for_update()
+    )
     if row is None:
         return None
     row.active = False
@@ -381,25 +450,31 @@ def remove_bundle(session: Session, version: str) -> BundleInfo:
     """
     from engine.db.models import ReannotationBatch, ReannotationRun
 
-    row = session.scalar(sa.select(AnnotationBundle).where(AnnotationBundle.version == version)
-                         .with_for_update())
+    row = session.scalar(
+        sa.select(AnnotationBundle).where(AnnotationBundle.version == version).with_for_update()
+    )
     if row is None:
         known = sorted(session.scalars(sa.select(AnnotationBundle.version)))
-        raise InputError(f"no annotation bundle with version {version!r}",
-                         expected=f"one of {known}" if known
-                         else "a bundle added with 'annostream bundle add'")
+        raise InputError(
+            f"no annotation bundle with version {version!r}",
+            expected=f"one of {known}" if known else "a bundle added with 'annostream bundle add'",
+        )
     if row.active:
-        raise InputError(f"bundle {version} is the active bundle",
-                         expected="activate another bundle (or 'annostream bundle deactivate') first")
+        raise InputError(
+            f"bundle {version} is the active bundle",
+            expected="activate another bundle (or 'annostream bundle deactivate') first",
+        )
     running = session.scalars(
         sa.select(ReannotationRun.run_id)
         .join(ReannotationBatch, ReannotationBatch.run_id == ReannotationRun.id)
         .where(ReannotationRun.bundle_version == version, ReannotationBatch.status == "PENDING")
-        .distinct()).all()
+        .distinct()
+    ).all()
     if running:
-        raise InputError(f"bundle {version} is used by reannotation run(s) still running: "
-                         f"{', '.join(running)}",
-                         expected="the runs to finish (GET /api/v1/reannotations) before removing the bundle")
+        raise InputError(
+            f"bundle {version} is used by reannotation run(s) still running: {', '.join(running)}",
+            expected="the runs to finish (GET /api/v1/reannotations) before removing the bundle",
+        )
     folder = Path(row.path)
     if folder.exists():
         # Renamed first so no reader ever sees a half-deleted bundle: it is there or it is gone.

@@ -49,10 +49,12 @@ class Settings(BaseSettings):
     # Consumer-group timeouts. Unset, they are Kafka's own defaults (see ``group_timeouts``);
     # `annostream up` sets short ones for its embedded broker (Tansu waits the full rebalance
     # timeout on every group join), so they never leak into a deployment on real Kafka.
-    kafka_session_timeout_s: float | None = Field(None, alias="ANNOSTREAM_KAFKA_SESSION_TIMEOUT", gt=0,
-                                                  le=3600)
-    kafka_rebalance_timeout_s: float | None = Field(None, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0,
-                                                    le=3600)
+    kafka_session_timeout_s: float | None = Field(
+        None, alias="ANNOSTREAM_KAFKA_SESSION_TIMEOUT", gt=0, le=3600
+    )
+    kafka_rebalance_timeout_s: float | None = Field(
+        None, alias="ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT", gt=0, le=3600
+    )
     # faust hard-codes a 1.5 s fetch wait; Kafka answers a fetch as soon as data arrives, but
     # Tansu (embedded) lets it run out, which adds up to the wait to every pipeline hop.
     kafka_fetch_max_wait_ms: int = Field(100, alias="ANNOSTREAM_KAFKA_FETCH_MAX_WAIT_MS", ge=1, le=30000)
@@ -76,9 +78,11 @@ class Settings(BaseSettings):
     analyses_deny: str = Field("", alias="ANALYSES_DENY")
     # ELLA's analyses-watcher reads the same lists from ELLA_WATCHER_WHITELISTFILE/BLACKLISTFILE.
     analyses_allow_file: Path | None = Field(
-        None, validation_alias=AliasChoices("ANALYSES_ALLOW_FILE", "ELLA_WATCHER_WHITELISTFILE"))
+        None, validation_alias=AliasChoices("ANALYSES_ALLOW_FILE", "ELLA_WATCHER_WHITELISTFILE")
+    )
     analyses_deny_file: Path | None = Field(
-        None, validation_alias=AliasChoices("ANALYSES_DENY_FILE", "ELLA_WATCHER_BLACKLISTFILE"))
+        None, validation_alias=AliasChoices("ANALYSES_DENY_FILE", "ELLA_WATCHER_BLACKLISTFILE")
+    )
     # ELLA's `cnv` feature flag (app.feature_flags.cnv from ENABLE_CNV, off by default): when off,
     # an analysis whose proband carries a record with INFO/SVTYPE is rejected, as ELLA does.
     enable_cnv: bool = Field(False, alias="ENABLE_CNV")
@@ -117,8 +121,14 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("cache_dir", "reference_fasta", "analyses_allow_file", "analyses_deny_file",
-                     "api_tokens_file", mode="before")
+    @field_validator(
+        "cache_dir",
+        "reference_fasta",
+        "analyses_allow_file",
+        "analyses_deny_file",
+        "api_tokens_file",
+        mode="before",
+    )
     @classmethod
     def _blank_path_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -136,7 +146,7 @@ class Settings(BaseSettings):
             # psycopg 3, while we ship psycopg2.
             for plain in ("postgresql://", "postgres://"):
                 if self.db_url.startswith(plain):
-                    return "postgresql+psycopg2://" + self.db_url[len(plain):]
+                    return "postgresql+psycopg2://" + self.db_url[len(plain) :]
             return self.db_url
         return f"sqlite:///{(self.data_dir / 'annostream.db').resolve()}"
 
@@ -168,8 +178,13 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}{name}"
 
     def ensure_folders(self) -> None:
-        for folder in (self.data_dir, self.analyses_incoming, self.analyses_path, self.analyses_failed,
-                       self.work_dir):
+        for folder in (
+            self.data_dir,
+            self.analyses_incoming,
+            self.analyses_path,
+            self.analyses_failed,
+            self.work_dir,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
 
 

@@ -211,8 +211,18 @@ class StorageError(InfrastructureError):
 
 
 #: File-system errors that are the machine's trouble, not the input's.
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES,
-                            errno.EPERM, errno.EMFILE, errno.ENFILE})
+STORAGE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EIO,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EMFILE,
+        errno.ENFILE,
+    }
+)
 
 
 def is_retriable(error: BaseException) -> bool:
@@ -231,8 +241,9 @@ def _is_retriable_database_error(error: BaseException) -> bool:
         from sqlalchemy import exc
     except ImportError:  # pragma: no cover - a hard dependency
         return False
-    return isinstance(error, exc.OperationalError | exc.InterfaceError | exc.DisconnectionError
-                      | exc.TimeoutError)
+    return isinstance(
+        error, exc.OperationalError | exc.InterfaceError | exc.DisconnectionError | exc.TimeoutError
+    )
 
 
 def _is_retriable_kafka_error(error: BaseException) -> bool:
@@ -242,8 +253,9 @@ def _is_retriable_kafka_error(error: BaseException) -> bool:
         return False
     if isinstance(error, NoBrokersAvailable | KafkaTimeoutError):
         return True
-    return isinstance(error, KafkaError) and bool(getattr(error, "retriable", False) or
-                                                   getattr(error, "invalid_metadata", False))
+    return isinstance(error, KafkaError) and bool(
+        getattr(error, "retriable", False) or getattr(error, "invalid_metadata", False)
+    )
 
 
 def is_database_outage(error: BaseException) -> bool:

@@ -43,8 +43,11 @@ ANALYSIS_NAME_RE = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]{0,254}")
 def check_analysis_name(name: object, *, file: str | None = None) -> str:
     """``name`` if it is safe as one path segment, else an InputError naming ``file``."""
     if not isinstance(name, str) or not ANALYSIS_NAME_RE.fullmatch(name):
-        raise InputError(f"analysis name {name!r} is not allowed", file=file,
-                         expected="1-255 characters without '/', '\\', control characters or a leading '.'")
+        raise InputError(
+            f"analysis name {name!r} is not allowed",
+            file=file,
+            expected="1-255 characters without '/', '\\', control characters or a leading '.'",
+        )
     return name
 
 
@@ -61,16 +64,18 @@ def resolve_under(relative: str, root: Path, *, what: str = "path") -> Path:
     real_root = root.resolve()
     resolved = (real_root / pure).resolve()
     if not resolved.is_relative_to(real_root):
-        raise InputError(f"{what} resolves outside {root} (symlink?)", file=relative,
-                         expected=f"a {what} inside {root}")
+        raise InputError(
+            f"{what} resolves outside {root} (symlink?)", file=relative, expected=f"a {what} inside {root}"
+        )
     return resolved
 
 
 def check_relative_path(relative: str, *, what: str = "path", root: str = "its root") -> PurePosixPath:
     """Lexical checks only: not empty, not absolute, no ``..``. Raises InputError."""
     if not relative or "\x00" in relative:
-        raise InputError(f"{what} is empty or contains NUL", file=relative or None,
-                         expected=f"a {what} relative to {root}")
+        raise InputError(
+            f"{what} is empty or contains NUL", file=relative or None, expected=f"a {what} relative to {root}"
+        )
     pure = PurePosixPath(relative)
     if pure.is_absolute() or Path(relative).is_absolute():
         raise InputError(f"{what} is absolute", file=relative, expected=f"a {what} relative to {root}")
@@ -83,8 +88,9 @@ def resolve_in_incoming(rel: str, incoming: Path) -> Path:
     """The analysis folder ``rel`` (relative to ANALYSES_INCOMING), checked not to escape it."""
     folder = resolve_under(rel, incoming, what="analysis folder")
     if folder == incoming.resolve():
-        raise InputError("analysis folder is ANALYSES_INCOMING itself", file=rel,
-                         expected=f"a folder inside {incoming}")
+        raise InputError(
+            "analysis folder is ANALYSES_INCOMING itself", file=rel, expected=f"a folder inside {incoming}"
+        )
     return folder
 
 
@@ -93,8 +99,11 @@ def relative_to_incoming(folder: Path, incoming: Path) -> str:
     real_root = incoming.resolve()
     real_folder = folder.resolve()
     if real_folder == real_root or not real_folder.is_relative_to(real_root):
-        raise InputError("analysis folder is not inside ANALYSES_INCOMING", file=str(folder),
-                         expected=f"a folder under {incoming}")
+        raise InputError(
+            "analysis folder is not inside ANALYSES_INCOMING",
+            file=str(folder),
+            expected=f"a folder under {incoming}",
+        )
     return real_folder.relative_to(real_root).as_posix()
 
 
@@ -112,7 +121,7 @@ def check_destination_free(folder: Path, settings: Settings) -> None:
             "ANALYSES_PATH/<name>/tracks)",
             file=str(existing),
             expected="no folder of that name in ANALYSES_PATH: move or remove it, then publish the folder "
-                     "again (annostream publish FOLDER)",
+            "again (annostream publish FOLDER)",
         )
 
 
@@ -137,8 +146,9 @@ def move_to_failed(folder: Path, settings: Settings, error: dict[str, Any]) -> P
     return move_folder(folder, settings.analyses_failed)
 
 
-def fail_folder(folder: Path, settings: Settings, *, stage: str, error: InputError,
-                event_id: str | None) -> Path:
+def fail_folder(
+    folder: Path, settings: Settings, *, stage: str, error: InputError, event_id: str | None
+) -> Path:
     """Record why ``folder`` failed (``error.json``: the stage, the error's fields, the event id)
     and move it into ANALYSES_FAILED; returns its new path. Used by the watcher and the stages."""
     return move_to_failed(folder, settings, {"stage": stage, **error.to_dict(), "event_id": event_id})
@@ -167,8 +177,11 @@ def move_folder(folder: Path, destination_dir: Path, *, rename_if_taken: bool = 
     A taken name gets a timestamp suffix, or, with ``rename_if_taken=False``, FileExistsError.
     """
     if not folder.is_dir():
-        raise InputError("analysis folder does not exist (moved or deleted?)", file=str(folder),
-                         expected="an existing directory")
+        raise InputError(
+            "analysis folder does not exist (moved or deleted?)",
+            file=str(folder),
+            expected="an existing directory",
+        )
     destination_dir.mkdir(parents=True, exist_ok=True)
     candidates = _candidate_names(folder.name) if rename_if_taken else [folder.name]
     for candidate in candidates:

@@ -19,14 +19,21 @@ from engine.timeutil import utcnow
 TERMINAL_STATUSES = frozenset({JobStatus.DONE, JobStatus.CANCELLED})
 
 
-def get_or_create_job(session: Session, *, event_id: str, analysis_name: str,
-                      fingerprint: str | None) -> ImportJob:
+def get_or_create_job(
+    session: Session, *, event_id: str, analysis_name: str, fingerprint: str | None
+) -> ImportJob:
     """The job for ``event_id``; created as SUBMITTED the first time the event is seen."""
     existing = _job_by_event(session, event_id)
     if existing is not None:
         return existing
-    job = ImportJob(event_id=event_id, analysis_name=analysis_name, fingerprint=fingerprint,
-                    status=JobStatus.SUBMITTED.value, attempts=0, history=[])
+    job = ImportJob(
+        event_id=event_id,
+        analysis_name=analysis_name,
+        fingerprint=fingerprint,
+        status=JobStatus.SUBMITTED.value,
+        attempts=0,
+        history=[],
+    )
     _append_history(job, JobStatus.SUBMITTED, stage=None, message=None)
     try:
         # A savepoint, so losing a race with another worker does not abort the caller's transaction.
@@ -40,8 +47,15 @@ def get_or_create_job(session: Session, *, event_id: str, analysis_name: str,
     return job
 
 
-def transition(session: Session, job: ImportJob, status: JobStatus, *, stage: str | None = None,
-               message: str | None = None, reanalysis: bool = False) -> None:
+def transition(
+    session: Session,
+    job: ImportJob,
+    status: JobStatus,
+    *,
+    stage: str | None = None,
+    message: str | None = None,
+    reanalysis: bool = False,
+) -> None:
     """Move ``job`` to ``status`` and record it in the history.
 
     DONE and CANCELLED are final: leaving them raises :class:`JobTransitionError` unless
@@ -71,8 +85,11 @@ def find_done_job(session: Session, *, analysis_name: str, fingerprint: str) -> 
     """The most recent DONE job that imported exactly this folder content, if any."""
     query = (
         sa.select(ImportJob)
-        .where(ImportJob.analysis_name == analysis_name, ImportJob.fingerprint == fingerprint,
-               ImportJob.status == JobStatus.DONE.value)
+        .where(
+            ImportJob.analysis_name == analysis_name,
+            ImportJob.fingerprint == fingerprint,
+            ImportJob.status == JobStatus.DONE.value,
+        )
         .order_by(ImportJob.date_updated.desc(), ImportJob.id.desc())
         .limit(1)
     )
@@ -85,8 +102,12 @@ def _job_by_event(session: Session, event_id: str) -> ImportJob | None:
 
 def _append_history(job: ImportJob, status: JobStatus, *, stage: str | None, message: str | None) -> None:
     now = utcnow()
-    entry: dict[str, Any] = {"status": JobStatus(status).value, "stage": stage, "message": message,
-                             "at": now.isoformat()}
+    entry: dict[str, Any] = {
+        "status": JobStatus(status).value,
+        "stage": stage,
+        "message": message,
+        "at": now.isoformat(),
+    }
     # A new list, not append(): SQLAlchemy only notices reassigned JSON values.
     job.history = [*(job.history or []), entry]
     job.date_updated = now

@@ -41,8 +41,13 @@ def require_bootstrap(settings: Settings, command: str) -> str:
     return settings.kafka_bootstrap_servers
 
 
-def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
-                  replication_factor: int = 1, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+def ensure_topics(
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 1,
+    replication_factor: int = 1,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
     wanted = list(dict.fromkeys(names))
     if not wanted:
@@ -53,9 +58,13 @@ def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int = 1,
         if not missing:
             return
         response = admin.create_topics(
-            [NewTopic(name, partitions, replication_factor, topic_configs=topic_config(name))
-             for name in missing],
-            timeout_ms=int(timeout_s * 1000), raise_errors=False)
+            [
+                NewTopic(name, partitions, replication_factor, topic_configs=topic_config(name))
+                for name in missing
+            ],
+            timeout_ms=int(timeout_s * 1000),
+            raise_errors=False,
+        )
         _raise_topic_errors(response, bootstrap)
         log.info("created topics %s on %s", ", ".join(missing), bootstrap)
     finally:
@@ -71,14 +80,23 @@ def ensure_engine_topics(settings: Settings, *, command: str, extra: Iterable[st
     auto-creation. ``command`` names the service in the message when no broker is configured.
     """
     bootstrap = require_bootstrap(settings, command)
-    ensure_topics(bootstrap, [*Topics.from_settings(settings).all(), *extra],
-                  partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor,
-                  timeout_s=settings.kafka_timeout_s)
+    ensure_topics(
+        bootstrap,
+        [*Topics.from_settings(settings).all(), *extra],
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+        timeout_s=settings.kafka_timeout_s,
+    )
     return bootstrap
 
 
-def publish_messages(settings: Settings, messages: Sequence[tuple[str, str | bytes | None, bytes]], *,
-                     client_id: str, command: str) -> int:
+def publish_messages(
+    settings: Settings,
+    messages: Sequence[tuple[str, str | bytes | None, bytes]],
+    *,
+    client_id: str,
+    command: str,
+) -> int:
     """Publish already encoded (topic, key, value) messages (e.g. from the work ledger), each
     acknowledged by the broker, after creating the topics; returns how many were sent."""
     if not messages:
@@ -92,9 +110,12 @@ def publish_messages(settings: Settings, messages: Sequence[tuple[str, str | byt
 
 def _admin(bootstrap: str, timeout_s: float) -> KafkaAdminClient:
     try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="annostream-admin",
-                                bootstrap_timeout_ms=int(timeout_s * 1000),
-                                request_timeout_ms=int(timeout_s * 1000))
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="annostream-admin",
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+            request_timeout_ms=int(timeout_s * 1000),
+        )
     except KafkaError as error:
         raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
 
@@ -105,8 +126,10 @@ def _raise_topic_errors(response: object, bootstrap: str) -> None:
     for result in results:
         code = result.get("error_code", 0)
         if code and code != TopicAlreadyExistsError.errno:  # a concurrent creator won the race
-            raise BrokerUnavailable(f"cannot create topic {result.get('name')} on {bootstrap}: "
-                                    f"error {code} {result.get('error_message') or ''}".rstrip())
+            raise BrokerUnavailable(
+                f"cannot create topic {result.get('name')} on {bootstrap}: "
+                f"error {code} {result.get('error_message') or ''}".rstrip()
+            )
 
 
 class EventProducer:
@@ -115,8 +138,9 @@ class EventProducer:
     Idempotent, so the client's own retries never write an event twice.
     """
 
-    def __init__(self, bootstrap: str, *, client_id: str = "annostream",
-                 timeout_s: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self, bootstrap: str, *, client_id: str = "annostream", timeout_s: float = DEFAULT_TIMEOUT_S
+    ):
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         try:
@@ -135,17 +159,24 @@ class EventProducer:
         except KafkaError as error:
             raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
 
-    def send(self, topic: str, key: str | bytes | None, value: bytes,
-             headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
         """Write one event and wait for the broker's acknowledgement (raw key bytes are kept as is)."""
         raw_key = key.encode() if isinstance(key, str) else key
         try:
-            future = self._producer.send(topic, key=raw_key, value=value,
-                                         headers=list(headers) if headers else None)
+            future = self._producer.send(
+                topic, key=raw_key, value=value, headers=list(headers) if headers else None
+            )
             future.get(timeout=self.timeout_s * 2)
         except KafkaError as error:
-            raise BrokerUnavailable(f"could not publish to {topic} on Kafka at {self.bootstrap}: "
-                                    f"{error}") from None
+            raise BrokerUnavailable(
+                f"could not publish to {topic} on Kafka at {self.bootstrap}: {error}"
+            ) from None
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._producer.close(timeout=timeout_s)
@@ -153,8 +184,9 @@ class EventProducer:
     def __enter__(self) -> EventProducer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -184,8 +216,9 @@ class EventPublisher:
         with self._lock:
             if self._producer is None:
                 bootstrap = ensure_engine_topics(self.settings, command=self.command)
-                self._producer = EventProducer(bootstrap, client_id=self.client_id,
-                                               timeout_s=self.settings.kafka_timeout_s)
+                self._producer = EventProducer(
+                    bootstrap, client_id=self.client_id, timeout_s=self.settings.kafka_timeout_s
+                )
             return self._producer
 
     def close(self) -> None:
@@ -197,22 +230,33 @@ class EventPublisher:
     def __enter__(self) -> EventPublisher:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
 # --- reading without a consumer group (operations: lag, replay) -----------------------------
 
 
-def open_reader(bootstrap: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS) -> KafkaConsumer:
+def open_reader(
+    bootstrap: str,
+    *,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
+) -> KafkaConsumer:
     """A consumer outside any group: partitions are assigned by hand, nothing is committed."""
     try:
-        return KafkaConsumer(bootstrap_servers=bootstrap, client_id="annostream-reader", group_id=None,
-                             enable_auto_commit=False, allow_auto_create_topics=False,
-                             auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms,
-                             request_timeout_ms=int(timeout_s * 1000) + 1000)
+        return KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id="annostream-reader",
+            group_id=None,
+            enable_auto_commit=False,
+            allow_auto_create_topics=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            request_timeout_ms=int(timeout_s * 1000) + 1000,
+        )
     except KafkaError as error:
         raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
 
@@ -222,8 +266,9 @@ def topic_partitions(reader: KafkaConsumer, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, number) for number in sorted(reader.partitions_for_topic(topic))]
 
 
-def poll_until_idle(reader: KafkaConsumer, *, idle_s: float = 1.0,
-                    timeout_s: float = 60.0) -> Iterator[tuple[TopicPartition, list[ConsumerRecord]]]:
+def poll_until_idle(
+    reader: KafkaConsumer, *, idle_s: float = 1.0, timeout_s: float = 60.0
+) -> Iterator[tuple[TopicPartition, list[ConsumerRecord]]]:
     """Batches from the assigned partitions until none arrives for ``idle_s`` (or ``timeout_s``).
 
     How far a partition goes is found by reading, not by asking for its end offset: some brokers

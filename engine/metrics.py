@@ -37,12 +37,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
-EVENTS_CONSUMED = Counter(
-    "annostream_events_consumed", "Events consumed from Kafka, per topic.", ["topic"]
-)
-EVENTS_PRODUCED = Counter(
-    "annostream_events_produced", "Events published to Kafka, per topic.", ["topic"]
-)
+EVENTS_CONSUMED = Counter("annostream_events_consumed", "Events consumed from Kafka, per topic.", ["topic"])
+EVENTS_PRODUCED = Counter("annostream_events_produced", "Events published to Kafka, per topic.", ["topic"])
 STAGE_DURATION = Histogram(
     "annostream_stage_duration_seconds",
     "Time one pipeline stage took for one event (stage: annotate, persist, ...).",
@@ -56,7 +52,7 @@ LANE_WAIT = Histogram(
     "annostream_lane_wait_seconds",
     "Time an event waited in the worker for higher priority lanes (lane: urgent, high, normal, release).",
     ["lane"],
-    buckets=_STAGE_BUCKETS
+    buckets=_STAGE_BUCKETS,
 )
 STAGE_RETRIES = Counter(
     "annostream_stage_retries",
@@ -80,16 +76,15 @@ LEDGER_REPUBLISHED = Counter(
 VARIANTS_IMPORTED = Counter("annostream_variants_imported", "Variants (alleles) persisted.")
 ANALYSES_IMPORTED = Counter("annostream_analyses_imported", "Analyses persisted.")
 REANNOTATION_BATCHES = Counter(
-    "annostream_reannotation_batches", "Reannotation batches handled, per outcome (done, failed, skipped).",
-    ["outcome"]
+    "annostream_reannotation_batches",
+    "Reannotation batches handled, per outcome (done, failed, skipped).",
+    ["outcome"],
 )
 ALLELES_REANNOTATED = Counter(
     "annostream_alleles_reannotated", "Alleles re-annotated by reannotation batches and reanalyses."
 )
 REANALYSES = Counter("annostream_reanalyses", "Reanalysis requests handled, per outcome.", ["outcome"])
-WATCHER_FOLDERS_SEEN = Counter(
-    "annostream_watcher_folders_seen", "Ready analysis folders the watcher found."
-)
+WATCHER_FOLDERS_SEEN = Counter("annostream_watcher_folders_seen", "Ready analysis folders the watcher found.")
 API_REQUESTS = Counter(
     "annostream_api_requests", "HTTP requests served by the read API.", ["method", "route", "status"]
 )
@@ -102,7 +97,8 @@ API_REQUEST_DURATION = Histogram(
 # Set by every worker on a timer and per event: "worker down" is this timestamp going stale. "max" keeps the
 # newest beat of all worker processes (a dead one's file lingers but stops advancing).
 WORKER_HEARTBEAT = Gauge(
-    "annostream_worker_heartbeat_timestamp_seconds", "Unix time of a worker's latest heartbeat.",
+    "annostream_worker_heartbeat_timestamp_seconds",
+    "Unix time of a worker's latest heartbeat.",
     multiprocess_mode="max",
 )
 

@@ -57,8 +57,10 @@ class Selected:
 
     def describe(self) -> str:
         when = iso_utc(self.time, timespec="milliseconds")
-        return (f"{self.topic}[{self.partition}]@{self.offset}  {when}  key={self.key_text!r}  "
-                f"event_id={self.event_id or '-'}")
+        return (
+            f"{self.topic}[{self.partition}]@{self.offset}  {when}  key={self.key_text!r}  "
+            f"event_id={self.event_id or '-'}"
+        )
 
 
 def parse_moment(text: str, *, now: dt.datetime | None = None, option: str = "--since") -> dt.datetime:
@@ -70,19 +72,30 @@ def parse_moment(text: str, *, now: dt.datetime | None = None, option: str = "--
     try:
         moment = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise InputError(f"{option} {text!r} is not a date/time",
-                         expected="ISO 8601 like 2024-05-02T09:00:00Z (naive = UTC), or 30m / 2h / 1d ago"
-                         ) from None
+        raise InputError(
+            f"{option} {text!r} is not a date/time",
+            expected="ISO 8601 like 2024-05-02T09:00:00Z (naive = UTC), or 30m / 2h / 1d ago",
+        ) from None
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
 
 
-def select(bootstrap: str, topic: str, *, since: dt.datetime, until: dt.datetime | None = None,
-           analysis: str | None = None, idle_s: float = 1.0, timeout_s: float = 300.0) -> list[Selected]:
+def select(
+    bootstrap: str,
+    topic: str,
+    *,
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    analysis: str | None = None,
+    idle_s: float = 1.0,
+    timeout_s: float = 300.0,
+) -> list[Selected]:
     """Messages of ``topic`` with since <= timestamp < until (and key == analysis, if given),
     in partition and offset order. Reads every partition from its beginning to its current end."""
     if until is not None and until <= since:
-        raise InputError(f"--until {until.isoformat()} is not after --since {since.isoformat()}",
-                         expected="a time window whose end is after its start")
+        raise InputError(
+            f"--until {until.isoformat()} is not after --since {since.isoformat()}",
+            expected="a time window whose end is after its start",
+        )
     low = int(since.timestamp() * 1000)
     high = int(until.timestamp() * 1000) if until is not None else None
     wanted_key = analysis.encode() if analysis is not None else None
@@ -90,14 +103,19 @@ def select(bootstrap: str, topic: str, *, since: dt.datetime, until: dt.datetime
     try:
         partitions = topic_partitions(reader, topic)
         if not partitions:
-            raise InputError(f"topic {topic!r} does not exist on Kafka at {bootstrap}",
-                             expected="one of the engine's topics, with ANNOSTREAM_TOPIC_PREFIX as set")
+            raise InputError(
+                f"topic {topic!r} does not exist on Kafka at {bootstrap}",
+                expected="one of the engine's topics, with ANNOSTREAM_TOPIC_PREFIX as set",
+            )
         reader.assign(partitions)
         reader.seek_to_beginning(*partitions)
         chosen: list[Selected] = []
         for _partition, records in poll_until_idle(reader, idle_s=idle_s, timeout_s=timeout_s):
-            chosen.extend(_selected(record) for record in records if _in_window(record, low, high)
-                          and (wanted_key is None or record.key == wanted_key))
+            chosen.extend(
+                _selected(record)
+                for record in records
+                if _in_window(record, low, high) and (wanted_key is None or record.key == wanted_key)
+            )
     finally:
         reader.close()
     return sorted(chosen, key=lambda item: (item.partition, item.offset))
@@ -108,9 +126,15 @@ def _in_window(record: ConsumerRecord, low: int, high: int | None) -> bool:
 
 
 def _selected(record: ConsumerRecord) -> Selected:
-    return Selected(topic=record.topic, partition=record.partition, offset=record.offset,
-                    timestamp_ms=record.timestamp, key=record.key, value=record.value,
-                    headers=tuple((name, bytes(value)) for name, value in record.headers or ()))
+    return Selected(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        key=record.key,
+        value=record.value,
+        headers=tuple((name, bytes(value)) for name, value in record.headers or ()),
+    )
 
 
 def republish(bootstrap: str, messages: list[Selected], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> int:

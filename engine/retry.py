@@ -234,8 +234,12 @@ def _retry_folder(
     if pending is not None:
         # Recorded in the work ledger but not published: the worker's reconciler publishes it
         # once the broker is back, so the retry stands (undoing it would race the reconciler).
-        log.warning("%s: retry recorded, publishing deferred to the reconciler: %s", name, pending,
-                    extra={"analysis": name, "event_id": event.event_id})
+        log.warning(
+            "%s: retry recorded, publishing deferred to the reconciler: %s",
+            name,
+            pending,
+            extra={"analysis": name, "event_id": event.event_id},
+        )
     log.info(
         "%s: retried failed job %s as job %s (event %s)",
         name,
@@ -247,8 +251,9 @@ def _retry_folder(
     return RetryResult(name, failed_job, new_job, event.event_id, already=False)
 
 
-def _record_then_publish(settings: Settings, kafka: EventProducer, event: ReadyEvent,
-                         topics: Topics) -> str | None:
+def _record_then_publish(
+    settings: Settings, kafka: EventProducer, event: ReadyEvent, topics: Topics
+) -> str | None:
     """The outbox step (engine/ledger.py), as the watcher does: None when published, else why not."""
     from engine.ledger import Message, WorkEvent, record_then_publish
 
@@ -256,8 +261,14 @@ def _record_then_publish(settings: Settings, kafka: EventProducer, event: ReadyE
         for topic, key, value in messages:
             kafka.send(topic, key, value)
 
-    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topics.ready, key=event.key,
-                     value=encode(event), analysis=event.analysis)
+    work = WorkEvent(
+        event_id=event.event_id,
+        schema=event.SCHEMA,
+        topic=topics.ready,
+        key=event.key,
+        value=encode(event),
+        analysis=event.analysis,
+    )
     try:
         record_then_publish(settings, [work], publish)
     except BrokerUnavailable as error:

@@ -54,10 +54,16 @@ class SmokeResult:
     cleanup_errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "reason": self.reason,
-                "stages": [{"status": s, "stage": g, "after_s": round(t, 3)} for s, g, t in self.stages],
-                "visible_after_s": self.visible_after_s, "total_s": round(self.total_s, 3),
-                "cleaned": self.cleaned, "cleanup_errors": self.cleanup_errors}
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "reason": self.reason,
+            "stages": [{"status": s, "stage": g, "after_s": round(t, 3)} for s, g, t in self.stages],
+            "visible_after_s": self.visible_after_s,
+            "total_s": round(self.total_s, 3),
+            "cleaned": self.cleaned,
+            "cleanup_errors": self.cleanup_errors,
+        }
 
 
 class ApiClient:
@@ -92,8 +98,14 @@ def smoke_name(now: dt.datetime | None = None) -> str:
     return f"Smoke-{moment}-{uuid.uuid4().hex[:6]}"
 
 
-def run_smoke(settings: Settings, api_url: str, *, timeout_s: float = 180.0, token: str | None = None,
-              name: str | None = None) -> SmokeResult:
+def run_smoke(
+    settings: Settings,
+    api_url: str,
+    *,
+    timeout_s: float = 180.0,
+    token: str | None = None,
+    name: str | None = None,
+) -> SmokeResult:
     """Run one demo analysis through the live pipeline; always cleans up what it created."""
     result = SmokeResult(name=name or smoke_name())
     api = ApiClient(api_url, token)
@@ -156,8 +168,11 @@ def _wait_for_import(api: ApiClient, name: str, started: float, timeout_s: float
                 detail: dict[str, Any] = api.get(f"/api/v1/import/jobs/{job['id']}")
                 return detail
         time.sleep(POLL_INTERVAL_S)
-    where = (f"its import job is still {last_status}" if last_status else
-             "no import job appeared (is the watcher running and ANALYSES_INCOMING the one it watches?)")
+    where = (
+        f"its import job is still {last_status}"
+        if last_status
+        else "no import job appeared (is the watcher running and ANALYSES_INCOMING the one it watches?)"
+    )
     raise SmokeFailed(f"{name} was not imported within {timeout_s:.0f} s: {where}")
 
 
@@ -181,8 +196,10 @@ def _stage_times(history: list[dict[str, Any]], dropped_at: dt.datetime) -> list
 def cleanup(settings: Settings, result: SmokeResult, *, remove_panel: bool) -> None:
     """Remove the smoke analysis from the database and the file system (each step on its own,
     so one failing step does not leave the others undone)."""
-    steps = [("database rows", lambda: _remove_rows(settings.database_url, result)),
-             ("folders", lambda: _remove_folders(settings, result))]
+    steps = [
+        ("database rows", lambda: _remove_rows(settings.database_url, result)),
+        ("folders", lambda: _remove_folders(settings, result)),
+    ]
     if remove_panel:
         steps.append(("gene panel", lambda: _remove_panel(settings.database_url, result)))
     for what, step in steps:
@@ -218,14 +235,18 @@ def _remove_folders(settings: Settings, result: SmokeResult) -> None:
 def _remove_panel(url: str, result: SmokeResult) -> None:
     name, version = PANEL
     with session_scope(url) as session:
-        in_use = session.scalar(sa.select(sa.func.count()).select_from(Analysis).where(
-            Analysis.genepanel_name == name, Analysis.genepanel_version == version))
+        in_use = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Analysis)
+            .where(Analysis.genepanel_name == name, Analysis.genepanel_version == version)
+        )
         if in_use:
             result.cleanup_errors.append(f"gene panel {name} {version} kept: {in_use} analyses use it")
             return
         for table in (genepanel_transcript, genepanel_phenotype):
-            session.execute(sa.delete(table).where(table.c.genepanel_name == name,
-                                                   table.c.genepanel_version == version))
+            session.execute(
+                sa.delete(table).where(table.c.genepanel_name == name, table.c.genepanel_version == version)
+            )
         session.execute(sa.delete(Genepanel).where(Genepanel.name == name, Genepanel.version == version))
     result.cleaned.append(f"gene panel {name} {version}")
 

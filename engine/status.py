@@ -84,10 +84,14 @@ class DrainEstimate:
         if self.waiting == 0:
             return "nothing waiting"
         if self.seconds is None:
-            return (f"{self.waiting} analyses waiting; no estimate yet (fewer than 2 imports finished "
-                    f"in the last {self.window_s / 60:.0f} min)")
-        return (f"{self.waiting} analyses waiting, ~{_duration(self.seconds)} to drain at "
-                f"{self.rate_per_min:.1f} analyses/min (last {self.window_s / 60:.0f} min)")
+            return (
+                f"{self.waiting} analyses waiting; no estimate yet (fewer than 2 imports finished "
+                f"in the last {self.window_s / 60:.0f} min)"
+            )
+        return (
+            f"{self.waiting} analyses waiting, ~{_duration(self.seconds)} to drain at "
+            f"{self.rate_per_min:.1f} analyses/min (last {self.window_s / 60:.0f} min)"
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -140,14 +144,18 @@ class Health:
 # --- consumer lag -------------------------------------------------------------------------------
 
 
-def committed_offsets(bootstrap: str, group: str, partitions: list[TopicPartition],
-                      *, timeout_s: float = 10.0) -> dict[TopicPartition, int | None]:
+def committed_offsets(
+    bootstrap: str, group: str, partitions: list[TopicPartition], *, timeout_s: float = 10.0
+) -> dict[TopicPartition, int | None]:
     """The group's committed offset per partition (None where it has committed nothing)."""
     if not partitions:
         return {}
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="annostream-status",
-                                 request_timeout_ms=int(timeout_s * 1000))
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="annostream-status",
+            request_timeout_ms=int(timeout_s * 1000),
+        )
     except KafkaError as error:
         raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error}") from None
     try:
@@ -163,9 +171,14 @@ def committed_offsets(bootstrap: str, group: str, partitions: list[TopicPartitio
     return offsets
 
 
-def count_after(bootstrap: str, starts: Mapping[TopicPartition, int | None], *,
-                max_count: int = DEFAULT_MAX_COUNT, idle_s: float = 1.0,
-                timeout_s: float = 30.0) -> dict[TopicPartition, tuple[int, bool]]:
+def count_after(
+    bootstrap: str,
+    starts: Mapping[TopicPartition, int | None],
+    *,
+    max_count: int = DEFAULT_MAX_COUNT,
+    idle_s: float = 1.0,
+    timeout_s: float = 30.0,
+) -> dict[TopicPartition, tuple[int, bool]]:
     """Records readable from each start offset (None = the beginning): (count, complete).
 
     A partition stops being read once it reaches ``max_count`` (complete=False); so does every
@@ -194,8 +207,15 @@ def count_after(bootstrap: str, starts: Mapping[TopicPartition, int | None], *,
     return {partition: (count, partition not in bounded) for partition, count in counts.items()}
 
 
-def consumer_lag(bootstrap: str, group: str, topics: list[str], *, max_count: int = DEFAULT_MAX_COUNT,
-                 idle_s: float = 1.0, timeout_s: float = 30.0) -> list[PartitionLag]:
+def consumer_lag(
+    bootstrap: str,
+    group: str,
+    topics: list[str],
+    *,
+    max_count: int = DEFAULT_MAX_COUNT,
+    idle_s: float = 1.0,
+    timeout_s: float = 30.0,
+) -> list[PartitionLag]:
     """Lag of ``group`` on every partition of ``topics`` (topics that do not exist are skipped)."""
     reader = open_reader(bootstrap)
     try:
@@ -225,12 +245,17 @@ def incoming_folders(incoming: Path) -> tuple[list[str], list[str]]:
 
 def recent_failures(url: str, *, window: dt.timedelta = FAILURE_WINDOW, limit: int = 20) -> list[Failure]:
     since = utcnow() - window
-    query = (sa.select(ImportJob)
-             .where(ImportJob.status == JobStatus.FAILED.value, ImportJob.date_updated >= since)
-             .order_by(ImportJob.date_updated.desc()).limit(limit))
+    query = (
+        sa.select(ImportJob)
+        .where(ImportJob.status == JobStatus.FAILED.value, ImportJob.date_updated >= since)
+        .order_by(ImportJob.date_updated.desc())
+        .limit(limit)
+    )
     with session_scope(url) as session:
-        return [Failure(job.analysis_name, job.stage, job.message, _as_utc(job.date_updated))
-                for job in session.scalars(query)]
+        return [
+            Failure(job.analysis_name, job.stage, job.message, _as_utc(job.date_updated))
+            for job in session.scalars(query)
+        ]
 
 
 def _as_utc(moment: dt.datetime) -> dt.datetime:
@@ -239,9 +264,11 @@ def _as_utc(moment: dt.datetime) -> dt.datetime:
 
 
 def jobs_in_flight(url: str) -> dict[str, int]:
-    query = (sa.select(ImportJob.status, sa.func.count())
-             .where(ImportJob.status.in_([status.value for status in IN_FLIGHT]))
-             .group_by(ImportJob.status))
+    query = (
+        sa.select(ImportJob.status, sa.func.count())
+        .where(ImportJob.status.in_([status.value for status in IN_FLIGHT]))
+        .group_by(ImportJob.status)
+    )
     with session_scope(url) as session:
         counts = {str(status): int(count) for status, count in session.execute(query)}
     return {status.value: counts.get(status.value, 0) for status in IN_FLIGHT}
@@ -280,12 +307,14 @@ def lane_lag(lag: list[PartitionLag], lanes: dict[str, tuple[str, str]]) -> list
     return [LaneLag(stage, lane, *totals.get(topic, (0, True))) for topic, (stage, lane) in lanes.items()]
 
 
-def measure_lanes(settings: Settings, *, max_count: int = DEFAULT_MAX_COUNT,
-                  idle_s: float = 1.0) -> tuple[list[PartitionLag], list[LaneLag]]:
+def measure_lanes(
+    settings: Settings, *, max_count: int = DEFAULT_MAX_COUNT, idle_s: float = 1.0
+) -> tuple[list[PartitionLag], list[LaneLag]]:
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
-        raise BrokerUnavailable("KAFKA_BOOTSTRAP_SERVERS is not set "
-                                "(the broker of `annostream up` is embedded)")
+        raise BrokerUnavailable(
+            "KAFKA_BOOTSTRAP_SERVERS is not set (the broker of `annostream up` is embedded)"
+        )
     lanes = stage_lanes(settings)
     lag = consumer_lag(bootstrap, settings.worker_name, list(lanes), max_count=max_count, idle_s=idle_s)
     return lag, lane_lag(lag, lanes)
@@ -306,18 +335,30 @@ def _add_lag(health: Health, settings: Settings, *, max_count: int, idle_s: floa
 DRAIN_WINDOW = dt.timedelta(minutes=15)
 
 
-def drain_estimate(url: str, waiting_to_start: int, *, window: dt.timedelta = DRAIN_WINDOW,
-                   now: dt.datetime | None = None) -> DrainEstimate:
+def drain_estimate(
+    url: str, waiting_to_start: int, *, window: dt.timedelta = DRAIN_WINDOW, now: dt.datetime | None = None
+) -> DrainEstimate:
     """Time to drain: the analyses waiting (events not yet taken by the annotate stage plus import
     jobs in flight) divided by the pace of recent imports (finished in ``window``), which already
     reflects how many workers there are and how big the analyses have been."""
     now = now or dt.datetime.now(dt.UTC)
     with session_scope(url) as session:
-        in_flight = session.scalar(sa.select(sa.func.count()).select_from(ImportJob).where(
-            ImportJob.status.in_([status.value for status in IN_FLIGHT]))) or 0
-        finished = [_as_utc(moment) for moment in session.scalars(
-            sa.select(ImportJob.date_updated).where(ImportJob.status == JobStatus.DONE.value,
-                                                    ImportJob.date_updated >= now - window))]
+        in_flight = (
+            session.scalar(
+                sa.select(sa.func.count())
+                .select_from(ImportJob)
+                .where(ImportJob.status.in_([status.value for status in IN_FLIGHT]))
+            )
+            or 0
+        )
+        finished = [
+            _as_utc(moment)
+            for moment in session.scalars(
+                sa.select(ImportJob.date_updated).where(
+                    ImportJob.status == JobStatus.DONE.value, ImportJob.date_updated >= now - window
+                )
+            )
+        ]
     waiting = waiting_to_start + int(in_flight)
     if len(finished) < 2 or max(finished) <= min(finished):
         return DrainEstimate(waiting, len(finished), None, None, window.total_seconds())
@@ -340,8 +381,16 @@ def _add_database(health: Health, url: str) -> None:
             health.drain = drain_estimate(url, waiting)
         with session_scope(url) as session:
             bundle = active_bundle(session)
-            health.parked = [{"id": p.id, "stage": p.stage, "analysis": p.analysis, "reason": p.reason,
-                              "parked": p.date_parked.isoformat()} for p in list_parked(session)]
+            health.parked = [
+                {
+                    "id": p.id,
+                    "stage": p.stage,
+                    "analysis": p.analysis,
+                    "reason": p.reason,
+                    "parked": p.date_parked.isoformat(),
+                }
+                for p in list_parked(session)
+            ]
             health.ledger = ledger_counts(session)
         health.bundle = bundle.version if bundle else None
     except sa.exc.SQLAlchemyError as error:
@@ -380,20 +429,27 @@ def render(health: Health) -> str:
         lines.append(f"Database: {health.db_error}")
     else:
         lines.append(f"Database: revision {health.db_revision} (up to date)")
-        lines.append("Jobs in flight: " + ", ".join(f"{status} {count}" for status, count in
-                                                     health.in_flight.items()))
+        lines.append(
+            "Jobs in flight: " + ", ".join(f"{status} {count}" for status, count in health.in_flight.items())
+        )
         lines.append(f"Failures in the last hour: {len(health.failures)}")
         for failure in health.failures[:10]:
             when = failure.at.astimezone(dt.UTC).strftime("%H:%M:%SZ")
             lines.append(f"  {when}  {failure.analysis}  [{failure.stage}]  {(failure.message or '')[:100]}")
         lines.append(f"Annotation bundle: {health.bundle or 'none active (annotation from the VCF only)'}")
-        lines.append("Work ledger: " + (", ".join(f"{state} {count}" for state, count in
-                                                  sorted(health.ledger.items())) or "empty"))
-        lines.append(f"Parked events: {len(health.parked)}"
-                     + (" (see 'annostream parked list')" if health.parked else ""))
+        lines.append(
+            "Work ledger: "
+            + (", ".join(f"{state} {count}" for state, count in sorted(health.ledger.items())) or "empty")
+        )
+        lines.append(
+            f"Parked events: {len(health.parked)}"
+            + (" (see 'annostream parked list')" if health.parked else "")
+        )
         for parked in health.parked[:10]:
-            lines.append(f"  {parked['id']}  {parked['analysis'] or '-'}  [{parked['stage']}]  "
-                         f"{parked['reason'][:100]}")
+            lines.append(
+                f"  {parked['id']}  {parked['analysis'] or '-'}  [{parked['stage']}]  "
+                f"{parked['reason'][:100]}"
+            )
     return "\n".join(lines)
 
 
@@ -439,17 +495,21 @@ class LaneLagMonitor:
             time.sleep(self.interval_s)
 
     def collect(self) -> Iterator[Metric]:
-        waiting = GaugeMetricFamily("annostream_lane_waiting_events",
-                                    "Events waiting in Kafka for a worker stage, per priority lane "
-                                    "(read after the consumer group's committed offsets).",
-                                    labels=["stage", "lane"])
+        waiting = GaugeMetricFamily(
+            "annostream_lane_waiting_events",
+            "Events waiting in Kafka for a worker stage, per priority lane "
+            "(read after the consumer group's committed offsets).",
+            labels=["stage", "lane"],
+        )
         for item in self.lanes:
             waiting.add_metric([item.stage, item.lane], item.lag)
         yield waiting
         if self.measured_at is not None:
-            yield GaugeMetricFamily("annostream_lane_waiting_measured_timestamp_seconds",
-                                    "When the lane figures were measured (Unix time).",
-                                    value=self.measured_at)
+            yield GaugeMetricFamily(
+                "annostream_lane_waiting_measured_timestamp_seconds",
+                "When the lane figures were measured (Unix time).",
+                value=self.measured_at,
+            )
 
 
 _monitors: dict[str, LaneLagMonitor] = {}

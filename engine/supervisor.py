@@ -82,9 +82,14 @@ def default_children(settings: Settings, *, with_api: bool = True, workers: int 
     gets its own ANNOSTREAM_WORKER_ID (its faust data directory).
     """
     count = workers or settings.workers
-    children = [Child("worker" if count == 1 else f"worker-{number}", service_argv("worker"),
-                      env={"ANNOSTREAM_WORKER_ID": f"worker-{number}"})
-                for number in range(1, count + 1)]
+    children = [
+        Child(
+            "worker" if count == 1 else f"worker-{number}",
+            service_argv("worker"),
+            env={"ANNOSTREAM_WORKER_ID": f"worker-{number}"},
+        )
+        for number in range(1, count + 1)
+    ]
     children.append(Child("watcher", service_argv("watch")))
     if with_api:
         children.append(Child("api", service_argv("api")))
@@ -104,8 +109,14 @@ BROKER_CLIENTS = frozenset({"watcher", "worker"})
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, children: list[Child], *,
-                 on_ready: Callable[[dict[str, str]], None] | None = None, api_url: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        children: list[Child],
+        *,
+        on_ready: Callable[[dict[str, str]], None] | None = None,
+        api_url: str | None = None,
+    ):
         self.settings = settings
         self.children = children
         self.on_ready = on_ready
@@ -194,8 +205,10 @@ class Supervisor:
                     delay = child.schedule_restart()
                     log.error("%s exited with code %s: restarting in %.1f s", child.name, code, delay)
             if self.broker is not None and self.broker.poll() is not None:
-                log.error("embedded broker exited: restarting it, publishing unfinished work again from "
-                          "the ledger and restarting the services that talk to it")
+                log.error(
+                    "embedded broker exited: restarting it, publishing unfinished work again from "
+                    "the ledger and restarting the services that talk to it"
+                )
                 self.broker.start()
                 self._write_runtime(env)
                 self._reconcile()

@@ -59,12 +59,18 @@ class TracksResult:
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = [f"{len(self.linked)} track(s) repointed", f"{len(self.unchanged)} already current",
-                 f"{len(self.config_updated)} track config entr(y/ies) updated"]
+        parts = [
+            f"{len(self.linked)} track(s) repointed",
+            f"{len(self.unchanged)} already current",
+            f"{len(self.config_updated)} track config entr(y/ies) updated",
+        ]
         if self.backup is not None:
             parts.append(f"previous config kept as {self.backup.name}")
-        return f"IGV tracks of bundle {self.bundle}: " + ", ".join(parts) + \
-            "".join(f"; warning: {warning}" for warning in self.warnings)
+        return (
+            f"IGV tracks of bundle {self.bundle}: "
+            + ", ".join(parts)
+            + "".join(f"; warning: {warning}" for warning in self.warnings)
+        )
 
 
 @dataclass(frozen=True)
@@ -87,23 +93,33 @@ def bundle_tracks(folder: Path) -> list[DatasetTrack]:
             continue
         suffix = next((s for s in _TRACK_SUFFIXES if isinstance(link, str) and link.endswith(s)), None)
         if not isinstance(link, str) or suffix is None or "/" in link or link.startswith("."):
-            raise InputError(f"dataset {dataset.name!r}: igv_track {link!r}", file=str(manifest_path),
-                             expected=f"a file name ending in {' or '.join(_TRACK_SUFFIXES)}, without '/'")
+            raise InputError(
+                f"dataset {dataset.name!r}: igv_track {link!r}",
+                file=str(manifest_path),
+                expected=f"a file name ending in {' or '.join(_TRACK_SUFFIXES)}, without '/'",
+            )
         candidates = [relative for relative in dataset.files if relative.endswith(suffix)]
         if len(candidates) != 1:
-            raise InputError(f"dataset {dataset.name!r} declares igv_track {link!r} but lists "
-                             f"{len(candidates)} {suffix} files", file=str(manifest_path),
-                             expected=f"exactly one {suffix} file (with its .tbi) in the dataset")
+            raise InputError(
+                f"dataset {dataset.name!r} declares igv_track {link!r} but lists "
+                f"{len(candidates)} {suffix} files",
+                file=str(manifest_path),
+                expected=f"exactly one {suffix} file (with its .tbi) in the dataset",
+            )
         source = folder / candidates[0]
         if not Path(str(source) + ".tbi").is_file():
-            raise InputError(f"dataset {dataset.name!r}: the track has no index", file=str(source),
-                             expected=f"{source.name}.tbi next to it")
+            raise InputError(
+                f"dataset {dataset.name!r}: the track has no index",
+                file=str(source),
+                expected=f"{source.name}.tbi next to it",
+            )
         tracks.append(DatasetTrack(dataset.name, dataset.version, link, source))
     return tracks
 
 
-def apply_tracks(bundle: BundleInfo, igv_data: Path | None, *,
-                 now: dt.datetime | None = None) -> TracksResult:
+def apply_tracks(
+    bundle: BundleInfo, igv_data: Path | None, *, now: dt.datetime | None = None
+) -> TracksResult:
     """Put ``bundle``'s IGV tracks into ``igv_data`` (see the module doc). Idempotent."""
     result = TracksResult(bundle.version)
     tracks = bundle_tracks(bundle.path)
@@ -111,8 +127,10 @@ def apply_tracks(bundle: BundleInfo, igv_data: Path | None, *,
         return result
     if igv_data is None or not Path(igv_data).is_dir():
         where = "IGV_DATA is not set" if igv_data is None else f"IGV_DATA folder {igv_data} does not exist"
-        result.warnings.append(f"{where}: {len(tracks)} IGV track(s) of bundle {bundle.version} not "
-                               f"installed ({', '.join(track.link for track in tracks)})")
+        result.warnings.append(
+            f"{where}: {len(tracks)} IGV track(s) of bundle {bundle.version} not "
+            f"installed ({', '.join(track.link for track in tracks)})"
+        )
         return result
     folder = Path(igv_data) / TRACKS_FOLDER
     folder.mkdir(exist_ok=True)
@@ -138,7 +156,7 @@ def _previous_version(link: Path, dataset: str, suffix: str) -> str | None:
     target = os.readlink(link)
     prefix = f"{_UNSAFE.sub('_', dataset)}_"
     if target.startswith(prefix) and target.endswith(suffix):
-        return target[len(prefix):-len(suffix)]
+        return target[len(prefix) : -len(suffix)]
     return None
 
 
@@ -163,16 +181,24 @@ def _repoint(link: Path, target_name: str) -> bool:
     if link.is_symlink() and os.readlink(link) == target_name:
         return False
     if link.exists() and not link.is_symlink():
-        raise InputError(f"{link.name} in the IGV tracks folder is a file, not a symlink", file=str(link),
-                         expected="a symlink annostream can repoint (move the file away)")
+        raise InputError(
+            f"{link.name} in the IGV tracks folder is a file, not a symlink",
+            file=str(link),
+            expected="a symlink annostream can repoint (move the file away)",
+        )
     staging = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
     os.symlink(target_name, staging)
     os.replace(staging, link)
     return True
 
 
-def _update_config(igv_data: Path, versions: dict[str, tuple[str, str | None]], tracks: list[DatasetTrack],
-                   result: TracksResult, now: dt.datetime) -> None:
+def _update_config(
+    igv_data: Path,
+    versions: dict[str, tuple[str, str | None]],
+    tracks: list[DatasetTrack],
+    result: TracksResult,
+    now: dt.datetime,
+) -> None:
     path = igv_data / TRACK_CONFIG
     if not path.is_file():
         result.warnings.append(f"{path} not found: no track descriptions updated")
@@ -181,17 +207,29 @@ def _update_config(igv_data: Path, versions: dict[str, tuple[str, str | None]], 
     try:
         config = json.loads(text)
     except json.JSONDecodeError as error:
-        raise InputError(f"malformed JSON: {error.msg}", file=str(path), line=error.lineno,
-                         expected="ELLA's IGV track config (a JSON object)") from None
+        raise InputError(
+            f"malformed JSON: {error.msg}",
+            file=str(path),
+            line=error.lineno,
+            expected="ELLA's IGV track config (a JSON object)",
+        ) from None
     if not isinstance(config, dict):
-        raise InputError("the track config is not a JSON object", file=str(path),
-                         expected="ELLA's IGV track config (track id pattern -> settings)")
+        raise InputError(
+            "the track config is not a JSON object",
+            file=str(path),
+            expected="ELLA's IGV track config (track id pattern -> settings)",
+        )
     datasets = {track.link: track.dataset for track in tracks}
     for link, (version, previous) in versions.items():
         track_id = f"{{STATIC}}/{link}"
         # Only the entry naming this very track (no wildcard), not e.g. "{STATIC}/*.vcf.gz".
-        keys = [key for key, entry in config.items() if isinstance(entry, dict)
-                and not any(char in key for char in "*?[") and fnmatch.fnmatchcase(track_id, key)]
+        keys = [
+            key
+            for key, entry in config.items()
+            if isinstance(entry, dict)
+            and not any(char in key for char in "*?[")
+            and fnmatch.fnmatchcase(track_id, key)
+        ]
         if not keys:
             result.warnings.append(f"{path} has no entry for {track_id}: its description is not updated")
         for key in keys:

@@ -57,13 +57,25 @@ def send_ready(event: ReadyEvent, producer: EventProducer, topics: Topics, setti
             producer.send(topic, key, value)
 
     topic = topics.ready_for(event.priority)  # the lane of its priority
-    work = WorkEvent(event_id=event.event_id, schema=event.SCHEMA, topic=topic, key=event.key,
-                     value=encode(event), analysis=event.analysis)
+    work = WorkEvent(
+        event_id=event.event_id,
+        schema=event.SCHEMA,
+        topic=topic,
+        key=event.key,
+        value=encode(event),
+        analysis=event.analysis,
+    )
     record_then_publish(settings, [work], publish)
     metrics.EVENTS_PRODUCED.labels(topic=topic).inc()
-    log.info("published %s for %s (%s, %d files, fingerprint %s)", event.event_id, event.analysis,
-             event.folder, len(event.files), event.fingerprint[:12],
-             extra={"analysis": event.analysis, "event_id": event.event_id})
+    log.info(
+        "published %s for %s (%s, %d files, fingerprint %s)",
+        event.event_id,
+        event.analysis,
+        event.folder,
+        len(event.files),
+        event.fingerprint[:12],
+        extra={"analysis": event.analysis, "event_id": event.event_id},
+    )
 
 
 def publish_folder(folder: Path, settings: Settings, *, producer_name: str | None = None) -> ReadyEvent:
@@ -75,7 +87,8 @@ def publish_folder(folder: Path, settings: Settings, *, producer_name: str | Non
     require_bootstrap(settings, "publish")
     event = prepare_ready_event(folder, settings, producer=producer_name or default_producer("publish"))
     bootstrap = ensure_engine_topics(settings, command="publish")
-    with EventProducer(bootstrap, client_id="annostream-publish",
-                       timeout_s=settings.kafka_timeout_s) as producer:
+    with EventProducer(
+        bootstrap, client_id="annostream-publish", timeout_s=settings.kafka_timeout_s
+    ) as producer:
         send_ready(event, producer, Topics.from_settings(settings), settings)
     return event

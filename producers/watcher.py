@@ -79,8 +79,12 @@ class PatternList:
         """Compile everything now; ConfigError names the variable (and file line) of a bad entry."""
         if self.command_line is not None:
             if self.path is not None:
-                log.warning("%s given on the command line: ignoring %s=%s (as ELLA's watcher does)",
-                            self.variable, self.file_variable, self.path)
+                log.warning(
+                    "%s given on the command line: ignoring %s=%s (as ELLA's watcher does)",
+                    self.variable,
+                    self.file_variable,
+                    self.path,
+                )
             self.patterns = tuple(_compile(item, self.variable) for item in self.command_line)
             return
         inline = (item.strip() for item in self.inline.split(","))
@@ -91,7 +95,8 @@ class PatternList:
                 text = self.path.read_text(encoding="utf-8")
             except OSError as error:
                 raise ConfigError(
-                    f"{self.file_variable}={self.path}: cannot read ({error.strerror})") from None
+                    f"{self.file_variable}={self.path}: cannot read ({error.strerror})"
+                ) from None
             patterns += _file_patterns(text, f"{self.file_variable}={self.path}")
         self.patterns = tuple(patterns)
 
@@ -136,7 +141,8 @@ def _file_patterns(text: str, where: str) -> list[re.Pattern[str]]:
         if not line.strip():
             raise ConfigError(
                 f"{where}: line {number} is blank; ELLA's watcher reads a blank line as the empty pattern, "
-                "which matches every analysis name (remove the line, or write '.*' to mean every name)")
+                "which matches every analysis name (remove the line, or write '.*' to mean every name)"
+            )
         patterns.append(_compile(line.strip(), f"{where}: line {number}"))
     return patterns
 
@@ -158,13 +164,28 @@ class NameFilter:
         deny.load()
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, whitelist: Sequence[str] | None = None,
-                      blacklist: Sequence[str] | None = None) -> NameFilter:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        whitelist: Sequence[str] | None = None,
+        blacklist: Sequence[str] | None = None,
+    ) -> NameFilter:
         """``whitelist``/``blacklist``: ELLA's ``--whitelist``/``--blacklist`` (replace the files)."""
-        return cls(PatternList("ANALYSES_ALLOW", settings.analyses_allow, settings.analyses_allow_file,
-                               command_line=None if whitelist is None else tuple(whitelist)),
-                   PatternList("ANALYSES_DENY", settings.analyses_deny, settings.analyses_deny_file,
-                               command_line=None if blacklist is None else tuple(blacklist)))
+        return cls(
+            PatternList(
+                "ANALYSES_ALLOW",
+                settings.analyses_allow,
+                settings.analyses_allow_file,
+                command_line=None if whitelist is None else tuple(whitelist),
+            ),
+            PatternList(
+                "ANALYSES_DENY",
+                settings.analyses_deny,
+                settings.analyses_deny_file,
+                command_line=None if blacklist is None else tuple(blacklist),
+            ),
+        )
 
     @property
     def paused(self) -> str | None:
@@ -191,8 +212,15 @@ class NameFilter:
 class Watcher:
     """Watches ANALYSES_INCOMING and publishes ready folders through ``producer``."""
 
-    def __init__(self, settings: Settings, producer: EventProducer, *, producer_name: str | None = None,
-                 whitelist: Sequence[str] | None = None, blacklist: Sequence[str] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        producer: EventProducer,
+        *,
+        producer_name: str | None = None,
+        whitelist: Sequence[str] | None = None,
+        blacklist: Sequence[str] | None = None,
+    ):
         self.settings = settings
         self.producer = producer
         self.producer_name = producer_name or default_producer("watcher")
@@ -209,8 +237,9 @@ class Watcher:
     def run(self) -> None:
         """Scan, then watch until :meth:`stop` is called."""
         self.incoming.mkdir(parents=True, exist_ok=True)
-        with RustNotify([str(self.incoming)], False, self.settings.watch_force_polling, POLL_DELAY_MS, True,
-                        False) as notify:
+        with RustNotify(
+            [str(self.incoming)], False, self.settings.watch_force_polling, POLL_DELAY_MS, True, False
+        ) as notify:
             self.scan()  # after arming the watch: a READY written meanwhile is seen twice, not never
             self.ready.set()
             log.info("watching %s", self.incoming)
@@ -255,8 +284,12 @@ class Watcher:
             if self.names.restricts() and not self.names.allows(folder.name):
                 # The lists apply to the analysis name, which a broken folder does not give; one
                 # whose folder name the lists hold back is probably not ours: leave it (as ELLA does).
-                log.warning("%s cannot be read (%s) and its folder name is not allowed by the "
-                            "allow/deny lists; leaving it in incoming", key, error)
+                log.warning(
+                    "%s cannot be read (%s) and its folder name is not allowed by the "
+                    "allow/deny lists; leaving it in incoming",
+                    key,
+                    error,
+                )
                 self._retry.discard(key)
                 return None
             self._fail(folder, key, error)
@@ -281,8 +314,11 @@ class Watcher:
             return None
         spec = check_folder(folder)
         if not self.names.allows(spec.name):
-            log.info("%s: analysis %s is not allowed by the allow/deny lists; leaving it in incoming",
-                     key, spec.name)
+            log.info(
+                "%s: analysis %s is not allowed by the allow/deny lists; leaving it in incoming",
+                key,
+                spec.name,
+            )
             return None
         event = apply_spec(event, spec)
         metrics.WATCHER_FOLDERS_SEEN.inc()
@@ -293,11 +329,17 @@ class Watcher:
 
     def _fail(self, folder: Path, key: str, problem: InputError | EventRejected) -> None:
         error = problem if isinstance(problem, InputError) else InputError(problem.reason)
-        dead_letter = failed_event({"folder": key, "analysis": folder.name}, stage="watch", error=error,
-                                   producer=self.producer_name, analysis=folder.name)
+        dead_letter = failed_event(
+            {"folder": key, "analysis": folder.name},
+            stage="watch",
+            error=error,
+            producer=self.producer_name,
+            analysis=folder.name,
+        )
         try:
-            moved = fail_folder(folder, self.settings, stage="watch", error=error,
-                                event_id=dead_letter.event_id)
+            moved = fail_folder(
+                folder, self.settings, stage="watch", error=error, event_id=dead_letter.event_id
+            )
         except OSError as move_error:
             log.error("%s failed the check (%s) and could not be moved: %s", key, error, move_error)
             return
@@ -309,8 +351,13 @@ class Watcher:
             # The folder and its error.json in ANALYSES_FAILED are the durable record; the
             # dead letter is the notification, and losing it must at least be visible.
             metrics.WATCHER_DEAD_LETTERS_UNSENT.inc()
-            log.error("%s: could not publish its dead letter %s (%s); error.json in %s has the details",
-                      key, dead_letter.event_id, error, moved)
+            log.error(
+                "%s: could not publish its dead letter %s (%s); error.json in %s has the details",
+                key,
+                dead_letter.event_id,
+                error,
+                moved,
+            )
 
     def _handle(self, changes: set[tuple[int, str]] | str) -> None:
         if self.names.refresh():
@@ -334,22 +381,32 @@ class Watcher:
 
     def _folders(self) -> Iterable[Path]:
         with os.scandir(self.incoming) as entries:
-            return [Path(entry.path) for entry in entries
-                    if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")]
+            return [
+                Path(entry.path)
+                for entry in entries
+                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+            ]
 
     def _forget(self, key: str) -> None:
         self._published.pop(key, None)
         self._retry.discard(key)
 
 
-def run_watcher(settings: Settings, *, producer_name: str | None = None,
-                whitelist: Sequence[str] | None = None, blacklist: Sequence[str] | None = None) -> None:
+def run_watcher(
+    settings: Settings,
+    *,
+    producer_name: str | None = None,
+    whitelist: Sequence[str] | None = None,
+    blacklist: Sequence[str] | None = None,
+) -> None:
     """Entry point of ``annostream watch``: runs until SIGTERM or SIGINT."""
     bootstrap = ensure_engine_topics(settings, command="watch")
-    with EventProducer(bootstrap, client_id="annostream-watcher",
-                       timeout_s=settings.kafka_timeout_s) as producer:
-        watcher = Watcher(settings, producer, producer_name=producer_name, whitelist=whitelist,
-                          blacklist=blacklist)
+    with EventProducer(
+        bootstrap, client_id="annostream-watcher", timeout_s=settings.kafka_timeout_s
+    ) as producer:
+        watcher = Watcher(
+            settings, producer, producer_name=producer_name, whitelist=whitelist, blacklist=blacklist
+        )
         restore = _stop_on_signals(watcher.stop)
         try:
             watcher.run()

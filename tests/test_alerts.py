@@ -29,8 +29,10 @@ METRIC_NAME = re.compile(r"\bannostream_[a-z0-9_]+\b")
 def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} not found: install Debian's prometheus package (make test does it as root: "
-                    "ops/scripts/ensure-tools.sh)")
+        pytest.fail(
+            f"{name} not found: install Debian's prometheus package (make test does it as root: "
+            "ops/scripts/ensure-tools.sh)"
+        )
     return found
 
 
@@ -39,8 +41,9 @@ def test_alert_rules_pass_promtool() -> None:
     checked = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "SUCCESS: 9 rules found" in checked.stdout
-    tested = subprocess.run([promtool, "test", "rules", ALERT_TESTS.name], cwd=ALERT_TESTS.parent,
-                            capture_output=True, text=True)
+    tested = subprocess.run(
+        [promtool, "test", "rules", ALERT_TESTS.name], cwd=ALERT_TESTS.parent, capture_output=True, text=True
+    )
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
 
@@ -93,10 +96,15 @@ def prometheus(tmp_path: Path, stack: Stack) -> Iterator[str]:
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         f"rule_files:\n  - {ALERTS}\n"
         "scrape_configs:\n  - job_name: annostream\n    metrics_path: /metrics\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{stack.port}']\n")
+        f"    static_configs:\n      - targets: ['127.0.0.1:{stack.port}']\n"
+    )
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115
-    argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}"]
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
         assert wait_for_port("127.0.0.1", port, 30), (tmp_path / "prometheus.log").read_text()[-2000:]
@@ -114,11 +122,16 @@ def query(prometheus: str, promql: str) -> list[dict]:
 
 
 def test_prometheus_counts_imported_analyses_and_every_named_metric_is_exported(
-        stack: Stack, prometheus: str) -> None:
+    stack: Stack, prometheus: str
+) -> None:
     stack.drop(TEST_ANALYSIS)
     drop_broken(stack, "Broken-P1")
-    wait_until(lambda: analysis_named(stack, "TestAnalysis-001"), timeout_s=90, what="the import",
-               on_timeout=stack.log_tail)
+    wait_until(
+        lambda: analysis_named(stack, "TestAnalysis-001"),
+        timeout_s=90,
+        what="the import",
+        on_timeout=stack.log_tail,
+    )
     failed_job(stack, "Broken-P1")
     for path in ("/api/v1/analyses", "/api/v1/import/jobs", "/"):
         httpx.get(f"{stack.api}{path}", timeout=10).raise_for_status()
@@ -127,8 +140,12 @@ def test_prometheus_counts_imported_analyses_and_every_named_metric_is_exported(
         result = query(prometheus, "sum(annostream_analyses_imported_total)")
         return float(result[0]["value"][1]) if result else None
 
-    wait_until(lambda: imported() == 1.0, timeout_s=60, what="Prometheus to count 1 imported analysis",
-               interval_s=1.0)
+    wait_until(
+        lambda: imported() == 1.0,
+        timeout_s=60,
+        what="Prometheus to count 1 imported analysis",
+        interval_s=1.0,
+    )
     done = query(prometheus, 'annostream_import_jobs{status="DONE"}')
     assert [float(item["value"][1]) for item in done] == [1.0]
     failed = query(prometheus, 'annostream_import_jobs{status="FAILED"}')

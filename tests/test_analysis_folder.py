@@ -303,8 +303,13 @@ def test_modern_date_analysis_requested_is_accepted_and_unused(tmp_path: Path) -
 def test_legacy_date_analysis_requested_wins_over_date_requested(tmp_path: Path) -> None:
     # ELLA's _init_from_legacy_analysis_file loops over (date_requested, date_analysis_requested):
     # the later key overwrites the earlier one.
-    legacy = {"name": "L", "params": {"genepanel": "P_v1"}, "date_requested": "2023-01-01",
-              "date_analysis_requested": "2023-02-01", "type": "exome"}
+    legacy = {
+        "name": "L",
+        "params": {"genepanel": "P_v1"},
+        "date_requested": "2023-01-01",
+        "date_analysis_requested": "2023-02-01",
+        "type": "exome",
+    }
     spec = load_analysis_folder(make_folder(tmp_path, "L", {"L.analysis": json.dumps(legacy), "L.vcf": ""}))
     assert spec.date_requested == dt.datetime(2023, 2, 1, tzinfo=dt.UTC)
     assert spec.properties == {}  # legacy extra keys (type, ...) are not kept
@@ -313,8 +318,17 @@ def test_legacy_date_analysis_requested_wins_over_date_requested(tmp_path: Path)
 def test_legacy_vcf_is_the_first_vcf_in_the_folder(tmp_path: Path) -> None:
     # ELLA's __find_analysis_vcfs: sorted rglob("*.vcf*") filtered to .vcf/.vcf.gz; legacy uses [0].
     legacy = {"name": "L", "params": {"genepanel": "P_v1"}}
-    folder = make_folder(tmp_path, "L", {"L.analysis": json.dumps(legacy), "Sample-1.HBOC.vcf.gz": "",
-                                         "zz.vcf": "", "a.vcf.tbi": "", "L.ped": ""})
+    folder = make_folder(
+        tmp_path,
+        "L",
+        {
+            "L.analysis": json.dumps(legacy),
+            "Sample-1.HBOC.vcf.gz": "",
+            "zz.vcf": "",
+            "a.vcf.tbi": "",
+            "L.ped": "",
+        },
+    )
     spec = load_analysis_folder(folder)
     pairs = [(v.path.name, v.ped.name if v.ped else None) for v in spec.vcfs]
     assert pairs == [("Sample-1.HBOC.vcf.gz", "L.ped")]
@@ -348,8 +362,13 @@ def test_warnings_and_report_only_from_the_files(tmp_path: Path) -> None:
 
 def test_no_analysis_file_pairs_ped_by_name_before_first_dot(tmp_path: Path) -> None:
     # ELLA's _init_from_folder: ped.stem == vcf.stem.split(".")[0].
-    folder = make_folder(tmp_path, "Diag-7.PANEL_v01", {"Diag-7.PANEL_v01.vcf": "", "Diag-7.ped": "",
-                                                        "Other.x.vcf.gz": "", "Other.x.ped": ""})
+    folder = make_folder(
+        tmp_path,
+        "Diag-7.PANEL_v01",
+        {"Diag-7.PANEL_v01.vcf": "", "Diag-7.ped": "", "Other.x.vcf.gz": "", "Other.x.ped": ""},
+    )
     spec = load_analysis_folder(folder)
     assert [(v.path.name, v.ped.name if v.ped else None) for v in spec.vcfs] == [
-        ("Diag-7.PANEL_v01.vcf", "Diag-7.ped"), ("Other.x.vcf.gz", None)]
+        ("Diag-7.PANEL_v01.vcf", "Diag-7.ped"),
+        ("Other.x.vcf.gz", None),
+    ]

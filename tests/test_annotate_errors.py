@@ -196,8 +196,9 @@ def test_recompiles_when_source_changes(work: Path) -> None:
 
 
 @needs_tabix
-def test_source_paths_resolve_as_vcfanno(work: Path, tmp_path_factory: pytest.TempPathFactory,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_source_paths_resolve_as_vcfanno(
+    work: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As given from the working directory first, else -base-path + '/' + file (vcfanno's
     Config.Sources); the config's folder only when no -base-path is given."""
     elsewhere = tmp_path_factory.mktemp("cwd")
@@ -226,21 +227,24 @@ def test_source_paths_resolve_as_vcfanno(work: Path, tmp_path_factory: pytest.Te
 
 
 @needs_tabix
-def test_chr_prefix_is_matched_both_ways_and_logged_once(work: Path,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_chr_prefix_is_matched_both_ways_and_logged_once(
+    work: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     source = (DATA / "source.vcf").read_text()
     renamed = "\n".join(line if line.startswith("#") else "chr" + line for line in source.splitlines())
     (work / "chrsource.vcf").write_text(renamed.replace("##contig=<ID=", "##contig=<ID=chr") + "\n")
     bgzip_index(work / "chrsource.vcf")
-    plain = write_config(work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["AC"]\nops=["self"]\n'
-                         ).rename(work / "plain.toml")
+    plain = write_config(work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["AC"]\nops=["self"]\n').rename(
+        work / "plain.toml"
+    )
     config = write_config(work, '[[annotation]]\nfile="chrsource.vcf.gz"\nfields=["AC"]\nops=["self"]\n')
     expected = annotate_vcf(plain, work / "query.vcf", work / "expected.vcf")
     with caplog.at_level("WARNING"):
         result = annotate_vcf(config, work / "query.vcf", work / "out.vcf")  # query "1", source "chr1"
     assert result.annotated == expected.annotated > 0
     assert (work / "out.vcf").read_text().split("#CHROM")[1] == (work / "expected.vcf").read_text().split(
-        "#CHROM")[1]
+        "#CHROM"
+    )[1]
     notes = [r.getMessage() for r in caplog.records if "chr prefix" in r.getMessage()]
     assert notes and len(notes) == len(set(notes))  # once per contig, not per record
     assert "input contig '1' matched source contig 'chr1'" in " ".join(notes)
@@ -255,16 +259,18 @@ def test_chr_prefix_is_matched_both_ways_and_logged_once(work: Path,
 
 @needs_tabix
 @pytest.mark.parametrize("threads", [2, 3])
-def test_parallel_chunks_give_the_serial_output(work: Path, monkeypatch: pytest.MonkeyPatch,
-                                                threads: int) -> None:
+def test_parallel_chunks_give_the_serial_output(
+    work: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
     import engine.annotate.annotator as annotator
 
     lines = (DATA / "query.vcf").read_text().splitlines()
     header = [line for line in lines if line.startswith("#")]
     body = [line for line in lines if not line.startswith("#")]
     (work / "many.vcf").write_text("\n".join(header + body * 40) + "\n")  # unsorted is fine
-    config = write_config(work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["AC","GENE"]\n'
-                          'ops=["self","self"]\n')
+    config = write_config(
+        work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["AC","GENE"]\nops=["self","self"]\n'
+    )
     serial = annotate_vcf(config, work / "many.vcf", work / "serial.vcf", threads=1)
     monkeypatch.setattr(annotator, "CHUNK_BYTES", 500)  # many chunks
     parallel = annotate_vcf(config, work / "many.vcf", work / "parallel.vcf.gz", threads=threads)
@@ -281,13 +287,16 @@ def test_field_not_in_the_source_header_gets_no_values(work: Path, caplog: pytes
     text = (DATA / "source.vcf").read_text().replace("\tAC=", "\tNOPE=1;AC=")
     (work / "source.vcf").write_text(text)
     bgzip_index(work / "source.vcf")
-    config = write_config(work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["NOPE","AC"]\n'
-                          'ops=["self","self"]\n')
+    config = write_config(
+        work, '[[annotation]]\nfile="source.vcf.gz"\nfields=["NOPE","AC"]\nops=["self","self"]\n'
+    )
     for _ in range(2):  # compiling, then from the compiled index: both warn
         caplog.clear()
         with caplog.at_level("WARNING"):
             annotate_vcf(config, work / "query.vcf", work / "out.vcf")
-        assert any("'NOPE' is not defined" in r.getMessage() and "[[annotation]] #1" in r.getMessage()
-                   for r in caplog.records)
+        assert any(
+            "'NOPE' is not defined" in r.getMessage() and "[[annotation]] #1" in r.getMessage()
+            for r in caplog.records
+        )
         body = [line for line in (work / "out.vcf").read_text().splitlines() if not line.startswith("#")]
         assert any("AC=" in line for line in body) and not any("NOPE=" in line for line in body)

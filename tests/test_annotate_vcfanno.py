@@ -131,16 +131,28 @@ EXAMPLE_CASES = [
     ("multiple-alts", None, "tests/multiple-alts/ma.conf", "tests/multiple-alts/ma-query.vcf"),
     ("astar", None, "tests/astar/astar.conf", "tests/astar/astar.vcf.gz"),
     ("by_alt_float", "tests/by_alt_float/", "tests/by_alt_float/conf.toml", "tests/by_alt_float/q.vcf"),
-    ("overwrite-a", None, "tests/overwrite-multiple-alts/a/conf.toml",
-     "tests/overwrite-multiple-alts/a/input.vcf"),
-    ("overwrite-b", None, "tests/overwrite-multiple-alts/b/conf.toml",
-     "tests/overwrite-multiple-alts/b/input.vcf"),
+    (
+        "overwrite-a",
+        None,
+        "tests/overwrite-multiple-alts/a/conf.toml",
+        "tests/overwrite-multiple-alts/a/input.vcf",
+    ),
+    (
+        "overwrite-b",
+        None,
+        "tests/overwrite-multiple-alts/b/conf.toml",
+        "tests/overwrite-multiple-alts/b/input.vcf",
+    ),
     ("testVA", None, "tests/testVA/vcfanno.config", "tests/testVA/test-input.vcf"),
     ("data-multiple-alts", None, "tests/data/multiple-alts.conf", "tests/data/multiple-alts.vcf.gz"),
     ("id-test", None, "tests/id-test/small.toml", "tests/id-test/small.vcf.gz"),
     ("citest", "tests/citest/", "tests/citest/conf.toml", "tests/citest/test.vcf.gz"),
-    ("ref-alt-test", "tests/ref-alt-test/", "tests/ref-alt-test/tmp_annotations.toml",
-     "tests/ref-alt-test/tmp_calls.vcf.gz"),
+    (
+        "ref-alt-test",
+        "tests/ref-alt-test/",
+        "tests/ref-alt-test/tmp_annotations.toml",
+        "tests/ref-alt-test/tmp_calls.vcf.gz",
+    ),
     ("notbgz", None, "tests/notbgz/a.conf", "tests/notbgz/gno.vcf.gz"),
 ]
 
@@ -161,10 +173,12 @@ def every_record(text: str) -> list[tuple[tuple[str, ...], dict[str, object]]]:
     return out
 
 
-@pytest.mark.parametrize(("name", "base", "config", "query"), EXAMPLE_CASES,
-                         ids=[case[0] for case in EXAMPLE_CASES])
-def test_vcfanno_examples_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
-                                base: str | None, config: str, query: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "base", "config", "query"), EXAMPLE_CASES, ids=[case[0] for case in EXAMPLE_CASES]
+)
+def test_vcfanno_examples_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, base: str | None, config: str, query: str
+) -> None:
     """Every record and every INFO value (input and added) equal to vcfanno's; only vcfanno's
     float rendering is allowed to differ."""
     monkeypatch.chdir(VCFANNO_EXAMPLES)

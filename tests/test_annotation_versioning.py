@@ -46,5 +46,7 @@ def test_new_annotation_config_supersedes_an_identical_document(url: str) -> Non
     with session_scope(url) as session:
         rows = session.scalars(sa.select(Annotation).order_by(Annotation.id)).all()
         assert [(r.annotation_config_id, r.date_superceeded is None) for r in rows] == [
-            (first, False), (second, True)]
+            (first, False),
+            (second, True),
+        ]
         assert rows[1].previous_annotation_id == rows[0].id and rows[1].annotations == DOCUMENT

@@ -25,9 +25,11 @@ from tests.support.env import engine_settings, prepare_database
 
 ANALYSIS = Path(__file__).parent / "data" / "analyses" / "TestAnalysis-001"
 # Proband TestSample-001 is 1/2 at a multi-allelic site; the parents carry one ALT each.
-MULTIALLELIC = ("13\t32900100\t.\tC\tA,T\t500\tPASS\tAC=1,1;AF=0.5,0.5;AN=2\tGT:AD:DP:GQ:PL\t"
-                "1/2:1,10,9:20:99:900,300,600,200,0,700\t0/1:10,10,0:20:99:300,0,300,900,900,900\t"
-                "0/2:10,0,10:20:99:300,900,900,0,900,300")
+MULTIALLELIC = (
+    "13\t32900100\t.\tC\tA,T\t500\tPASS\tAC=1,1;AF=0.5,0.5;AN=2\tGT:AD:DP:GQ:PL\t"
+    "1/2:1,10,9:20:99:900,300,600,200,0,700\t0/1:10,10,0:20:99:300,0,300,900,900,900\t"
+    "0/2:10,0,10:20:99:300,900,900,0,900,300"
+)
 
 
 @pytest.fixture
@@ -75,8 +77,9 @@ def test_without_a_bundle_the_vcf_is_normalised_only(settings: Settings, folder:
     assert "nothing was annotated: no annotation bundle is active" in outcome.message
 
 
-def test_with_an_active_bundle_the_vcf_is_normalised_then_annotated(settings: Settings, folder: Path,
-                                                                   tmp_path: Path) -> None:
+def test_with_an_active_bundle_the_vcf_is_normalised_then_annotated(
+    settings: Settings, folder: Path, tmp_path: Path
+) -> None:
     with session_scope(settings.database_url) as session:
         add_bundle(session, make_bundle(tmp_path / "bundle", "2024.1"), settings.data_dir)
         activate_bundle(session, "2024.1")
@@ -110,8 +113,9 @@ def test_the_pipeline_uses_the_engine_annotator_by_default(settings: Settings) -
     assert isinstance(Pipeline(settings).annotator, EngineAnnotator)
 
 
-def test_the_annotate_stage_records_the_bundle_in_the_event(settings: Settings, folder: Path,
-                                                            tmp_path: Path) -> None:
+def test_the_annotate_stage_records_the_bundle_in_the_event(
+    settings: Settings, folder: Path, tmp_path: Path
+) -> None:
     with session_scope(settings.database_url) as session:
         add_bundle(session, make_bundle(tmp_path / "bundle", "2024.1"), settings.data_dir)
         activate_bundle(session, "2024.1")
@@ -126,13 +130,15 @@ def test_the_annotate_stage_records_the_bundle_in_the_event(settings: Settings, 
     assert event.annotation is not None
     assert (event.annotation["annotated"], event.annotation["bundle_version"]) == (True, "2024.1")
     assert [entry.path for entry in event.artifacts] == [
-        f"{ready.analysis}/{ready.event_id}/{ANALYSIS.name}.vcf"]
+        f"{ready.analysis}/{ready.event_id}/{ANALYSIS.name}.vcf"
+    ]
     artifact = settings.work_dir / event.artifacts[0].path
     assert "MYDB_CLNSIG=Pathogenic" in artifact.read_text()
 
 
-def test_a_bgzipped_vcf_gives_a_bgzipped_artifact_at_the_same_path(settings: Settings, folder: Path,
-                                                                  tmp_path: Path) -> None:
+def test_a_bgzipped_vcf_gives_a_bgzipped_artifact_at_the_same_path(
+    settings: Settings, folder: Path, tmp_path: Path
+) -> None:
     with session_scope(settings.database_url) as session:
         add_bundle(session, make_bundle(tmp_path / "bundle", "2024.1"), settings.data_dir)
         activate_bundle(session, "2024.1")

@@ -46,6 +46,7 @@ def ok_json(client: TestClient, path: str, **params: object) -> dict:
 
 # --- analyses ---------------------------------------------------------------------------------
 
+
 def test_analyses_list_is_newest_first_with_total(client: TestClient, ids: Ids) -> None:
     body = ok_json(client, "/api/v1/analyses")
     assert body["total"] == 3
@@ -68,7 +69,8 @@ def test_analyses_pagination_and_name_filter(client: TestClient, ids: Ids) -> No
     assert (by_name["total"], [item["name"] for item in by_name["items"]]) == (1, ["Trio-1"])
     # LIKE wildcards in the filter are literal characters.
     assert [item["name"] for item in ok_json(client, "/api/v1/analyses", name="_50%")["items"]] == [
-        "other_50%"]
+        "other_50%"
+    ]
     assert ok_json(client, "/api/v1/analyses", name="%")["total"] == 1
     assert ok_json(client, "/api/v1/analyses", name="nothing-like-this")["total"] == 0
 
@@ -92,6 +94,7 @@ def test_analysis_detail_has_samples_with_family(client: TestClient, ids: Ids) -
 
 # --- alleles of an analysis -------------------------------------------------------------------
 
+
 def test_analysis_alleles_with_genotypes_and_current_annotation(client: TestClient, ids: Ids) -> None:
     body = ok_json(client, f"/api/v1/analyses/{ids.trio}/alleles")
     assert body["total"] == 3
@@ -100,27 +103,64 @@ def test_analysis_alleles_with_genotypes_and_current_annotation(client: TestClie
     assert list(alleles) == [ids.snv, ids.first_of_pair, ids.second_of_pair]
 
     snv = alleles[ids.snv]
-    assert {key: snv[key] for key in ("chromosome", "start_position", "open_end_position", "change_from",
-                                      "change_to", "change_type", "vcf_pos", "vcf_ref", "vcf_alt",
-                                      "length", "caller_type", "genome_reference")} == {
-        "chromosome": "17", "start_position": 41_000_099, "open_end_position": 41_000_100,
-        "change_from": "A", "change_to": "G", "change_type": "SNP", "vcf_pos": 41_000_100,
-        "vcf_ref": "A", "vcf_alt": "G", "length": 1, "caller_type": "snv", "genome_reference": "GRCh37"}
+    assert {
+        key: snv[key]
+        for key in (
+            "chromosome",
+            "start_position",
+            "open_end_position",
+            "change_from",
+            "change_to",
+            "change_type",
+            "vcf_pos",
+            "vcf_ref",
+            "vcf_alt",
+            "length",
+            "caller_type",
+            "genome_reference",
+        )
+    } == {
+        "chromosome": "17",
+        "start_position": 41_000_099,
+        "open_end_position": 41_000_100,
+        "change_from": "A",
+        "change_to": "G",
+        "change_type": "SNP",
+        "vcf_pos": 41_000_100,
+        "vcf_ref": "A",
+        "vcf_alt": "G",
+        "length": 1,
+        "caller_type": "snv",
+        "genome_reference": "GRCh37",
+    }
     assert set(snv["genotypes"]) == {"P1", "F1", "M1"}
     assert snv["genotypes"]["P1"] == {
-        "type": "Heterozygous", "multiallelic": False, "genotype_quality": 99, "sequencing_depth": 40,
-        "allele_depth": {"REF (A)": 20, "A": 20}, "allele_ratio": 0.5,
-        "genotype_likelihood": [500, 0, 600], "copy_number": None, "filter_status": "PASS",
-        "variant_quality": 500.0}
+        "type": "Heterozygous",
+        "multiallelic": False,
+        "genotype_quality": 99,
+        "sequencing_depth": 40,
+        "allele_depth": {"REF (A)": 20, "A": 20},
+        "allele_ratio": 0.5,
+        "genotype_likelihood": [500, 0, 600],
+        "copy_number": None,
+        "filter_status": "PASS",
+        "variant_quality": 500.0,
+    }
     assert snv["genotypes"]["F1"]["type"] == "Reference"
     assert snv["annotation"]["id"] == ids.current_annotation
     assert snv["annotation"]["annotations"] == {"frequencies": {"gnomad": 0.2}, "version": 2}
 
     first, second = alleles[ids.first_of_pair], alleles[ids.second_of_pair]
     assert {name: gt["type"] for name, gt in first["genotypes"].items()} == {
-        "P1": "Heterozygous", "F1": "Heterozygous", "M1": "Reference"}
+        "P1": "Heterozygous",
+        "F1": "Heterozygous",
+        "M1": "Reference",
+    }
     assert {name: gt["type"] for name, gt in second["genotypes"].items()} == {
-        "P1": "Heterozygous", "F1": "Reference", "M1": "Homozygous"}
+        "P1": "Heterozygous",
+        "F1": "Reference",
+        "M1": "Homozygous",
+    }
     assert first["genotypes"]["P1"]["copy_number"] == 2
     assert second["genotypes"]["P1"]["allele_ratio"] == 0.3
     assert second["genotypes"]["P1"]["filter_status"] == "LowQual"
@@ -134,12 +174,27 @@ def test_analysis_alleles_in_other_analysis_use_its_samples(client: TestClient, 
     assert body["total"] == 2
     by_id = {item["id"]: item for item in body["items"]}
     assert set(by_id) == {ids.snv, ids.single_only}
-    assert by_id[ids.snv]["genotypes"] == {"S2": {
-        "type": "Homozygous", "multiallelic": False, "genotype_quality": None, "sequencing_depth": 12,
-        "allele_depth": None, "allele_ratio": None, "genotype_likelihood": None, "copy_number": None,
-        "filter_status": "PASS", "variant_quality": 90.0}}
+    assert by_id[ids.snv]["genotypes"] == {
+        "S2": {
+            "type": "Homozygous",
+            "multiallelic": False,
+            "genotype_quality": None,
+            "sequencing_depth": 12,
+            "allele_depth": None,
+            "allele_ratio": None,
+            "genotype_likelihood": None,
+            "copy_number": None,
+            "filter_status": "PASS",
+            "variant_quality": 90.0,
+        }
+    }
     assert ok_json(client, f"/api/v1/analyses/{ids.other}/alleles") == {
-        "items": [], "total": 0, "page": 1, "per_page": 100, "next_cursor": None}
+        "items": [],
+        "total": 0,
+        "page": 1,
+        "per_page": 100,
+        "next_cursor": None,
+    }
 
 
 def test_analysis_alleles_pagination(client: TestClient, ids: Ids) -> None:
@@ -198,6 +253,7 @@ def test_analysis_alleles_query_count_does_not_grow_with_page_size(
 
 # --- single allele ------------------------------------------------------------------------------
 
+
 def test_allele_detail_has_current_annotation_and_history(client: TestClient, ids: Ids) -> None:
     body = ok_json(client, f"/api/v1/alleles/{ids.snv}")
     assert (body["id"], body["vcf_pos"], body["vcf_alt"]) == (ids.snv, 41_000_100, "G")
@@ -216,6 +272,7 @@ def test_allele_detail_has_current_annotation_and_history(client: TestClient, id
 
 # --- import jobs --------------------------------------------------------------------------------
 
+
 def test_import_jobs_list_and_filters(client: TestClient, ids: Ids) -> None:
     body = ok_json(client, "/api/v1/import/jobs")
     assert body["total"] == 3
@@ -224,7 +281,11 @@ def test_import_jobs_list_and_filters(client: TestClient, ids: Ids) -> None:
     assert failed["total"] == 1
     job = failed["items"][0]
     assert (job["analysis_name"], job["stage"], job["message"], job["attempts"]) == (
-        "Single-2", "annotate", "Single-2.vcf:12: bad GT", 3)
+        "Single-2",
+        "annotate",
+        "Single-2.vcf:12: bad GT",
+        3,
+    )
     assert "history" not in job
     trio_jobs = ok_json(client, "/api/v1/import/jobs", analysis="Trio-1")
     assert [job["id"] for job in trio_jobs["items"]] == [ids.job_submitted, ids.job_done]
@@ -245,10 +306,16 @@ def test_import_job_detail_has_history(client: TestClient, ids: Ids) -> None:
 
 # --- errors -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/analyses/987654", "/api/v1/analyses/987654/alleles", "/api/v1/alleles/987654",
-    "/api/v1/import/jobs/987654",
-])
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/analyses/987654",
+        "/api/v1/analyses/987654/alleles",
+        "/api/v1/alleles/987654",
+        "/api/v1/import/jobs/987654",
+    ],
+)
 def test_unknown_ids_are_404_with_message(client: TestClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 404
@@ -261,16 +328,19 @@ def test_unknown_path_is_json_404(client: TestClient) -> None:
     assert response.json() == {"message": "Not Found"}
 
 
-@pytest.mark.parametrize(("path", "params", "parameter"), [
-    ("/api/v1/analyses", {"per_page": 0}, "per_page"),
-    ("/api/v1/analyses", {"per_page": 1001}, "per_page"),
-    ("/api/v1/analyses", {"page": 0}, "page"),
-    ("/api/v1/analyses", {"page": "first"}, "page"),
-    ("/api/v1/analyses/abc", {}, "analysis_id"),
-    ("/api/v1/alleles/1.5", {}, "allele_id"),
-    ("/api/v1/import/jobs", {"status": "BOGUS"}, "status"),
-    ("/api/v1/import/jobs", {"per_page": -3}, "per_page"),
-])
+@pytest.mark.parametrize(
+    ("path", "params", "parameter"),
+    [
+        ("/api/v1/analyses", {"per_page": 0}, "per_page"),
+        ("/api/v1/analyses", {"per_page": 1001}, "per_page"),
+        ("/api/v1/analyses", {"page": 0}, "page"),
+        ("/api/v1/analyses", {"page": "first"}, "page"),
+        ("/api/v1/analyses/abc", {}, "analysis_id"),
+        ("/api/v1/alleles/1.5", {}, "allele_id"),
+        ("/api/v1/import/jobs", {"status": "BOGUS"}, "status"),
+        ("/api/v1/import/jobs", {"per_page": -3}, "per_page"),
+    ],
+)
 def test_bad_parameters_are_422_naming_the_parameter(
     client: TestClient, path: str, params: dict, parameter: str
 ) -> None:
@@ -289,6 +359,7 @@ def test_bad_status_lists_the_valid_ones(client: TestClient) -> None:
 
 # --- startup, health, readiness, metrics --------------------------------------------------------
 
+
 def test_refuses_to_start_on_unmigrated_database(sqlite_url: str) -> None:
     app = create_app(make_settings(sqlite_url))
     with pytest.raises(DatabaseNotCurrentError, match="annostream db upgrade"), TestClient(app):
@@ -303,7 +374,10 @@ def test_readyz_ok_with_database_and_broker(seeded: tuple[str, Ids], broker: Emb
     settings = make_settings(seeded[0], broker.bootstrap_servers)
     with TestClient(create_app(settings)) as client:
         assert ok_json(client, "/readyz") == {
-            "status": "ready", "checks": {"database": "ok", "broker": "ok"}, "message": None}
+            "status": "ready",
+            "checks": {"database": "ok", "broker": "ok"},
+            "message": None,
+        }
 
 
 def test_readyz_503_names_the_broker_when_it_is_down(seeded: tuple[str, Ids]) -> None:
@@ -322,8 +396,9 @@ def test_readyz_503_names_the_database_when_it_is_gone(pg_url: str, broker: Embe
     with TestClient(create_app(make_settings(pg_url, broker.bootstrap_servers))) as client:
         assert client.get("/readyz").status_code == 200
         database = sa.engine.make_url(pg_url).database
-        admin = sa.create_engine(sa.engine.make_url(pg_url).set(database="postgres"),
-                                 isolation_level="AUTOCOMMIT")
+        admin = sa.create_engine(
+            sa.engine.make_url(pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
         admin.dispose()
@@ -355,18 +430,30 @@ def test_metrics_expose_counters_by_route_template(client: TestClient, ids: Ids)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    for name in ("annostream_variants_imported_total", "annostream_analyses_imported_total",
-                 "annostream_watcher_folders_seen_total", "annostream_api_request_duration_seconds_bucket"):
+    for name in (
+        "annostream_variants_imported_total",
+        "annostream_analyses_imported_total",
+        "annostream_watcher_folders_seen_total",
+        "annostream_api_request_duration_seconds_bucket",
+    ):
         assert name in text
-    ok_line = ('annostream_api_requests_total{method="GET",route="/api/v1/analyses/{analysis_id}",'
-               'status="200"}')
+    ok_line = (
+        'annostream_api_requests_total{method="GET",route="/api/v1/analyses/{analysis_id}",status="200"}'
+    )
     missing_line = ok_line.replace('status="200"', 'status="404"')
     assert float(_sample(text, ok_line)) >= 2
     assert float(_sample(text, missing_line)) >= 1
     assert f'route="/api/v1/analyses/{ids.trio}"' not in text  # ids never become label values
     assert 'route="/no/such/987654"' not in text
-    assert float(_sample(text, ok_line.replace("/api/v1/analyses/{analysis_id}", "<unmatched>")
-                         .replace('"200"', '"404"'))) >= 1
+    assert (
+        float(
+            _sample(
+                text,
+                ok_line.replace("/api/v1/analyses/{analysis_id}", "<unmatched>").replace('"200"', '"404"'),
+            )
+        )
+        >= 1
+    )
 
 
 def _sample(text: str, prefix: str) -> str:

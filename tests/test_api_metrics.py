@@ -35,8 +35,14 @@ RENDER = textwrap.dedent("""
 
 
 def run_python(code: str, env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True,
-                            text=True, check=True, cwd=Path(__file__).parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
     return result.stdout
 
 

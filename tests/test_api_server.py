@@ -20,10 +20,18 @@ START_TIMEOUT_S = 30
 
 
 def api_env(url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("PROMETHEUS_MULTIPROC_DIR", "KAFKA_BOOTSTRAP_SERVERS")}
-    env.update(DB_URL=url, ANNOSTREAM_DATA_DIR=str(tmp_path / "data"), ANNOSTREAM_API_WORKERS="2",
-               LOG_LEVEL="INFO", **extra)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PROMETHEUS_MULTIPROC_DIR", "KAFKA_BOOTSTRAP_SERVERS")
+    }
+    env.update(
+        DB_URL=url,
+        ANNOSTREAM_DATA_DIR=str(tmp_path / "data"),
+        ANNOSTREAM_API_WORKERS="2",
+        LOG_LEVEL="INFO",
+        **extra,
+    )
     return env
 
 
@@ -31,7 +39,10 @@ def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[byt
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "engine", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -82,8 +93,13 @@ def test_gunicorn_serves_the_api_and_stops_gracefully(
         for _ in range(10):
             assert httpx.get(f"{base}/api/v1/analyses/{ids.trio}", timeout=10).status_code == 200
         metrics = client.get("/metrics").text
-    line = next(line for line in metrics.splitlines() if line.startswith(
-        'annostream_api_requests_total{method="GET",route="/api/v1/analyses/{analysis_id}",status="200"}'))
+    line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith(
+            'annostream_api_requests_total{method="GET",route="/api/v1/analyses/{analysis_id}",status="200"}'
+        )
+    )
     assert float(line.split()[-1]) == 10
     process.terminate()
     assert process.wait(timeout=40) == 0

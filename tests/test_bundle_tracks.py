@@ -26,8 +26,11 @@ from tests.support.bundles import make_bundle
 TRACK_CONFIG = {
     "{STATIC}/*": {"url": "/api/v1/igv/tracks/static/{TRACK_FILEPATH}"},
     "{STATIC}/*.vcf.gz": {"igv": {"format": "vcf", "order": 200}},
-    "{STATIC}/mydb-current.vcf.gz": {"limit_to_groups": None, "description": "MyDB release 1.0",
-                                     "igv": {"name": "MyDB"}},
+    "{STATIC}/mydb-current.vcf.gz": {
+        "limit_to_groups": None,
+        "description": "MyDB release 1.0",
+        "igv": {"name": "MyDB"},
+    },
 }
 
 
@@ -45,8 +48,14 @@ def settings(tmp_path: Path, pg_url: str) -> Settings:
     igv = tmp_path / "igv-data"
     (igv / "tracks").mkdir(parents=True)
     (igv / "track_config.json").write_text(json.dumps(TRACK_CONFIG, indent=4))
-    configured = load_settings(ANNOSTREAM_DATA_DIR=root, DB_URL=pg_url, ANALYSES_INCOMING=root / "in",
-                               ANALYSES_PATH=root / "done", ANALYSES_FAILED=root / "failed", IGV_DATA=igv)
+    configured = load_settings(
+        ANNOSTREAM_DATA_DIR=root,
+        DB_URL=pg_url,
+        ANALYSES_INCOMING=root / "in",
+        ANALYSES_PATH=root / "done",
+        ANALYSES_FAILED=root / "failed",
+        IGV_DATA=igv,
+    )
     configured.ensure_folders()
     upgrade(pg_url)
     with session_scope(pg_url) as session:
@@ -57,18 +66,26 @@ def settings(tmp_path: Path, pg_url: str) -> Settings:
 
 def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {key: value for key, value in os.environ.items() if key != "KAFKA_BOOTSTRAP_SERVERS"}
-    env.update(DB_URL=settings.database_url, ANNOSTREAM_DATA_DIR=str(settings.data_dir),
-               IGV_DATA=str(settings.igv_data))
-    return subprocess.run([sys.executable, "-m", "engine", *args], env=env, text=True, capture_output=True,
-                          timeout=120)
+    env.update(
+        DB_URL=settings.database_url,
+        ANNOSTREAM_DATA_DIR=str(settings.data_dir),
+        IGV_DATA=str(settings.igv_data),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], env=env, text=True, capture_output=True, timeout=120
+    )
 
 
 def state(igv: Path) -> tuple[str, str, str, list[str]]:
     tracks = igv / "tracks"
     config = json.loads((igv / "track_config.json").read_text())
     backups = sorted(path.name for path in igv.glob("track_config.json.*.bak"))
-    return (os.readlink(tracks / "mydb-current.vcf.gz"), os.readlink(tracks / "mydb-current.vcf.gz.tbi"),
-            config["{STATIC}/mydb-current.vcf.gz"]["description"], backups)
+    return (
+        os.readlink(tracks / "mydb-current.vcf.gz"),
+        os.readlink(tracks / "mydb-current.vcf.gz.tbi"),
+        config["{STATIC}/mydb-current.vcf.gz"]["description"],
+        backups,
+    )
 
 
 def test_tracks_follow_activation_and_rollback(settings: Settings) -> None:
@@ -117,14 +134,15 @@ def test_missing_igv_data_is_a_warning(settings: Settings, tmp_path: Path) -> No
     assert "warning: IGV_DATA" in unset.stderr or "warning: IGV_DATA" in unset.stdout  # ... but it says so
 
 
-def test_a_track_on_a_dataset_without_its_file_is_refused_at_add(settings: Settings,
-                                                                 tmp_path: Path) -> None:
+def test_a_track_on_a_dataset_without_its_file_is_refused_at_add(settings: Settings, tmp_path: Path) -> None:
     folder = tracked_bundle(tmp_path / "b3", "2024.3", "3.0")
     manifest = json.loads((folder / "sources.json").read_text())
     manifest["mydb"]["igv_track"] = "mydb-current.bed.gz"
     (folder / "sources.json").write_text(json.dumps(manifest))
-    with session_scope(settings.database_url) as session, \
-            pytest.raises(InputError, match=r"0 \.bed\.gz files"):
+    with (
+        session_scope(settings.database_url) as session,
+        pytest.raises(InputError, match=r"0 \.bed\.gz files"),
+    ):
         add_bundle(session, folder, settings.data_dir)
 
 
@@ -139,10 +157,13 @@ def test_deactivate_remove_and_diff(settings: Settings) -> None:
     assert refused.returncode == 2 and "is the active bundle" in refused.stderr
     # A run that still has batches to do holds its bundle.
     with session_scope(settings.database_url) as session:
-        session.execute(sa.text(
-            "INSERT INTO allele (chromosome, start_position, open_end_position, change_from, change_to, "
-            "change_type, vcf_pos, vcf_ref, vcf_alt, length, genome_reference, caller_type) "
-            "VALUES ('13', 100, 101, 'A', 'C', 'SNP', 101, 'A', 'C', 1, 'GRCh37', 'snv')"))
+        session.execute(
+            sa.text(
+                "INSERT INTO allele (chromosome, start_position, open_end_position, change_from, change_to, "
+                "change_type, vcf_pos, vcf_ref, vcf_alt, length, genome_reference, caller_type) "
+                "VALUES ('13', 100, 101, 'A', 'C', 'SNP', 101, 'A', 'C', 1, 'GRCh37', 'snv')"
+            )
+        )
         run, _events = plan_run(session, bundle="2024.1", analyses=None, full=True)
         assert run is not None
     held = cli(settings, "bundle", "remove", "2024.1")

@@ -33,8 +33,10 @@ def db(db_url: str) -> str:
 
 def stored_rows(url: str) -> list[tuple[str, bool]]:
     with session_scope(url) as session:
-        return [(row.version, row.active) for row in session.scalars(
-            sa.select(AnnotationBundle).order_by(AnnotationBundle.id))]
+        return [
+            (row.version, row.active)
+            for row in session.scalars(sa.select(AnnotationBundle).order_by(AnnotationBundle.id))
+        ]
 
 
 def add_two_bundles(db: str, tmp_path: Path) -> None:
@@ -54,8 +56,10 @@ def test_add_copies_a_verified_bundle_that_outlives_its_source(db: str, tmp_path
 
     assert created
     assert info.path == (data_dir / "bundles" / "2024.1").absolute()
-    assert sha256(info.path / "data" / "mydb.vcf.gz") == json.loads(
-        (info.path / "sources.json").read_text())["mydb"]["files"]["data/mydb.vcf.gz"]
+    assert (
+        sha256(info.path / "data" / "mydb.vcf.gz")
+        == json.loads((info.path / "sources.json").read_text())["mydb"]["files"]["data/mydb.vcf.gz"]
+    )
     assert (info.path / "vcfanno_config.toml").is_file()
     assert list((info.path / "data" / ".annostream-cache").glob("mydb.vcf.gz.*.idx/meta.json"))  # compiled
     assert [p.name for p in (data_dir / "bundles").iterdir()] == ["2024.1"]  # no staging left
@@ -107,8 +111,9 @@ def test_a_corrupt_file_is_refused_and_named(db: str, tmp_path: Path) -> None:
         ("escaping_path", "sources.json", "is not inside the bundle"),
     ],
 )
-def test_an_incomplete_bundle_is_refused_and_the_file_named(db: str, tmp_path: Path, breakage: str,
-                                                            named: str, message: str) -> None:
+def test_an_incomplete_bundle_is_refused_and_the_file_named(
+    db: str, tmp_path: Path, breakage: str, named: str, message: str
+) -> None:
     source = make_bundle(tmp_path / "incoming")
     manifest = json.loads((source / "sources.json").read_text())
     files = manifest["mydb"]["files"]
@@ -139,8 +144,10 @@ def test_ella_anno_md5sum_destinations_are_verified(db: str, tmp_path: Path) -> 
     data = source / "data"
     import hashlib
 
-    lines = [f"{hashlib.md5((data / name).read_bytes()).hexdigest()}  {name}"
-             for name in ("mydb.vcf.gz", "mydb.vcf.gz.tbi")]
+    lines = [
+        f"{hashlib.md5((data / name).read_bytes()).hexdigest()}  {name}"
+        for name in ("mydb.vcf.gz", "mydb.vcf.gz.tbi")
+    ]
     (data / "MD5SUM").write_text("\n".join(lines) + "\n")
     (source / "sources.json").write_text(json.dumps({"mydb": {"version": "1.0", "destination": "data"}}))
 
@@ -204,8 +211,9 @@ def test_cli_add_list_activate(cli_env: Path, tmp_path: Path, capsys: pytest.Cap
 
     assert run_cli("bundle", "add", str(source), "--copy") == 0
     assert "bundle 2024.1 added" in capsys.readouterr().out
-    assert (cli_env / "bundles" / "2024.1" / "data" / "mydb.vcf.gz").stat().st_ino != \
-        (source / "data" / "mydb.vcf.gz").stat().st_ino  # --copy: not a hard link
+    assert (cli_env / "bundles" / "2024.1" / "data" / "mydb.vcf.gz").stat().st_ino != (
+        source / "data" / "mydb.vcf.gz"
+    ).stat().st_ino  # --copy: not a hard link
     assert run_cli("bundle", "activate", "2024.1") == 0
     assert run_cli("bundle", "list") == 0
     out = capsys.readouterr().out

@@ -96,8 +96,12 @@ def test_missing_values_produce_nothing_and_dot_is_stored_as_ella_does() -> None
     # KeyValueConverter stores what the cast gives (identity: None -> null, "." -> ".").
     header = {"AC": {"Number": "1", "Type": "Integer"}, "NOTE": {"Number": "1", "Type": "String"}}
     build = build_annotation_builder(
-        config("keyvalue", {"source": "AC", "target": "x", "target_type": "int"},
-               {"source": "NOTE", "target": "note"}), header
+        config(
+            "keyvalue",
+            {"source": "AC", "target": "x", "target_type": "int"},
+            {"source": "NOTE", "target": "note"},
+        ),
+        header,
     )
     assert build({}) is None
     assert build({"OTHER": "1"}) is None

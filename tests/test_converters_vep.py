@@ -346,8 +346,10 @@ def test_hgnc_build_and_info_commands(tmp_path: Path, monkeypatch: pytest.Monkey
     from engine.config import get_settings
 
     download = tmp_path / "hgnc_complete_set.txt"
-    download.write_text("hgnc_id\tsymbol\tstatus\tentrez_id\tensembl_gene_id\n"
-                        "HGNC:10031\tRMRP\tApproved\t6023\tENSG00000269900\n")
+    download.write_text(
+        "hgnc_id\tsymbol\tstatus\tentrez_id\tensembl_gene_id\n"
+        "HGNC:10031\tRMRP\tApproved\t6023\tENSG00000269900\n"
+    )
     out = tmp_path / "hgnc.tsv.gz"
     register_commands()
     runner = CliRunner()

@@ -58,9 +58,20 @@ def test_partial_unique_index_allows_one_current_annotation_per_allele(db_url: s
     engine = sa.create_engine(db_url)
     allele = Base.metadata.tables["allele"]
     annotation = Base.metadata.tables["annotation"]
-    row = dict(chromosome="1", start_position=9, open_end_position=10, change_from="A", change_to="T",
-               change_type="SNP", vcf_pos=10, vcf_ref="A", vcf_alt="T", length=1,
-               genome_reference="GRCh37", caller_type="snv")
+    row = dict(
+        chromosome="1",
+        start_position=9,
+        open_end_position=10,
+        change_from="A",
+        change_to="T",
+        change_type="SNP",
+        vcf_pos=10,
+        vcf_ref="A",
+        vcf_alt="T",
+        length=1,
+        genome_reference="GRCh37",
+        caller_type="snv",
+    )
     try:
         with engine.begin() as conn:
             allele_id = conn.execute(allele.insert().values(**row)).inserted_primary_key[0]

@@ -142,8 +142,7 @@ def differing(expected: dict[str, Any], actual: dict[str, Any]) -> set[str]:
 
 # Cases whose rule another change owns; strict: once it lands, the case passes and this entry
 # must go.
-PENDING: dict[str, str] = {
-}
+PENDING: dict[str, str] = {}
 
 DEPOSIT_CASES = [
     pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=PENDING[n])) if n in PENDING else n

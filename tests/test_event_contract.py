@@ -57,6 +57,7 @@ def test_topics_registry_names_and_configs() -> None:
 
 def test_a_second_class_for_the_same_schema_version_is_refused() -> None:
     with pytest.raises(TypeError, match=r"two event classes for reanalysis.requested v1"):
+
         @dataclass(frozen=True, kw_only=True)
         class Again(Event):
             SCHEMA: ClassVar[str] = "reanalysis.requested"

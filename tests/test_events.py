@@ -40,8 +40,13 @@ def incoming(tmp_path: Path) -> Path:
 
 
 def ready(incoming: Path) -> ReadyEvent:
-    return build_ready_event(incoming / "Diag-1", incoming, producer="test@host",
-                             genepanel=Genepanel(name="HBOC", version="v1.0.0"), priority=2)
+    return build_ready_event(
+        incoming / "Diag-1",
+        incoming,
+        producer="test@host",
+        genepanel=Genepanel(name="HBOC", version="v1.0.0"),
+        priority=2,
+    )
 
 
 def rejected(raw: bytes, incoming: Path) -> str:
@@ -59,8 +64,13 @@ def mutated(event: ReadyEvent, **changes: object) -> bytes:
 def test_every_schema_file_is_a_valid_2020_12_schema() -> None:
     from jsonschema import Draft202012Validator
 
-    assert set(schemas.available()) >= {"analysis.ready", "analysis.annotated", "analysis.imported",
-                                         "analysis.failed", "analysis.status"}
+    assert set(schemas.available()) >= {
+        "analysis.ready",
+        "analysis.annotated",
+        "analysis.imported",
+        "analysis.failed",
+        "analysis.status",
+    }
     for name, versions in schemas.available().items():
         for version in versions:
             Draft202012Validator.check_schema(schemas.load_schema(name, version))
@@ -97,12 +107,19 @@ def test_every_event_kind_round_trips(incoming: Path, tmp_path: Path) -> None:
     (work / event.event_id).mkdir(parents=True)
     artifact = work / event.event_id / "annotated.vcf"
     artifact.write_bytes(b"##fileformat=VCFv4.1\n#CHROM\n")
-    annotated = annotated_event(event, [artifact], work, producer="annotate@host",
-                                annotation={"bundle_version": "2024.1"})
-    imported = imported_event(event, analysis_id=7, counts={"alleles": 12, "samples": 3},
-                              producer="import@host")
-    failed = failed_event(encode(event), stage="import", error=InputError("bad", "x.vcf", 3, "a number"),
-                          producer="import@host", attempt=2)
+    annotated = annotated_event(
+        event, [artifact], work, producer="annotate@host", annotation={"bundle_version": "2024.1"}
+    )
+    imported = imported_event(
+        event, analysis_id=7, counts={"alleles": 12, "samples": 3}, producer="import@host"
+    )
+    failed = failed_event(
+        encode(event),
+        stage="import",
+        error=InputError("bad", "x.vcf", 3, "a number"),
+        producer="import@host",
+        attempt=2,
+    )
     for original in (event, annotated, imported, failed):
         raw = encode(original)
         assert raw.startswith(b'{"schema":"' + original.SCHEMA.encode() + b'","version":1,')
@@ -111,13 +128,18 @@ def test_every_event_kind_round_trips(incoming: Path, tmp_path: Path) -> None:
     assert annotated.artifacts[0].path == f"{event.event_id}/annotated.vcf"
     assert isinstance(decode(encode(imported), incoming=incoming), ImportedEvent)
     assert failed.analysis == "Diag-1"
-    assert failed.error == {"message": "x.vcf:3: bad (expected a number)", "file": "x.vcf", "line": 3,
-                            "expected": "a number"}
+    assert failed.error == {
+        "message": "x.vcf:3: bad (expected a number)",
+        "file": "x.vcf",
+        "line": 3,
+        "expected": "a number",
+    }
 
 
 def test_dead_letter_keeps_non_json_original_as_text() -> None:
-    failed = failed_event(b"\xffnot json", stage="decode", error=ValueError("not valid JSON"),
-                          producer="worker@host")
+    failed = failed_event(
+        b"\xffnot json", stage="decode", error=ValueError("not valid JSON"), producer="worker@host"
+    )
     assert isinstance(failed, FailedEvent)
     assert failed.original == "\ufffdnot json"
     assert failed.analysis is None
@@ -133,8 +155,9 @@ def test_decode_rejects_invalid_json_and_non_objects(incoming: Path) -> None:
 
 def test_decode_rejects_unknown_schema_name_and_version(incoming: Path) -> None:
     event = ready(incoming)
-    assert "unknown event schema 'analysis.exploded'" in rejected(mutated(event, schema="analysis.exploded"),
-                                                                   incoming)
+    assert "unknown event schema 'analysis.exploded'" in rejected(
+        mutated(event, schema="analysis.exploded"), incoming
+    )
     reason = rejected(mutated(event, version=2), incoming)
     assert "unknown event schema 'analysis.ready' version 2" in reason
 

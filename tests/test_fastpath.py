@@ -45,22 +45,33 @@ HEADER = """##fileformat=VCFv4.2
 """
 HEADER_LINES = HEADER.count("\n")
 TRIO = [
-    SampleRecord("P", affected=True, proband=True, family_id="F", father_identifier="F",
-                 mother_identifier="M"),
+    SampleRecord(
+        "P", affected=True, proband=True, family_id="F", father_identifier="F", mother_identifier="M"
+    ),
     SampleRecord("F", affected=False, proband=False, family_id="F"),
     SampleRecord("M", affected=False, proband=False, family_id="F"),
 ]
-CONFIG = {"deposit": [{"name": "keyvalue",
-                       "converter_config": {"elements": [{"source": "MYDB", "target": "external.MYDB"}]}}]}
+CONFIG = {
+    "deposit": [
+        {
+            "name": "keyvalue",
+            "converter_config": {"elements": [{"source": "MYDB", "target": "external.MYDB"}]},
+        }
+    ]
+}
 GTS = ["0/1", "1/1", "0|1", "1|0", "0/0", "./.", "1/.", "./1", "0/.", ".", "1", "0", ".|."]
 FORMATS = ["GT:AD:DP:GQ:PL", "GT:DP", "GT", "GT:GQ:DP:AD", "DP:GT:CN"]
 
 
 def sample_value(rng: random.Random, fmt: str) -> str:
-    values = {"GT": rng.choice(GTS), "DP": rng.choice(["12", ".", "0", "40"]),
-              "GQ": rng.choice(["99", ".", "7"]), "CN": rng.choice(["2", "."]),
-              "AD": rng.choice(["5,7", "0,0", ".", "3,.", "1,2,3", "12,0"]),
-              "PL": rng.choice(["0,30,300", ".", "10,0,90"])}
+    values = {
+        "GT": rng.choice(GTS),
+        "DP": rng.choice(["12", ".", "0", "40"]),
+        "GQ": rng.choice(["99", ".", "7"]),
+        "CN": rng.choice(["2", "."]),
+        "AD": rng.choice(["5,7", "0,0", ".", "3,.", "1,2,3", "12,0"]),
+        "PL": rng.choice(["0,30,300", ".", "10,0,90"]),
+    }
     return ":".join(values[key] for key in fmt.split(":"))
 
 
@@ -89,22 +100,31 @@ def special_lines(rng: random.Random, chrom: str, pos: int) -> list[str]:
     site = f"{chrom}:{pos}:A/C/G"
     choice = rng.randrange(7)
     if choice == 0:  # a raw multiallelic line
-        return [f"{chrom}\t{pos}\t.\tA\tC,G\t60\tPASS\tAF=0.3,0.2;MYDB=m\t{fmt}\t"
-                "1/2:2,7,9:20:40:90,80,70,60,50,40\t0/1:8,6,0:14:50:10,0,90,20,95,200\t0/0:9,0,0:15:30:."]
+        return [
+            f"{chrom}\t{pos}\t.\tA\tC,G\t60\tPASS\tAF=0.3,0.2;MYDB=m\t{fmt}\t"
+            "1/2:2,7,9:20:40:90,80,70,60,50,40\t0/1:8,6,0:14:50:10,0,90,20,95,200\t0/0:9,0,0:15:30:."
+        ]
     if choice == 1:  # a decomposed block: two lines sharing OLD_MULTIALLELIC
-        return [f"{chrom}\t{pos}\t.\tA\tC\t60\tPASS\tAF=0.3;OLD_MULTIALLELIC={site}\t{fmt}\t"
-                "1/.:2,7:20:40:.\t0/1:8,6:14:50:10,0,90\t0/.:9,0:15:30:.",
-                f"{chrom}\t{pos}\t.\tA\tG\t60\tPASS\tAF=0.2;OLD_MULTIALLELIC={site}\t{fmt}\t"
-                "./1:2,9:20:40:.\t0/.:8,0:14:50:.\t0/1:9,6:15:30:5,0,80"]
+        return [
+            f"{chrom}\t{pos}\t.\tA\tC\t60\tPASS\tAF=0.3;OLD_MULTIALLELIC={site}\t{fmt}\t"
+            "1/.:2,7:20:40:.\t0/1:8,6:14:50:10,0,90\t0/.:9,0:15:30:.",
+            f"{chrom}\t{pos}\t.\tA\tG\t60\tPASS\tAF=0.2;OLD_MULTIALLELIC={site}\t{fmt}\t"
+            "./1:2,9:20:40:.\t0/.:8,0:14:50:.\t0/1:9,6:15:30:5,0,80",
+        ]
     if choice == 2:  # CNVs
-        return [f"{chrom}\t{pos}\t.\tN\t<DEL>\t.\tPASS\tSVTYPE=DEL;SVLEN=-500\tGT:CN\t0/1:1\t0/0:2\t./.:.",
-                f"{chrom}\t{pos + 1}\t.\tN\t<DUP>\t.\tPASS\tSVTYPE=DUP;SVLEN=300\tGT:CN\t./.:3\t0/0:2\t0/0:2"]
+        return [
+            f"{chrom}\t{pos}\t.\tN\t<DEL>\t.\tPASS\tSVTYPE=DEL;SVLEN=-500\tGT:CN\t0/1:1\t0/0:2\t./.:.",
+            f"{chrom}\t{pos + 1}\t.\tN\t<DUP>\t.\tPASS\tSVTYPE=DUP;SVLEN=300\tGT:CN\t./.:3\t0/0:2\t0/0:2",
+        ]
     if choice == 3:  # '*' and trailing FORMAT fields dropped
-        return [f"{chrom}\t{pos}\t.\tA\t*\t50\tPASS\t.\tGT\t0/1\t0/0\t0/0",
-                f"{chrom}\t{pos + 1}\t.\tA\tG\t50\tPASS\t.\t{fmt}\t0/1:3,4\t0/0\t./."]
+        return [
+            f"{chrom}\t{pos}\t.\tA\t*\t50\tPASS\t.\tGT\t0/1\t0/0\t0/0",
+            f"{chrom}\t{pos + 1}\t.\tA\tG\t50\tPASS\t.\t{fmt}\t0/1:3,4\t0/0\t./.",
+        ]
     if choice == 4:  # float GQ/DP, spaces in PL
-        return [f"{chrom}\t{pos}\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP:PL\t0/1:30.0:12:0, 3,9\t0/0:1:2.5:."
-                "\t0/0:.:.:."]
+        return [
+            f"{chrom}\t{pos}\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP:PL\t0/1:30.0:12:0, 3,9\t0/0:1:2.5:.\t0/0:.:.:."
+        ]
     if choice == 5:  # lower-case bases, leading zeros
         return [f"{chrom}\t{pos}\t.\ta\tg\t50\tPASS\t.\tGT:DP\t0/1:007\t0/0:1\t0/0:1"]
     return [f"{chrom}\t{pos}\t.\tA\tT\t50\tPASS\t.\tGT:AD\t1/1:x,.\t0/0:.,.\t0/0:1,2"]
@@ -125,8 +145,9 @@ def synthetic_vcf(path: Path, n: int = 3000, seed: int = 7) -> Path:
 def comparable(records: list[VariantRecord]) -> list[VariantRecord]:
     for record in records:
         record.source_line = None
-    return sorted(records, key=lambda r: (r.allele.chromosome, r.allele.vcf_pos, r.allele.vcf_alt,
-                                          r.allele.vcf_ref))
+    return sorted(
+        records, key=lambda r: (r.allele.chromosome, r.allele.vcf_pos, r.allele.vcf_alt, r.allele.vcf_ref)
+    )
 
 
 def builder_for(path: Path) -> Any:
@@ -136,8 +157,9 @@ def builder_for(path: Path) -> Any:
 def fast_records(path: Path, block_bytes: int) -> tuple[list[VariantRecord], int]:
     records: list[VariantRecord] = []
     in_bulk = 0
-    for item in iter_variant_blocks(VcfSpec(path=path), TRIO, annotation_builder=builder_for(path),
-                                    block_bytes=block_bytes):
+    for item in iter_variant_blocks(
+        VcfSpec(path=path), TRIO, annotation_builder=builder_for(path), block_bytes=block_bytes
+    ):
         if isinstance(item, VariantColumns):
             in_bulk += item.size
             records += to_records(item)
@@ -149,8 +171,11 @@ def fast_records(path: Path, block_bytes: int) -> tuple[list[VariantRecord], int
 @pytest.mark.parametrize("block_bytes", [2_000, 50_000, 8 << 20])
 def test_fast_path_reads_what_the_exact_parser_reads(tmp_path: Path, block_bytes: int) -> None:
     path = synthetic_vcf(tmp_path / "mixed.vcf")
-    exact = [r for batch in iter_variant_batches(VcfSpec(path=path), TRIO,
-                                                 annotation_builder=builder_for(path)) for r in batch]
+    exact = [
+        r
+        for batch in iter_variant_batches(VcfSpec(path=path), TRIO, annotation_builder=builder_for(path))
+        for r in batch
+    ]
     fast, in_bulk = fast_records(path, block_bytes)
     assert comparable(fast) == comparable(exact)
     assert len(exact) > 1500 and in_bulk > 0.8 * len(exact)  # most lines really took the fast path
@@ -204,8 +229,9 @@ def test_a_duplicated_variant_is_still_reported(tmp_path: Path, sqlite_url: str)
     path.write_text(HEADER + "\n".join([line, line.replace("\t100\t", "\t101\t"), line]) + "\n")
     url = migrated(sqlite_url)
     with pytest.raises(InputError, match="appears twice") as caught, session_scope(url) as session:
-        write_analysis(session, analysis_spec("Dup", path), TRIO,
-                       iter_variant_blocks(VcfSpec(path=path), TRIO))
+        write_analysis(
+            session, analysis_spec("Dup", path), TRIO, iter_variant_blocks(VcfSpec(path=path), TRIO)
+        )
     assert caught.value.line == HEADER_LINES + 3
 
 
@@ -220,8 +246,13 @@ def migrated(url: str) -> str:
 
 
 def analysis_spec(name: str, path: Path) -> AnalysisSpec:
-    return AnalysisSpec(name=name, genepanel_name="HBOC", genepanel_version="v1.0.0", folder=path.parent,
-                        vcfs=[VcfSpec(path=path)])
+    return AnalysisSpec(
+        name=name,
+        genepanel_name="HBOC",
+        genepanel_version="v1.0.0",
+        folder=path.parent,
+        vcfs=[VcfSpec(path=path)],
+    )
 
 
 ROWS = """
@@ -258,8 +289,9 @@ def test_both_paths_store_the_same_rows(tmp_path: Path, db_url: str, fast_first:
     path = synthetic_vcf(tmp_path / "mixed.vcf", n=1500)
     builder = builder_for(path)
     streams = {
-        "Fast": lambda: iter_variant_blocks(VcfSpec(path=path), TRIO, annotation_builder=builder,
-                                            block_bytes=20_000),
+        "Fast": lambda: iter_variant_blocks(
+            VcfSpec(path=path), TRIO, annotation_builder=builder, block_bytes=20_000
+        ),
         "Exact": lambda: iter_variant_batches(VcfSpec(path=path), TRIO, annotation_builder=builder),
     }
     order = ["Fast", "Exact"] if fast_first else ["Exact", "Fast"]
@@ -282,22 +314,36 @@ SINGLE = [SampleRecord("P", affected=True, proband=True, family_id="F")]
     [
         # Every GT:GQ:DP line has a sample with its trailing fields dropped: no row of that
         # FORMAT passes the bulk check (this raised KeyError 'gt0').
-        (SINGLE, ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t./.",
-                  "1\t200\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t0/1"]),
+        (
+            SINGLE,
+            ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t./.", "1\t200\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t0/1"],
+        ),
         # The same FORMAT group first, a bulk group after it (and the reverse order).
-        (SINGLE, ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t./.",
-                  "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7"]),
-        (SINGLE, ["1\t100\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7",
-                  "1\t150\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t1/1"]),
+        (
+            SINGLE,
+            ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t./.", "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7"],
+        ),
+        (
+            SINGLE,
+            ["1\t100\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7", "1\t150\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t1/1"],
+        ),
         # A FORMAT whose rows pass but the proband carries none of them.
-        (SINGLE, ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ\t0/0:5",
-                  "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7"]),
-        (TRIO, ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t0/1:3:4\t./.\t0/0:1:1",
-                "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:AD\t0/1:3,4\t0/0:5,0\t0/0:2,0"]),
+        (
+            SINGLE,
+            ["1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ\t0/0:5", "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:DP\t0/1:7"],
+        ),
+        (
+            TRIO,
+            [
+                "1\t100\t.\tA\tG\t50\tPASS\t.\tGT:GQ:DP\t0/1:3:4\t./.\t0/0:1:1",
+                "1\t150\t.\tC\tT\t50\tPASS\t.\tGT:AD\t0/1:3,4\t0/0:5,0\t0/0:2,0",
+            ],
+        ),
     ],
 )
-def test_a_format_group_with_no_bulk_rows(tmp_path: Path, samples: list[SampleRecord],
-                                          lines: list[str]) -> None:
+def test_a_format_group_with_no_bulk_rows(
+    tmp_path: Path, samples: list[SampleRecord], lines: list[str]
+) -> None:
     header = HEADER.replace("\tP\tF\tM\n", "\tP\n") if samples is SINGLE else HEADER
     path = tmp_path / "dropped.vcf"
     path.write_text(header + "\n".join(lines) + "\n")

@@ -25,8 +25,12 @@ from engine.folders import (
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(ANALYSES_INCOMING=tmp_path / "incoming", ANALYSES_PATH=tmp_path / "imported",
-                         ANALYSES_FAILED=tmp_path / "failed", ANNOSTREAM_DATA_DIR=tmp_path / "data")
+    return load_settings(
+        ANALYSES_INCOMING=tmp_path / "incoming",
+        ANALYSES_PATH=tmp_path / "imported",
+        ANALYSES_FAILED=tmp_path / "failed",
+        ANNOSTREAM_DATA_DIR=tmp_path / "data",
+    )
 
 
 def analysis(settings: Settings, name: str, content: str = "vcf") -> Path:

@@ -47,8 +47,21 @@ def test_wheel_installs_without_extras_and_runs(
     # Built from a clean copy: an in-tree build would leave build/ behind, whose stale files
     # a later build could package.
     source = tmp_path / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "data", "bench", "test-artifacts", "*.egg-info", "__pycache__", ".*_cache"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            "build",
+            "data",
+            "bench",
+            "test-artifacts",
+            "*.egg-info",
+            "__pycache__",
+            ".*_cache",
+        ),
+    )
     wheels = tmp_path / "wheels"
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)])
     wheel = next(wheels.glob("annostream-*.whl"))

@@ -45,8 +45,10 @@ def test_send_waits_for_the_ack_and_keeps_key_and_value(broker: EmbeddedBroker, 
         producer.send(topic, "Diag-2", b'{"n": 2}')
         elapsed = time.monotonic() - started
     records = read_topic(broker.bootstrap_servers, topic, expect=2)
-    assert [(r.key.decode(), r.value) for r in records] == [("Diag-ÆØÅ-1", b'{"n": 1}'),
-                                                            ("Diag-2", b'{"n": 2}')]
+    assert [(r.key.decode(), r.value) for r in records] == [
+        ("Diag-ÆØÅ-1", b'{"n": 1}'),
+        ("Diag-2", b'{"n": 2}'),
+    ]
     assert records[0].headers == [("schema", b"analysis.ready/v1")]
     assert elapsed < 2.0
 
@@ -78,7 +80,8 @@ def test_missing_bootstrap_says_how_to_set_it() -> None:
 
 
 def test_event_publisher_routes_by_registry_and_opens_one_producer(
-        broker: EmbeddedBroker, topic_prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    broker: EmbeddedBroker, topic_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     opened: list[EventProducer] = []
     real_init = EventProducer.__init__
 
@@ -87,8 +90,9 @@ def test_event_publisher_routes_by_registry_and_opens_one_producer(
         opened.append(self)
 
     monkeypatch.setattr(EventProducer, "__init__", counting_init)
-    settings = load_settings(KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
-                             ANNOSTREAM_TOPIC_PREFIX=topic_prefix)
+    settings = load_settings(
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, ANNOSTREAM_TOPIC_PREFIX=topic_prefix
+    )
     publisher = EventPublisher(settings, client_id="test", command="test")
     assert opened == []  # nothing is opened before the first event
     with publisher:

@@ -64,14 +64,17 @@ def test_release_lane_waits_for_imports_but_not_the_other_way_round() -> None:
 
 
 def test_every_stage_has_a_topic_per_lane(tmp_path: Path) -> None:
-    settings = load_settings(ANNOSTREAM_DATA_DIR=str(tmp_path), ANNOSTREAM_TOPIC_PREFIX="p.",
-                             DB_URL=f"sqlite:///{tmp_path}/x.db")
+    settings = load_settings(
+        ANNOSTREAM_DATA_DIR=str(tmp_path), ANNOSTREAM_TOPIC_PREFIX="p.", DB_URL=f"sqlite:///{tmp_path}/x.db"
+    )
     topics = Topics.from_settings(settings)
     assert topics.ready_for(3) == "p.analysis.ready.urgent" and topics.ready_for(2) == "p.analysis.ready.high"
     assert topics.ready_for(1) == topics.ready == "p.analysis.ready"  # pipelines' own topic unchanged
     assert topics.annotated_for(3) == "p.analysis.annotated.urgent"
-    stages = {(stage.handler.name, stage.lane): stage.handler.topic
-              for stage in pipeline_stages(settings, Pipeline(settings))}
+    stages = {
+        (stage.handler.name, stage.lane): stage.handler.topic
+        for stage in pipeline_stages(settings, Pipeline(settings))
+    }
     assert stages[("annotate", URGENT)] == topics.ready_urgent
     assert stages[("persist", HIGH)] == topics.annotated_high
     assert stages[("reannotate", RELEASE)] == topics.reannotation
@@ -90,8 +93,9 @@ def done_at(stack: Stack, name: str) -> dt.datetime | None:
 
 
 @pytest.mark.timeout(600)  # a backlog of 8 imports; slow on a loaded machine
-def test_urgent_analysis_dropped_last_overtakes_the_backlog(tmp_path: Path, pg_url: str, broker,
-                                                           topic_prefix: str) -> None:
+def test_urgent_analysis_dropped_last_overtakes_the_backlog(
+    tmp_path: Path, pg_url: str, broker, topic_prefix: str
+) -> None:
     stack = make_stack(tmp_path, db_url=pg_url, bootstrap=broker.bootstrap_servers, prefix=topic_prefix)
     stack.cli("db", "upgrade")
     stack.cli("deposit", "genepanel", "--folder", str(GENEPANEL))
@@ -99,30 +103,55 @@ def test_urgent_analysis_dropped_last_overtakes_the_backlog(tmp_path: Path, pg_u
     try:
         # The worker has joined its group (a lab's worker has long done so).
         drop_synthetic(stack.incoming, "Warm-Up", variants=10)
-        wait_until(lambda: done_at(stack, "Warm-Up"), timeout_s=120, what="the warm-up analysis",
-                   on_timeout=stack.log_tail)
+        wait_until(
+            lambda: done_at(stack, "Warm-Up"),
+            timeout_s=120,
+            what="the warm-up analysis",
+            on_timeout=stack.log_tail,
+        )
         backlog = [f"Normal-{number:02d}" for number in range(8)]
         for name in backlog:
             drop_synthetic(stack.incoming, name, variants=30_000)
-        wait_until(lambda: done_at(stack, backlog[0]) or any(done_at(stack, name) for name in backlog),
-                   timeout_s=120, what="the backlog to start", on_timeout=stack.log_tail)
+        wait_until(
+            lambda: done_at(stack, backlog[0]) or any(done_at(stack, name) for name in backlog),
+            timeout_s=120,
+            what="the backlog to start",
+            on_timeout=stack.log_tail,
+        )
         ready_at = dt.datetime.now(dt.UTC)
         drop_synthetic(stack.incoming, "Urgent-1", variants=1_000, priority=3)
-        urgent_done = wait_until(lambda: done_at(stack, "Urgent-1"), timeout_s=120,
-                                 what="the urgent analysis", on_timeout=stack.log_tail)
-        visible_s = (wait_until(lambda: stack.get("/api/v1/analyses", name="Urgent-1")["total"] == 1 and
-                                dt.datetime.now(dt.UTC), timeout_s=30, what="the urgent analysis in the API")
-                     - ready_at).total_seconds()
-        wait_until(lambda: all(done_at(stack, name) for name in backlog), timeout_s=300,
-                   what="the backlog", on_timeout=stack.log_tail)
+        urgent_done = wait_until(
+            lambda: done_at(stack, "Urgent-1"),
+            timeout_s=120,
+            what="the urgent analysis",
+            on_timeout=stack.log_tail,
+        )
+        visible_s = (
+            wait_until(
+                lambda: (
+                    stack.get("/api/v1/analyses", name="Urgent-1")["total"] == 1 and dt.datetime.now(dt.UTC)
+                ),
+                timeout_s=30,
+                what="the urgent analysis in the API",
+            )
+            - ready_at
+        ).total_seconds()
+        wait_until(
+            lambda: all(done_at(stack, name) for name in backlog),
+            timeout_s=300,
+            what="the backlog",
+            on_timeout=stack.log_tail,
+        )
         finished = {name: done_at(stack, name) for name in backlog}
     finally:
         stack.stop()
     before_ready = [name for name, at in finished.items() if at is not None and at < ready_at]
     before_urgent = [name for name, at in finished.items() if at is not None and ready_at <= at < urgent_done]
     after_urgent = [name for name, at in finished.items() if at is not None and at >= urgent_done]
-    print(f"urgent visible {visible_s:.1f} s after its READY; normal analyses done before its READY "
-          f"{len(before_ready)}, between {len(before_urgent)}, after {len(after_urgent)}")
+    print(
+        f"urgent visible {visible_s:.1f} s after its READY; normal analyses done before its READY "
+        f"{len(before_ready)}, between {len(before_urgent)}, after {len(after_urgent)}"
+    )
     # At most the normal analyses already in flight (one per stage) finish in between...
     assert len(before_urgent) <= 2, (before_urgent, finished, urgent_done)
     # ... and the queue really was overtaken.

@@ -36,15 +36,18 @@ FMT = "GT:AD:DP:GQ:PL"
 # 1-based: T1 T2 G3 C4 A5 A6 A7 A8 A9 C10 G11 T12 ... (five A's at 5-9)
 SEQUENCE = "TTGCAAAAACGTAGGCTAGCTAGGATCGATCGTTAGCCATGCAAGTCCGATAGCTTACG"
 TRIO = [
-    SampleRecord("P", affected=True, proband=True, family_id="F", father_identifier="F",
-                 mother_identifier="M"),
+    SampleRecord(
+        "P", affected=True, proband=True, family_id="F", father_identifier="F", mother_identifier="M"
+    ),
     SampleRecord("F", affected=False, proband=False, family_id="F"),
     SampleRecord("M", affected=False, proband=False, family_id="F"),
 ]
 # Proband 1/2, father 0/1, mother 0/2 at a C>A,G site.
-MULTIALLELIC = (f"1\t10\trs1\tC\tA,G\t60\tPASS\tDP=50;AF=0.3,0.2;DPR=5,6,7;GL3=1,2,3,4,5,6;DB\t{FMT}\t"
-                "1/2:2,7,9:20:40:90,80,70,60,50,40\t0/1:8,6,0:14:50:10,0,90,20,95,200\t"
-                "0|2:9,0,6:15:30:5,30,300,0,310,80")
+MULTIALLELIC = (
+    f"1\t10\trs1\tC\tA,G\t60\tPASS\tDP=50;AF=0.3,0.2;DPR=5,6,7;GL3=1,2,3,4,5,6;DB\t{FMT}\t"
+    "1/2:2,7,9:20:40:90,80,70,60,50,40\t0/1:8,6,0:14:50:10,0,90,20,95,200\t"
+    "0|2:9,0,6:15:30:5,30,300,0,310,80"
+)
 
 
 def write_vcf(path: Path, records: list[str], header: str = HEADER) -> Path:
@@ -54,7 +57,9 @@ def write_vcf(path: Path, records: list[str], header: str = HEADER) -> Path:
 
 def write_fasta(tmp_path: Path, sequence: str = SEQUENCE, name: str = "1") -> Path:
     fasta = tmp_path / "ref.fa"
-    fasta.write_text(f">{name}\n" + "\n".join(sequence[i:i + 20] for i in range(0, len(sequence), 20)) + "\n")
+    fasta.write_text(
+        f">{name}\n" + "\n".join(sequence[i : i + 20] for i in range(0, len(sequence), 20)) + "\n"
+    )
     pysam.faidx(str(fasta))
     return fasta
 
@@ -76,20 +81,47 @@ def test_multiallelic_split_like_vt_decompose_s(tmp_path: Path) -> None:
 
     first, second = body(tmp_path / "out.vcf")
     old = "OLD_MULTIALLELIC=1:10:C/A/G"
-    assert first == ["1", "10", "rs1", "C", "A", "60", "PASS", f"DP=50;AF=0.3;DPR=5,6;GL3=1,2,3;DB;{old}",
-                     FMT, "1/.:2,7:20:40:90,80,70", "0/1:8,6:14:50:10,0,90", "0|.:9,0:15:30:5,30,300"]
-    assert second == ["1", "10", "rs1", "C", "G", "60", "PASS", f"DP=50;AF=0.2;DPR=5,7;GL3=1,4,6;DB;{old}",
-                      FMT, "./1:2,9:20:40:90,60,40", "0/.:8,0:14:50:10,20,200", "0|1:9,6:15:30:5,0,80"]
+    assert first == [
+        "1",
+        "10",
+        "rs1",
+        "C",
+        "A",
+        "60",
+        "PASS",
+        f"DP=50;AF=0.3;DPR=5,6;GL3=1,2,3;DB;{old}",
+        FMT,
+        "1/.:2,7:20:40:90,80,70",
+        "0/1:8,6:14:50:10,0,90",
+        "0|.:9,0:15:30:5,30,300",
+    ]
+    assert second == [
+        "1",
+        "10",
+        "rs1",
+        "C",
+        "G",
+        "60",
+        "PASS",
+        f"DP=50;AF=0.2;DPR=5,7;GL3=1,4,6;DB;{old}",
+        FMT,
+        "./1:2,9:20:40:90,60,40",
+        "0/.:8,0:14:50:10,20,200",
+        "0|1:9,6:15:30:5,0,80",
+    ]
     assert OLD_MULTIALLELIC_LINE in header_lines(tmp_path / "out.vcf")
     assert (result.records_in, result.records_out, result.split, result.dropped) == (1, 2, 1, 0)
 
 
 def test_proband_1_2_becomes_allele_and_secondallele_in_the_reader(tmp_path: Path) -> None:
-    src = write_vcf(tmp_path / "trio.vcf", [
-        f"1\t3\t.\tG\tT\t50\tPASS\tDP=10;AF=0.5\t{FMT}\t0/1:5,5:10:40:90,0,70\t0/0:9,0:9:30:0,30,300\t"
-        "0/1:4,4:8:20:50,0,50",
-        MULTIALLELIC,
-    ])
+    src = write_vcf(
+        tmp_path / "trio.vcf",
+        [
+            f"1\t3\t.\tG\tT\t50\tPASS\tDP=10;AF=0.5\t{FMT}\t0/1:5,5:10:40:90,0,70\t0/0:9,0:9:30:0,30,300\t"
+            "0/1:4,4:8:20:50,0,50",
+            MULTIALLELIC,
+        ],
+    )
     out = tmp_path / "trio.norm.vcf.gz"
     normalise_vcf(src, out)
 
@@ -111,11 +143,14 @@ def test_proband_1_2_becomes_allele_and_secondallele_in_the_reader(tmp_path: Pat
 
 
 def test_star_alleles_are_dropped_and_read_as_ref(tmp_path: Path) -> None:
-    src = write_vcf(tmp_path / "in.vcf", [
-        f"1\t20\t.\tG\tT,*\t50\tPASS\tAF=0.1,0.2\t{FMT}\t1/2:3,4,5:12:40:1,2,3,4,5,6\t"
-        "2/2:0,0,9:9:30:9,9,9,9,9,0\t0/1:5,5,0:10:30:50,0,50,60,60,90",
-        "1\t21\t.\tC\t*\t50\tPASS\tAF=0.9\tGT\t1/1\t0/1\t0/0",
-    ])
+    src = write_vcf(
+        tmp_path / "in.vcf",
+        [
+            f"1\t20\t.\tG\tT,*\t50\tPASS\tAF=0.1,0.2\t{FMT}\t1/2:3,4,5:12:40:1,2,3,4,5,6\t"
+            "2/2:0,0,9:9:30:9,9,9,9,9,0\t0/1:5,5,0:10:30:50,0,50,60,60,90",
+            "1\t21\t.\tC\t*\t50\tPASS\tAF=0.9\tGT\t1/1\t0/1\t0/0",
+        ],
+    )
 
     result = normalise_vcf(src, tmp_path / "out.vcf")
 
@@ -129,13 +164,16 @@ def test_star_alleles_are_dropped_and_read_as_ref(tmp_path: Path) -> None:
 
 def test_left_align_and_trim_against_the_fasta(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path)
-    src = write_vcf(tmp_path / "in.vcf", [
-        "1\t3\t.\tG\tC\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # SNV: copied as it is
-        "1\t8\t.\tAA\tA\t.\t.\tDP=3\tGT\t0/1\t0/0\t0/0",  # deletes an A of AAAAA: moves to POS 4
-        "1\t9\t.\tA\tAA\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # inserts an A: moves to POS 4
-        "1\t10\t.\tCG\tTG\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # MNP with a shared base: trimmed to C>T
-        "1\t9\t.\tAC\tA,ACC\t.\t.\t.\tGT\t1/2\t0/0\t0/0",  # split, then each part normalised
-    ])
+    src = write_vcf(
+        tmp_path / "in.vcf",
+        [
+            "1\t3\t.\tG\tC\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # SNV: copied as it is
+            "1\t8\t.\tAA\tA\t.\t.\tDP=3\tGT\t0/1\t0/0\t0/0",  # deletes an A of AAAAA: moves to POS 4
+            "1\t9\t.\tA\tAA\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # inserts an A: moves to POS 4
+            "1\t10\t.\tCG\tTG\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # MNP with a shared base: trimmed to C>T
+            "1\t9\t.\tAC\tA,ACC\t.\t.\t.\tGT\t1/2\t0/0\t0/0",  # split, then each part normalised
+        ],
+    )
 
     result = normalise_vcf(src, tmp_path / "out.vcf", fasta=fasta)
 
@@ -153,10 +191,13 @@ def test_left_align_and_trim_against_the_fasta(tmp_path: Path) -> None:
 
 
 def test_without_a_fasta_indels_are_only_trimmed(tmp_path: Path) -> None:
-    src = write_vcf(tmp_path / "in.vcf", [
-        "1\t8\t.\tAA\tA\t.\t.\t.\tGT\t0/1\t0/0\t0/0",
-        "1\t10\t.\tCGT\tTGT\t.\t.\t.\tGT\t0/1\t0/0\t0/0",
-    ])
+    src = write_vcf(
+        tmp_path / "in.vcf",
+        [
+            "1\t8\t.\tAA\tA\t.\t.\t.\tGT\t0/1\t0/0\t0/0",
+            "1\t10\t.\tCGT\tTGT\t.\t.\t.\tGT\t0/1\t0/0\t0/0",
+        ],
+    )
 
     normalise_vcf(src, tmp_path / "out.vcf")
 
@@ -165,12 +206,15 @@ def test_without_a_fasta_indels_are_only_trimmed(tmp_path: Path) -> None:
 
 def test_ref_mismatches_are_listed_and_no_output_is_left(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path)
-    src = write_vcf(tmp_path / "in.vcf", [
-        "1\t3\t.\tA\tC\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # FASTA has G
-        "1\t4\t.\tC\tA\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # fine
-        "1\t5\t.\tAT\tA\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # FASTA has AA
-        "2\t7\t.\tA\tG\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # no contig 2 in the FASTA
-    ])
+    src = write_vcf(
+        tmp_path / "in.vcf",
+        [
+            "1\t3\t.\tA\tC\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # FASTA has G
+            "1\t4\t.\tC\tA\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # fine
+            "1\t5\t.\tAT\tA\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # FASTA has AA
+            "2\t7\t.\tA\tG\t.\t.\t.\tGT\t0/1\t0/0\t0/0",  # no contig 2 in the FASTA
+        ],
+    )
     out = tmp_path / "out.vcf"
 
     with pytest.raises(InputError) as caught:
@@ -190,8 +234,10 @@ def test_biallelic_records_pass_through_byte_for_byte(tmp_path: Path) -> None:
     records = [
         f"1\t3\t.\tG\tT\t50\tPASS\tDP=10;AF=0.5\t{FMT}\t0/1:5,5:10:40:90,0,70\t0/0:9,0:9:30:0,30,300\t./."
         for _ in range(3)
-    ] + ["1\t30\t.\tT\t<DEL>\t.\t.\tSVTYPE=DEL\tGT\t0/1\t0/0\t0/0",
-         "1\t40\t.\tGA\tG\t.\t.\t.\tGT\t0/1\t0/0\t0/0"]
+    ] + [
+        "1\t30\t.\tT\t<DEL>\t.\t.\tSVTYPE=DEL\tGT\t0/1\t0/0\t0/0",
+        "1\t40\t.\tGA\tG\t.\t.\t.\tGT\t0/1\t0/0\t0/0",
+    ]
     src = write_vcf(tmp_path / "in.vcf", records)
 
     normalise_vcf(src, tmp_path / "out.vcf")
@@ -216,8 +262,10 @@ def test_empty_vcfs_pass_through(tmp_path: Path, content: str) -> None:
 
 
 def test_bad_lines_are_reported_with_their_number(tmp_path: Path) -> None:
-    src = write_vcf(tmp_path / "in.vcf", ["1\t3\t.\tG\tT\t.\t.\t.\tGT\t0/1\t0/0\t0/0",
-                                          "1\tx\t.\tGA\tG\t.\t.\t.\tGT\t0/1\t0/0\t0/0"])
+    src = write_vcf(
+        tmp_path / "in.vcf",
+        ["1\t3\t.\tG\tT\t.\t.\t.\tGT\t0/1\t0/0\t0/0", "1\tx\t.\tGA\tG\t.\t.\t.\tGT\t0/1\t0/0\t0/0"],
+    )
     with pytest.raises(InputError, match="POS 'x' is not a number") as caught:
         normalise_vcf(src, tmp_path / "out.vcf")
     assert caught.value.line == 15
@@ -265,12 +313,12 @@ def test_same_alleles_as_bcftools_norm_on_random_indels(tmp_path: Path) -> None:
     fasta = write_fasta(tmp_path, sequence)
     records, pos = [], 50
     while pos < len(sequence) - 60:
-        ref = sequence[pos - 1: pos - 1 + rng.randint(1, 4)]
+        ref = sequence[pos - 1 : pos - 1 + rng.randint(1, 4)]
         kind = rng.random()
         if kind < 0.4:
             alt = ref[0]  # deletion
         elif kind < 0.8:
-            alt = ref + sequence[pos: pos + rng.randint(1, 3)]  # insertion of the following bases
+            alt = ref + sequence[pos : pos + rng.randint(1, 3)]  # insertion of the following bases
         else:
             alt = f"{ref}T,{ref[0]}" if len(ref) > 1 else ",".join(b for b in "ACGT" if b != ref)
         if alt != ref:
@@ -280,11 +328,18 @@ def test_same_alleles_as_bcftools_norm_on_random_indels(tmp_path: Path) -> None:
 
     result = normalise_vcf(src, tmp_path / "ours.vcf", fasta=fasta)
     assert result.left_aligned > 50 and result.split > 50  # the comparison covers real moves
-    theirs = subprocess.run(["bcftools", "norm", "-f", str(fasta), "-m", "-any", str(src)],
-                            check=True, capture_output=True, text=True).stdout
+    theirs = subprocess.run(
+        ["bcftools", "norm", "-f", str(fasta), "-m", "-any", str(src)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
     ours_alleles = sorted((r[1], r[3], r[4]) for r in body(tmp_path / "ours.vcf"))
-    their_alleles = sorted((line.split("\t")[1], line.split("\t")[3], line.split("\t")[4])
-                           for line in theirs.splitlines() if not line.startswith("#"))
+    their_alleles = sorted(
+        (line.split("\t")[1], line.split("\t")[3], line.split("\t")[4])
+        for line in theirs.splitlines()
+        if not line.startswith("#")
+    )
     assert len(ours_alleles) > 300
     assert ours_alleles == their_alleles

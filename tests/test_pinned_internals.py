@@ -34,7 +34,8 @@ def test_faust_still_hard_codes_the_fetch_wait_we_patch() -> None:
 def test_aiokafka_fetcher_reads_the_attribute_the_patch_sets() -> None:
     source = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in source, (
-        "aiokafka's consumer no longer passes _fetch_max_wait_ms to its Fetcher at start")
+        "aiokafka's consumer no longer passes _fetch_max_wait_ms to its Fetcher at start"
+    )
 
 
 def test_patched_worker_consumer_uses_the_setting() -> None:

@@ -33,8 +33,9 @@ def make_folder(settings: Settings, name: str, edit: Callable[[Path], None] | No
     folder = settings.analyses_incoming / name
     shutil.copytree(TEST_ANALYSIS, folder)
     (folder / "READY").unlink(missing_ok=True)
-    (folder / "TestAnalysis-001.analysis").write_text(json.dumps(
-        {"params": {"genepanel": "HBOC_v1.0.0"}, "name": name, "priority": "1"}))
+    (folder / "TestAnalysis-001.analysis").write_text(
+        json.dumps({"params": {"genepanel": "HBOC_v1.0.0"}, "name": name, "priority": "1"})
+    )
     if edit:
         edit(folder)
     return folder
@@ -72,6 +73,7 @@ def set_column(column: int, value: str) -> Callable[[str], str]:
         fields = line.split("\t")
         fields[column] = value
         return "\t".join(fields)
+
     return edit
 
 
@@ -83,8 +85,12 @@ def truncated_gzip(folder: Path) -> None:
     data = gzip.compress((folder / VCF).read_bytes())
     (folder / VCF).unlink()
     (folder / f"{VCF}.gz").write_bytes(data[: len(data) // 2])
-    analysis = {"name": folder.name, "genepanel_name": "HBOC", "genepanel_version": "v1.0.0",
-                "data": [{"vcf": f"{VCF}.gz", "ped": PED}]}
+    analysis = {
+        "name": folder.name,
+        "genepanel_name": "HBOC",
+        "genepanel_version": "v1.0.0",
+        "data": [{"vcf": f"{VCF}.gz", "ped": PED}],
+    }
     (folder / "TestAnalysis-001.analysis").write_text(json.dumps(analysis))
 
 
@@ -94,27 +100,69 @@ def record_edit(column: int, value: str) -> Callable[[Path], None]:
 
 BAD_INPUTS = {
     # case: (edit, file the message names, line or None, words the message must contain)
-    "malformed analysis json": (write_analysis_file('{"name": "x",\n  "params": }'),
-                                "TestAnalysis-001.analysis", 2, "JSON"),
-    "unknown key": (write_analysis_file(json.dumps({
-        "name": "Bad", "genepanel_name": "HBOC", "genepanel_version": "v1.0.0",
-        "data": [{"vcf": VCF, "ped": PED}], "colour": "blue"})), "TestAnalysis-001.analysis", None, "colour"),
-    "named file missing": (write_analysis_file(json.dumps({
-        "name": "Bad", "genepanel_name": "HBOC", "genepanel_version": "v1.0.0",
-        "data": [{"vcf": "missing.vcf", "ped": PED}]})), "TestAnalysis-001.analysis", None, "missing.vcf"),
-    "unknown gene panel": (write_analysis_file(json.dumps(
-        {"params": {"genepanel": "NOPE_v9.9.9"}, "name": "Bad", "priority": "1"})), None, None,
-        "gene panel NOPE_v9.9.9 is not in the database"),
+    "malformed analysis json": (
+        write_analysis_file('{"name": "x",\n  "params": }'),
+        "TestAnalysis-001.analysis",
+        2,
+        "JSON",
+    ),
+    "unknown key": (
+        write_analysis_file(
+            json.dumps(
+                {
+                    "name": "Bad",
+                    "genepanel_name": "HBOC",
+                    "genepanel_version": "v1.0.0",
+                    "data": [{"vcf": VCF, "ped": PED}],
+                    "colour": "blue",
+                }
+            )
+        ),
+        "TestAnalysis-001.analysis",
+        None,
+        "colour",
+    ),
+    "named file missing": (
+        write_analysis_file(
+            json.dumps(
+                {
+                    "name": "Bad",
+                    "genepanel_name": "HBOC",
+                    "genepanel_version": "v1.0.0",
+                    "data": [{"vcf": "missing.vcf", "ped": PED}],
+                }
+            )
+        ),
+        "TestAnalysis-001.analysis",
+        None,
+        "missing.vcf",
+    ),
+    "unknown gene panel": (
+        write_analysis_file(
+            json.dumps({"params": {"genepanel": "NOPE_v9.9.9"}, "name": "Bad", "priority": "1"})
+        ),
+        None,
+        None,
+        "gene panel NOPE_v9.9.9 is not in the database",
+    ),
     "ped column count": (lambda f: replace_line(f, PED, 2, lambda line: line + "\textra"), PED, 2, "column"),
     "two probands": (lambda f: replace_line(f, PED, 2, lambda line: line[:-1] + "1"), PED, None, "proband"),
     # ELLA's SampleImporter.process ignores PED lines of samples the VCF lacks; the VCF sample the
     # PED then misses is the error
-    "ped sample not in vcf": (lambda f: replace_line(f, PED, 3, lambda line: line.replace(
-        "TestSample-003", "Stranger-9")), VCF, None, "TestSample-003"),
+    "ped sample not in vcf": (
+        lambda f: replace_line(f, PED, 3, lambda line: line.replace("TestSample-003", "Stranger-9")),
+        VCF,
+        None,
+        "TestSample-003",
+    ),
     "non-numeric POS": (record_edit(1, "12x"), VCF, "first record", "POS"),
     "illegal ALT characters": (record_edit(4, "G!"), VCF, "first record", "ALT"),
-    "missing GT": (lambda f: replace_line(f, VCF, first_record_line(f), lambda line: line.replace(
-        "\tGT:", "\tXX:")), VCF, "first record", "GT"),
+    "missing GT": (
+        lambda f: replace_line(f, VCF, first_record_line(f), lambda line: line.replace("\tGT:", "\tXX:")),
+        VCF,
+        "first record",
+        "GT",
+    ),
     "broken header": (lambda f: replace_line(f, VCF, 5, lambda line: "##INFO=<ID=broken"), VCF, 5, "header"),
     "truncated gzip": (truncated_gzip, f"{VCF}.gz", None, "truncated"),
 }
@@ -192,14 +240,18 @@ def test_crash_between_commit_and_move_is_repaired(settings: Settings) -> None:
         assert session.scalar(sa.select(sa.func.count()).select_from(Analysis)) == 1
 
 
-@pytest.mark.parametrize("change,reason", [
-    ({"version": 99}, "analysis.ready"),
-    ({"schema": "analysis.unknown"}, "analysis.unknown"),
-    ({"folder": "../outside"}, "folder"),
-    ({"folder": "/etc"}, "folder"),
-])
-def test_invalid_events_go_to_the_dead_letter_topic_with_the_reason(settings: Settings, change: dict,
-                                                                   reason: str) -> None:
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"version": 99}, "analysis.ready"),
+        ({"schema": "analysis.unknown"}, "analysis.unknown"),
+        ({"folder": "../outside"}, "folder"),
+        ({"folder": "/etc"}, "folder"),
+    ],
+)
+def test_invalid_events_go_to_the_dead_letter_topic_with_the_reason(
+    settings: Settings, change: dict, reason: str
+) -> None:
     folder = make_folder(settings, "Odd-001")
     document = build_ready_event(folder, settings.analyses_incoming, producer="test").to_dict()
     raw = orjson.dumps({**document, **change})

@@ -24,8 +24,12 @@ def app() -> typer.Typer:
 
 @pytest.fixture
 def env(tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str) -> dict[str, str]:
-    variables = engine_env(tmp_path / "data", bootstrap=broker.bootstrap_servers, topic_prefix=topic_prefix,
-                           ANNOSTREAM_TOPIC_PARTITIONS="1")
+    variables = engine_env(
+        tmp_path / "data",
+        bootstrap=broker.bootstrap_servers,
+        topic_prefix=topic_prefix,
+        ANNOSTREAM_TOPIC_PARTITIONS="1",
+    )
     Path(variables["ANALYSES_INCOMING"]).mkdir(parents=True)
     return variables
 
@@ -34,8 +38,9 @@ def invoke(app: typer.Typer, env: dict[str, str], *args: str):
     return CliRunner().invoke(app, ["publish", *args], env=env)
 
 
-def test_publish_prints_the_event_id_of_the_published_event(app, env, broker: EmbeddedBroker,
-                                                             topic_prefix: str) -> None:
+def test_publish_prints_the_event_id_of_the_published_event(
+    app, env, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
     incoming = Path(env["ANALYSES_INCOMING"])
     folder = make_analysis(incoming, "Diag-pub-1", ready=False)  # READY is not needed here
     result = invoke(app, env, str(folder), "--producer", "pipeline-wgs@hpc")
@@ -49,8 +54,9 @@ def test_publish_prints_the_event_id_of_the_published_event(app, env, broker: Em
     assert folder.is_dir()  # publishing never moves the folder
 
 
-def test_publish_rejects_a_broken_folder_in_one_line(app, env, broker: EmbeddedBroker,
-                                                     topic_prefix: str) -> None:
+def test_publish_rejects_a_broken_folder_in_one_line(
+    app, env, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
     folder = make_broken_analysis(Path(env["ANALYSES_INCOMING"]), "Diag-broken")
     result = invoke(app, env, str(folder))
     assert result.exit_code == 1

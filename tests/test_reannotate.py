@@ -31,10 +31,17 @@ DATA = Path(__file__).parent / "data"
 ANALYSIS = "Release-001"
 # Maps the test bundle's fields (tests/support/bundles.py) into ELLA's document.
 ANNOTATION_CONFIG = {
-    "deposit": [{"name": "keyvalue", "converter_config": {"elements": [
-        {"source": "MYDB_AF", "target": "frequencies.MYDB.freq.G", "target_type": "float"},
-        {"source": "MYDB_CLNSIG", "target": "clinvar.CLNSIG"},
-    ]}}],
+    "deposit": [
+        {
+            "name": "keyvalue",
+            "converter_config": {
+                "elements": [
+                    {"source": "MYDB_AF", "target": "frequencies.MYDB.freq.G", "target_type": "float"},
+                    {"source": "MYDB_CLNSIG", "target": "clinvar.CLNSIG"},
+                ]
+            },
+        }
+    ],
     "view": [],
 }
 TOKEN = "s3cret-token"
@@ -57,11 +64,13 @@ def import_analysis(settings: Settings) -> None:
     folder = settings.analyses_incoming / ANALYSIS
     shutil.copytree(DATA / "analyses" / "TestAnalysis-001", folder)
     (folder / "READY").unlink(missing_ok=True)
-    (folder / "TestAnalysis-001.analysis").write_text(json.dumps(
-        {"params": {"genepanel": "HBOC_v1.0.0"}, "name": ANALYSIS, "priority": "1"}))
+    (folder / "TestAnalysis-001.analysis").write_text(
+        json.dumps({"params": {"genepanel": "HBOC_v1.0.0"}, "name": ANALYSIS, "priority": "1"})
+    )
     pipeline = Pipeline(settings)
-    annotated = pipeline.annotate(encode(build_ready_event(folder, settings.analyses_incoming,
-                                                           producer="test", analysis=ANALYSIS)))
+    annotated = pipeline.annotate(
+        encode(build_ready_event(folder, settings.analyses_incoming, producer="test", analysis=ANALYSIS))
+    )
     [annotated_event] = [m for m in annotated if m.topic == "t.analysis.annotated"]
     published = pipeline.persist(annotated_event.value)
     assert "t.analysis.imported" in [m.topic for m in published], published
@@ -80,19 +89,34 @@ def reannotate(settings: Settings, bundle: str, batch_size: int = 2, *, full: bo
 
 def changed_payloads(stages: ReleaseStages, raws: list[bytes]) -> list[dict[str, object]]:
     """The annotation.changed events the batches publish, without their time stamps."""
-    return [{key: value for key, value in orjson.loads(message.value).items() if key != "time"}
-            for raw in raws for message in stages.reannotate(raw)]
+    return [
+        {key: value for key, value in orjson.loads(message.value).items() if key != "time"}
+        for raw in raws
+        for message in stages.reannotate(raw)
+    ]
 
 
 def snapshot(url: str) -> dict[str, object]:
     """Row counts and the current annotation per allele."""
     with session_scope(url) as session:
-        counts = {model.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(model))
-                  for model in (Allele, Sample, Genotype, GenotypeSampleData, Annotation)}
-        current = dict(session.execute(sa.select(Annotation.allele_id, Annotation.annotations)
-                                       .where(Annotation.date_superceeded.is_(None))).all())
-        bundles = dict(session.execute(sa.select(Annotation.allele_id, Annotation.bundle_version)
-                                       .where(Annotation.date_superceeded.is_(None))).all())
+        counts = {
+            model.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(model))
+            for model in (Allele, Sample, Genotype, GenotypeSampleData, Annotation)
+        }
+        current = dict(
+            session.execute(
+                sa.select(Annotation.allele_id, Annotation.annotations).where(
+                    Annotation.date_superceeded.is_(None)
+                )
+            ).all()
+        )
+        bundles = dict(
+            session.execute(
+                sa.select(Annotation.allele_id, Annotation.bundle_version).where(
+                    Annotation.date_superceeded.is_(None)
+                )
+            ).all()
+        )
     return {"counts": counts, "current": current, "bundles": bundles}
 
 
@@ -113,8 +137,10 @@ def test_release_rollback_and_replay(settings: Settings) -> None:
     events = reannotate(settings, "2024.2")
     after = snapshot(url)
     n_alleles = before["counts"]["allele"]
-    assert after["current"][pathogenic] == {"frequencies": {"MYDB": {"freq": {"G": 90.0001}}},
-                                            "clinvar": {"CLNSIG": "Pathogenic"}}
+    assert after["current"][pathogenic] == {
+        "frequencies": {"MYDB": {"freq": {"G": 90.0001}}},
+        "clinvar": {"CLNSIG": "Pathogenic"},
+    }
     # Every imported allele has a current row from the import ({} without bundle values, as ELLA's
     # deposit writes one for every allele); the release changes the two with values, the empty
     # documents stay as they are (identical documents are not superseded).
@@ -134,10 +160,14 @@ def test_release_rollback_and_replay(settings: Settings) -> None:
     assert snapshot(url) == after
     assert changed_payloads(stages, events) == replayed
     changed = {event["allele_id"]: event for event in replayed}
-    assert set(changed) == {allele_id for allele_id in after["current"]
-                            if after["current"][allele_id] != before["current"].get(allele_id, {})}
-    assert changed[pathogenic]["changes"] == [{"target": "frequencies.MYDB.freq.G", "old": 0.0001,
-                                               "new": 90.0001}]
+    assert set(changed) == {
+        allele_id
+        for allele_id in after["current"]
+        if after["current"][allele_id] != before["current"].get(allele_id, {})
+    }
+    assert changed[pathogenic]["changes"] == [
+        {"target": "frequencies.MYDB.freq.G", "old": 0.0001, "new": 90.0001}
+    ]
     assert changed[pathogenic]["analyses"] == [ANALYSIS]
 
     client = TestClient(create_app(settings))
@@ -161,8 +191,10 @@ def test_release_rollback_and_replay(settings: Settings) -> None:
         activate_bundle(session, "2024.1")
     reannotate(settings, "2024.1")
     rolled_back = snapshot(url)
-    assert rolled_back["current"][pathogenic] == {"frequencies": {"MYDB": {"freq": {"G": 0.0001}}},
-                                                  "clinvar": {"CLNSIG": "Pathogenic"}}
+    assert rolled_back["current"][pathogenic] == {
+        "frequencies": {"MYDB": {"freq": {"G": 0.0001}}},
+        "clinvar": {"CLNSIG": "Pathogenic"},
+    }
     assert sorted(rolled_back["bundles"].values()) == ["2024.1"] * n_alleles
     # Only the two documents the release changed change back; the empty ones stay as they are.
     assert rolled_back["counts"]["annotation"] == after["counts"]["annotation"] + annotated_before
@@ -171,12 +203,14 @@ def test_release_rollback_and_replay(settings: Settings) -> None:
     assert len(client.get(f"/api/v1/alleles/{pathogenic}").json()["annotation_history"]) == 3
 
 
-def test_reanalysis_request_needs_token_and_runs_once(settings: Settings, broker: EmbeddedBroker,
-                                                     topic_prefix: str) -> None:
+def test_reanalysis_request_needs_token_and_runs_once(
+    settings: Settings, broker: EmbeddedBroker, topic_prefix: str
+) -> None:
     url = settings.database_url
     import_analysis(settings)
-    settings = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
-                                           "topic_prefix": topic_prefix})
+    settings = settings.model_copy(
+        update={"kafka_bootstrap_servers": broker.bootstrap_servers, "topic_prefix": topic_prefix}
+    )
     client = TestClient(create_app(settings))
     body = {"analysis": ANALYSIS, "bundle": "2024.2"}
 
@@ -186,12 +220,16 @@ def test_reanalysis_request_needs_token_and_runs_once(settings: Settings, broker
     wrong = client.post("/api/v1/reanalyses", json=body, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401
     assert client.get("/api/v1/reannotations").status_code == 200  # reads stay open
-    unknown = client.post("/api/v1/reanalyses", json={"analysis": "Nope"},
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+    unknown = client.post(
+        "/api/v1/reanalyses", json={"analysis": "Nope"}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert unknown.status_code == 404
 
-    no_bundle = client.post("/api/v1/reanalyses", json={"analysis": ANALYSIS, "bundle": "9.9"},
-                            headers={"Authorization": f"Bearer {TOKEN}"})
+    no_bundle = client.post(
+        "/api/v1/reanalyses",
+        json={"analysis": ANALYSIS, "bundle": "9.9"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert no_bundle.status_code == 422 and "9.9" in no_bundle.json()["message"]
 
     accepted = client.post("/api/v1/reanalyses", json=body, headers={"Authorization": f"Bearer {TOKEN}"})

@@ -45,11 +45,18 @@ from engine.reannotate.stages import ReleaseStages
 from engine.vcf.alleles import allele_from_vcf
 
 ANNOTATION_CONFIG = {
-    "deposit": [{"name": "keyvalue", "converter_config": {"elements": [
-        {"source": "DB_AF", "target": "frequencies.DB.freq.G", "target_type": "float"},
-        {"source": "DB_CLNSIG", "target": "clinvar.CLNSIG"},
-        {"source": "REGION", "target": "external.REGION.name"},
-    ]}}],
+    "deposit": [
+        {
+            "name": "keyvalue",
+            "converter_config": {
+                "elements": [
+                    {"source": "DB_AF", "target": "frequencies.DB.freq.G", "target_type": "float"},
+                    {"source": "DB_CLNSIG", "target": "clinvar.CLNSIG"},
+                    {"source": "REGION", "target": "external.REGION.name"},
+                ]
+            },
+        }
+    ],
     "view": [],
 }
 CONFIG = """[[annotation]]
@@ -96,8 +103,11 @@ def next_release(rng: random.Random, records: list[Record]) -> list[Record]:
             continue
         if roll < 0.015:
             pos, ref, alt, af, clnsig = record
-            record = (pos, ref, alt, af, "Likely_pathogenic") if rng.random() < 0.5 else \
-                (pos, ref, alt, f"{rng.random():.4f}", clnsig)
+            record = (
+                (pos, ref, alt, af, "Likely_pathogenic")
+                if rng.random() < 0.5
+                else (pos, ref, alt, f"{rng.random():.4f}", clnsig)
+            )
         out.append(record)
     positions = sorted({r[0] for r in records})
     for pos in rng.sample(positions, len(records) // 200):
@@ -106,13 +116,19 @@ def next_release(rng: random.Random, records: list[Record]) -> list[Record]:
     return sorted(set(out))
 
 
-def make_bundle(folder: Path, version: str, records: list[Record],
-                regions: list[tuple[int, int, str]]) -> Path:
+def make_bundle(
+    folder: Path, version: str, records: list[Record], regions: list[tuple[int, int, str]]
+) -> Path:
     data = folder / "data"
     data.mkdir(parents=True)
     vcf = data / "db.vcf"
-    vcf.write_text(HEADER + "".join(f"13\t{pos}\t.\t{ref}\t{alt}\t.\tPASS\tAF={af};CLNSIG={cl}\n"
-                                    for pos, ref, alt, af, cl in sorted(records)))
+    vcf.write_text(
+        HEADER
+        + "".join(
+            f"13\t{pos}\t.\t{ref}\t{alt}\t.\tPASS\tAF={af};CLNSIG={cl}\n"
+            for pos, ref, alt, af, cl in sorted(records)
+        )
+    )
     pysam.tabix_index(str(vcf), preset="vcf", force=True)
     bed = data / "regions.bed"
     bed.write_text("".join(f"13\t{start}\t{end}\t{name}\n" for start, end, name in sorted(regions)))
@@ -122,9 +138,14 @@ def make_bundle(folder: Path, version: str, records: list[Record],
     def files(*names: str) -> dict[str, str]:
         return {f"data/{name}": hashlib.sha256((data / name).read_bytes()).hexdigest() for name in names}
 
-    (folder / "sources.json").write_text(json.dumps({
-        "db": {"version": version, "files": files("db.vcf.gz", "db.vcf.gz.tbi")},
-        "regions": {"version": "1", "files": files("regions.bed.gz", "regions.bed.gz.tbi")}}))
+    (folder / "sources.json").write_text(
+        json.dumps(
+            {
+                "db": {"version": version, "files": files("db.vcf.gz", "db.vcf.gz.tbi")},
+                "regions": {"version": "1", "files": files("regions.bed.gz", "regions.bed.gz.tbi")},
+            }
+        )
+    )
     (folder / "version").write_text(version + "\n")
     return folder
 
@@ -135,21 +156,33 @@ def twin_urls(pg_server_url: str, tmp_path: Path) -> Iterator[tuple[str, str, Se
     rng = random.Random(11)
     names = [f"inc_{uuid.uuid4().hex[:10]}", f"full_{uuid.uuid4().hex[:10]}"]
     admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT")
-    urls = [sa.engine.make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-            for name in names]
+    urls = [
+        sa.engine.make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+        for name in names
+    ]
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{names[0]}"'))
     root = tmp_path / "data"
-    settings = load_settings(ANNOSTREAM_DATA_DIR=root, DB_URL=urls[0], ANALYSES_INCOMING=root / "in",
-                             ANALYSES_PATH=root / "done", ANALYSES_FAILED=root / "failed")
+    settings = load_settings(
+        ANNOSTREAM_DATA_DIR=root,
+        DB_URL=urls[0],
+        ANALYSES_INCOMING=root / "in",
+        ANALYSES_PATH=root / "done",
+        ANALYSES_FAILED=root / "failed",
+    )
     settings.ensure_folders()
     upgrade(urls[0])
     r1 = source_records(rng, 3000)
     r2 = next_release(rng, r1)
     regions = [(10_000 + 2000 * k, 10_000 + 2000 * k + 500, f"region{k}") for k in range(15)]
     # r3: the regions change (one moved, one renamed, one added); the variants stay as in r2.
-    regions3 = [*regions[:3], (regions[3][0] + 100, regions[3][1] + 100, "region3"),
-                (regions[4][0], regions[4][1], "renamed"), *regions[5:], (40_000, 40_050, "new")]
+    regions3 = [
+        *regions[:3],
+        (regions[3][0] + 100, regions[3][1] + 100, "region3"),
+        (regions[4][0], regions[4][1], "renamed"),
+        *regions[5:],
+        (40_000, 40_050, "new"),
+    ]
     with session_scope(urls[0]) as session:
         store_annotation_config(session, ANNOTATION_CONFIG)
         for version, records, bed in (("r1", r1, regions), ("r2", r2, regions), ("r3", r2, regions3)):
@@ -196,10 +229,20 @@ def release(settings: Settings, url: str, bundle: str, *, full: bool) -> str | N
 def documents(url: str) -> tuple[dict[int, Any], dict[int, int]]:
     """Current document and number of annotation rows per allele."""
     with session_scope(url) as session:
-        current = dict(session.execute(sa.select(Annotation.allele_id, Annotation.annotations)
-                                       .where(Annotation.date_superceeded.is_(None))).tuples().all())
-        rows = dict(session.execute(sa.select(Annotation.allele_id, sa.func.count())
-                                    .group_by(Annotation.allele_id)).tuples().all())
+        current = dict(
+            session.execute(
+                sa.select(Annotation.allele_id, Annotation.annotations).where(
+                    Annotation.date_superceeded.is_(None)
+                )
+            )
+            .tuples()
+            .all()
+        )
+        rows = dict(
+            session.execute(sa.select(Annotation.allele_id, sa.func.count()).group_by(Annotation.allele_id))
+            .tuples()
+            .all()
+        )
     return current, rows
 
 
@@ -231,7 +274,8 @@ def reported(url: str, run_id: str) -> set[tuple[int, str, str, str]]:
 
 
 def test_incremental_equals_full_and_the_report_equals_the_document_diff(
-        twin_urls: tuple[str, str, Settings]) -> None:
+    twin_urls: tuple[str, str, Settings],
+) -> None:
     incremental_url, full_url, settings = twin_urls
     for bundle in ("r2", "r3"):  # r2 changes the variant dataset, r3 only the regions
         before, before_rows = documents(incremental_url)
@@ -245,21 +289,28 @@ def test_incremental_equals_full_and_the_report_equals_the_document_diff(
         full_after, full_rows = documents(full_url)
         # Every document equal, and the same alleles got a new annotation row.
         assert after == full_after
-        assert {a for a in after_rows if after_rows[a] != before_rows[a]} == \
-            {a for a in full_rows if full_rows[a] != before_rows[a]}
+        assert {a for a in after_rows if after_rows[a] != before_rows[a]} == {
+            a for a in full_rows if full_rows[a] != before_rows[a]
+        }
         changed = {allele_id for allele_id in after if after[allele_id] != before[allele_id]}
         assert changed, f"release {bundle} changed nothing: the test data is too small"
         # Only a small part was re-annotated, and the dry run announced exactly that.
         with session_scope(incremental_url) as session:
             run = find_run(session, incremental_run)
             assert run is not None and run.mode == "incremental"
-            assert changed <= set(session.scalars(sa.text(
-                "SELECT allele_id FROM reannotation_target WHERE run_id = :r"), {"r": run.id}))
+            assert changed <= set(
+                session.scalars(
+                    sa.text("SELECT allele_id FROM reannotation_target WHERE run_id = :r"), {"r": run.id}
+                )
+            )
             assert run.total_alleles == plan.selected < len(after) // 4
         # The change report lists exactly the changed values (the 'kept' part never changes).
         expected = brute_force_diff(before, after)
         assert {path for _a, path, _o, _n in expected} <= {
-            "frequencies.DB.freq.G", "clinvar.CLNSIG", "external.REGION.name"}
+            "frequencies.DB.freq.G",
+            "clinvar.CLNSIG",
+            "external.REGION.name",
+        }
         assert reported(incremental_url, incremental_run) == expected
         assert reported(full_url, full_run) == expected
 
@@ -278,17 +329,24 @@ def test_a_release_that_changes_nothing_writes_nothing(twin_urls: tuple[str, str
 
 
 def cli(settings: Settings, url: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DB_URL": url, "ANNOSTREAM_DATA_DIR": str(settings.data_dir),
-           "ANALYSES_INCOMING": str(settings.analyses_incoming), "ANALYSES_PATH": str(settings.analyses_path),
-           **extra}
+    env = {
+        **os.environ,
+        "DB_URL": url,
+        "ANNOSTREAM_DATA_DIR": str(settings.data_dir),
+        "ANALYSES_INCOMING": str(settings.analyses_incoming),
+        "ANALYSES_PATH": str(settings.analyses_path),
+        **extra,
+    }
     if "KAFKA_BOOTSTRAP_SERVERS" not in extra:
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    return subprocess.run([sys.executable, "-m", "engine", *args], env=env, text=True, capture_output=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], env=env, text=True, capture_output=True, timeout=120
+    )
 
 
-def test_report_through_api_and_cli_dry_run_and_resume(twin_urls: tuple[str, str, Settings],
-                                                       broker: EmbeddedBroker) -> None:
+def test_report_through_api_and_cli_dry_run_and_resume(
+    twin_urls: tuple[str, str, Settings], broker: EmbeddedBroker
+) -> None:
     url, _full_url, settings = twin_urls
     dry = cli(settings, url, "reannotate", "--bundle", "r2", "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -307,12 +365,25 @@ def test_report_through_api_and_cli_dry_run_and_resume(twin_urls: tuple[str, str
     stages = ReleaseStages(settings.model_copy(update={"db_url": url}))
     stages.reannotate(encode(events[0]))
     with session_scope(url) as session:
-        session.execute(sa.text("UPDATE reannotation_batch SET status = 'FAILED', message = 'worker lost' "
-                                "WHERE batch_index = 1 AND run_id = (SELECT id FROM reannotation_run "
-                                "WHERE run_id = :r)"), {"r": run_id})
+        session.execute(
+            sa.text(
+                "UPDATE reannotation_batch SET status = 'FAILED', message = 'worker lost' "
+                "WHERE batch_index = 1 AND run_id = (SELECT id FROM reannotation_run "
+                "WHERE run_id = :r)"
+            ),
+            {"r": run_id},
+        )
     prefix = f"r{uuid.uuid4().hex[:6]}."
-    resumed = cli(settings, url, "reannotate", "--resume", run_id, "--no-wait",
-                  KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, ANNOSTREAM_TOPIC_PREFIX=prefix)
+    resumed = cli(
+        settings,
+        url,
+        "reannotate",
+        "--resume",
+        run_id,
+        "--no-wait",
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers,
+        ANNOSTREAM_TOPIC_PREFIX=prefix,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"republished {len(events) - 1} of {len(events)} batches" in resumed.stdout
     with session_scope(url) as session:
@@ -353,21 +424,32 @@ def test_report_through_api_and_cli_dry_run_and_resume(twin_urls: tuple[str, str
 
 
 def test_an_import_racing_a_batch_on_the_same_allele_does_not_fail_it(
-        twin_urls: tuple[str, str, Settings]) -> None:
+    twin_urls: tuple[str, str, Settings],
+) -> None:
     url, _full_url, settings = twin_urls
     # An allele with no current annotation: the batch will create its first one.
     with session_scope(url) as session:
         allele_id = session.scalar(sa.text("SELECT MIN(allele_id) FROM annotation"))
-        session.execute(sa.text("UPDATE annotation SET date_superceeded = now() WHERE allele_id = :a "
-                                "AND date_superceeded IS NULL"), {"a": allele_id})
+        session.execute(
+            sa.text(
+                "UPDATE annotation SET date_superceeded = now() WHERE allele_id = :a "
+                "AND date_superceeded IS NULL"
+            ),
+            {"a": allele_id},
+        )
         run, events = plan_run(session, bundle="r2", analyses=None, batch_size=100_000)
         assert run is not None and len(events) == 1
     # The "import" creates that allele's current annotation and holds its transaction open while
     # the batch writes; then commits. The batch waits on the index entry, then keeps the import's.
     importer = get_engine(url).connect()
     transaction = importer.begin()
-    importer.execute(sa.text("INSERT INTO annotation (allele_id, annotations, schema_version, date_created) "
-                             "VALUES (:a, '{\"from\": \"import\"}', 1, now())"), {"a": allele_id})
+    importer.execute(
+        sa.text(
+            "INSERT INTO annotation (allele_id, annotations, schema_version, date_created) "
+            'VALUES (:a, \'{"from": "import"}\', 1, now())'
+        ),
+        {"a": allele_id},
+    )
     stages = ReleaseStages(settings.model_copy(update={"db_url": url}))
     outcome: list[Any] = []
     worker = threading.Thread(target=lambda: outcome.append(stages.reannotate(encode(events[0]))))
@@ -379,7 +461,17 @@ def test_an_import_racing_a_batch_on_the_same_allele_does_not_fail_it(
     worker.join(60)
     assert outcome and all(message.topic.endswith("annotation.changed") for message in outcome[0])
     with session_scope(url) as session:
-        assert session.scalar(sa.text("SELECT status FROM reannotation_batch b JOIN reannotation_run r "
-                                      "ON r.id = b.run_id WHERE r.run_id = :r"), {"r": run.run_id}) == "DONE"
-        assert session.scalar(sa.text("SELECT annotations FROM annotation WHERE allele_id = :a "
-                                      "AND date_superceeded IS NULL"), {"a": allele_id}) == {"from": "import"}
+        assert (
+            session.scalar(
+                sa.text(
+                    "SELECT status FROM reannotation_batch b JOIN reannotation_run r "
+                    "ON r.id = b.run_id WHERE r.run_id = :r"
+                ),
+                {"r": run.run_id},
+            )
+            == "DONE"
+        )
+        assert session.scalar(
+            sa.text("SELECT annotations FROM annotation WHERE allele_id = :a AND date_superceeded IS NULL"),
+            {"a": allele_id},
+        ) == {"from": "import"}

@@ -33,10 +33,15 @@ ANALYSIS = "Merge-001"
 ANNOTATION_CONFIG = {
     "deposit": [
         {"name": "vep", "converter_config": {"elements": [{"source": "CSQ", "target": "transcripts"}]}},
-        {"name": "keyvalue", "converter_config": {"elements": [
-            {"source": "MYDB_AF", "target": "frequencies.MYDB.freq.G", "target_type": "float"},
-            {"source": "MYDB_CLNSIG", "target": "clinvar.CLNSIG"},
-        ]}},
+        {
+            "name": "keyvalue",
+            "converter_config": {
+                "elements": [
+                    {"source": "MYDB_AF", "target": "frequencies.MYDB.freq.G", "target_type": "float"},
+                    {"source": "MYDB_CLNSIG", "target": "clinvar.CLNSIG"},
+                ]
+            },
+        },
     ],
     "view": [],
 }
@@ -51,8 +56,9 @@ def withdraw_pathogenic_clnsig(folder: Path) -> Path:
         plain.write_text(released.read().replace(";CLNSIG=Pathogenic", ""))
     pysam.tabix_index(str(plain), preset="vcf", force=True)
     manifest = json.loads((folder / "sources.json").read_text())
-    manifest["mydb"]["files"] = {f"data/{name}": sha256(folder / "data" / name)
-                                 for name in ("mydb.vcf.gz", "mydb.vcf.gz.tbi")}
+    manifest["mydb"]["files"] = {
+        f"data/{name}": sha256(folder / "data" / name) for name in ("mydb.vcf.gz", "mydb.vcf.gz.tbi")
+    }
     (folder / "sources.json").write_text(json.dumps(manifest))
     return folder
 
@@ -74,11 +80,13 @@ def import_analysis(settings: Settings) -> None:
     folder = settings.analyses_incoming / ANALYSIS
     shutil.copytree(DATA / "analyses" / "TestAnalysis-001", folder)
     (folder / "READY").unlink(missing_ok=True)
-    (folder / "TestAnalysis-001.analysis").write_text(json.dumps(
-        {"params": {"genepanel": "HBOC_v1.0.0"}, "name": ANALYSIS, "priority": "1"}))
+    (folder / "TestAnalysis-001.analysis").write_text(
+        json.dumps({"params": {"genepanel": "HBOC_v1.0.0"}, "name": ANALYSIS, "priority": "1"})
+    )
     pipeline = Pipeline(settings)
-    annotated = pipeline.annotate(encode(build_ready_event(folder, settings.analyses_incoming,
-                                                           producer="test", analysis=ANALYSIS)))
+    annotated = pipeline.annotate(
+        encode(build_ready_event(folder, settings.analyses_incoming, producer="test", analysis=ANALYSIS))
+    )
     [annotated_event] = [m for m in annotated if m.topic == "t.analysis.annotated"]
     assert "t.analysis.imported" in [m.topic for m in pipeline.persist(annotated_event.value)]
 
@@ -94,16 +102,22 @@ def reannotate(settings: Settings, bundle: str) -> None:
 def current_document(url: str, site: tuple[int, str]) -> dict[str, object]:
     with session_scope(url) as session:
         return session.scalar(
-            sa.select(Annotation.annotations).join(Allele, Allele.id == Annotation.allele_id)
-            .where(Allele.vcf_pos == site[0], Allele.vcf_alt == site[1],
-                   Annotation.date_superceeded.is_(None)))
+            sa.select(Annotation.annotations)
+            .join(Allele, Allele.id == Annotation.allele_id)
+            .where(
+                Allele.vcf_pos == site[0], Allele.vcf_alt == site[1], Annotation.date_superceeded.is_(None)
+            )
+        )
 
 
 def history_length(url: str, site: tuple[int, str]) -> int:
     with session_scope(url) as session:
         return session.scalar(
-            sa.select(sa.func.count()).select_from(Annotation).join(Allele, Allele.id == Annotation.allele_id)
-            .where(Allele.vcf_pos == site[0], Allele.vcf_alt == site[1]))
+            sa.select(sa.func.count())
+            .select_from(Annotation)
+            .join(Allele, Allele.id == Annotation.allele_id)
+            .where(Allele.vcf_pos == site[0], Allele.vcf_alt == site[1])
+        )
 
 
 def test_release_keeps_transcripts_and_drops_withdrawn_values(settings: Settings) -> None:
@@ -122,9 +136,11 @@ def test_release_keeps_transcripts_and_drops_withdrawn_values(settings: Settings
 
     released = current_document(url, PATHOGENIC)
     assert released == {"transcripts": transcripts, "frequencies": {"MYDB": {"freq": {"G": 90.0001}}}}
-    assert current_document(url, BENIGN) == {"transcripts": benign_transcripts,
-                                            "clinvar": {"CLNSIG": "Benign"},
-                                            "frequencies": {"MYDB": {"freq": {"G": 90.002}}}}
+    assert current_document(url, BENIGN) == {
+        "transcripts": benign_transcripts,
+        "clinvar": {"CLNSIG": "Benign"},
+        "frequencies": {"MYDB": {"freq": {"G": 90.002}}},
+    }
     assert history_length(url, PATHOGENIC) == 2
 
     # The same release again: every document is already what it would produce, nothing new.
@@ -135,24 +151,45 @@ def test_release_keeps_transcripts_and_drops_withdrawn_values(settings: Settings
 def test_owned_targets_come_from_the_bundle_outputs(tmp_path: Path) -> None:
     bundle = make_bundle(tmp_path / "b", "1")
     config = bundle / "vcfanno_config.toml"
-    config.write_text(config.read_text() + '[[postannotation]]\nfields = ["MYDB_AF"]\nop = "max"\n'
-                      'name = "MYDB_MAX_AF"\ntype = "Float"\n')
+    config.write_text(
+        config.read_text() + '[[postannotation]]\nfields = ["MYDB_AF"]\nop = "max"\n'
+        'name = "MYDB_MAX_AF"\ntype = "Float"\n'
+    )
     fields = bundle_info_fields(load_config(config, bundle))
     assert fields == {"MYDB_AF", "MYDB_CLNSIG", "MYDB_MAX_AF"}
-    deposit = {"deposit": [*ANNOTATION_CONFIG["deposit"], {"name": "keyvalue", "converter_config": {
-        "elements": [{"source": "MYDB_MAX_AF", "target": "frequencies.MYDB.max", "target_type": "float"}]}}]}
+    deposit = {
+        "deposit": [
+            *ANNOTATION_CONFIG["deposit"],
+            {
+                "name": "keyvalue",
+                "converter_config": {
+                    "elements": [
+                        {"source": "MYDB_MAX_AF", "target": "frequencies.MYDB.max", "target_type": "float"}
+                    ]
+                },
+            },
+        ]
+    }
     assert targets_by_source(deposit)["MYDB_AF"] == ("frequencies.MYDB.freq.G",)
     assert owned_targets(deposit, sorted(fields)) == (
-        ("frequencies", "MYDB", "freq", "G"), ("clinvar", "CLNSIG"), ("frequencies", "MYDB", "max"))
+        ("frequencies", "MYDB", "freq", "G"),
+        ("clinvar", "CLNSIG"),
+        ("frequencies", "MYDB", "max"),
+    )
 
 
 def test_merge_document_removes_owned_targets_and_empty_parents() -> None:
     owned = (("clinvar", "CLNSIG"), ("frequencies", "MYDB", "freq", "G"))
-    current = {"transcripts": [{"transcript": "NM_1"}], "clinvar": {"CLNSIG": "Pathogenic"},
-               "frequencies": {"MYDB": {"freq": {"G": 0.1}}, "OTHER": {"freq": {"G": 0.2}}}}
+    current = {
+        "transcripts": [{"transcript": "NM_1"}],
+        "clinvar": {"CLNSIG": "Pathogenic"},
+        "frequencies": {"MYDB": {"freq": {"G": 0.1}}, "OTHER": {"freq": {"G": 0.2}}},
+    }
     merged = merge_document(current, {"frequencies": {"MYDB": {"freq": {"G": 0.3}}}}, owned)
-    assert merged == {"transcripts": [{"transcript": "NM_1"}],
-                      "frequencies": {"MYDB": {"freq": {"G": 0.3}}, "OTHER": {"freq": {"G": 0.2}}}}
+    assert merged == {
+        "transcripts": [{"transcript": "NM_1"}],
+        "frequencies": {"MYDB": {"freq": {"G": 0.3}}, "OTHER": {"freq": {"G": 0.2}}},
+    }
     assert merge_document({"clinvar": {"CLNSIG": "x", "other": 1}}, None, owned) == {"clinvar": {"other": 1}}
     assert merge_document(None, None, owned) == {}
     assert merge_document(None, {"clinvar": {"CLNSIG": "y"}}, owned) == {"clinvar": {"CLNSIG": "y"}}

@@ -37,15 +37,20 @@ def topic(broker, topic_prefix: str) -> str:
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, acks="all")
     for number, (key, hours) in enumerate(HISTORY):
         stamp = int((NOW - dt.timedelta(hours=hours)).timestamp() * 1000)
-        producer.send(name, key=key.encode(), value=json.dumps({"event_id": f"e{number}"}).encode(),
-                      timestamp_ms=stamp).get(10)
+        producer.send(
+            name, key=key.encode(), value=json.dumps({"event_id": f"e{number}"}).encode(), timestamp_ms=stamp
+        ).get(10)
     producer.close()
     return name
 
 
 def test_window_and_key_select_exactly_those_messages(broker, topic: str) -> None:
-    window = select(broker.bootstrap_servers, topic, since=NOW - dt.timedelta(hours=3, minutes=30),
-                    until=NOW - dt.timedelta(minutes=90))
+    window = select(
+        broker.bootstrap_servers,
+        topic,
+        since=NOW - dt.timedelta(hours=3, minutes=30),
+        until=NOW - dt.timedelta(minutes=90),
+    )
     assert sorted(item.event_id for item in window) == ["e1", "e2", "e3"]
     only_a = select(broker.bootstrap_servers, topic, since=NOW - dt.timedelta(hours=6), analysis="A")
     assert sorted(item.event_id for item in only_a) == ["e0", "e2"]
@@ -53,8 +58,12 @@ def test_window_and_key_select_exactly_those_messages(broker, topic: str) -> Non
 
 
 def test_republish_writes_the_same_key_and_bytes(broker, topic: str) -> None:
-    chosen = select(broker.bootstrap_servers, topic, since=NOW - dt.timedelta(hours=2, minutes=30),
-                    until=NOW - dt.timedelta(minutes=90))
+    chosen = select(
+        broker.bootstrap_servers,
+        topic,
+        since=NOW - dt.timedelta(hours=2, minutes=30),
+        until=NOW - dt.timedelta(minutes=90),
+    )
     assert republish(broker.bootstrap_servers, chosen) == 2
 
     records = read_topic(broker.bootstrap_servers, topic, expect=len(HISTORY) + 2, settle_s=1.0)
@@ -66,22 +75,38 @@ def test_republish_writes_the_same_key_and_bytes(broker, topic: str) -> None:
 
 
 def test_cli_dry_run_lists_and_publishes_nothing(broker, topic: str, topic_prefix: str) -> None:
-    env = subprocess_env({"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-                          "ANNOSTREAM_TOPIC_PREFIX": topic_prefix})
+    env = subprocess_env(
+        {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers, "ANNOSTREAM_TOPIC_PREFIX": topic_prefix}
+    )
     since = (NOW - dt.timedelta(hours=2, minutes=30)).isoformat()
-    result = subprocess.run([sys.executable, "-m", "engine", "replay", "--since", since, "--analysis", "A",
-                             "--dry-run"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "replay", "--since", since, "--analysis", "A", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and "key='A'" in lines[0] and "event_id=e2" in lines[0]
     assert "1 message(s) would be replayed" in lines[1]
     assert len(read_topic(broker.bootstrap_servers, topic, expect=len(HISTORY), settle_s=1.0)) == len(HISTORY)
 
-    bad = subprocess.run([sys.executable, "-m", "engine", "replay", "--since", "yesterday-ish"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "engine", "replay", "--since", "yesterday-ish"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and "--since 'yesterday-ish' is not a date/time" in bad.stderr
-    missing = subprocess.run([sys.executable, "-m", "engine", "replay", "--since", "1h", "--topic", "nope"],
-                             env=env, capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "engine", "replay", "--since", "1h", "--topic", "nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
@@ -95,20 +120,25 @@ def test_parse_moment() -> None:
 
 def table_counts(url: str) -> dict[str, int]:
     with session_scope(url) as session:
-        return {model.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(model)) or 0
-                for model in (Analysis, Allele, Genotype, ImportJob)}
+        return {
+            model.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(model)) or 0
+            for model in (Analysis, Allele, Genotype, ImportJob)
+        }
 
 
-def test_replaying_the_same_events_twice_changes_nothing(tmp_path: Path, pg_url: str, broker,
-                                                         topic_prefix: str) -> None:
-    settings = engine_settings(tmp_path / "data", db_url=pg_url, bootstrap=broker.bootstrap_servers,
-                               topic_prefix=topic_prefix)
+def test_replaying_the_same_events_twice_changes_nothing(
+    tmp_path: Path, pg_url: str, broker, topic_prefix: str
+) -> None:
+    settings = engine_settings(
+        tmp_path / "data", db_url=pg_url, bootstrap=broker.bootstrap_servers, topic_prefix=topic_prefix
+    )
     prepare_database(pg_url)
     folder = settings.analyses_incoming / "Replay-001"
     shutil.copytree(DATA / "analyses" / "TestAnalysis-001", folder)
     (folder / "READY").unlink(missing_ok=True)
-    (folder / "TestAnalysis-001.analysis").write_text(json.dumps(
-        {"params": {"genepanel": "HBOC_v1.0.0"}, "name": "Replay-001", "priority": "1"}))
+    (folder / "TestAnalysis-001.analysis").write_text(
+        json.dumps({"params": {"genepanel": "HBOC_v1.0.0"}, "name": "Replay-001", "priority": "1"})
+    )
     ready = settings.topic("analysis.ready")
     ensure_topics(broker.bootstrap_servers, [ready])
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)

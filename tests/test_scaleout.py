@@ -54,12 +54,21 @@ def test_analysis_lock_is_exclusive_and_released(db_url: str, tmp_path: Path) ->
 
 def test_analysis_lock_dies_with_its_holder(pg_url: str, tmp_path: Path) -> None:
     """A SIGKILLed worker never leaves its analysis locked (the server drops its session)."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "from engine.pipeline.locks import analysis_lock\n"
-        f"with analysis_lock({pg_url!r}, __import__('pathlib').Path({str(tmp_path)!r}), 'Diag-9'):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\n"
+                "from engine.pipeline.locks import analysis_lock\n"
+                f"with analysis_lock({pg_url!r}, __import__('pathlib').Path({str(tmp_path)!r}), 'Diag-9'):\n"
+                "    print('held', flush=True)\n"
+                "    time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         holder.send_signal(signal.SIGKILL)
@@ -76,10 +85,14 @@ def test_analysis_lock_dies_with_its_holder(pg_url: str, tmp_path: Path) -> None
 # --- consumer-group settings: short ones only for the embedded broker ----------------------------
 
 
-def test_group_timeouts_are_kafka_defaults_unless_embedded(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    for variable in ("ANNOSTREAM_KAFKA_SESSION_TIMEOUT", "ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT",
-                     "KAFKA_BOOTSTRAP_SERVERS"):
+def test_group_timeouts_are_kafka_defaults_unless_embedded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in (
+        "ANNOSTREAM_KAFKA_SESSION_TIMEOUT",
+        "ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT",
+        "KAFKA_BOOTSTRAP_SERVERS",
+    ):
         monkeypatch.delenv(variable, raising=False)
     production = load_settings(KAFKA_BOOTSTRAP_SERVERS="kafka1:9092")
     assert production.group_timeouts == (45.0, 300.0, 3.0)
@@ -92,9 +105,12 @@ def test_group_timeouts_are_kafka_defaults_unless_embedded(tmp_path: Path,
     embedded.broker = type("Broker", (), {"bootstrap_servers": "127.0.0.1:1"})()  # type: ignore[assignment]
     env = embedded._base_env()
     assert env["ANNOSTREAM_KAFKA_SESSION_TIMEOUT"] == str(EMBEDDED_GROUP_TIMEOUT_S)
-    assert load_settings(**{key: env[key] for key in ("ANNOSTREAM_KAFKA_SESSION_TIMEOUT",
-                                                      "ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT")}
-                         ).group_timeouts[:2] == (EMBEDDED_GROUP_TIMEOUT_S, EMBEDDED_GROUP_TIMEOUT_S)
+    assert load_settings(
+        **{
+            key: env[key]
+            for key in ("ANNOSTREAM_KAFKA_SESSION_TIMEOUT", "ANNOSTREAM_KAFKA_REBALANCE_TIMEOUT")
+        }
+    ).group_timeouts[:2] == (EMBEDDED_GROUP_TIMEOUT_S, EMBEDDED_GROUP_TIMEOUT_S)
     # ... but with KAFKA_BOOTSTRAP_SERVERS (real Kafka) it passes nothing of the kind.
     real = Supervisor(load_settings(ANNOSTREAM_DATA_DIR=str(tmp_path), KAFKA_BOOTSTRAP_SERVERS="k:9092"), [])
     assert "ANNOSTREAM_KAFKA_SESSION_TIMEOUT" not in real._base_env()
@@ -114,8 +130,13 @@ def start_extra_worker(stack: Stack, worker_id: str) -> subprocess.Popen[bytes]:
     """An `annostream worker` outside `up`, as on another machine: same broker, database, group."""
     log = open(stack.root / f"{worker_id}.log", "wb")  # noqa: SIM115
     env = {**stack.env, "ANNOSTREAM_WORKER_ID": worker_id}
-    return subprocess.Popen([sys.executable, "-m", "engine", "worker"], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def jobs_of(stack: Stack, name: str) -> list[dict]:
@@ -127,28 +148,40 @@ def visible(stack: Stack, names: list[str]) -> bool:
 
 
 @pytest.mark.timeout(600)  # three group joins and a session timeout; slow on a loaded machine
-def test_two_workers_share_the_work_and_survive_a_sigkill(tmp_path: Path, pg_url: str, broker,
-                                                           topic_prefix: str) -> None:
+def test_two_workers_share_the_work_and_survive_a_sigkill(
+    tmp_path: Path, pg_url: str, broker, topic_prefix: str
+) -> None:
     stack = make_stack(tmp_path, db_url=pg_url, bootstrap=broker.bootstrap_servers, prefix=topic_prefix)
     stack.env["ANNOSTREAM_TOPIC_PARTITIONS"] = "4"
     stack.cli("db", "upgrade")
     stack.cli("deposit", "genepanel", "--folder", str(GENEPANEL))
     stack.start("--workers", "1", timeout_s=180)
     assigned = "Executing _on_partitions_assigned"  # faust's log line after each group join
-    wait_until(lambda: assigned in stack.log_tail(400), timeout_s=90, what="the first worker's join",
-               on_timeout=stack.log_tail)
+    wait_until(
+        lambda: assigned in stack.log_tail(400),
+        timeout_s=90,
+        what="the first worker's join",
+        on_timeout=stack.log_tail,
+    )
     extra = start_extra_worker(stack, "extra")
     try:
         # The second join makes the group rebalance: both workers get partitions.
-        wait_until(lambda: assigned in (stack.root / "extra.log").read_text(errors="replace")
-                   and stack.log_tail(2000).count(assigned) >= 2, timeout_s=90,
-                   what="the extra worker's join", on_timeout=stack.log_tail)
+        wait_until(
+            lambda: (
+                assigned in (stack.root / "extra.log").read_text(errors="replace")
+                and stack.log_tail(2000).count(assigned) >= 2
+            ),
+            timeout_s=90,
+            what="the extra worker's join",
+            on_timeout=stack.log_tail,
+        )
         # 1. Both workers import: Kafka spread the partitions (keys are analysis names) over them.
         first = [f"Scale-{number:02d}" for number in range(12)]
         for name in first:
             drop_synthetic(stack.incoming, name, variants=200)
-        wait_until(lambda: visible(stack, first), timeout_s=120, what="the first batch",
-                   on_timeout=stack.log_tail)
+        wait_until(
+            lambda: visible(stack, first), timeout_s=120, what="the first batch", on_timeout=stack.log_tail
+        )
         imported = read_topic(broker.bootstrap_servers, f"{topic_prefix}analysis.imported", expect=12)
         producers = {event["producer"].split("@")[0] for event in imported}
         assert producers == {"worker-1", "extra"}, producers
@@ -157,16 +190,22 @@ def test_two_workers_share_the_work_and_survive_a_sigkill(tmp_path: Path, pg_url
         second = [f"Fail-{number:02d}" for number in range(10)]
         for name in second:
             drop_synthetic(stack.incoming, name, variants=10_000)
+
         def done() -> int:
             return sum(job["status"] == "DONE" for name in second for job in jobs_of(stack, name))
 
-        wait_until(lambda: done() >= 2, timeout_s=120, what="two imports of the backlog",
-                   on_timeout=stack.log_tail)
+        wait_until(
+            lambda: done() >= 2, timeout_s=120, what="two imports of the backlog", on_timeout=stack.log_tail
+        )
         os.killpg(extra.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         extra.wait(10)
-        wait_until(lambda: visible(stack, second), timeout_s=180, what="the backlog after the kill",
-                   on_timeout=stack.log_tail)
+        wait_until(
+            lambda: visible(stack, second),
+            timeout_s=180,
+            what="the backlog after the kill",
+            on_timeout=stack.log_tail,
+        )
         print(f"backlog drained {time.monotonic() - killed_at:.1f} s after the SIGKILL")
 
         # 3. Exactly once: one analysis and one DONE job per folder, every folder imported.

@@ -32,8 +32,10 @@ def rows(url: str) -> dict[str, int]:
     engine = sa.create_engine(url)
     try:
         with engine.connect() as connection:
-            return {model.__tablename__: connection.scalar(sa.select(sa.func.count()).select_from(model)) or 0
-                    for model in (Analysis, ImportJob, Genepanel)}
+            return {
+                model.__tablename__: connection.scalar(sa.select(sa.func.count()).select_from(model)) or 0
+                for model in (Analysis, ImportJob, Genepanel)
+            }
     finally:
         engine.dispose()
 
@@ -94,8 +96,13 @@ def test_wrong_api_url_fails_clearly(stack: Stack, pg_url: str) -> None:
 def test_no_pipeline_behind_the_api_times_out_with_a_reason(stack: Stack, pg_url: str) -> None:
     # Only the API runs: the folder is dropped but nothing publishes or imports it.
     log = open(stack.root / "api.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen([sys.executable, "-m", "engine", "api"], env=stack.env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "engine", "api"],
+        env=stack.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         wait_until(lambda: stack.healthy(), timeout_s=60, what="the API")
         result = stack.cli("smoke", "--api", stack.api, "--timeout", "4", check=False)

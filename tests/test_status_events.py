@@ -27,8 +27,9 @@ def make_folder(settings: Settings, name: str, *, broken: bool = False) -> Path:
     shutil.copytree(TEST_ANALYSIS, folder)
     (folder / "READY").unlink(missing_ok=True)
     panel = "NOPE_v9.9.9" if broken else "HBOC_v1.0.0"
-    (folder / "TestAnalysis-001.analysis").write_text(json.dumps(
-        {"params": {"genepanel": panel}, "name": name, "priority": "1"}))
+    (folder / "TestAnalysis-001.analysis").write_text(
+        json.dumps({"params": {"genepanel": panel}, "name": name, "priority": "1"})
+    )
     return folder
 
 
@@ -49,8 +50,9 @@ def topics(messages: list[Outgoing]) -> list[str]:
 
 def test_each_transition_is_published_after_the_stage(settings: Settings) -> None:
     pipeline = Pipeline(settings)
-    ready = build_ready_event(make_folder(settings, "Status-001"), settings.analyses_incoming,
-                              producer="test")
+    ready = build_ready_event(
+        make_folder(settings, "Status-001"), settings.analyses_incoming, producer="test"
+    )
 
     annotated = pipeline.annotate(encode(ready))
     assert topics(annotated) == ["t.analysis.annotated"] + ["t.analysis.status"] * 3
@@ -59,8 +61,12 @@ def test_each_transition_is_published_after_the_stage(settings: Settings) -> Non
 
     published = statuses(annotated, settings) + statuses(persisted, settings)
     assert [(s.status, s.stage) for s in published] == [
-        ("SUBMITTED", None), ("ANNOTATING", "annotate"), ("ANNOTATED", "annotate"),
-        ("PERSISTING", "persist"), ("DONE", "persist")]
+        ("SUBMITTED", None),
+        ("ANNOTATING", "annotate"),
+        ("ANNOTATED", "annotate"),
+        ("PERSISTING", "persist"),
+        ("DONE", "persist"),
+    ]
     with session_scope(settings.database_url) as session:
         job = session.scalars(sa.select(ImportJob)).one()
         history = [(entry["status"], entry["at"]) for entry in job.history]
@@ -68,14 +74,16 @@ def test_each_transition_is_published_after_the_stage(settings: Settings) -> Non
     assert {(s.analysis, s.ready_event_id) for s in published} == {("Status-001", ready.event_id)}
     # Same moments as the job's history, in the events' UTC "Z" format.
     assert [(s.status, s.at) for s in published] == [
-        (status, at.replace("+00:00", "Z")) for status, at in history]
+        (status, at.replace("+00:00", "Z")) for status, at in history
+    ]
     assert published[-1].message.startswith("imported ") and published[-1].attempts == 2
 
 
 def test_failure_is_published_with_its_message(settings: Settings) -> None:
     pipeline = Pipeline(settings)
-    ready = build_ready_event(make_folder(settings, "Status-002", broken=True), settings.analyses_incoming,
-                              producer="test")
+    ready = build_ready_event(
+        make_folder(settings, "Status-002", broken=True), settings.analyses_incoming, producer="test"
+    )
     annotated = pipeline.annotate(encode(ready))
     assert topics(annotated)[0] == "t.analysis.annotated"
     published = pipeline.persist(annotated[0].value)
@@ -87,8 +95,9 @@ def test_failure_is_published_with_its_message(settings: Settings) -> None:
 
 def test_replay_of_finished_work_announces_the_current_status_once(settings: Settings) -> None:
     pipeline = Pipeline(settings)
-    ready = encode(build_ready_event(make_folder(settings, "Status-003"), settings.analyses_incoming,
-                                     producer="test"))
+    ready = encode(
+        build_ready_event(make_folder(settings, "Status-003"), settings.analyses_incoming, producer="test")
+    )
     pipeline.persist(pipeline.annotate(ready)[0].value)
 
     again = pipeline.annotate(ready)
@@ -117,9 +126,13 @@ def test_status_topic_is_created_compacted(broker, topic_prefix: str) -> None:
 def test_status_event_round_trips_through_the_schema(settings: Settings) -> None:
     from engine.events import status_event
 
-    event = status_event({"status": "DONE", "stage": "persist", "message": None,
-                          "at": "2024-05-02T09:13:44.120518+00:00"},
-                         analysis="A-1", ready_event_id="2f6d1c8e-52c1-4d35-9c57-0d1f1b0b6a1e", job_id=7,
-                         attempts=1, producer="test")
+    event = status_event(
+        {"status": "DONE", "stage": "persist", "message": None, "at": "2024-05-02T09:13:44.120518+00:00"},
+        analysis="A-1",
+        ready_event_id="2f6d1c8e-52c1-4d35-9c57-0d1f1b0b6a1e",
+        job_id=7,
+        attempts=1,
+        producer="test",
+    )
     decoded = decode(encode(event), incoming=settings.analyses_incoming)
     assert decoded == event and orjson.loads(encode(event))["at"] == "2024-05-02T09:13:44.120518Z"

@@ -29,8 +29,13 @@ COMMITTED = {("ready", 0): 2, ("annotated", 0): 2}  # ready/1 and annotated/1: n
 
 @pytest.fixture
 def settings(tmp_path: Path, pg_url: str, broker, topic_prefix: str) -> Settings:
-    configured = engine_settings(tmp_path / "data", db_url=pg_url, bootstrap=broker.bootstrap_servers,
-                                 topic_prefix=topic_prefix, app_id=f"group-{uuid.uuid4().hex[:8]}")
+    configured = engine_settings(
+        tmp_path / "data",
+        db_url=pg_url,
+        bootstrap=broker.bootstrap_servers,
+        topic_prefix=topic_prefix,
+        app_id=f"group-{uuid.uuid4().hex[:8]}",
+    )
     prepare_database(pg_url, genepanel=False)
     yield configured
     get_engine.cache_clear()
@@ -139,9 +144,15 @@ def test_health_report_and_cli(settings: Settings) -> None:
     assert "9 analyses waiting; no estimate yet" in text
 
     assert settings.kafka_bootstrap_servers is not None
-    env = subprocess_env(engine_env(settings.data_dir, db_url=settings.database_url,
-                                    bootstrap=settings.kafka_bootstrap_servers,
-                                    topic_prefix=settings.topic_prefix, app_id=settings.worker_name))
+    env = subprocess_env(
+        engine_env(
+            settings.data_dir,
+            db_url=settings.database_url,
+            bootstrap=settings.kafka_bootstrap_servers,
+            topic_prefix=settings.topic_prefix,
+            app_id=settings.worker_name,
+        )
+    )
     result = subprocess.run(
         [sys.executable, "-m", "engine", "status", "--json"],
         env=env,

@@ -28,8 +28,10 @@ HEADER = """##fileformat=VCFv4.2
 ##FORMAT=<ID=AD,Number=.,Type=Integer,Description="Allele depths">
 #CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tP
 """
-RECORDS = ["1\t100\t.\tA\tG,T\t50\tPASS\tDP=3;;CSQ=G|BRCA2\tGT:AD\t1/2:1,2,3",
-           "chrX\t200\t.\tC\tT\t50\tPASS\tDP=4\tGT:AD\t0/1:3,4"]
+RECORDS = [
+    "1\t100\t.\tA\tG,T\t50\tPASS\tDP=3;;CSQ=G|BRCA2\tGT:AD\t1/2:1,2,3",
+    "chrX\t200\t.\tC\tT\t50\tPASS\tDP=4\tGT:AD\t0/1:3,4",
+]
 PROBAND = [SampleRecord("P", affected=True, proband=True, family_id="F")]
 
 
@@ -40,8 +42,13 @@ def write(path: Path, header: str = HEADER, records: list[str] = RECORDS) -> Pat
 
 def test_structured_fields_keep_quoted_commas() -> None:
     fields = structured_fields('ID=CSQ,Number=.,Type=String,Description="a, b=c \\"d\\"",Source="VEP"')
-    assert fields == {"ID": "CSQ", "Number": ".", "Type": "String", "Description": 'a, b=c \\"d\\"',
-                      "Source": "VEP"}
+    assert fields == {
+        "ID": "CSQ",
+        "Number": ".",
+        "Type": "String",
+        "Description": 'a, b=c \\"d\\"',
+        "Source": "VEP",
+    }
 
 
 def test_one_header_object_reads_and_writes(tmp_path: Path) -> None:
@@ -76,8 +83,13 @@ def test_the_normaliser_and_annotator_write_through_the_header(tmp_path: Path) -
 
 @pytest.mark.parametrize(
     ("text", "parsed"),
-    [(".", {}), ("", {}), ("DP=3;;DB", {"DP": "3", "DB": True}), ("A=1;", {"A": "1"}),
-     ("T=a=b;X=", {"T": "a=b", "X": ""})],
+    [
+        (".", {}),
+        ("", {}),
+        ("DP=3;;DB", {"DP": "3", "DB": True}),
+        ("A=1;", {"A": "1"}),
+        ("T=a=b;X=", {"T": "a=b", "X": ""}),
+    ],
 )
 def test_one_info_parser_skips_empty_items(text: str, parsed: dict[str, object]) -> None:
     assert parse_info(text) == parsed
@@ -103,8 +115,10 @@ def test_empty_info_items_agree_in_importer_and_annotator(tmp_path: Path) -> Non
 
 
 def _truncated(tmp_path: Path) -> Path:
-    plain = write(tmp_path / "big.vcf", records=[f"1\t{i}\t.\tA\tG\t50\tPASS\tDP={i}\tGT:AD\t0/1:1,2"
-                                                 for i in range(1, 40_000)])
+    plain = write(
+        tmp_path / "big.vcf",
+        records=[f"1\t{i}\t.\tA\tG\t50\tPASS\tDP={i}\tGT:AD\t0/1:1,2" for i in range(1, 40_000)],
+    )
     whole = gzip.compress(plain.read_bytes())
     broken = tmp_path / "broken.vcf.gz"
     broken.write_bytes(whole[: len(whole) // 2])
@@ -117,8 +131,10 @@ def _not_utf8(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("make", "wording"), [(_truncated, "compressed VCF is truncated or corrupt"),
-                                               (_not_utf8, "VCF is not valid UTF-8 text")])
+@pytest.mark.parametrize(
+    ("make", "wording"),
+    [(_truncated, "compressed VCF is truncated or corrupt"), (_not_utf8, "VCF is not valid UTF-8 text")],
+)
 def test_one_wording_for_unreadable_streams(tmp_path: Path, make: object, wording: str) -> None:
     path = make(tmp_path)  # type: ignore[operator]
     source = tmp_path / "s.bed"

@@ -27,8 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def watcher_env(tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str) -> dict[str, str]:
-    return engine_env(tmp_path / "data", bootstrap=broker.bootstrap_servers, topic_prefix=topic_prefix,
-                      ANNOSTREAM_TOPIC_PARTITIONS="1")
+    return engine_env(
+        tmp_path / "data",
+        bootstrap=broker.bootstrap_servers,
+        topic_prefix=topic_prefix,
+        ANNOSTREAM_TOPIC_PARTITIONS="1",
+    )
 
 
 @pytest.fixture
@@ -61,8 +65,13 @@ def running(settings: Settings) -> Iterator[Watcher]:
 
 def ready_events(settings: Settings, *, expect: int, settle_s: float = 0.0, timeout_s: float = 10.0) -> list:
     assert settings.kafka_bootstrap_servers
-    records = read_topic(settings.kafka_bootstrap_servers, Topics.from_settings(settings).ready,
-                         expect=expect, settle_s=settle_s, timeout_s=timeout_s)
+    records = read_topic(
+        settings.kafka_bootstrap_servers,
+        Topics.from_settings(settings).ready,
+        expect=expect,
+        settle_s=settle_s,
+        timeout_s=timeout_s,
+    )
     return [(r.key.decode(), decode(r.value, incoming=settings.analyses_incoming), r) for r in records]
 
 
@@ -80,8 +89,13 @@ def test_folders_present_at_start_are_published_once(make_settings) -> None:
     assert event.producer == "watcher@test"
     assert event.genepanel is not None
     assert (event.genepanel.name, event.genepanel.version) == ("HBOC", "v1.0.0")
-    assert {entry.path for entry in event.files} == {f"{key}.analysis", f"{key}.ped", f"{key}.vcf",
-                                                     "report.txt", "warnings.txt"}
+    assert {entry.path for entry in event.files} == {
+        f"{key}.analysis",
+        f"{key}.ped",
+        f"{key}.vcf",
+        "report.txt",
+        "warnings.txt",
+    }
 
 
 def test_publishes_only_after_ready_and_quickly(make_settings) -> None:
@@ -172,13 +186,20 @@ def test_broken_folder_is_moved_to_failed_with_error_json(make_settings) -> None
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_watch_command_publishes_and_stops_on_signal(tmp_path: Path, broker: EmbeddedBroker,
-                                                     topic_prefix: str, stop_signal: signal.Signals) -> None:
+def test_watch_command_publishes_and_stops_on_signal(
+    tmp_path: Path, broker: EmbeddedBroker, topic_prefix: str, stop_signal: signal.Signals
+) -> None:
     env = subprocess_env({**watcher_env(tmp_path, broker, topic_prefix), "LOG_LEVEL": "INFO"})
     settings = load_settings(**watcher_env(tmp_path, broker, topic_prefix))
     make_analysis(settings.analyses_incoming, "Diag-cli")
-    command = [sys.executable, "-c", "import typer; from engine.cli.produce import register; "
-               "app = typer.Typer(); register(app); app()", "watch", "--producer", "pipeline-x"]
+    command = [
+        sys.executable,
+        "-c",
+        "import typer; from engine.cli.produce import register; app = typer.Typer(); register(app); app()",
+        "watch",
+        "--producer",
+        "pipeline-x",
+    ]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         events = ready_events(settings, expect=1, timeout_s=20.0)

@@ -29,8 +29,15 @@ from engine.errors import DuplicateAnalysisError, InputError, MissingGenepanelEr
 from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 TRIO = [
-    SampleRecord("P1", affected=True, proband=True, sex="Female", family_id="FAM1",
-                 father_identifier="F1", mother_identifier="M1"),
+    SampleRecord(
+        "P1",
+        affected=True,
+        proband=True,
+        sex="Female",
+        family_id="FAM1",
+        father_identifier="F1",
+        mother_identifier="M1",
+    ),
     SampleRecord("F1", affected=False, proband=False, sex="Male", family_id="FAM1"),
     SampleRecord("M1", affected=False, proband=False, sex="Female", family_id="FAM1"),
 ]
@@ -46,40 +53,88 @@ def url(db_url: str) -> str:
 
 def spec(name: str) -> AnalysisSpec:
     folder = Path("/analyses") / name
-    return AnalysisSpec(name=name, genepanel_name="HBOC", genepanel_version="v1.0.0", folder=folder,
-                        vcfs=[VcfSpec(path=folder / f"{name}.vcf")])
+    return AnalysisSpec(
+        name=name,
+        genepanel_name="HBOC",
+        genepanel_version="v1.0.0",
+        folder=folder,
+        vcfs=[VcfSpec(path=folder / f"{name}.vcf")],
+    )
 
 
 def snv(pos: int, alt: str = "T", chrom: str = "1") -> AlleleRecord:
-    return AlleleRecord(chromosome=chrom, start_position=pos - 1, open_end_position=pos, change_from="A",
-                        change_to=alt, change_type="SNP", vcf_pos=pos, vcf_ref="A", vcf_alt=alt, length=1)
+    return AlleleRecord(
+        chromosome=chrom,
+        start_position=pos - 1,
+        open_end_position=pos,
+        change_from="A",
+        change_to=alt,
+        change_type="SNP",
+        vcf_pos=pos,
+        vcf_ref="A",
+        vcf_alt=alt,
+        length=1,
+    )
 
 
 def deletion(pos: int) -> AlleleRecord:
     # ELLA stores a deletion's change_to as the empty string: it must not become NULL.
-    return AlleleRecord(chromosome="2", start_position=pos, open_end_position=pos + 2, change_from="CT",
-                        change_to="", change_type="del", vcf_pos=pos, vcf_ref="ACT", vcf_alt="A", length=2)
+    return AlleleRecord(
+        chromosome="2",
+        start_position=pos,
+        open_end_position=pos + 2,
+        change_from="CT",
+        change_to="",
+        change_type="del",
+        vcf_pos=pos,
+        vcf_ref="ACT",
+        vcf_alt="A",
+        length=2,
+    )
 
 
 def het(**extra: Any) -> SampleGenotypeRecord:
-    return SampleGenotypeRecord(type="Heterozygous", genotype_quality=99, sequencing_depth=40,
-                                allele_depth={"REF": 20, "A": 20}, allele_ratio=0.5,
-                                genotype_likelihood=[120, 0, 240], **extra)
+    return SampleGenotypeRecord(
+        type="Heterozygous",
+        genotype_quality=99,
+        sequencing_depth=40,
+        allele_depth={"REF": 20, "A": 20},
+        allele_ratio=0.5,
+        genotype_likelihood=[120, 0, 240],
+        **extra,
+    )
 
 
-def trio_variant(allele: AlleleRecord, *, annotation: dict[str, Any] | None = None, line: int = 1,
-                 secondallele: AlleleRecord | None = None) -> VariantRecord:
-    samples = {"P1": het(), "F1": SampleGenotypeRecord(type="Reference", sequencing_depth=30),
-               "M1": het(multiallelic=secondallele is not None)}
+def trio_variant(
+    allele: AlleleRecord,
+    *,
+    annotation: dict[str, Any] | None = None,
+    line: int = 1,
+    secondallele: AlleleRecord | None = None,
+) -> VariantRecord:
+    samples = {
+        "P1": het(),
+        "F1": SampleGenotypeRecord(type="Reference", sequencing_depth=30),
+        "M1": het(multiallelic=secondallele is not None),
+    }
     second_samples = None
     if secondallele is not None:
-        second_samples = {"P1": het(secondallele=True), "F1": SampleGenotypeRecord(type="Reference"),
-                          "M1": SampleGenotypeRecord(type="No coverage", secondallele=True)}
-    return VariantRecord(allele=allele, secondallele=secondallele, filter_status="PASS",
-                         variant_quality=512.5, samples=samples, secondallele_samples=second_samples,
-                         annotation=annotation,
-                         secondallele_annotation={"source": "second"} if secondallele else None,
-                         source_line=line)
+        second_samples = {
+            "P1": het(secondallele=True),
+            "F1": SampleGenotypeRecord(type="Reference"),
+            "M1": SampleGenotypeRecord(type="No coverage", secondallele=True),
+        }
+    return VariantRecord(
+        allele=allele,
+        secondallele=secondallele,
+        filter_status="PASS",
+        variant_quality=512.5,
+        samples=samples,
+        secondallele_samples=second_samples,
+        annotation=annotation,
+        secondallele_annotation={"source": "second"} if secondallele else None,
+        source_line=line,
+    )
 
 
 def count(session: Session, model: type) -> int:
@@ -87,8 +142,10 @@ def count(session: Session, model: type) -> int:
 
 
 def test_trio_rows_family_ids_and_sample_data(url: str) -> None:
-    variants = [trio_variant(snv(100), annotation={"csq": "missense"}),
-                trio_variant(deletion(200), secondallele=snv(201, "G"))]
+    variants = [
+        trio_variant(snv(100), annotation={"csq": "missense"}),
+        trio_variant(deletion(200), secondallele=snv(201, "G")),
+    ]
     with session_scope(url) as session:
         result = write_analysis(session, spec("Trio"), TRIO, [variants], properties={"fingerprint": "abc"})
     counts = (result.n_variants, result.n_genotypes, result.n_alleles_new, result.n_alleles_reused)
@@ -125,8 +182,9 @@ def test_alleles_are_shared_between_analyses(url: str) -> None:
     with session_scope(url) as session:
         first = write_analysis(session, spec("A1"), TRIO, [[trio_variant(snv(100)), trio_variant(snv(101))]])
     with session_scope(url) as session:
-        second = write_analysis(session, spec("A2"), TRIO,
-                                [[trio_variant(snv(101))], [trio_variant(snv(102))]])
+        second = write_analysis(
+            session, spec("A2"), TRIO, [[trio_variant(snv(101))], [trio_variant(snv(102))]]
+        )
     assert (first.n_alleles_new, first.n_alleles_reused) == (2, 0)
     assert (second.n_alleles_new, second.n_alleles_reused) == (1, 1)
     with session_scope(url) as session:
@@ -134,7 +192,8 @@ def test_alleles_are_shared_between_analyses(url: str) -> None:
         assert count(session, Genotype) == 4
         shared = session.scalar(sa.select(Allele.id).where(Allele.vcf_pos == 101))
         owners = session.scalars(
-            sa.select(Sample.analysis_id).join(Genotype, Genotype.sample_id == Sample.id)
+            sa.select(Sample.analysis_id)
+            .join(Genotype, Genotype.sample_id == Sample.id)
             .where(Genotype.allele_id == shared)
         ).all()
         assert sorted(owners) == sorted([first.analysis_id, second.analysis_id])
@@ -147,19 +206,33 @@ def current_annotations(session: Session) -> dict[int, Annotation]:
 
 def test_annotation_reused_when_equal_and_superseded_when_different(url: str) -> None:
     with session_scope(url) as session:
-        result = write_analysis(session, spec("A1"), TRIO, [[
-            trio_variant(snv(100), annotation={"csq": "missense", "freq": {"gnomad": 0.01}}),
-            trio_variant(snv(101), annotation={"csq": "synonymous"}),
-        ]])
+        result = write_analysis(
+            session,
+            spec("A1"),
+            TRIO,
+            [
+                [
+                    trio_variant(snv(100), annotation={"csq": "missense", "freq": {"gnomad": 0.01}}),
+                    trio_variant(snv(101), annotation={"csq": "synonymous"}),
+                ]
+            ],
+        )
     assert result.annotations.created == 2
     with session_scope(url) as session:
         before = current_annotations(session)
-        result = write_analysis(session, spec("A2"), TRIO, [[
-            # Same document with keys in another order: reused, not versioned.
-            trio_variant(snv(100), annotation={"freq": {"gnomad": 0.01}, "csq": "missense"}),
-            trio_variant(snv(101), annotation={"csq": "stop_gained"}),
-            trio_variant(snv(102), annotation=None),
-        ]])
+        result = write_analysis(
+            session,
+            spec("A2"),
+            TRIO,
+            [
+                [
+                    # Same document with keys in another order: reused, not versioned.
+                    trio_variant(snv(100), annotation={"freq": {"gnomad": 0.01}, "csq": "missense"}),
+                    trio_variant(snv(101), annotation={"csq": "stop_gained"}),
+                    trio_variant(snv(102), annotation=None),
+                ]
+            ],
+        )
     versions = result.annotations
     assert (versions.unchanged, versions.superseded, versions.created) == (1, 1, 1)
     with session_scope(url) as session:
@@ -173,8 +246,11 @@ def test_annotation_reused_when_equal_and_superseded_when_different(url: str) ->
         assert old is not None and old.date_superceeded is not None
         assert count(session, Annotation) == 3
         for allele_id in (id_100, id_101):
-            current = session.scalar(sa.select(sa.func.count()).select_from(Annotation).where(
-                Annotation.allele_id == allele_id, Annotation.date_superceeded.is_(None)))
+            current = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Annotation)
+                .where(Annotation.allele_id == allele_id, Annotation.date_superceeded.is_(None))
+            )
             assert current == 1
 
 
@@ -188,8 +264,12 @@ def test_write_annotations_alone_for_ids_and_records(url: str) -> None:
         config_id = config.id
         allele_id = session.scalar(sa.select(Allele.id))
         assert allele_id is not None
-        result = write_annotations(session, [(allele_id, {"v": 2}), (snv(500), {"v": 1})],
-                                   annotation_config_id=config_id, bundle_version="2024.1")
+        result = write_annotations(
+            session,
+            [(allele_id, {"v": 2}), (snv(500), {"v": 1})],
+            annotation_config_id=config_id,
+            bundle_version="2024.1",
+        )
     assert (result.created, result.superseded, result.unchanged) == (2, 1, 0)
     with session_scope(url) as session:
         current = current_annotations(session)
@@ -197,8 +277,14 @@ def test_write_annotations_alone_for_ids_and_records(url: str) -> None:
         assert current[allele_id].bundle_version == "2024.1"
         assert current[allele_id].annotation_config_id == config_id
         # write_analysis records the config/bundle too.
-        result_2 = write_analysis(session, spec("A2"), TRIO, [[trio_variant(snv(600), annotation={"v": 3})]],
-                                  annotation_config_id=config_id, bundle_version="2024.2")
+        result_2 = write_analysis(
+            session,
+            spec("A2"),
+            TRIO,
+            [[trio_variant(snv(600), annotation={"v": 3})]],
+            annotation_config_id=config_id,
+            bundle_version="2024.2",
+        )
         assert result_2.annotations.created == 1
         stored = session.scalars(sa.select(Annotation).where(Annotation.bundle_version == "2024.2")).one()
         assert stored.annotation_config_id == config_id and stored.annotations == {"v": 3}
@@ -226,8 +312,9 @@ def test_rollback_leaves_nothing_behind(url: str) -> None:
 
 def test_bad_input_gets_a_specific_error(url: str) -> None:
     with pytest.raises(InputError) as duplicate, session_scope(url) as session:
-        write_analysis(session, spec("A1"), TRIO, [[trio_variant(snv(100), line=7),
-                                                    trio_variant(snv(100), line=8)]])
+        write_analysis(
+            session, spec("A1"), TRIO, [[trio_variant(snv(100), line=7), trio_variant(snv(100), line=8)]]
+        )
     assert duplicate.value.line == 8 and duplicate.value.file == "/analyses/A1/A1.vcf"
     assert "1:100 A>T appears twice" in str(duplicate.value)
     bad_family = [SampleRecord("P1", affected=True, proband=True, father_identifier="NOPE")]
@@ -270,7 +357,11 @@ def test_100k_variants_across_chunks(url: str, monkeypatch: pytest.MonkeyPatch) 
     with session_scope(url) as session:
         first = write_analysis(session, spec("Big1"), TRIO, synthetic(100_000))
     assert (first.n_variants, first.n_genotypes, first.n_alleles_new, first.n_alleles_reused) == (
-        100_000, 100_000, 100_000, 0)
+        100_000,
+        100_000,
+        100_000,
+        0,
+    )
     assert first.annotations.created == 10_000
     with session_scope(url) as session:
         # Half overlapping: 50k alleles reused, 50k new.
@@ -284,8 +375,11 @@ def test_100k_variants_across_chunks(url: str, monkeypatch: pytest.MonkeyPatch) 
         assert count(session, GenotypeSampleData) == 600_000
         assert count(session, Annotation) == 15_000
         orphans = session.scalar(
-            sa.select(sa.func.count()).select_from(GenotypeSampleData)
-            .outerjoin(Genotype, Genotype.id == GenotypeSampleData.genotype_id).where(Genotype.id.is_(None)))
+            sa.select(sa.func.count())
+            .select_from(GenotypeSampleData)
+            .outerjoin(Genotype, Genotype.id == GenotypeSampleData.genotype_id)
+            .where(Genotype.id.is_(None))
+        )
         assert orphans == 0
         last = session.scalars(sa.select(Genotype).order_by(Genotype.id.desc()).limit(1)).one()
         allele = session.get(Allele, last.allele_id)

@@ -76,9 +76,9 @@ def list_analyses(
 @router.get("/{analysis_id}", response_model=AnalysisOut, responses=NOT_FOUND)
 def read_analysis(session: SessionDep, analysis_id: int) -> dict[str, Any]:
     analysis = get_analysis(session, analysis_id)
-    samples = list(session.scalars(
-        sa.select(Sample).where(Sample.analysis_id == analysis.id).order_by(Sample.id)
-    ))
+    samples = list(
+        session.scalars(sa.select(Sample).where(Sample.analysis_id == analysis.id).order_by(Sample.id))
+    )
     identifiers = {sample.id: sample.identifier for sample in samples}
     return {
         **summary_fields(analysis),
@@ -94,12 +94,16 @@ def list_analysis_alleles(
     session: SessionDep,
     analysis_id: int,
     page: PaginationDep,
-    cursor: Annotated[int | None, Query(
-        ge=0, description="keyset cursor: `next_cursor` of the previous page (fast at any depth; "
-        "overrides `page`)")] = None,
+    cursor: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="keyset cursor: `next_cursor` of the previous page (fast at any depth; "
+            "overrides `page`)",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     get_analysis(session, analysis_id)
     items, total = analysis_allele_page(session, analysis_id, page, after=cursor)
     last = items[-1]["id"] if len(items) == page.per_page else None
-    return {"items": items, "total": total, "page": page.page, "per_page": page.per_page,
-            "next_cursor": last}
+    return {"items": items, "total": total, "page": page.page, "per_page": page.per_page, "next_cursor": last}

@@ -36,9 +36,14 @@ class BundleList(ApiModel):
 def get_bundles(session: SessionDep) -> BundleList:
     bundles = list_bundles(session)
     items = [
-        BundleOut(version=b.version, active=b.active, date_added=b.date_added,
-                  date_activated=b.date_activated, config_sha256=b.config_sha256,
-                  datasets=[DatasetOut(name=name, version=version) for name, version in b.datasets.items()])
+        BundleOut(
+            version=b.version,
+            active=b.active,
+            date_added=b.date_added,
+            date_activated=b.date_activated,
+            config_sha256=b.config_sha256,
+            datasets=[DatasetOut(name=name, version=version) for name, version in b.datasets.items()],
+        )
         for b in bundles
     ]
     active = next((b.version for b in bundles if b.active), None)

@@ -89,8 +89,10 @@ def metrics(settings: SettingsDep) -> Response:
     database gauges (parked events, work ledger)."""
     monitor = lane_lag_monitor(settings)
     body, content_type = render_metrics(*([monitor] if monitor else []))
-    return Response(content=body + render_state(settings) + database_gauges(settings.database_url),
-                    media_type=content_type)
+    return Response(
+        content=body + render_state(settings) + database_gauges(settings.database_url),
+        media_type=content_type,
+    )
 
 
 def database_gauges(url: str) -> bytes:
@@ -104,10 +106,15 @@ def database_gauges(url: str) -> bytes:
             parked, ledger = count_parked(session), counts(session)
     except sa.exc.SQLAlchemyError:
         return b""
-    lines = ["# HELP annostream_parked_events Events parked because recording their failure failed.",
-             "# TYPE annostream_parked_events gauge", f"annostream_parked_events {parked}",
-             "# HELP annostream_ledger_entries Work ledger entries per state (PENDING = not finished).",
-             "# TYPE annostream_ledger_entries gauge"]
-    lines += [f'annostream_ledger_entries{{state="{state}"}} {ledger.get(state, 0)}'
-              for state in ("PENDING", "DONE", "FAILED")]
+    lines = [
+        "# HELP annostream_parked_events Events parked because recording their failure failed.",
+        "# TYPE annostream_parked_events gauge",
+        f"annostream_parked_events {parked}",
+        "# HELP annostream_ledger_entries Work ledger entries per state (PENDING = not finished).",
+        "# TYPE annostream_ledger_entries gauge",
+    ]
+    lines += [
+        f'annostream_ledger_entries{{state="{state}"}} {ledger.get(state, 0)}'
+        for state in ("PENDING", "DONE", "FAILED")
+    ]
     return ("\n".join(lines) + "\n").encode()

@@ -61,9 +61,17 @@ class RetryOut(BaseModel):
     already: bool  # the failure had been retried before: nothing was done now
 
 
-@router.post("/{job_id}/retry", response_model=RetryOut, status_code=202,
-             responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut},
-                        503: {"model": ErrorOut}})
+@router.post(
+    "/{job_id}/retry",
+    response_model=RetryOut,
+    status_code=202,
+    responses={
+        404: {"model": ErrorOut},
+        409: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
+)
 async def retry_import_job(settings: SettingsDep, _token: WriteToken, job_id: int) -> dict[str, Any]:
     """Re-import a FAILED job's folder after it was fixed: moves it back from ANALYSES_FAILED,
     clears error.json and publishes it; the new job links to this one (``retry_of``).

@@ -67,16 +67,26 @@ class ChangeOut(ApiModel):
     analyses: list[str]  # every stored analysis that has the allele
 
 
-@router.post("/api/v1/reanalyses", status_code=202, response_model=ReanalysisAccepted,
-             responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut},
-                        503: {"model": ErrorOut}},
-             summary="Re-annotate a stored analysis's alleles with a bundle (default: the active one)")
-def post_reanalysis(body: ReanalysisIn, request: Request, session: SessionDep, publisher: PublisherDep,
-                    _token: WriteToken) -> ReanalysisAccepted:
+@router.post(
+    "/api/v1/reanalyses",
+    status_code=202,
+    response_model=ReanalysisAccepted,
+    responses={
+        401: {"model": ErrorOut},
+        404: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
+    summary="Re-annotate a stored analysis's alleles with a bundle (default: the active one)",
+)
+def post_reanalysis(
+    body: ReanalysisIn, request: Request, session: SessionDep, publisher: PublisherDep, _token: WriteToken
+) -> ReanalysisAccepted:
     client = request.client.host if request.client else "unknown"
     try:
-        event = request_reanalysis(session, publisher, body.analysis, body.bundle, producer="api",
-                                   requested_by=f"api@{client}")
+        event = request_reanalysis(
+            session, publisher, body.analysis, body.bundle, producer="api", requested_by=f"api@{client}"
+        )
     except UnknownAnalysisError:
         raise NotFoundError("analysis", repr(body.analysis)) from None
     except InputError as error:
@@ -87,33 +97,53 @@ def post_reanalysis(body: ReanalysisIn, request: Request, session: SessionDep, p
     return ReanalysisAccepted(event_id=event.event_id, analysis=body.analysis, bundle=event.bundle)
 
 
-@router.get("/api/v1/reanalyses/{event_id}", responses={404: {"model": ErrorOut}},
-            summary="Where a reanalysis request is (its import job)")
+@router.get(
+    "/api/v1/reanalyses/{event_id}",
+    responses={404: {"model": ErrorOut}},
+    summary="Where a reanalysis request is (its import job)",
+)
 def read_reanalysis(session: SessionDep, event_id: str) -> dict[str, Any]:
     job = session.scalar(sa.select(ImportJob).where(ImportJob.event_id == event_id))
     if job is None:
         raise NotFoundError("reanalysis", event_id)
-    return {"event_id": job.event_id, "analysis": job.analysis_name, "status": job.status,
-            "stage": job.stage, "message": job.message, "history": job.history,
-            "date_created": job.date_created, "date_updated": job.date_updated}
+    return {
+        "event_id": job.event_id,
+        "analysis": job.analysis_name,
+        "status": job.status,
+        "stage": job.stage,
+        "message": job.message,
+        "history": job.history,
+        "date_created": job.date_created,
+        "date_updated": job.date_updated,
+    }
 
 
 def _out(progress: RunProgress) -> ReannotationOut:
-    return ReannotationOut(status=progress.status, **{
-        name: getattr(progress, name) for name in ReannotationOut.model_fields if name != "status"})
+    return ReannotationOut(
+        status=progress.status,
+        **{name: getattr(progress, name) for name in ReannotationOut.model_fields if name != "status"},
+    )
 
 
-@router.get("/api/v1/reannotations", response_model=Page[ReannotationOut],
-            summary="Reannotation runs, newest first")
+@router.get(
+    "/api/v1/reannotations", response_model=Page[ReannotationOut], summary="Reannotation runs, newest first"
+)
 def list_reannotations(session: SessionDep, page: PaginationDep) -> dict[str, Any]:
     total, runs = list_runs(session, limit=page.per_page, offset=page.offset)
-    return {"items": [_out(run) for run in runs], "total": total, "page": page.page,
-            "per_page": page.per_page}
+    return {
+        "items": [_out(run) for run in runs],
+        "total": total,
+        "page": page.page,
+        "per_page": page.per_page,
+    }
 
 
-@router.get("/api/v1/reannotations/{run}", response_model=ReannotationOut,
-            responses={404: {"model": ErrorOut}},
-            summary="Progress of one reannotation run (by id or run id)")
+@router.get(
+    "/api/v1/reannotations/{run}",
+    response_model=ReannotationOut,
+    responses={404: {"model": ErrorOut}},
+    summary="Progress of one reannotation run (by id or run id)",
+)
 def read_reannotation(session: SessionDep, run: str) -> ReannotationOut:
     found = find_run(session, run)
     if found is None:
@@ -121,19 +151,30 @@ def read_reannotation(session: SessionDep, run: str) -> ReannotationOut:
     return _out(run_progress(session, found))
 
 
-@router.get("/api/v1/reannotations/{run}/changes", response_model=Page[ChangeOut],
-            responses={404: {"model": ErrorOut}},
-            summary="The change report of a run: owned targets whose value changed, per allele")
-def read_reannotation_changes(session: SessionDep, run: str, page: PaginationDep,
-                              analysis: str | None = None, target: str | None = None) -> dict[str, Any]:
+@router.get(
+    "/api/v1/reannotations/{run}/changes",
+    response_model=Page[ChangeOut],
+    responses={404: {"model": ErrorOut}},
+    summary="The change report of a run: owned targets whose value changed, per allele",
+)
+def read_reannotation_changes(
+    session: SessionDep, run: str, page: PaginationDep, analysis: str | None = None, target: str | None = None
+) -> dict[str, Any]:
     found = find_run(session, run)
     if found is None:
         raise NotFoundError("reannotation run", run)
-    unknown = analysis is not None and session.scalar(
-        sa.select(Analysis.id).where(Analysis.name == analysis)) is None
+    unknown = (
+        analysis is not None
+        and session.scalar(sa.select(Analysis.id).where(Analysis.name == analysis)) is None
+    )
     if unknown:
         raise NotFoundError("analysis", repr(analysis))
-    total, rows = list_changes(session, found, analysis=analysis, target=target, limit=page.per_page,
-                               offset=page.offset)
-    return {"items": [row.as_dict() for row in rows], "total": total, "page": page.page,
-            "per_page": page.per_page}
+    total, rows = list_changes(
+        session, found, analysis=analysis, target=target, limit=page.per_page, offset=page.offset
+    )
+    return {
+        "items": [row.as_dict() for row in rows],
+        "total": total,
+        "page": page.page,
+        "per_page": page.per_page,
+    }

@@ -134,11 +134,18 @@ def _load_sources(cfg: AnnotationConfig, result: AnnotateResult) -> list[_Source
             result.compile_seconds += seconds
             result.compiled.append(str(block.file))
         sources.append(_Source(block, index))
-        undefined = [o.field for o in block.outputs
-                     if index.meta.is_vcf and o.field not in (None, "ID", "FILTER", *index.meta.info)]
+        undefined = [
+            o.field
+            for o in block.outputs
+            if index.meta.is_vcf and o.field not in (None, "ID", "FILTER", *index.meta.info)
+        ]
         for name in undefined:
-            log.warning("%s: field %r is not defined in the header of %s: it gets no values, as in "
-                        "vcfanno", block.label, name, block.file)
+            log.warning(
+                "%s: field %r is not defined in the header of %s: it gets no values, as in vcfanno",
+                block.label,
+                name,
+                block.file,
+            )
     return sources
 
 
@@ -224,16 +231,23 @@ class ChromNames:
             return cls(chr_map)
         path = Path(chr_map)
         if not path.is_file():
-            raise InputError("-chr-map file not found", file=str(path),
-                             expected="auto, none, or a file of 'INPUT_NAME SOURCE_NAME' lines")
+            raise InputError(
+                "-chr-map file not found",
+                file=str(path),
+                expected="auto, none, or a file of 'INPUT_NAME SOURCE_NAME' lines",
+            )
         explicit: dict[str, str] = {}
         for number, line in enumerate(path.read_text().splitlines(), 1):
             parts = line.split()
             if not parts or line.startswith("#"):
                 continue
             if len(parts) != 2:
-                raise InputError(f"{len(parts)} names on a -chr-map line", file=str(path), line=number,
-                                 expected="INPUT_NAME SOURCE_NAME (as bcftools --rename-chrs)")
+                raise InputError(
+                    f"{len(parts)} names on a -chr-map line",
+                    file=str(path),
+                    line=number,
+                    expected="INPUT_NAME SOURCE_NAME (as bcftools --rename-chrs)",
+                )
             explicit[parts[0]] = parts[1]
         return cls("auto", explicit)
 
@@ -261,8 +275,10 @@ class ChromNames:
         for key, other in list(self.applied.items()):
             if key not in self.reported:
                 self.reported.add(key)
-                notes.append(f"{key[0]}: input contig {key[1]!r} matched source contig {other!r} "
-                             "(chr prefix, as vcfanno matches them)")
+                notes.append(
+                    f"{key[0]}: input contig {key[1]!r} matched source contig {other!r} "
+                    "(chr prefix, as vcfanno matches them)"
+                )
         return notes
 
 
@@ -297,8 +313,9 @@ def _run(
         out.write(b"".join(pieces))
 
 
-def _annotated(annotator: _ChunkAnnotator, chunks: Iterable[bytes], src: Path, line_offset: int,
-               threads: int) -> Iterator[tuple[list[bytes | memoryview], int, int]]:
+def _annotated(
+    annotator: _ChunkAnnotator, chunks: Iterable[bytes], src: Path, line_offset: int, threads: int
+) -> Iterator[tuple[list[bytes | memoryview], int, int]]:
     """``annotator.annotate`` of every chunk, in order; with ``threads`` > 1 that many chunks are
     annotated at once and at most ``2 * threads`` are held (read ahead or waiting to be written)."""
     if threads == 1:
@@ -469,8 +486,13 @@ def _keep_current_alts(spec: FieldSpec, alts: list[str], value: Value, current: 
     """vcfanno (api.go: Source.AnnotateOne): a per-ALT ``self`` value written to a multi-ALT record
     that already has the field with as many values keeps the current value where the new one has
     none, so two sources (say CADD indels and CADD SNVs) fill one field together."""
-    if (spec.output.op != "self" or not spec.number_a or len(alts) < 2 or not isinstance(value, str)
-            or not isinstance(current, str)):
+    if (
+        spec.output.op != "self"
+        or not spec.number_a
+        or len(alts) < 2
+        or not isinstance(value, str)
+        or not isinstance(current, str)
+    ):
         return value
     new, old = value.split(","), current.split(",")
     if len(new) != len(old):

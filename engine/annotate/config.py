@@ -114,8 +114,9 @@ def _string_list(path: Path, label: str, block: dict[str, Any], key: str) -> lis
     return value
 
 
-def resolve_source(file_text: str, base: Path | None, config_dir: Path, *, search_cwd: bool = True
-                   ) -> tuple[Path, tuple[Path, ...]]:
+def resolve_source(
+    file_text: str, base: Path | None, config_dir: Path, *, search_cwd: bool = True
+) -> tuple[Path, tuple[Path, ...]]:
     """Where a source ``file`` is, and every place looked at, by vcfanno's rule
     (``shared.Config.Sources``): the file as given when it exists (absolute, or relative to the
     working directory), else ``-base-path`` + "/" + file. Without ``-base-path`` vcfanno tries
@@ -136,8 +137,9 @@ def resolve_source(file_text: str, base: Path | None, config_dir: Path, *, searc
     return candidate, tuple(searched)
 
 
-def _annotation_block(path: Path, number: int, block: dict[str, Any], base: Path | None,
-                      search_cwd: bool) -> AnnotationBlock:
+def _annotation_block(
+    path: Path, number: int, block: dict[str, Any], base: Path | None, search_cwd: bool
+) -> AnnotationBlock:
     file_text = block.get("file")
     label = f"[[annotation]] #{number} (file={file_text!r})"
     if not isinstance(file_text, str) or not file_text:

@@ -83,9 +83,12 @@ def check_source_file(block: AnnotationBlock, config_path: Path) -> None:
     path = block.file
     if not path.exists():
         tried = " and ".join(str(p) for p in block.searched) or str(path)
-        raise InputError(f"{block.label}: source file not found (looked for {tried})", file=str(config_path),
-                         expected="the file as given (from the working directory, or absolute), "
-                         "or under -base-path, as vcfanno resolves it")
+        raise InputError(
+            f"{block.label}: source file not found (looked for {tried})",
+            file=str(config_path),
+            expected="the file as given (from the working directory, or absolute), "
+            "or under -base-path, as vcfanno resolves it",
+        )
     if not any(Path(str(path) + ext).exists() for ext in (".tbi", ".csi")):
         raise InputError(
             f"{block.label}: source {path} has no index",
@@ -343,18 +346,29 @@ def _compile_vcf(block: AnnotationBlock, config_path: Path, directory: Path) -> 
     defs = header.infos
     numbers = field_numbers(block, defs, config_path)
     specs = [FieldSpec(o, slot, numbers[slot], True) for slot, o in enumerate(block.outputs)]
-    undefined = frozenset(o.field for o in block.outputs
-                          if o.field and o.field not in (*defs, "ID", "FILTER"))
+    undefined = frozenset(
+        o.field for o in block.outputs if o.field and o.field not in (*defs, "ID", "FILTER")
+    )
     flags = {o.field for o in block.outputs if o.field and defs.get(o.field, {}).get("Type") == "Flag"}
     matched_flags = frozenset(f for f in flags if all(o.op == "flag" for o in block.outputs if o.field == f))
-    compiler = VcfCompiler(block, config_path, directory, specs, first_line=header.line_count,
-                           undefined=undefined, matched_flags=matched_flags)
+    compiler = VcfCompiler(
+        block,
+        config_path,
+        directory,
+        specs,
+        first_line=header.line_count,
+        undefined=undefined,
+        matched_flags=matched_flags,
+    )
     for chunk in chunks:
         compiler.add_block(chunk)
     chroms, max_len = compiler.finish()
     wanted = {o.field for o in block.outputs if o.field not in ("ID", "FILTER")}
-    info_meta = {k: {"number": d["Number"], "type": d["Type"], "description": d["Description"]}
-                 for k, d in defs.items() if k in wanted}
+    info_meta = {
+        k: {"number": d["Number"], "type": d["Type"], "description": d["Description"]}
+        for k, d in defs.items()
+        if k in wanted
+    }
     return SourceMeta("variant", chroms, info_meta, numbers, True, max_len)
 
 
@@ -527,7 +541,8 @@ def _position(block: AnnotationBlock, row: list[str], column: int, line_no: int)
         raise InputError(
             f"{block.label}: column {column} holds {text!r}, not a position (the column comes from "
             f"the tabix index {block.file}.tbi, or BED's columns 2-3)",
-            file=str(block.file), line=line_no,
+            file=str(block.file),
+            line=line_no,
             expected="an index made for this file's layout (e.g. tabix -s1 -b2 -e2 for CHROM POS ...)",
         ) from None
 

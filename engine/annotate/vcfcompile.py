@@ -246,12 +246,14 @@ class VcfCompiler:
         values = _info_values(fields, self.info_keys)
         for key in self.undefined:
             nothing = np.zeros(fields.n, dtype=bool)
-            values[key] = _Values(nothing, nothing, np.zeros(fields.n, dtype=np.int64),
-                                  np.zeros(fields.n, dtype=np.int64))
+            values[key] = _Values(
+                nothing, nothing, np.zeros(fields.n, dtype=np.int64), np.zeros(fields.n, dtype=np.int64)
+            )
         for key in self.matched_flags:
             every = np.ones(fields.n, dtype=bool)
-            values[key] = _Values(every, every, np.zeros(fields.n, dtype=np.int64),
-                                  np.zeros(fields.n, dtype=np.int64))
+            values[key] = _Values(
+                every, every, np.zeros(fields.n, dtype=np.int64), np.zeros(fields.n, dtype=np.int64)
+            )
         pool = np.concatenate([self.literals, buf])
         base = len(self.literals)
         texts = gather_rows(

@@ -35,7 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where a source 'file' is looked for when it is not found as given (vcfanno's rule)",
     )
     parser.add_argument(
-        "-p", "--threads", dest="threads", type=int, default=2,
+        "-p",
+        "--threads",
+        dest="threads",
+        type=int,
+        default=2,
         help="chunks of the input annotated at once, in threads (default 2, as vcfanno)",
     )
     parser.add_argument(

@@ -7,8 +7,9 @@ import typer
 
 def api(
     host: str = typer.Option("0.0.0.0", "--host", help="Interface to listen on."),
-    port: int | None = typer.Option(None, "--port", min=1, max=65535,
-                                    help="Port to listen on (default: PORT, 3114)."),
+    port: int | None = typer.Option(
+        None, "--port", min=1, max=65535, help="Port to listen on (default: PORT, 3114)."
+    ),
 ) -> None:
     """Serve the read API (workers: ANNOSTREAM_API_WORKERS). Refuses to start unless the
     database is at the latest migration (run 'annostream db upgrade')."""

@@ -12,16 +12,19 @@ if TYPE_CHECKING:
     from engine.bundles import BundleInfo
     from engine.config import Settings
 
-bundle_app = typer.Typer(help="Annotation data bundles (ANNOSTREAM_DATA_DIR/bundles, DB_URL).",
-                         no_args_is_help=True)
+bundle_app = typer.Typer(
+    help="Annotation data bundles (ANNOSTREAM_DATA_DIR/bundles, DB_URL).", no_args_is_help=True
+)
 
 
 @bundle_app.command("add")
 def add_command(
-    folder: Annotated[Path, typer.Argument(
-        help="Bundle folder: vcfanno_config.toml, sources.json, version and the data.")],
-    copy: Annotated[bool, typer.Option(
-        "--copy", help="Copy files even where hard links are possible.")] = False,
+    folder: Annotated[
+        Path, typer.Argument(help="Bundle folder: vcfanno_config.toml, sources.json, version and the data.")
+    ],
+    copy: Annotated[
+        bool, typer.Option("--copy", help="Copy files even where hard links are possible.")
+    ] = False,
 ) -> None:
     """Verify a bundle's checksums and store it under ANNOSTREAM_DATA_DIR/bundles/<version>/ (not active)."""
     from engine.bundles import add_bundle
@@ -93,8 +96,10 @@ def follow_tracks(settings: Settings, info: BundleInfo, previous: str | None) ->
         event = BundleActivated(producer=default_producer("cli"), bundle=info.version, previous=previous)
         with EventPublisher(settings, client_id="annostream-cli", command="bundle activate") as publisher:
             publisher.publish([event])
-        typer.echo(f"published bundle.activated: the worker updates the IGV tracks in "
-                   f"{settings.igv_data or '(IGV_DATA not set)'}")
+        typer.echo(
+            f"published bundle.activated: the worker updates the IGV tracks in "
+            f"{settings.igv_data or '(IGV_DATA not set)'}"
+        )
         return
     result = apply_tracks(info, settings.igv_data)
     for warning in result.warnings:
@@ -132,12 +137,16 @@ def remove_command(
     migrate.require_current(url)
     with session_scope(url) as session:
         info = remove_bundle(session, version)
-        still = session.scalar(sa.text("SELECT COUNT(*) FROM annotation WHERE date_superceeded IS NULL "
-                                       "AND bundle_version = :v"), {"v": version})
+        still = session.scalar(
+            sa.text("SELECT COUNT(*) FROM annotation WHERE date_superceeded IS NULL AND bundle_version = :v"),
+            {"v": version},
+        )
     typer.echo(f"bundle {info.version} removed ({info.path}); its record stays")
     if still:
-        typer.echo(f"note: {still} current annotation(s) still come from {version}: the next release "
-                   "re-annotates them in full (they cannot be compared with a removed bundle)")
+        typer.echo(
+            f"note: {still} current annotation(s) still come from {version}: the next release "
+            "re-annotates them in full (they cannot be compared with a removed bundle)"
+        )
 
 
 @bundle_app.command("diff")
@@ -164,8 +173,10 @@ def diff_command(
         versions = f"{dataset.old_version} -> {dataset.new_version}"
         typer.echo(f"  dataset {dataset.name} ({versions}): {dataset.status}")
         for block in dataset.blocks:
-            typer.echo(f"    {block.file}: {block.added} added, {block.removed} removed, "
-                       f"{block.changed} changed records")
+            typer.echo(
+                f"    {block.file}: {block.added} added, {block.removed} removed, "
+                f"{block.changed} changed records"
+            )
 
 
 def register(app: typer.Typer) -> None:

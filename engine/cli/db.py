@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-db_app = typer.Typer(help="Database schema: upgrade to the newest revision, show the current one.",
-                     no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema: upgrade to the newest revision, show the current one.", no_args_is_help=True
+)
 
 
 @db_app.command("upgrade")

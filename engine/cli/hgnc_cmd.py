@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-hgnc_app = typer.Typer(help="The HGNC gene table (symbol, HGNC id, Ensembl and NCBI gene ids).",
-                       no_args_is_help=True)
+hgnc_app = typer.Typer(
+    help="The HGNC gene table (symbol, HGNC id, Ensembl and NCBI gene ids).", no_args_is_help=True
+)
 
 
 @hgnc_app.command("build")

@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
 
 def status(
     as_json: JsonOption = False,
-    max_count: Annotated[int, typer.Option(
-        "--max-count", min=1, help="Stop counting a partition's lag here (shown as ≥N).")] = 10_000,
+    max_count: Annotated[
+        int, typer.Option("--max-count", min=1, help="Stop counting a partition's lag here (shown as ≥N).")
+    ] = 10_000,
 ) -> None:
     """Pipeline health: consumer lag of the worker (ANNOSTREAM_APP_ID) on analysis.ready and
     analysis.annotated, folders waiting in incoming, failures in the last hour, jobs in flight,
@@ -41,18 +42,27 @@ def status(
 
 
 def replay(
-    since: Annotated[str, typer.Option(
-        "--since", help="From this time: ISO 8601 (naive = UTC) or 30m/2h/1d ago.")] = "30d",
+    since: Annotated[
+        str, typer.Option("--since", help="From this time: ISO 8601 (naive = UTC) or 30m/2h/1d ago.")
+    ] = "30d",
     until: Annotated[str | None, typer.Option("--until", help="Up to (not including) this time.")] = None,
-    topic: Annotated[str, typer.Option("--topic", help="Topic name without ANNOSTREAM_TOPIC_PREFIX.")
-                     ] = "analysis.ready",
-    analysis: Annotated[str | None, typer.Option("--analysis", help="Only this analysis (the message key).")
-                        ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be replayed; publish nothing.")
-                       ] = False,
-    from_ledger: Annotated[bool, typer.Option(
-        "--from-ledger", help="Read the events from the database's work ledger instead of the broker "
-                              "(after a broker restart or expired retention); same filters.")] = False,
+    topic: Annotated[
+        str, typer.Option("--topic", help="Topic name without ANNOSTREAM_TOPIC_PREFIX.")
+    ] = "analysis.ready",
+    analysis: Annotated[
+        str | None, typer.Option("--analysis", help="Only this analysis (the message key).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be replayed; publish nothing.")
+    ] = False,
+    from_ledger: Annotated[
+        bool,
+        typer.Option(
+            "--from-ledger",
+            help="Read the events from the database's work ledger instead of the broker "
+            "(after a broker restart or expired retention); same filters.",
+        ),
+    ] = False,
 ) -> None:
     """Re-publish past events (exact key and bytes) to the same topic, to re-drive them through
     the pipeline. Finished work is recognised and not repeated. Finds the broker in
@@ -78,20 +88,30 @@ def replay(
         typer.echo(f"replayed {count} message(s)")
 
 
-def _replay_from_ledger(settings: Settings, bootstrap: str, topic: str, start: dt.datetime,
-                        end: dt.datetime | None, analysis: str | None, dry_run: bool) -> None:
+def _replay_from_ledger(
+    settings: Settings,
+    bootstrap: str,
+    topic: str,
+    start: dt.datetime,
+    end: dt.datetime | None,
+    analysis: str | None,
+    dry_run: bool,
+) -> None:
     from engine.db.session import session_scope
     from engine.kafka import publish_messages
     from engine.ledger import pending
 
     with session_scope(settings.database_url) as session:
-        recorded = pending(session, silent_for_s=0, analysis=analysis, since=start, until=end,
-                           include_finished=True)
+        recorded = pending(
+            session, silent_for_s=0, analysis=analysis, since=start, until=end, include_finished=True
+        )
         entries = [entry for entry in recorded if entry.topic == settings.topic(topic)]
         messages = [(entry.topic, entry.key, entry.value) for entry in entries]
         for entry in entries:
-            typer.echo(f"{entry.topic} {entry.event_id} {entry.analysis or '-'} {entry.state} "
-                       f"recorded {entry.date_created.isoformat()}")
+            typer.echo(
+                f"{entry.topic} {entry.event_id} {entry.analysis or '-'} {entry.state} "
+                f"recorded {entry.date_created.isoformat()}"
+            )
     if dry_run:
         typer.echo(f"{len(messages)} ledger event(s) would be replayed (dry run)")
         return
@@ -100,12 +120,16 @@ def _replay_from_ledger(settings: Settings, bootstrap: str, topic: str, start: d
 
 
 def smoke(
-    api: Annotated[str | None, typer.Option("--api", help="Read API base URL (default http://localhost:$PORT).")
-                   ] = None,
-    timeout: Annotated[float, typer.Option(
-        "--timeout", min=1, help="Seconds to wait for the import.")] = 180.0,
-    token: Annotated[str | None, typer.Option("--token", envvar="ANNOSTREAM_SMOKE_TOKEN",
-                                              help="API bearer token, if reads need one.")] = None,
+    api: Annotated[
+        str | None, typer.Option("--api", help="Read API base URL (default http://localhost:$PORT).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds to wait for the import.")
+    ] = 180.0,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="ANNOSTREAM_SMOKE_TOKEN", help="API bearer token, if reads need one."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Import the demo analysis through the live pipeline under a unique name, report the time

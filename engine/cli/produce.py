@@ -14,7 +14,8 @@ from engine.config import configure_logging, load_settings
 from engine.errors import AnnostreamError, ConfigError
 
 ProducerOption = Annotated[
-    str | None, typer.Option("--producer", help="Producer name written into events (default ROLE@HOST).")]
+    str | None, typer.Option("--producer", help="Producer name written into events (default ROLE@HOST).")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -22,13 +23,18 @@ def register(app: typer.Typer) -> None:
     app.command("publish")(publish)
 
 
-PatternsOption = Annotated[list[str] | None, typer.Option(
-    help="Regex (ELLA's re.match: a prefix match on the analysis name); repeat for several. "
-         "Replaces the list file, as in ELLA's watcher.")]
+PatternsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Regex (ELLA's re.match: a prefix match on the analysis name); repeat for several. "
+        "Replaces the list file, as in ELLA's watcher."
+    ),
+]
 
 
-def watch(producer: ProducerOption = None, whitelist: PatternsOption = None,
-          blacklist: PatternsOption = None) -> None:
+def watch(
+    producer: ProducerOption = None, whitelist: PatternsOption = None, blacklist: PatternsOption = None
+) -> None:
     """Watch ANALYSES_INCOMING; publish analysis.ready for each folder with a READY marker.
 
     Needs KAFKA_BOOTSTRAP_SERVERS. Stops cleanly on SIGTERM/SIGINT.

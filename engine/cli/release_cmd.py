@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 
 def reanalyse_command(
     analysis: Annotated[str, typer.Option("--analysis", help="Name of a stored analysis.")],
-    bundle: Annotated[str | None, typer.Option(
-        "--bundle", help="Bundle version (default: the active bundle).")] = None,
+    bundle: Annotated[
+        str | None, typer.Option("--bundle", help="Bundle version (default: the active bundle).")
+    ] = None,
 ) -> None:
     """Request a reanalysis: the worker re-annotates the analysis's alleles with the bundle."""
     import getpass
@@ -28,32 +29,56 @@ def reanalyse_command(
 
     settings, _runtime = cli_settings()
     migrate.require_current(settings.database_url)
-    with (session_scope(settings.database_url) as session,
-          EventPublisher(settings, client_id="annostream-cli", command="reanalyse") as publisher):
-        event = request_reanalysis(session, publisher, analysis, bundle, producer=default_producer("cli"),
-                                   requested_by=f"cli@{getpass.getuser()}")
+    with (
+        session_scope(settings.database_url) as session,
+        EventPublisher(settings, client_id="annostream-cli", command="reanalyse") as publisher,
+    ):
+        event = request_reanalysis(
+            session,
+            publisher,
+            analysis,
+            bundle,
+            producer=default_producer("cli"),
+            requested_by=f"cli@{getpass.getuser()}",
+        )
     typer.echo(f"reanalysis of {analysis} with bundle {event.bundle} requested: event {event.event_id}")
     typer.echo(f"follow it with: GET /api/v1/reanalyses/{event.event_id}")
 
 
 def reannotate_command(
-    bundle: Annotated[str | None, typer.Option(
-        "--bundle", help="Bundle version (default: the active bundle).")] = None,
-    analysis: Annotated[list[str] | None, typer.Option(
-        "--analysis",
-        help="Only the alleles of this analysis (repeatable); default: every stored allele.")] = None,
+    bundle: Annotated[
+        str | None, typer.Option("--bundle", help="Bundle version (default: the active bundle).")
+    ] = None,
+    analysis: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--analysis", help="Only the alleles of this analysis (repeatable); default: every stored allele."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Alleles per batch event.")] = 50_000,
-    no_wait: Annotated[bool, typer.Option(
-        "--no-wait", help="Return once the batches are published.")] = False,
-    timeout: Annotated[float | None, typer.Option(
-        "--timeout", help="Stop waiting after this many seconds (the run goes on).")] = None,
-    everything: Annotated[bool, typer.Option(
-        "--all", help="Re-annotate every selected allele, not only what the release changed.")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Print what would be re-annotated, per dataset, and change nothing.")] = False,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="RUN",
-        help="Republish the batches of run RUN (id or run id) that are not done.")] = None,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="Return once the batches are published.")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Stop waiting after this many seconds (the run goes on)."),
+    ] = None,
+    everything: Annotated[
+        bool,
+        typer.Option("--all", help="Re-annotate every selected allele, not only what the release changed."),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print what would be re-annotated, per dataset, and change nothing."),
+    ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN",
+            help="Republish the batches of run RUN (id or run id) that are not done.",
+        ),
+    ] = None,
 ) -> None:
     """Re-annotate stored alleles with a bundle (a data release), in batches the workers share.
 
@@ -71,45 +96,64 @@ def reannotate_command(
     migrate.require_current(settings.database_url)
     if dry_run:
         if everything or resume is not None:
-            raise typer.BadParameter("--dry-run describes the incremental selection; "
-                                     "it takes no --all or --resume")
+            raise typer.BadParameter(
+                "--dry-run describes the incremental selection; it takes no --all or --resume"
+            )
         with session_scope(settings.database_url) as session:
             plan = preview_run(session, bundle=bundle, analyses=analysis or None)
         for line in plan.describe():
             typer.echo(line)
         return
-    with (session_scope(settings.database_url) as session,
-          EventPublisher(settings, client_id="annostream-cli", command="reannotate") as publisher):
+    with (
+        session_scope(settings.database_url) as session,
+        EventPublisher(settings, client_id="annostream-cli", command="reannotate") as publisher,
+    ):
         if resume is not None:
             if everything or analysis:
                 raise typer.BadParameter("--resume takes no --all or --analysis (the run has them)")
-            progress, republished = resume_reannotation(session, publisher, resume,
-                                                        producer=default_producer("cli"))
-            typer.echo(f"reannotation run {progress.id} ({progress.run_id}): republished {republished} "
-                       f"of {progress.total_batches} batches")
+            progress, republished = resume_reannotation(
+                session, publisher, resume, producer=default_producer("cli")
+            )
+            typer.echo(
+                f"reannotation run {progress.id} ({progress.run_id}): republished {republished} "
+                f"of {progress.total_batches} batches"
+            )
         else:
-            started = start_reannotation(session, publisher, bundle=bundle, analyses=analysis or None,
-                                         batch_size=batch_size, producer=default_producer("cli"),
-                                         full=everything)
+            started = start_reannotation(
+                session,
+                publisher,
+                bundle=bundle,
+                analyses=analysis or None,
+                batch_size=batch_size,
+                producer=default_producer("cli"),
+                full=everything,
+            )
             if started is None:
-                typer.echo("nothing to re-annotate: no stored allele is touched by what changed "
-                           "(see --dry-run for the details)")
+                typer.echo(
+                    "nothing to re-annotate: no stored allele is touched by what changed "
+                    "(see --dry-run for the details)"
+                )
                 return
             progress, republished = started, started.total_batches
-    typer.echo(f"reannotation run {progress.id} ({progress.run_id}): {progress.total_alleles} alleles in "
-               f"{progress.total_batches} batches with bundle {progress.bundle_version}")
+    typer.echo(
+        f"reannotation run {progress.id} ({progress.run_id}): {progress.total_alleles} alleles in "
+        f"{progress.total_batches} batches with bundle {progress.bundle_version}"
+    )
     if no_wait or progress.total_batches == 0 or republished == 0:
         typer.echo(f"follow it with: GET /api/v1/reannotations/{progress.id}")
         return
     final = wait_for_run(settings.database_url, progress.id, timeout)
     if not final.finished:
-        typer.echo(f"still running after {timeout} s: "
-                   f"{final.done_batches}/{final.total_batches} batches done")
+        typer.echo(
+            f"still running after {timeout} s: {final.done_batches}/{final.total_batches} batches done"
+        )
         raise typer.Exit(3)
-    typer.echo(f"{final.status}: {final.done_batches}/{final.total_batches} batches, "
-               f"{final.alleles_done} alleles: {final.created} new annotations, "
-               f"{final.superseded} superseded, "
-               f"{final.unchanged} unchanged")
+    typer.echo(
+        f"{final.status}: {final.done_batches}/{final.total_batches} batches, "
+        f"{final.alleles_done} alleles: {final.created} new annotations, "
+        f"{final.superseded} superseded, "
+        f"{final.unchanged} unchanged"
+    )
     for failure in final.failures:
         typer.echo(f"  failed {failure}", err=True)
     if final.failed_batches:
@@ -145,8 +189,10 @@ release_app = typer.Typer(help="Data releases: what a reannotation run changed."
 def changes_command(
     run: Annotated[str, typer.Argument(help="Reannotation run: its id or run id.")],
     analysis: Annotated[str | None, typer.Option("--analysis", help="Only alleles of this analysis.")] = None,
-    target: Annotated[str | None, typer.Option(
-        "--target", help="Only targets starting with this dotted path, e.g. external.CLINVAR.")] = None,
+    target: Annotated[
+        str | None,
+        typer.Option("--target", help="Only targets starting with this dotted path, e.g. external.CLINVAR."),
+    ] = None,
     output: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
 ) -> None:
     """The change report: per allele and analysis, the owned targets whose value changed."""
@@ -169,8 +215,9 @@ def changes_command(
     with session_scope(url) as session:
         found = find_run(session, run)
         if found is None:
-            raise InputError(f"no reannotation run {run!r}",
-                             expected="an id or run id from GET /api/v1/reannotations")
+            raise InputError(
+                f"no reannotation run {run!r}", expected="an id or run id from GET /api/v1/reannotations"
+            )
         total, rows = list_changes(session, found, analysis=analysis, target=target)
     items = [row.as_dict() for row in rows]
     if output == "json":

@@ -30,8 +30,9 @@ def worker() -> None:
 def up(
     demo: bool = typer.Option(False, "--demo", help="Load a demo gene panel and drop two demo analyses."),
     no_api: bool = typer.Option(False, "--no-api", help="Do not start the read API."),
-    workers: int | None = typer.Option(None, "--workers", min=1, max=64,
-                                       help="Worker processes to run (default ANNOSTREAM_WORKERS, 1)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, max=64, help="Worker processes to run (default ANNOSTREAM_WORKERS, 1)."
+    ),
 ) -> None:
     """Run everything: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS), migrations, watcher,
     worker and API, as one supervised process tree. Ctrl-C stops it cleanly."""
@@ -43,9 +44,12 @@ def up(
     configure_logging(settings)
     running = read_runtime(settings.data_dir)
     if running is not None:
-        typer.echo(f"annostream: `annostream up` is already running for {running.data_dir} (pid "
-                   f"{running.supervisor_pid}, {runtime_path(settings.data_dir)}); stop it or set another "
-                   "ANNOSTREAM_DATA_DIR", err=True)
+        typer.echo(
+            f"annostream: `annostream up` is already running for {running.data_dir} (pid "
+            f"{running.supervisor_pid}, {runtime_path(settings.data_dir)}); stop it or set another "
+            "ANNOSTREAM_DATA_DIR",
+            err=True,
+        )
         raise typer.Exit(2)
     settings.ensure_folders()
     upgrade(settings.database_url)
@@ -75,14 +79,20 @@ def where_to_look(settings: Settings, *, with_api: bool) -> str:
     lines = ["Annostream is running. Ctrl-C stops it."]
     if with_api:
         base = f"http://localhost:{settings.port}"
-        lines += [f"  web page:  {base}/", f"  API:       {base}/api/v1/analyses   docs: {base}/docs",
-                  f"  metrics:   {base}/metrics"]
-    lines += [f"  broker:    {broker}", f"  database:  {settings.database_url}",
-              f"  incoming:  {settings.analyses_incoming.resolve()}  (drop folders here, READY last)",
-              f"  imported:  {settings.analyses_path.resolve()}",
-              f"  failed:    {settings.analyses_failed.resolve()}  (error.json says why; annostream retry)",
-              f"  other terminals find this stack in {runtime_path(settings.data_dir)}",
-              "  (annostream status | smoke | retry | replay | reanalyse | reannotate need no settings)"]
+        lines += [
+            f"  web page:  {base}/",
+            f"  API:       {base}/api/v1/analyses   docs: {base}/docs",
+            f"  metrics:   {base}/metrics",
+        ]
+    lines += [
+        f"  broker:    {broker}",
+        f"  database:  {settings.database_url}",
+        f"  incoming:  {settings.analyses_incoming.resolve()}  (drop folders here, READY last)",
+        f"  imported:  {settings.analyses_path.resolve()}",
+        f"  failed:    {settings.analyses_failed.resolve()}  (error.json says why; annostream retry)",
+        f"  other terminals find this stack in {runtime_path(settings.data_dir)}",
+        "  (annostream status | smoke | retry | replay | reanalyse | reannotate need no settings)",
+    ]
     width = max(len(line) for line in lines)
     rule = "=" * min(width, 110)
     return "\n".join(["", rule, *lines, rule, ""])

@@ -120,8 +120,18 @@ class Allele(Base):
     __tablename__ = "allele"
     __table_args__ = (
         sa.UniqueConstraint(
-            "chromosome", "start_position", "open_end_position", "change_from", "change_to",
-            "change_type", "vcf_pos", "vcf_ref", "vcf_alt", "length", "caller_type", name="ucAllele",
+            "chromosome",
+            "start_position",
+            "open_end_position",
+            "change_from",
+            "change_to",
+            "change_type",
+            "vcf_pos",
+            "vcf_ref",
+            "vcf_alt",
+            "length",
+            "caller_type",
+            name="ucAllele",
         ),
         sa.Index("ix_alleleloci", "chromosome", "start_position", "open_end_position"),
     )
@@ -185,7 +195,9 @@ class Annotation(Base):
     __table_args__ = (
         # Exactly one current annotation per allele, enforced by the database.
         sa.Index(
-            "uq_annotation_current_allele", "allele_id", unique=True,
+            "uq_annotation_current_allele",
+            "allele_id",
+            unique=True,
             postgresql_where=sa.text("date_superceeded IS NULL"),
             sqlite_where=sa.text("date_superceeded IS NULL"),
         ),
@@ -232,8 +244,9 @@ class ImportJob(AnnostreamBase):
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     date_updated: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     # The FAILED job this one retries (engine/retry.py); unique, so a failure is retried once.
-    retry_of: Mapped[int | None] = mapped_column(sa.ForeignKey("import_job.id", ondelete="SET NULL"),
-                                                 unique=True)
+    retry_of: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("import_job.id", ondelete="SET NULL"), unique=True
+    )
 
 
 # --- Gene panels (ELLA ``vardb.datamodel.gene``) --------------------------------------------
@@ -294,7 +307,8 @@ genepanel_transcript = sa.Table(
     sa.Column("transcript_id", sa.ForeignKey("transcript.id"), primary_key=True, index=True),
     sa.Column("inheritance", sa.String, nullable=False),
     sa.ForeignKeyConstraint(
-        ["genepanel_name", "genepanel_version"], ["genepanel.name", "genepanel.version"],
+        ["genepanel_name", "genepanel_version"],
+        ["genepanel.name", "genepanel.version"],
         ondelete="CASCADE",
     ),
 )
@@ -306,7 +320,8 @@ genepanel_phenotype = sa.Table(
     sa.Column("genepanel_version", sa.String, primary_key=True),
     sa.Column("phenotype_id", sa.ForeignKey("phenotype.id"), primary_key=True, index=True),
     sa.ForeignKeyConstraint(
-        ["genepanel_name", "genepanel_version"], ["genepanel.name", "genepanel.version"],
+        ["genepanel_name", "genepanel_version"],
+        ["genepanel.name", "genepanel.version"],
         ondelete="CASCADE",
     ),
 )
@@ -333,8 +348,11 @@ class AnnotationBundle(AnnostreamBase):
     __tablename__ = "annotation_bundle"
     __table_args__ = (
         sa.Index(
-            "uq_annotation_bundle_active", "active", unique=True,
-            postgresql_where=sa.text("active"), sqlite_where=sa.text("active"),
+            "uq_annotation_bundle_active",
+            "active",
+            unique=True,
+            postgresql_where=sa.text("active"),
+            sqlite_where=sa.text("active"),
         ),
     )
 
@@ -452,13 +470,16 @@ class LedgerEntry(AnnostreamBase):
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     # The last sign of life: published, picked up by a stage, or a stage finished a step.
     date_progress: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
 class ReannotationTarget(AnnostreamBase):
     """An allele an incremental run re-annotates (its batches cover ranges of these ids)."""
 
     __tablename__ = "reannotation_target"
 
-    run_id: Mapped[int] = mapped_column(sa.ForeignKey("reannotation_run.id", ondelete="CASCADE"),
-                                        primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("reannotation_run.id", ondelete="CASCADE"), primary_key=True
+    )
     allele_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
 
 
@@ -470,8 +491,10 @@ class ReannotationChange(AnnostreamBase):
     the ELLA tables may live in another schema (ELLA database mode)."""
 
     __tablename__ = "reannotation_change"
-    __table_args__ = (sa.Index("ix_reannotation_change_run_allele", "run_id", "allele_id"),
-                      sa.Index("ix_reannotation_change_run_batch", "run_id", "batch_index"))
+    __table_args__ = (
+        sa.Index("ix_reannotation_change_run_allele", "run_id", "allele_id"),
+        sa.Index("ix_reannotation_change_run_batch", "run_id", "batch_index"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(sa.ForeignKey("reannotation_run.id", ondelete="CASCADE"))
@@ -492,16 +515,18 @@ class ReannotationChange(AnnostreamBase):
 class AnalysisAllele(AnnostreamBase):
     __tablename__ = "analysis_allele"
 
-    analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"),
-                                             primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("analysis.id", ondelete="CASCADE"), primary_key=True
+    )
     allele_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
 
 
 class AnalysisAlleleTotal(AnnostreamBase):
     __tablename__ = "analysis_allele_total"
 
-    analysis_id: Mapped[int] = mapped_column(sa.ForeignKey("analysis.id", ondelete="CASCADE"),
-                                             primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("analysis.id", ondelete="CASCADE"), primary_key=True
+    )
     total: Mapped[int] = mapped_column(sa.Integer)
     # The analysis row this list was built for: an id reused after a delete (SQLite without
     # enforced foreign keys) does not match and the list is rebuilt.

@@ -42,8 +42,9 @@ def create_db_engine(url: str) -> Engine:
     options = "-c temp_buffers=128MB"
     if mode is DatabaseMode.ELLA:
         options += f" -c search_path={SEARCH_PATH}"
-    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                              connect_args={"options": options})
+    engine = sa.create_engine(
+        url, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args={"options": options}
+    )
     return engine.execution_options(**{MODE_OPTION: mode.value})
 
 

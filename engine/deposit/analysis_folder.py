@@ -57,8 +57,12 @@ DEFAULT_MAX_ANALYSIS_BYTES = 2**20
 DEFAULT_MAX_JSON_DEPTH = 32
 
 
-def load_analysis_folder(folder: Path, *, max_analysis_bytes: int = DEFAULT_MAX_ANALYSIS_BYTES,
-                         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> AnalysisSpec:
+def load_analysis_folder(
+    folder: Path,
+    *,
+    max_analysis_bytes: int = DEFAULT_MAX_ANALYSIS_BYTES,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+) -> AnalysisSpec:
     """Parse and check an analysis folder; every problem is an ``InputError`` naming the file.
 
     Nothing outside the folder is read: symlinks leading out of it and ``.analysis`` paths that
@@ -76,8 +80,11 @@ def load_analysis_folder(folder: Path, *, max_analysis_bytes: int = DEFAULT_MAX_
             file=str(folder),
             expected="at most one .analysis file per folder",
         )
-    spec = (_from_analysis_file(folder, analysis_files[0], limits) if analysis_files
-            else _from_folder_name(folder))
+    spec = (
+        _from_analysis_file(folder, analysis_files[0], limits)
+        if analysis_files
+        else _from_folder_name(folder)
+    )
     check_analysis_name(spec.name, file=str(analysis_files[0] if analysis_files else folder))
     spec.warnings = _read_text(folder / "warnings.txt")
     spec.report = _read_text(folder / "report.txt")
@@ -100,8 +107,11 @@ def reject_escaping_symlinks(folder: Path) -> None:
         for name in [*subdirs, *names]:
             entry = Path(directory, name)
             if entry.is_symlink() and not entry.resolve().is_relative_to(root):
-                raise InputError("symlink leads out of the analysis folder", file=str(entry),
-                                 expected="files inside the analysis folder (copy them in)")
+                raise InputError(
+                    "symlink leads out of the analysis folder",
+                    file=str(entry),
+                    expected="files inside the analysis folder (copy them in)",
+                )
 
 
 def _json_depth(value: Any, limit: int) -> int:
@@ -117,18 +127,25 @@ def _json_depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def _load_json(path: Path, limits: tuple[int, int] = (DEFAULT_MAX_ANALYSIS_BYTES, DEFAULT_MAX_JSON_DEPTH)
-               ) -> dict[str, Any]:
+def _load_json(
+    path: Path, limits: tuple[int, int] = (DEFAULT_MAX_ANALYSIS_BYTES, DEFAULT_MAX_JSON_DEPTH)
+) -> dict[str, Any]:
     max_bytes, max_depth = limits
     size = path.stat().st_size
     if size > max_bytes:
-        raise LimitExceeded(f".analysis file is {size} bytes", file=str(path),
-                            expected=f"at most {max_bytes} bytes (ANNOSTREAM_MAX_ANALYSIS_FILE_BYTES)")
+        raise LimitExceeded(
+            f".analysis file is {size} bytes",
+            file=str(path),
+            expected=f"at most {max_bytes} bytes (ANNOSTREAM_MAX_ANALYSIS_FILE_BYTES)",
+        )
     try:
         content = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError:
-        raise LimitExceeded("JSON nested too deeply", file=str(path),
-                            expected=f"at most {max_depth} levels (ANNOSTREAM_MAX_JSON_DEPTH)") from None
+        raise LimitExceeded(
+            "JSON nested too deeply",
+            file=str(path),
+            expected=f"at most {max_depth} levels (ANNOSTREAM_MAX_JSON_DEPTH)",
+        ) from None
     except json.JSONDecodeError as exc:
         raise InputError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
@@ -141,8 +158,11 @@ def _load_json(path: Path, limits: tuple[int, int] = (DEFAULT_MAX_ANALYSIS_BYTES
     if not isinstance(content, dict):
         raise InputError(f"top level is a {type(content).__name__}", file=str(path), expected="a JSON object")
     if _json_depth(content, max_depth) > max_depth:
-        raise LimitExceeded("JSON nested too deeply", file=str(path),
-                            expected=f"at most {max_depth} levels (ANNOSTREAM_MAX_JSON_DEPTH)")
+        raise LimitExceeded(
+            "JSON nested too deeply",
+            file=str(path),
+            expected=f"at most {max_depth} levels (ANNOSTREAM_MAX_JSON_DEPTH)",
+        )
     return content
 
 
@@ -172,8 +192,11 @@ def _priority(path: Path, value: Any) -> int:
         priority = None
     low, high = PRIORITY_RANGE
     if isinstance(value, bool | float) or priority is None or not low <= priority <= high:
-        raise InputError(f"priority {value!r}", file=str(path),
-                         expected=f"an integer priority ({low}..{high}; 1 normal, 2 high, 3 urgent)")
+        raise InputError(
+            f"priority {value!r}",
+            file=str(path),
+            expected=f"an integer priority ({low}..{high}; 1 normal, 2 high, 3 urgent)",
+        )
     return priority
 
 
@@ -199,8 +222,11 @@ def _existing_file(path: Path, folder: Path, name: str, key: str) -> Path:
         )
     resolved = folder / name
     if resolved.exists() and not resolved.resolve().is_relative_to(folder.resolve()):
-        raise InputError(f"{key} {name!r} is a symlink leading out of the analysis folder", file=str(path),
-                         expected=f"{key} to name a file inside {folder}")
+        raise InputError(
+            f"{key} {name!r} is a symlink leading out of the analysis folder",
+            file=str(path),
+            expected=f"{key} to name a file inside {folder}",
+        )
     if not resolved.is_file():
         raise InputError(
             f"{key} file {name!r} does not exist",
@@ -278,8 +304,11 @@ def _from_legacy(folder: Path, path: Path, content: dict[str, Any]) -> AnalysisS
     stem = path.name[: -len(".analysis")]
     vcfs = _vcf_files(path.parent)
     if not vcfs:
-        raise InputError("no VCF file next to the legacy .analysis file", file=str(path),
-                         expected="a .vcf or .vcf.gz file in its folder")
+        raise InputError(
+            "no VCF file next to the legacy .analysis file",
+            file=str(path),
+            expected="a .vcf or .vcf.gz file in its folder",
+        )
     ped = path.parent / f"{stem}.ped"
     # ELLA's _init_from_legacy_analysis_file: date_analysis_requested, when present, wins.
     date_key = "date_analysis_requested" if "date_analysis_requested" in content else "date_requested"

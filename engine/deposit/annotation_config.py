@@ -109,8 +109,12 @@ def store_annotation_config(session: Session, path_or_dict: str | Path | Mapping
             # Core, not the ORM: ELLA's own annotationconfig has no sha256 column.
             config_id: int = session.execute(
                 sa.insert(AnnotationConfig)
-                .values(deposit=config["deposit"], view=config["view"], date_created=utcnow(),
-                        **deposit_target(session).annotation_config_values(digest))
+                .values(
+                    deposit=config["deposit"],
+                    view=config["view"],
+                    date_created=utcnow(),
+                    **deposit_target(session).annotation_config_values(digest),
+                )
                 .returning(AnnotationConfig.id)
             ).scalar_one()
         return config_id
@@ -124,8 +128,11 @@ def store_annotation_config(session: Session, path_or_dict: str | Path | Mapping
 def active_annotation_config(session: Session) -> tuple[int, dict[str, Any]]:
     """The newest stored config as ``(id, {"deposit": ..., "view": ...})``; stores the shipped
     default first if the database has none."""
-    newest = (sa.select(AnnotationConfig.id, AnnotationConfig.deposit, AnnotationConfig.view)
-              .order_by(AnnotationConfig.id.desc()).limit(1))
+    newest = (
+        sa.select(AnnotationConfig.id, AnnotationConfig.deposit, AnnotationConfig.view)
+        .order_by(AnnotationConfig.id.desc())
+        .limit(1)
+    )
     row = session.execute(newest).first()
     if row is None:
         store_annotation_config(session, DEFAULT_CONFIG_PATH)

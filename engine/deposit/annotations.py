@@ -65,8 +65,14 @@ def write_annotations(
     against the bundle a document's stamp names; not in ELLA database mode, which has no stamp).
     """
     loader = bulk_loader(session)
-    versioner = AnnotationVersioner(loader, deposit_target(session), annotation_config_id, bundle_version,
-                                    yield_to_concurrent=yield_to_concurrent, stamp_unchanged=stamp_unchanged)
+    versioner = AnnotationVersioner(
+        loader,
+        deposit_target(session),
+        annotation_config_id,
+        bundle_version,
+        yield_to_concurrent=yield_to_concurrent,
+        stamp_unchanged=stamp_unchanged,
+    )
     total = AnnotationWriteResult()
     for chunk in chunks([items], CHUNK_SIZE):
         by_id = [(item, doc) for item, doc in chunk if isinstance(item, int)]
@@ -108,8 +114,11 @@ class AnnotationVersioner:
         # ELLA's own annotation table has no bundle_version column.
         self.provenance = ", bundle_version" if target.records_bundle_version else ""
         self.provenance_values = ", :bundle" if target.records_bundle_version else ""
-        self.on_conflict = (" ON CONFLICT (allele_id) WHERE date_superceeded IS NULL DO NOTHING"
-                            if yield_to_concurrent else "")
+        self.on_conflict = (
+            " ON CONFLICT (allele_id) WHERE date_superceeded IS NULL DO NOTHING"
+            if yield_to_concurrent
+            else ""
+        )
         self.stamp_unchanged = stamp_unchanged and target.records_bundle_version
 
     def stage_new(self) -> None:
@@ -192,7 +201,8 @@ class AnnotationVersioner:
                 "WHERE date_superceeded IS NULL AND allele_id BETWEEN :low AND :high "
                 f"AND allele_id IN (SELECT allele_id FROM {STAGE_ANNOTATION}) "
                 "AND (bundle_version IS NULL OR bundle_version <> :bundle OR annotation_config_id IS NULL)",
-                {"low": low, "high": high, "bundle": self.params["bundle"], "cfg": self.params["cfg"]})
+                {"low": low, "high": high, "bundle": self.params["bundle"], "cfg": self.params["cfg"]},
+            )
         return AnnotationWriteResult(created=created, superseded=superseded, unchanged=staged - created)
 
 

@@ -59,29 +59,73 @@ def to_records(columns: VariantColumns) -> list[VariantRecord]:
     """The same variants as ``VariantRecord``s (for writers without a columnar path, and tests)."""
     n = columns.size
     alleles = [
-        AlleleRecord(**dict(zip(_ALLELE_FIELDS, fields, strict=True)), caller_type=columns.caller_type,
-                     genome_reference=columns.genome_reference)
+        AlleleRecord(
+            **dict(zip(_ALLELE_FIELDS, fields, strict=True)),
+            caller_type=columns.caller_type,
+            genome_reference=columns.genome_reference,
+        )
         for fields in zip(*(getattr(columns, name).to_pylist() for name in _ALLELE_FIELDS), strict=True)
     ]
     per_sample = []
     for identifier, data in columns.samples:
         values = zip(*(getattr(data, name).to_pylist() for name in _SAMPLE_FIELDS), strict=True)
-        per_sample.append([
-            (identifier, SampleGenotypeRecord(gtype, multiallelic, False, gq, dp, orjson.loads(depth),
-                                              ratio, None if pl is None else orjson.loads(pl), cn))
-            for gtype, multiallelic, gq, dp, depth, ratio, pl, cn in values
-        ])
-    sites = zip(columns.filter_status.to_pylist(), columns.variant_quality.to_pylist(),
-                columns.annotation.to_pylist(), strict=True)
+        per_sample.append(
+            [
+                (
+                    identifier,
+                    SampleGenotypeRecord(
+                        gtype,
+                        multiallelic,
+                        False,
+                        gq,
+                        dp,
+                        orjson.loads(depth),
+                        ratio,
+                        None if pl is None else orjson.loads(pl),
+                        cn,
+                    ),
+                )
+                for gtype, multiallelic, gq, dp, depth, ratio, pl, cn in values
+            ]
+        )
+    sites = zip(
+        columns.filter_status.to_pylist(),
+        columns.variant_quality.to_pylist(),
+        columns.annotation.to_pylist(),
+        strict=True,
+    )
     return [
-        VariantRecord(allele=alleles[i], secondallele=None, filter_status=filter_status,
-                      variant_quality=quality, samples=dict(sample[i] for sample in per_sample),
-                      annotation=None if annotation is None else orjson.loads(annotation))
+        VariantRecord(
+            allele=alleles[i],
+            secondallele=None,
+            filter_status=filter_status,
+            variant_quality=quality,
+            samples=dict(sample[i] for sample in per_sample),
+            annotation=None if annotation is None else orjson.loads(annotation),
+        )
         for i, (filter_status, quality, annotation) in zip(range(n), sites, strict=True)
     ]
 
 
-_ALLELE_FIELDS = ("chromosome", "start_position", "open_end_position", "change_from", "change_to",
-                  "change_type", "vcf_pos", "vcf_ref", "vcf_alt", "length")
-_SAMPLE_FIELDS = ("type", "multiallelic", "genotype_quality", "sequencing_depth", "allele_depth",
-                  "allele_ratio", "genotype_likelihood", "copy_number")
+_ALLELE_FIELDS = (
+    "chromosome",
+    "start_position",
+    "open_end_position",
+    "change_from",
+    "change_to",
+    "change_type",
+    "vcf_pos",
+    "vcf_ref",
+    "vcf_alt",
+    "length",
+)
+_SAMPLE_FIELDS = (
+    "type",
+    "multiallelic",
+    "genotype_quality",
+    "sequencing_depth",
+    "allele_depth",
+    "allele_ratio",
+    "genotype_likelihood",
+    "copy_number",
+)

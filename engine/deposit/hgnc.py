@@ -78,12 +78,19 @@ def load_hgnc_table(path: Path | None = None) -> HgncTable:
                     continue
                 parts = line.rstrip("\n").split("\t")
                 if len(parts) != len(COLUMNS) or not parts[0].isdigit():
-                    raise InputError(f"malformed HGNC table line {line.strip()[:60]!r}", file=str(source),
-                                     line=number, expected="\t".join(COLUMNS))
+                    raise InputError(
+                        f"malformed HGNC table line {line.strip()[:60]!r}",
+                        file=str(source),
+                        line=number,
+                        expected="\t".join(COLUMNS),
+                    )
                 rows.append(HgncRow(int(parts[0]), parts[1], parts[2], parts[3]))
     except OSError as error:
-        raise InputError(f"cannot read the HGNC table ({error})", file=str(source),
-                         expected="a gzipped table written by 'annostream hgnc build'") from None
+        raise InputError(
+            f"cannot read the HGNC table ({error})",
+            file=str(source),
+            expected="a gzipped table written by 'annostream hgnc build'",
+        ) from None
     return HgncTable.from_rows(rows, info)
 
 
@@ -128,9 +135,17 @@ def _rows(path: Path, records: Iterable[dict[str, str]]) -> Iterator[HgncRow]:
     for number, record in enumerate(records, 2):
         identifier = (record.get("hgnc_id") or "").removeprefix("HGNC:")
         if not identifier.isdigit():
-            raise InputError(f"hgnc_id {record.get('hgnc_id')!r}", file=str(path), line=number,
-                             expected="HGNC's complete set with columns hgnc_id, symbol, status, entrez_id, "
-                                      "ensembl_gene_id")
+            raise InputError(
+                f"hgnc_id {record.get('hgnc_id')!r}",
+                file=str(path),
+                line=number,
+                expected="HGNC's complete set with columns hgnc_id, symbol, status, entrez_id, "
+                "ensembl_gene_id",
+            )
         approved = (record.get("status") or "Approved") == "Approved"
-        yield HgncRow(int(identifier), record.get("symbol", "") if approved else "",
-                      record.get("ensembl_gene_id") or "", record.get("entrez_id") or "")
+        yield HgncRow(
+            int(identifier),
+            record.get("symbol", "") if approved else "",
+            record.get("ensembl_gene_id") or "",
+            record.get("entrez_id") or "",
+        )

@@ -62,11 +62,19 @@ def _ped_line(path: Path, number: int, raw: str) -> SampleRecord:
             raise InputError(f"empty {name} id", file=str(path), line=number, expected=f"a {name} id")
     for role, parent in (("father", father), ("mother", mother)):
         if parent == sample:
-            raise InputError(f"sample {sample!r} is its own {role}", file=str(path), line=number,
-                             expected=f"a {role} id other than the sample's own, or 0")
+            raise InputError(
+                f"sample {sample!r} is its own {role}",
+                file=str(path),
+                line=number,
+                expected=f"a {role} id other than the sample's own, or 0",
+            )
     if father == mother and father not in _NO_PARENT:
-        raise InputError(f"sample {sample!r} has {father!r} as both father and mother", file=str(path),
-                         line=number, expected="two different parents")
+        raise InputError(
+            f"sample {sample!r} has {father!r} as both father and mother",
+            file=str(path),
+            line=number,
+            expected="two different parents",
+        )
     return SampleRecord(
         identifier=sample,
         affected=affected == "2",

@@ -120,9 +120,15 @@ def write_analysis(
     for every imported allele (``AnnotationImporter.add``).
     """
     parts = [(samples, batches, None)] if samples or spec.vcfs else []
-    return write_analysis_parts(session, spec, parts, properties=properties,
-                                annotation_config_id=annotation_config_id, bundle_version=bundle_version,
-                                empty_documents=empty_documents)
+    return write_analysis_parts(
+        session,
+        spec,
+        parts,
+        properties=properties,
+        annotation_config_id=annotation_config_id,
+        bundle_version=bundle_version,
+        empty_documents=empty_documents,
+    )
 
 
 def write_analysis_parts(
@@ -161,8 +167,10 @@ def write_analysis_parts(
         new_before = result.n_alleles_new
         # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
         # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
-        encoded = (encoder.encode(_with_empty_documents(chunk) if empty_documents else chunk, result.timed)
-                   for chunk in blocks(batches, CHUNK_SIZE))
+        encoded = (
+            encoder.encode(_with_empty_documents(chunk) if empty_documents else chunk, result.timed)
+            for chunk in blocks(batches, CHUNK_SIZE)
+        )
         with collector_paused(), prefetched(encoded) as chunks:
             for chunk in chunks:
                 writer.write_chunk(chunk, result)

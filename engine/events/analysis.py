@@ -77,8 +77,11 @@ class ReadyEvent(AnalysisEvent):
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> ReadyEvent:
         panel = document.get("genepanel")
-        return cls(**plain_fields(document, cls, nested=frozenset({"files", "genepanel"})),
-                   files=_files_from(document["files"]), genepanel=Genepanel(**panel) if panel else None)
+        return cls(
+            **plain_fields(document, cls, nested=frozenset({"files", "genepanel"})),
+            files=_files_from(document["files"]),
+            genepanel=Genepanel(**panel) if panel else None,
+        )
 
     def check_paths(self, incoming: Path | None) -> None:
         """The folder and every file must resolve inside ``incoming`` (EventRejected otherwise)."""
@@ -111,9 +114,11 @@ class AnnotatedEvent(AnalysisEvent):
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> AnnotatedEvent:
-        return cls(**plain_fields(document, cls, nested=frozenset({"ready", "artifacts"})),
-                   ready=ReadyEvent.from_document(document["ready"]),
-                   artifacts=_files_from(document["artifacts"]))
+        return cls(
+            **plain_fields(document, cls, nested=frozenset({"ready", "artifacts"})),
+            ready=ReadyEvent.from_document(document["ready"]),
+            artifacts=_files_from(document["artifacts"]),
+        )
 
     def check_paths(self, incoming: Path | None) -> None:
         self.ready.check_paths(incoming)
@@ -123,8 +128,9 @@ class AnnotatedEvent(AnalysisEvent):
             try:
                 check_relative_path(artifact.path, what="artifact", root="the data work directory")
             except InputError as error:
-                raise EventRejected(f"field artifacts[{index}].path: {error.message} "
-                                    f"({artifact.path!r})") from None
+                raise EventRejected(
+                    f"field artifacts[{index}].path: {error.message} ({artifact.path!r})"
+                ) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,8 +211,11 @@ def content_files(folder: Path) -> Iterator[Path]:
             if path.parent == folder and (name in EXCLUDED_FILES or name.startswith(f".{ERROR_FILE}.")):
                 continue
             if path.is_symlink() and not path.resolve().is_relative_to(real_folder):
-                raise InputError("symlink points outside the analysis folder", file=str(path),
-                                 expected="regular files inside the folder")
+                raise InputError(
+                    "symlink points outside the analysis folder",
+                    file=str(path),
+                    expected="regular files inside the folder",
+                )
             if path.is_file():
                 yield path
 
@@ -225,8 +234,15 @@ def default_producer(role: str) -> str:
     return f"{role}@{socket.gethostname()}"
 
 
-def build_ready_event(folder: Path, incoming: Path, *, producer: str, analysis: str | None = None,
-                      genepanel: Genepanel | None = None, priority: int = 1) -> ReadyEvent:
+def build_ready_event(
+    folder: Path,
+    incoming: Path,
+    *,
+    producer: str,
+    analysis: str | None = None,
+    genepanel: Genepanel | None = None,
+    priority: int = 1,
+) -> ReadyEvent:
     """An ``analysis.ready`` event for ``folder`` (which must be inside ``incoming``).
 
     ``analysis`` defaults to the folder name; callers that parsed the ``.analysis`` file pass
@@ -235,52 +251,101 @@ def build_ready_event(folder: Path, incoming: Path, *, producer: str, analysis: 
     relative = relative_to_incoming(folder, incoming)
     files = describe_files(folder)
     if not files:
-        raise InputError("analysis folder has no files", file=str(folder),
-                         expected="a .vcf and a .analysis file")
-    return ReadyEvent(producer=producer, analysis=analysis or folder.name, folder=relative,
-                      files=files, fingerprint=fingerprint(files), genepanel=genepanel,
-                      priority=priority)
+        raise InputError(
+            "analysis folder has no files", file=str(folder), expected="a .vcf and a .analysis file"
+        )
+    return ReadyEvent(
+        producer=producer,
+        analysis=analysis or folder.name,
+        folder=relative,
+        files=files,
+        fingerprint=fingerprint(files),
+        genepanel=genepanel,
+        priority=priority,
+    )
 
 
-def annotated_event(ready: ReadyEvent, artifacts: list[Path], work_dir: Path, *, producer: str,
-                    annotation: dict[str, Any] | None = None) -> AnnotatedEvent:
+def annotated_event(
+    ready: ReadyEvent,
+    artifacts: list[Path],
+    work_dir: Path,
+    *,
+    producer: str,
+    annotation: dict[str, Any] | None = None,
+) -> AnnotatedEvent:
     """An ``analysis.annotated`` event; artifact paths are stored relative to ``work_dir``."""
     entries = []
     for path in artifacts:
         checked = sha256_file(path)
         relative = path.resolve().relative_to(work_dir.resolve()).as_posix()
         entries.append(dataclasses.replace(checked, path=relative))
-    return AnnotatedEvent(producer=producer, analysis=ready.analysis, ready=ready,
-                          artifacts=tuple(entries), annotation=annotation)
+    return AnnotatedEvent(
+        producer=producer,
+        analysis=ready.analysis,
+        ready=ready,
+        artifacts=tuple(entries),
+        annotation=annotation,
+    )
 
 
-def imported_event(ready: ReadyEvent, *, analysis_id: int, counts: Mapping[str, int],
-                   producer: str) -> ImportedEvent:
-    return ImportedEvent(producer=producer, analysis=ready.analysis, ready_event_id=ready.event_id,
-                         fingerprint=ready.fingerprint, analysis_id=analysis_id, counts=dict(counts))
+def imported_event(
+    ready: ReadyEvent, *, analysis_id: int, counts: Mapping[str, int], producer: str
+) -> ImportedEvent:
+    return ImportedEvent(
+        producer=producer,
+        analysis=ready.analysis,
+        ready_event_id=ready.event_id,
+        fingerprint=ready.fingerprint,
+        analysis_id=analysis_id,
+        counts=dict(counts),
+    )
 
 
-def status_event(entry: Mapping[str, Any], *, analysis: str, ready_event_id: str, job_id: int,
-                 attempts: int, producer: str) -> StatusEvent:
+def status_event(
+    entry: Mapping[str, Any], *, analysis: str, ready_event_id: str, job_id: int, attempts: int, producer: str
+) -> StatusEvent:
     """An ``analysis.status`` event for one entry of an import job's status history."""
-    return StatusEvent(producer=producer, analysis=analysis, ready_event_id=ready_event_id, job_id=job_id,
-                       status=str(entry["status"]), stage=entry.get("stage"), message=entry.get("message"),
-                       attempts=attempts,
-                       at=iso_utc(dt.datetime.fromisoformat(str(entry["at"]))))
+    return StatusEvent(
+        producer=producer,
+        analysis=analysis,
+        ready_event_id=ready_event_id,
+        job_id=job_id,
+        status=str(entry["status"]),
+        stage=entry.get("stage"),
+        message=entry.get("message"),
+        attempts=attempts,
+        at=iso_utc(dt.datetime.fromisoformat(str(entry["at"]))),
+    )
 
 
-def failed_event(original: bytes | dict[str, Any] | str, *, stage: str, error: InputError | Exception,
-                 producer: str, attempt: int = 1, analysis: str | None = None) -> FailedEvent:
+def failed_event(
+    original: bytes | dict[str, Any] | str,
+    *,
+    stage: str,
+    error: InputError | Exception,
+    producer: str,
+    attempt: int = 1,
+    analysis: str | None = None,
+) -> FailedEvent:
     """A dead letter for ``original`` (raw bytes are kept as an object if they were JSON)."""
     if isinstance(original, bytes):
         original = _raw_to_original(original)
     if analysis is None and isinstance(original, dict) and isinstance(original.get("analysis"), str):
         # A hostile name stays inside ``original``; the dead letter's own field must be valid.
         analysis = original["analysis"] if ANALYSIS_NAME_RE.fullmatch(original["analysis"]) else None
-    details = error.to_dict() if isinstance(error, InputError) else {
-        "message": str(error) or type(error).__name__, "file": None, "line": None, "expected": None}
-    return FailedEvent(producer=producer, analysis=analysis or None, stage=stage, error=details,
-                       attempt=attempt, original=original)
+    details = (
+        error.to_dict()
+        if isinstance(error, InputError)
+        else {"message": str(error) or type(error).__name__, "file": None, "line": None, "expected": None}
+    )
+    return FailedEvent(
+        producer=producer,
+        analysis=analysis or None,
+        stage=stage,
+        error=details,
+        attempt=attempt,
+        original=original,
+    )
 
 
 def _raw_to_original(raw: bytes) -> dict[str, Any] | str:
@@ -300,12 +365,21 @@ def verify_files(event: ReadyEvent, incoming: Path) -> None:
     for entry in event.files:
         path = resolve_under(entry.path, folder, what="file")
         if not path.is_file():
-            raise InputError("file listed in the event is missing", file=str(path),
-                             expected=f"a file of {entry.size} bytes with sha256 {entry.sha256}")
+            raise InputError(
+                "file listed in the event is missing",
+                file=str(path),
+                expected=f"a file of {entry.size} bytes with sha256 {entry.sha256}",
+            )
         actual = sha256_file(path)
         if actual.size != entry.size:
-            raise InputError(f"file size changed since the event was published: {actual.size} bytes",
-                             file=str(path), expected=f"{entry.size} bytes")
+            raise InputError(
+                f"file size changed since the event was published: {actual.size} bytes",
+                file=str(path),
+                expected=f"{entry.size} bytes",
+            )
         if actual.sha256 != entry.sha256:
-            raise InputError(f"file content changed since the event was published: sha256 {actual.sha256}",
-                             file=str(path), expected=f"sha256 {entry.sha256}")
+            raise InputError(
+                f"file content changed since the event was published: sha256 {actual.sha256}",
+                file=str(path),
+                expected=f"sha256 {entry.sha256}",
+            )

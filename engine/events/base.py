@@ -43,8 +43,10 @@ class Event:
             return  # an intermediate base (e.g. AnalysisEvent), not an event on the wire
         identity = (cls.SCHEMA, cls.VERSION)
         if identity in _REGISTRY:
-            raise TypeError(f"two event classes for {cls.SCHEMA} v{cls.VERSION}: "
-                            f"{_REGISTRY[identity].__qualname__} and {cls.__qualname__}")
+            raise TypeError(
+                f"two event classes for {cls.SCHEMA} v{cls.VERSION}: "
+                f"{_REGISTRY[identity].__qualname__} and {cls.__qualname__}"
+            )
         _REGISTRY[identity] = cls
 
     @property
@@ -72,8 +74,9 @@ class Event:
         return cls(**plain_fields(document, cls))
 
 
-def plain_fields(document: dict[str, Any], kind: type[Event], *, nested: frozenset[str] = frozenset()
-                 ) -> dict[str, Any]:
+def plain_fields(
+    document: dict[str, Any], kind: type[Event], *, nested: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The document's fields that ``kind`` has, except the ``nested`` ones its caller builds."""
     names = {item.name for item in dataclasses.fields(kind)} - nested
     return {key: value for key, value in document.items() if key in names}

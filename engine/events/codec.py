@@ -61,8 +61,9 @@ def decode(raw: bytes, kind: type[E] | None = None, *, incoming: Path | None = N
         raise EventRejected(f"{name} v{version}: this version has a schema but no event class to read it")
     event = found.from_document(document)
     if kind is not None and not isinstance(event, kind):
-        raise EventRejected(f"{name} v{version} event where {kind.SCHEMA} v{kind.VERSION} events "
-                            "are expected")
+        raise EventRejected(
+            f"{name} v{version} event where {kind.SCHEMA} v{kind.VERSION} events are expected"
+        )
     event.check_paths(incoming)
     return event
 

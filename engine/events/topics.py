@@ -48,8 +48,9 @@ class TopicSpec:
     lane_of: str | None  # a further topic for the same event as that main topic (e.g. a priority lane)
 
 
-def _topic(name: str, carries: type[Event], *, configs: Mapping[str, str] | None = None,
-           lane_of: str | None = None) -> Any:
+def _topic(
+    name: str, carries: type[Event], *, configs: Mapping[str, str] | None = None, lane_of: str | None = None
+) -> Any:
     # Returns a dataclasses.Field (typed Any so that a `str` field can be declared with it).
     return field(metadata={"topic": (name, carries, MappingProxyType(dict(configs or {})), lane_of)})
 

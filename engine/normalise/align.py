@@ -33,9 +33,12 @@ class Reference:
         try:
             self._fasta = pysam.FastaFile(str(self.path))
         except (OSError, ValueError) as error:
-            raise InputError(f"cannot open the reference FASTA ({error})", file=str(self.path),
-                             expected="a FASTA with a .fai index (samtools faidx), bgzip-compressed "
-                                      "FASTAs also need their .gzi") from None
+            raise InputError(
+                f"cannot open the reference FASTA ({error})",
+                file=str(self.path),
+                expected="a FASTA with a .fai index (samtools faidx), bgzip-compressed "
+                "FASTAs also need their .gzi",
+            ) from None
         self._lengths = dict(zip(self._fasta.references, self._fasta.lengths, strict=True))
         self._chrom = ""
         self._start = 0  # 0-based start of the window
@@ -54,7 +57,7 @@ class Reference:
         if chrom != self._chrom or offset < 0 or offset + length > len(self._seq):
             self._load(chrom, start, length)
             offset = start - self._start
-        return self._seq[offset: offset + length]
+        return self._seq[offset : offset + length]
 
     def _load(self, chrom: str, start: int, length: int) -> None:
         # Keep some sequence before ``start``: left-alignment walks left from here.

@@ -27,15 +27,19 @@ PLACEHOLDERS = frozenset({STAR, "<NON_REF>", "<*>"})
 _GT_SEPARATORS = re.compile(r"([/|])")
 
 
-def split_record(fields: list[str], info_numbers: dict[str, str],
-                 format_numbers: dict[str, str]) -> list[list[str]]:
+def split_record(
+    fields: list[str], info_numbers: dict[str, str], format_numbers: dict[str, str]
+) -> list[list[str]]:
     """One field list per ALT of ``fields`` (a full record), ``*`` ALTs left out."""
     alts = fields[4].split(",")
     n_alleles = len(alts) + 1
     stars = frozenset(i for i, alt in enumerate(alts, 1) if alt in PLACEHOLDERS)
     old = f"OLD_MULTIALLELIC={fields[0]}:{fields[1]}:{fields[3]}/{'/'.join(alts)}"
-    info_items = [] if fields[7] in (".", "") else [
-        item for item in fields[7].split(";") if not item.startswith("OLD_MULTIALLELIC=")]
+    info_items = (
+        []
+        if fields[7] in (".", "")
+        else [item for item in fields[7].split(";") if not item.startswith("OLD_MULTIALLELIC=")]
+    )
     format_keys = fields[8].split(":") if len(fields) > 8 else []
     samples = [value.split(":") for value in fields[9:]]
     records = []
@@ -47,8 +51,10 @@ def split_record(fields: list[str], info_numbers: dict[str, str],
         record = [*fields[:4], alt, fields[5], fields[6], ";".join(info)]
         if len(fields) > 8:
             record.append(fields[8])
-            record.extend(":".join(_split_sample(values, format_keys, i, n_alleles, format_numbers, stars))
-                          for values in samples)
+            record.extend(
+                ":".join(_split_sample(values, format_keys, i, n_alleles, format_numbers, stars))
+                for values in samples
+            )
         records.append(record)
     return records
 
@@ -88,8 +94,14 @@ def _split_info_item(item: str, alt: int, n_alleles: int, numbers: dict[str, str
     return f"{key}={_split_values(value, number, alt, n_alleles)}"
 
 
-def _split_sample(values: list[str], keys: list[str], alt: int, n_alleles: int,
-                  numbers: dict[str, str], stars: frozenset[int]) -> list[str]:
+def _split_sample(
+    values: list[str],
+    keys: list[str],
+    alt: int,
+    n_alleles: int,
+    numbers: dict[str, str],
+    stars: frozenset[int],
+) -> list[str]:
     out = list(values)
     for k, key in enumerate(keys[: len(values)]):
         if key == "GT":

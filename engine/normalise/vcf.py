@@ -23,8 +23,9 @@ from engine.vcf.header import VcfHeader, definition_line, parse_pos
 from engine.vcf.textio import COMPRESSION_ERRORS, atomic_output, iter_line_chunks, open_binary, stream_error
 
 # vt's own header lines, so a file normalised here reads like one from ella-anno's vt steps.
-OLD_MULTIALLELIC_LINE = definition_line("INFO", "OLD_MULTIALLELIC", "1", "String",
-                                        "Original chr:pos:ref:alt encoding")
+OLD_MULTIALLELIC_LINE = definition_line(
+    "INFO", "OLD_MULTIALLELIC", "1", "String", "Original chr:pos:ref:alt encoding"
+)
 OLD_VARIANT_LINE = definition_line("INFO", "OLD_VARIANT", ".", "String", "Original chr:pos:ref:alt encoding")
 
 MAX_REPORTED_MISMATCHES = 20
@@ -42,8 +43,14 @@ class NormaliseResult:
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
-        return {"records_in": self.records_in, "records_out": self.records_out, "split": self.split,
-                "left_aligned": self.left_aligned, "trimmed": self.trimmed, "dropped": self.dropped}
+        return {
+            "records_in": self.records_in,
+            "records_out": self.records_out,
+            "split": self.split,
+            "left_aligned": self.left_aligned,
+            "trimmed": self.trimmed,
+            "dropped": self.dropped,
+        }
 
 
 @dataclass
@@ -60,8 +67,14 @@ class _Mismatches:
             self.examples.append(text)
 
 
-def normalise_vcf(src: Path, dst: Path | None, *, fasta: Path | None = None,
-                  stream: BinaryIO | None = None, fast_gzip: bool = False) -> NormaliseResult:
+def normalise_vcf(
+    src: Path,
+    dst: Path | None,
+    *,
+    fasta: Path | None = None,
+    stream: BinaryIO | None = None,
+    fast_gzip: bool = False,
+) -> NormaliseResult:
     """Normalise ``src`` into ``dst`` (bgzip-compressed if it ends in .gz; written atomically).
 
     ``fast_gzip`` writes a .gz ``dst`` as plain gzip at level 1 instead (several times faster;
@@ -82,7 +95,8 @@ def normalise_vcf(src: Path, dst: Path | None, *, fasta: Path | None = None,
                 prepare_header(header)
                 out.write(header.text().encode())
                 _Normaliser(src, header, reference, result).run(
-                    iter_line_chunks(handle, first, header_lines=header.line_count), out)
+                    iter_line_chunks(handle, first, header_lines=header.line_count), out
+                )
     except COMPRESSION_ERRORS as error:
         raise stream_error(src, error) from None
     finally:
@@ -105,8 +119,9 @@ def prepare_header(header: VcfHeader) -> None:
 
 
 class _Normaliser:
-    def __init__(self, src: Path, header: VcfHeader, reference: Reference | None,
-                 result: NormaliseResult) -> None:
+    def __init__(
+        self, src: Path, header: VcfHeader, reference: Reference | None, result: NormaliseResult
+    ) -> None:
         self.src = src
         self.header = header
         self.reference = reference
@@ -124,8 +139,12 @@ class _Normaliser:
         try:
             text = chunk.decode("utf-8")
         except UnicodeDecodeError:
-            raise InputError("VCF is not valid UTF-8 text", file=str(self.src), line=self.line_no + 1,
-                             expected="UTF-8 text") from None
+            raise InputError(
+                "VCF is not valid UTF-8 text",
+                file=str(self.src),
+                line=self.line_no + 1,
+                expected="UTF-8 text",
+            ) from None
         lines = text.split("\n")
         lines.pop()  # chunks end with a newline
         out: list[str] = []
@@ -215,7 +234,8 @@ class _Normaliser:
         return InputError(
             f"REF differs from the reference FASTA at {found.count} record(s): "
             f"{', '.join(found.examples)}{more}",
-            file=str(self.src), line=found.first_line,
+            file=str(self.src),
+            line=found.first_line,
             expected=f"REF bases equal to {fasta} (is the VCF on the same genome build?)",
         )
 
@@ -223,8 +243,11 @@ class _Normaliser:
         found = line.count("\t") + 1
         columns = self.header.n_columns
         samples = f", FORMAT and {columns - 9} samples" if columns > 8 else ""
-        return self._error(number, f"{found} tab-separated columns",
-                           f"{columns} columns as in the #CHROM line (8 fixed{samples})")
+        return self._error(
+            number,
+            f"{found} tab-separated columns",
+            f"{columns} columns as in the #CHROM line (8 fixed{samples})",
+        )
 
     def _error(self, number: int, message: str, expected: str) -> InputError:
         return InputError(message, file=str(self.src), line=number, expected=expected)

@@ -50,8 +50,11 @@ class EngineAnnotator:
 
     def run(self, ready: ReadyEvent, folder: Path, out_dir: Path) -> AnnotationOutcome:
         bundle = self._active_bundle()
-        spec = load_analysis_folder(folder, max_analysis_bytes=self.settings.max_analysis_file_bytes,
-                                    max_json_depth=self.settings.max_json_depth)
+        spec = load_analysis_folder(
+            folder,
+            max_analysis_bytes=self.settings.max_analysis_file_bytes,
+            max_json_depth=self.settings.max_json_depth,
+        )
         counts = dict.fromkeys((*_COUNTS, "records_annotated"), 0)
         artifacts = []
         for vcf in spec.vcfs:
@@ -71,8 +74,7 @@ class EngineAnnotator:
         with session_scope(self.settings.database_url) as session:
             return active_bundle(session)
 
-    def _process(self, source: Path, target: Path, bundle: BundleInfo | None,
-                 counts: dict[str, int]) -> None:
+    def _process(self, source: Path, target: Path, bundle: BundleInfo | None, counts: dict[str, int]) -> None:
         fasta = self.settings.reference_fasta
         if bundle is None:
             # Read once, soon, by the persist stage: gzip level 1 instead of BGZF level 6 (the
@@ -83,8 +85,14 @@ class EngineAnnotator:
             scratch = target.parent / f".normalised-{target.name.removesuffix('.gz')}"
             try:
                 result = normalise_vcf(source, scratch, fasta=fasta)
-                annotated = annotate_vcf(bundle.config, scratch, target, base_path=bundle.path,
-                                         search_cwd=False, threads=self.threads)
+                annotated = annotate_vcf(
+                    bundle.config,
+                    scratch,
+                    target,
+                    base_path=bundle.path,
+                    search_cwd=False,
+                    threads=self.threads,
+                )
                 counts["records_annotated"] += annotated.annotated
             finally:
                 scratch.unlink(missing_ok=True)
@@ -93,9 +101,11 @@ class EngineAnnotator:
 
 
 def _message(bundle: BundleInfo | None, counts: dict[str, int]) -> str:
-    normalised = (f"normalised {counts['records_in']} records into {counts['records_out']} "
-                  f"({counts['split']} split, {counts['left_aligned']} left-aligned, "
-                  f"{counts['dropped']} '*' dropped)")
+    normalised = (
+        f"normalised {counts['records_in']} records into {counts['records_out']} "
+        f"({counts['split']} split, {counts['left_aligned']} left-aligned, "
+        f"{counts['dropped']} '*' dropped)"
+    )
     if bundle is None:
         return f"{normalised}; nothing was annotated: no annotation bundle is active"
     annotated = counts["records_annotated"]

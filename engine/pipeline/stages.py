@@ -83,8 +83,9 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
         if original is used or error.file != str(used.path):
             continue
         try:
-            samples = resolve_samples(original.path, read_header(original.path).samples, original.ped,
-                                      original.technology)
+            samples = resolve_samples(
+                original.path, read_header(original.path).samples, original.ped, original.technology
+            )
             for _batch in iter_variant_batches(original, samples):
                 pass
         except InputError as in_original:
@@ -93,34 +94,48 @@ def locate_in_original(error: InputError, vcfs: list[tuple[VcfSpec, VcfSpec]]) -
         line = _same_site_line(used.path, error.line, original.path)
         if line is not None:
             return InputError(error.message, file=str(original.path), line=line, expected=error.expected)
-        return InputError(f"{error.message} (in the normalised copy of this VCF)", file=str(original.path),
-                          expected=error.expected)
+        return InputError(
+            f"{error.message} (in the normalised copy of this VCF)",
+            file=str(original.path),
+            expected=error.expected,
+        )
     return error
 
 
-def _without_cnvs(batches: Iterator[list[VariantRecord] | VariantColumns], vcf: Path, *, lines: bool
-                  ) -> Iterator[list[VariantRecord] | VariantColumns]:
+def _without_cnvs(
+    batches: Iterator[list[VariantRecord] | VariantColumns], vcf: Path, *, lines: bool
+) -> Iterator[list[VariantRecord] | VariantColumns]:
     """ELLA's ``AlleleImporter.add``: with the ``cnv`` feature flag off (its default), a record
     with INFO/SVTYPE that the proband carries fails the import (``FeatureNotEnabledError``)."""
     for batch in batches:
         if isinstance(batch, VariantColumns):
             cnv = None if batch.caller_type != "cnv" else to_records(batch)[0]
         else:
-            cnv = next((r for r in batch if r.allele.caller_type == "cnv"
-                        or (r.secondallele is not None and r.secondallele.caller_type == "cnv")), None)
+            cnv = next(
+                (
+                    r
+                    for r in batch
+                    if r.allele.caller_type == "cnv"
+                    or (r.secondallele is not None and r.secondallele.caller_type == "cnv")
+                ),
+                None,
+            )
         if cnv is not None:
             allele = cnv.allele
             raise InputError(
                 f"{allele.chromosome}:{allele.vcf_pos} {allele.vcf_ref}>{allele.vcf_alt} is a CNV "
                 "(INFO/SVTYPE) and ELLA's cnv feature flag is off",
-                file=str(vcf), line=cnv.source_line if lines else None,
+                file=str(vcf),
+                line=cnv.source_line if lines else None,
                 expected="ENABLE_CNV=true (ELLA's app.feature_flags.cnv) to import CNVs, "
-                         "or no SVTYPE records")
+                "or no SVTYPE records",
+            )
         yield batch
 
 
-def annotation_builder_for(config: dict[str, Any], header: VcfHeader, vcf: VcfSpec, *,
-                           hgnc: HgncTable | None = None) -> AnnotationBuilder:
+def annotation_builder_for(
+    config: dict[str, Any], header: VcfHeader, vcf: VcfSpec, *, hgnc: HgncTable | None = None
+) -> AnnotationBuilder:
     """The annotation-document builder for one VCF; a header the config's converters cannot use
     (say a CSQ that is not VEP's) is an error in that VCF, named with its file and header line.
     Documents are checked against ELLA's JSON schemas: a bad one fails the import with the path
@@ -130,10 +145,20 @@ def annotation_builder_for(config: dict[str, Any], header: VcfHeader, vcf: VcfSp
     except InputError as error:
         if error.file:
             raise
-        line = next((m.number for m in header.meta if m.kind == "INFO" and m.id and f"source {m.id})" in
-                     error.message), None)
-        raise InputError(f"the VCF header does not fit the annotation config: {error.message}",
-                         file=str(vcf.path), line=line, expected=error.expected) from None
+        line = next(
+            (
+                m.number
+                for m in header.meta
+                if m.kind == "INFO" and m.id and f"source {m.id})" in error.message
+            ),
+            None,
+        )
+        raise InputError(
+            f"the VCF header does not fit the annotation config: {error.message}",
+            file=str(vcf.path),
+            line=line,
+            expected=error.expected,
+        ) from None
 
 
 def _same_site_line(copy: Path, line: int | None, original: Path) -> int | None:
@@ -183,11 +208,17 @@ class Pipeline:
         verify_files(ready, self.incoming)
         out_dir = self._work_dir(ready)
         outcome = self.annotator.run(ready, folder, out_dir)
-        event = annotated_event(ready, outcome.artifacts, self.settings.work_dir, producer=self.producer,
-                                annotation=outcome.info)
+        event = annotated_event(
+            ready, outcome.artifacts, self.settings.work_dir, producer=self.producer, annotation=outcome.info
+        )
         with session_scope(self.db_url) as session:
-            transition(session, self._job(session, ready), JobStatus.ANNOTATED, stage="annotate",
-                       message=outcome.message)
+            transition(
+                session,
+                self._job(session, ready),
+                JobStatus.ANNOTATED,
+                stage="annotate",
+                message=outcome.message,
+            )
             ledger.progress(session, ready.event_id)
         return [Outgoing(self.topics.annotated_for(ready.priority), ready.analysis, encode(event))]
 
@@ -199,8 +230,11 @@ class Pipeline:
     def _persist(self, annotated: AnnotatedEvent) -> list[Outgoing]:
         ready = annotated.ready
         folder = self._claim(ready, JobStatus.PERSISTING, stage="persist")
-        spec = load_analysis_folder(folder, max_analysis_bytes=self.settings.max_analysis_file_bytes,
-                                    max_json_depth=self.settings.max_json_depth)
+        spec = load_analysis_folder(
+            folder,
+            max_analysis_bytes=self.settings.max_analysis_file_bytes,
+            max_json_depth=self.settings.max_json_depth,
+        )
         vcfs = self._annotated_vcfs(annotated, spec)
         bundle_version = (annotated.annotation or {}).get("bundle_version")
         with session_scope(self.db_url) as session:
@@ -210,18 +244,30 @@ class Pipeline:
                 raise locate_in_original(error, vcfs) from None
             job = self._job(session, ready)
             job.analysis_id = result.analysis_id
-            transition(session, job, JobStatus.DONE, stage="persist",
-                       message=f"imported {result.n_variants} variants")
+            transition(
+                session,
+                job,
+                JobStatus.DONE,
+                stage="persist",
+                message=f"imported {result.n_variants} variants",
+            )
             ledger.finish(session, ready.event_id, LedgerState.DONE)
         self._move_after_commit(folder, ready)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
         metrics.ANALYSES_IMPORTED.inc()
         metrics.VARIANTS_IMPORTED.inc(result.n_variants)
-        counts = {"variants": result.n_variants, "alleles_new": result.n_alleles_new,
-                  "genotypes": result.n_genotypes}
+        counts = {
+            "variants": result.n_variants,
+            "alleles_new": result.n_alleles_new,
+            "genotypes": result.n_genotypes,
+        }
         # The writer's wall time per step (bench/import_bench.py reads it: where the time goes).
-        log.info("imported %s: %s; writer seconds %s", ready.analysis, counts,
-                 {step: round(seconds, 2) for step, seconds in result.seconds.items()})
+        log.info(
+            "imported %s: %s; writer seconds %s",
+            ready.analysis,
+            counts,
+            {step: round(seconds, 2) for step, seconds in result.seconds.items()},
+        )
         return [self._imported(ready, result.analysis_id, counts)]
 
     def _move_after_commit(self, folder: Path, ready: ReadyEvent) -> None:
@@ -238,15 +284,32 @@ class Pipeline:
                 return
             except Exception as error:
                 metrics.STAGE_RETRIES.labels(stage="persist/move").inc()
-                log.warning("%s: imported, but moving %s to ANALYSES_PATH failed (try %d of %d): %s",
-                            ready.analysis, folder, number, AFTER_COMMIT_MOVE_TRIES, error)
+                log.warning(
+                    "%s: imported, but moving %s to ANALYSES_PATH failed (try %d of %d): %s",
+                    ready.analysis,
+                    folder,
+                    number,
+                    AFTER_COMMIT_MOVE_TRIES,
+                    error,
+                )
                 if number < AFTER_COMMIT_MOVE_TRIES:
                     backoff.sleep()
-        log.error("%s: imported; its folder stays in %s until the move succeeds on the next delivery "
-                  "or publication of the folder", ready.analysis, folder)
+        log.error(
+            "%s: imported; its folder stays in %s until the move succeeds on the next delivery "
+            "or publication of the folder",
+            ready.analysis,
+            folder,
+        )
 
-    def _write(self, session: Session, spec: AnalysisSpec, vcfs: list[tuple[VcfSpec, VcfSpec]],
-               ready: ReadyEvent, *, bundle_version: str | None) -> WriteResult:
+    def _write(
+        self,
+        session: Session,
+        spec: AnalysisSpec,
+        vcfs: list[tuple[VcfSpec, VcfSpec]],
+        ready: ReadyEvent,
+        *,
+        bundle_version: str | None,
+    ) -> WriteResult:
         require_genepanel(session, spec.genepanel_name, spec.genepanel_version, file=str(spec.folder))
         config_id, config = active_annotation_config(session)
         hgnc = load_hgnc_table(self.settings.hgnc_table)
@@ -264,9 +327,15 @@ class Pipeline:
                 blocks = _without_cnvs(blocks, original.path, lines=used is original)
             parts.append((vcf_samples, blocks, str(used.path)))
         properties = {**spec.properties, "fingerprint": ready.fingerprint, "event_id": ready.event_id}
-        return write_analysis_parts(session, spec, parts, properties=properties,
-                                    annotation_config_id=config_id, bundle_version=bundle_version,
-                                    empty_documents=True)
+        return write_analysis_parts(
+            session,
+            spec,
+            parts,
+            properties=properties,
+            annotation_config_id=config_id,
+            bundle_version=bundle_version,
+            empty_documents=True,
+        )
 
     def _annotated_vcfs(self, annotated: AnnotatedEvent, spec: AnalysisSpec) -> list[tuple[VcfSpec, VcfSpec]]:
         """(the folder's VCF, what to read): its annotated artifact when the stage made one."""
@@ -279,14 +348,21 @@ class Pipeline:
                 pairs.append((vcf, vcf))
                 continue
             artifact = resolve_under(relative, self.settings.work_dir, what="artifact")
-            pairs.append((vcf, VcfSpec(path=artifact, ped=vcf.ped, technology=vcf.technology,
-                                       caller_name=vcf.caller_name)))
+            pairs.append(
+                (
+                    vcf,
+                    VcfSpec(
+                        path=artifact, ped=vcf.ped, technology=vcf.technology, caller_name=vcf.caller_name
+                    ),
+                )
+            )
         return pairs
 
     # --- shared steps -------------------------------------------------------------------------
 
-    def _run_stage(self, stage: str, raw: bytes, kind: type[E], body: Callable[[E], list[Outgoing]]
-                   ) -> list[Outgoing]:
+    def _run_stage(
+        self, stage: str, raw: bytes, kind: type[E], body: Callable[[E], list[Outgoing]]
+    ) -> list[Outgoing]:
         """Decode and run ``body``; bad input becomes a recorded failure.
 
         Everything else escapes to :class:`engine.pipeline.guard.StageGuard`, which retries
@@ -351,9 +427,17 @@ class Pipeline:
             if job is None or not job.history:
                 return []
             entries = job.history[seen:] or job.history[-1:]
-            events = [status_event(entry, analysis=ready.analysis, ready_event_id=ready.event_id,
-                                   job_id=job.id, attempts=job.attempts or 0, producer=self.producer)
-                      for entry in entries]
+            events = [
+                status_event(
+                    entry,
+                    analysis=ready.analysis,
+                    ready_event_id=ready.event_id,
+                    job_id=job.id,
+                    attempts=job.attempts or 0,
+                    producer=self.producer,
+                )
+                for entry in entries
+            ]
         return [Outgoing(self.topics.status, ready.analysis, encode(event)) for event in events]
 
     def _decode(self, raw: bytes, kind: type[E], *, stage: str) -> E:
@@ -372,15 +456,25 @@ class Pipeline:
         """
         folder = resolve_in_incoming(ready.folder, self.incoming)
         with session_scope(self.db_url) as session:
-            ledger.record(session, WorkEvent(event_id=ready.event_id, schema=ready.SCHEMA,
-                                             topic=self.topics.ready_for(ready.priority), key=ready.key,
-                                             value=encode(ready),
-                                             analysis=ready.analysis))
+            ledger.record(
+                session,
+                WorkEvent(
+                    event_id=ready.event_id,
+                    schema=ready.SCHEMA,
+                    topic=self.topics.ready_for(ready.priority),
+                    key=ready.key,
+                    value=encode(ready),
+                    analysis=ready.analysis,
+                ),
+            )
             job = self._job(session, ready)
             self._skip_if_finished(session, job, ready, folder)
             if not folder.is_dir():
-                raise InputError("the analysis folder is no longer in ANALYSES_INCOMING",
-                                 file=str(folder), expected="the folder the event names")
+                raise InputError(
+                    "the analysis folder is no longer in ANALYSES_INCOMING",
+                    file=str(folder),
+                    expected="the folder the event names",
+                )
             check_destination_free(folder, self.settings)
             self._reject_duplicate_name(session, ready)
             record_attempt(session, job)
@@ -397,16 +491,22 @@ class Pipeline:
             session.commit()
             raise _Skip(self._imported_again(job, ready))
         if job.status in (JobStatus.FAILED.value, JobStatus.CANCELLED.value) and not folder.is_dir():
-            log.info("%s: event %s already ended %s; nothing to redo", ready.analysis, ready.event_id,
-                     job.status)
+            log.info(
+                "%s: event %s already ended %s; nothing to redo", ready.analysis, ready.event_id, job.status
+            )
             ledger.finish(session, ready.event_id, LedgerState.FAILED)
             session.commit()
             raise _Skip([])
         earlier = find_done_job(session, analysis_name=ready.analysis, fingerprint=ready.fingerprint)
         if earlier is not None and earlier.id != job.id:
             job.analysis_id = earlier.analysis_id
-            transition(session, job, JobStatus.DONE, stage="dedupe",
-                       message=f"same folder content as import job {earlier.id}: nothing to do")
+            transition(
+                session,
+                job,
+                JobStatus.DONE,
+                stage="dedupe",
+                message=f"same folder content as import job {earlier.id}: nothing to do",
+            )
             self._repair_folder(session, ready, folder)
             ledger.finish(session, ready.event_id, LedgerState.DONE)
             session.commit()
@@ -416,17 +516,29 @@ class Pipeline:
             if ended is not None:
                 # A second event for a folder whose first event already failed it (e.g. the
                 # watcher's rescan and the reconciler both published it): nothing to redo.
-                transition(session, job, JobStatus.FAILED, stage="dedupe",
-                           message=f"same folder as import job {ended.id}, which failed: {ended.message}")
+                transition(
+                    session,
+                    job,
+                    JobStatus.FAILED,
+                    stage="dedupe",
+                    message=f"same folder as import job {ended.id}, which failed: {ended.message}",
+                )
                 ledger.finish(session, ready.event_id, LedgerState.FAILED)
                 session.commit()
                 raise _Skip([])
 
     def _ended_job(self, session: Session, ready: ReadyEvent, job: ImportJob) -> ImportJob | None:
-        query = (sa.select(ImportJob)
-                 .where(ImportJob.analysis_name == ready.analysis, ImportJob.fingerprint == ready.fingerprint,
-                        ImportJob.status == JobStatus.FAILED.value, ImportJob.id != job.id)
-                 .order_by(ImportJob.id.desc()).limit(1))
+        query = (
+            sa.select(ImportJob)
+            .where(
+                ImportJob.analysis_name == ready.analysis,
+                ImportJob.fingerprint == ready.fingerprint,
+                ImportJob.status == JobStatus.FAILED.value,
+                ImportJob.id != job.id,
+            )
+            .order_by(ImportJob.id.desc())
+            .limit(1)
+        )
         return session.scalars(query).first()
 
     def _repair_folder(self, session: Session, ready: ReadyEvent, folder: Path) -> None:
@@ -445,7 +557,9 @@ class Pipeline:
             raise _Skip([])
         raise DuplicateAnalysisError(
             f"an analysis named {ready.analysis!r} was already imported with different content",
-            file=ready.folder, expected="a new analysis name (use reanalysis to re-import)")
+            file=ready.folder,
+            expected="a new analysis name (use reanalysis to re-import)",
+        )
 
     def _imported_fingerprint(self, session: Session, name: str) -> str | None:
         properties = session.scalar(sa.select(Analysis.properties).where(Analysis.name == name))
@@ -455,8 +569,9 @@ class Pipeline:
         return str(properties.get("fingerprint", ""))
 
     def _job(self, session: Session, ready: ReadyEvent) -> ImportJob:
-        return get_or_create_job(session, event_id=ready.event_id, analysis_name=ready.analysis,
-                                 fingerprint=ready.fingerprint)
+        return get_or_create_job(
+            session, event_id=ready.event_id, analysis_name=ready.analysis, fingerprint=ready.fingerprint
+        )
 
     def _work_dir(self, ready: ReadyEvent) -> Path:
         """DATA_DIR/work/<analysis>/<event id>, built only from checked values (never escapes)."""
@@ -488,8 +603,14 @@ class Pipeline:
         if folder.is_dir() and not isinstance(error, DestinationExistsError):  # ELLA leaves it in incoming
             fail_folder(folder, self.settings, stage=stage, error=error, event_id=ready.event_id)
         shutil.rmtree(self._work_dir(ready), ignore_errors=True)
-        dead = failed_event(ready.to_dict(), stage=stage, error=error, producer=self.producer,
-                            attempt=attempt, analysis=ready.analysis)
+        dead = failed_event(
+            ready.to_dict(),
+            stage=stage,
+            error=error,
+            producer=self.producer,
+            attempt=attempt,
+            analysis=ready.analysis,
+        )
         return [Outgoing(self.topics.failed, ready.analysis, encode(dead))]
 
     def _dead_letter(self, raw: bytes, stage: str, error: InputError) -> Outgoing:

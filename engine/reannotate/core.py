@@ -44,10 +44,12 @@ from engine.vcf.info import parse_info
 # Records carry a flag as INFO: the annotator's fast path appends to INFO, while an empty INFO
 # ('.') sends every record down its slower per-record path (bench/README.md).
 EXPORT_FLAG = "ANNOSTREAM_EXPORT"
-VCF_HEADER = ("##fileformat=VCFv4.2\n"
-              f'##INFO=<ID={EXPORT_FLAG},Number=0,Type=Flag,'
-              'Description="Exported by annostream reannotate">\n'
-              "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+VCF_HEADER = (
+    "##fileformat=VCFv4.2\n"
+    f"##INFO=<ID={EXPORT_FLAG},Number=0,Type=Flag,"
+    'Description="Exported by annostream reannotate">\n'
+    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+)
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,18 @@ class AlleleSelection:
                 f"JOIN analysis n ON n.id = s.analysis_id WHERE n.name IN ({in_list}) "
                 "UNION SELECT g.secondallele_id FROM genotype g JOIN sample s ON s.id = g.sample_id "
                 f"JOIN analysis n ON n.id = s.analysis_id WHERE n.name IN ({in_list}) "
-                "AND g.secondallele_id IS NOT NULL)")
+                "AND g.secondallele_id IS NOT NULL)"
+            )
             params.update(names)
         if self.run_pk is not None:
-            bounds = "".join(f" AND t.allele_id {op} :{name}" for op, name in
-                             ((">=", "id_from"), ("<=", "id_to")) if name in params)
-            clauses.append("a.id IN (SELECT t.allele_id FROM reannotation_target t "
-                           f"WHERE t.run_id = :run_pk{bounds})")
+            bounds = "".join(
+                f" AND t.allele_id {op} :{name}"
+                for op, name in ((">=", "id_from"), ("<=", "id_to"))
+                if name in params
+            )
+            clauses.append(
+                f"a.id IN (SELECT t.allele_id FROM reannotation_target t WHERE t.run_id = :run_pk{bounds})"
+            )
             params["run_pk"] = self.run_pk
         return " AND ".join(clauses), params
 
@@ -106,24 +113,31 @@ def resolve_bundle(session: Session, version: str | None) -> BundleInfo:
     if version is None:
         bundle = active_bundle(session)
         if bundle is None:
-            raise InputError("no annotation bundle is active",
-                             expected="a bundle version, or one activated with 'annostream bundle activate'")
+            raise InputError(
+                "no annotation bundle is active",
+                expected="a bundle version, or one activated with 'annostream bundle activate'",
+            )
     else:
         bundles = list_bundles(session)
         bundle = next((b for b in bundles if b.version == version), None)
         if bundle is None:
             known = sorted(b.version for b in bundles)
-            raise InputError(f"no annotation bundle with version {version!r}",
-                             expected=f"one of {known}" if known
-                             else "a bundle added with 'annostream bundle add'")
+            raise InputError(
+                f"no annotation bundle with version {version!r}",
+                expected=f"one of {known}" if known else "a bundle added with 'annostream bundle add'",
+            )
     if not bundle.config.is_file():
-        raise InputError("the bundle's folder is gone", file=str(bundle.path),
-                         expected="the folder 'annostream bundle add' created (add the bundle again)")
+        raise InputError(
+            "the bundle's folder is gone",
+            file=str(bundle.path),
+            expected="the folder 'annostream bundle add' created (add the bundle again)",
+        )
     return bundle
 
 
-def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSelection, *,
-                       work_dir: Path) -> ReannotateResult:
+def reannotate_alleles(
+    session: Session, bundle: BundleInfo, selection: AlleleSelection, *, work_dir: Path
+) -> ReannotateResult:
     """Re-annotate the selected alleles with ``bundle`` in the caller's transaction (no commit)."""
     result = ReannotateResult(bundle_version=bundle.version)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -153,14 +167,21 @@ def reannotate_alleles(session: Session, bundle: BundleInfo, selection: AlleleSe
                 merged = merge_document(document, counter.seen(builder(info)), owned)
                 after = owned_values(merged, owned)
                 if before != after:
-                    result.changes.extend((allele_id, target, before.get(target), after.get(target))
-                                          for target in sorted(before.keys() | after.keys())
-                                          if before.get(target) != after.get(target))
+                    result.changes.extend(
+                        (allele_id, target, before.get(target), after.get(target))
+                        for target in sorted(before.keys() | after.keys())
+                        if before.get(target) != after.get(target)
+                    )
                 documents.append((allele_id, merged))
         with _timed(result, "write"):
-            result.annotations = write_annotations(session, documents, annotation_config_id=config_id,
-                                                   bundle_version=bundle.version, yield_to_concurrent=True,
-                                                   stamp_unchanged=True)
+            result.annotations = write_annotations(
+                session,
+                documents,
+                annotation_config_id=config_id,
+                bundle_version=bundle.version,
+                yield_to_concurrent=True,
+                stamp_unchanged=True,
+            )
         result.n_with_values = counter.with_values
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -192,18 +213,24 @@ def current_documents(session: Session, selection: AlleleSelection) -> dict[int,
     # Locked until commit: an import changing one of these documents meanwhile waits, instead of
     # having its change overwritten by a merge with the document read here.
     lock = loader.lock_clause("c")
-    rows = loader.connection.execute(sa.text(
-        f"SELECT c.allele_id, {document} FROM annotation c JOIN allele a ON a.id = c.allele_id "
-        f"WHERE c.date_superceeded IS NULL AND {condition}{lock}"), params)
+    rows = loader.connection.execute(
+        sa.text(
+            f"SELECT c.allele_id, {document} FROM annotation c JOIN allele a ON a.id = c.allele_id "
+            f"WHERE c.date_superceeded IS NULL AND {condition}{lock}"
+        ),
+        params,
+    )
     return {allele_id: orjson.loads(text) for allele_id, text in rows}
 
 
 def export_alleles_vcf(session: Session, selection: AlleleSelection, path: Path) -> int:
     """Write the selected alleles as a sorted, sites-only VCF (ID = allele id); returns the count."""
     condition, params = selection.where()
-    select = (f"SELECT a.chromosome, a.vcf_pos, a.id, a.vcf_ref, a.vcf_alt, '.', '.', '{EXPORT_FLAG}' "
-              "FROM allele a "
-              f"WHERE {condition} ORDER BY a.chromosome, a.vcf_pos, a.id")
+    select = (
+        f"SELECT a.chromosome, a.vcf_pos, a.id, a.vcf_ref, a.vcf_alt, '.', '.', '{EXPORT_FLAG}' "
+        "FROM allele a "
+        f"WHERE {condition} ORDER BY a.chromosome, a.vcf_pos, a.id"
+    )
     loader = bulk_loader(session)
     with path.open("w", encoding="utf-8", newline="\n") as out:
         out.write(VCF_HEADER)
@@ -220,8 +247,12 @@ def iter_annotated_infos(path: Path) -> Iterator[tuple[int, dict[str, str | bool
             try:
                 allele_id = int(fields[2])
             except (IndexError, ValueError):
-                raise InputError("record without an allele id", file=str(path), line=number,
-                                 expected="the ID column as exported (allele.id)") from None
+                raise InputError(
+                    "record without an allele id",
+                    file=str(path),
+                    line=number,
+                    expected="the ID column as exported (allele.id)",
+                ) from None
             yield allele_id, _info_dict(fields[7])
 
 
@@ -247,13 +278,18 @@ class _timed:
         self.result.seconds[self.step] = self.result.seconds.get(self.step, 0.0) + elapsed
 
 
-def id_ranges(session: Session, analyses: Sequence[str] | None,
-              batch_size: int, run_pk: int | None = None) -> list[tuple[int, int, int]]:
+def id_ranges(
+    session: Session, analyses: Sequence[str] | None, batch_size: int, run_pk: int | None = None
+) -> list[tuple[int, int, int]]:
     """Cut the selected alleles into (id_from, id_to, count) ranges of at most ``batch_size``."""
-    condition, params = AlleleSelection(analyses=tuple(analyses) if analyses is not None else None,
-                                        run_pk=run_pk).where()
-    rows = session.execute(sa.text(
-        f"SELECT MIN(id), MAX(id), COUNT(*) FROM (SELECT a.id, (ROW_NUMBER() OVER (ORDER BY a.id) - 1) "
-        f"/ :size AS bucket FROM allele a WHERE {condition}) numbered GROUP BY bucket ORDER BY bucket"),
-        {**params, "size": batch_size}).all()
+    condition, params = AlleleSelection(
+        analyses=tuple(analyses) if analyses is not None else None, run_pk=run_pk
+    ).where()
+    rows = session.execute(
+        sa.text(
+            f"SELECT MIN(id), MAX(id), COUNT(*) FROM (SELECT a.id, (ROW_NUMBER() OVER (ORDER BY a.id) - 1) "
+            f"/ :size AS bucket FROM allele a WHERE {condition}) numbered GROUP BY bucket ORDER BY bucket"
+        ),
+        {**params, "size": batch_size},
+    ).all()
     return [(int(low), int(high), int(count)) for low, high, count in rows]

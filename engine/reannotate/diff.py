@@ -48,8 +48,13 @@ class BlockDiff:
         return sum(len(first) for first, _second in self.touched.values())
 
     def summary(self) -> dict[str, Any]:
-        return {"file": self.file, "kind": self.kind, "added": self.added, "removed": self.removed,
-                "changed": self.changed}
+        return {
+            "file": self.file,
+            "kind": self.kind,
+            "added": self.added,
+            "removed": self.removed,
+            "changed": self.changed,
+        }
 
 
 @dataclass
@@ -61,8 +66,13 @@ class DatasetDiff:
     blocks: list[BlockDiff] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"name": self.name, "status": self.status, "old_version": self.old_version,
-                "new_version": self.new_version, "blocks": [block.summary() for block in self.blocks]}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "old_version": self.old_version,
+            "new_version": self.new_version,
+            "blocks": [block.summary() for block in self.blocks],
+        }
 
 
 @dataclass
@@ -90,8 +100,9 @@ def diff_bundles(old: BundleInfo, new: BundleInfo, *, records: bool = True) -> B
             status = "added" if before is None else "removed"
         else:
             status = "unchanged" if before.files == after.files else "changed"
-        datasets.append(DatasetDiff(name, status, before.version if before else None,
-                                    after.version if after else None))
+        datasets.append(
+            DatasetDiff(name, status, before.version if before else None, after.version if after else None)
+        )
     comparable = old.config_sha256 == new.config_sha256
     reason = None if comparable else "the bundles' vcfanno configs differ"
     result = BundleDiff(old.version, new.version, comparable, reason, datasets)
@@ -110,8 +121,9 @@ def diff_bundles(old: BundleInfo, new: BundleInfo, *, records: bool = True) -> B
     return result
 
 
-def _dataset_of_file(old_files: dict[str, str], new_files: dict[str, str],
-                     old_sets: dict[str, Any], new_sets: dict[str, Any]) -> dict[str, str]:
+def _dataset_of_file(
+    old_files: dict[str, str], new_files: dict[str, str], old_sets: dict[str, Any], new_sets: dict[str, Any]
+) -> dict[str, str]:
     owners: dict[str, str] = {}
     for sets in (old_sets, new_sets):
         for name, dataset in sets.items():
@@ -135,8 +147,9 @@ def _compiled(config: AnnotationConfig, block_index: int) -> CompiledSource | No
     return index
 
 
-def diff_block(old_config: AnnotationConfig, old_index: int, new_config: AnnotationConfig,
-               new_index: int, relative: str) -> BlockDiff:
+def diff_block(
+    old_config: AnnotationConfig, old_index: int, new_config: AnnotationConfig, new_index: int, relative: str
+) -> BlockDiff:
     old, new = _compiled(old_config, old_index), _compiled(new_config, new_index)
     kind = (new or old).meta.kind if (new or old) is not None else "variant"  # type: ignore[union-attr]
     result = BlockDiff(relative, kind)
@@ -158,14 +171,18 @@ def _entries(index: CompiledSource | None, chrom: str) -> tuple[np.ndarray, ...]
     if index is None:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty.astype(np.uint64), empty, empty, np.zeros(0, dtype=np.uint8)
-    return (np.asarray(index.array(chrom, "pos")), np.asarray(index.array(chrom, "key")),
-            np.asarray(index.array(chrom, "sfx_start"), dtype=np.int64),
-            np.asarray(index.array(chrom, "sfx_end"), dtype=np.int64),
-            np.asarray(index.array(chrom, "sfx_blob")))
+    return (
+        np.asarray(index.array(chrom, "pos")),
+        np.asarray(index.array(chrom, "key")),
+        np.asarray(index.array(chrom, "sfx_start"), dtype=np.int64),
+        np.asarray(index.array(chrom, "sfx_end"), dtype=np.int64),
+        np.asarray(index.array(chrom, "sfx_blob")),
+    )
 
 
-def _diff_variant_chrom(result: BlockDiff, chrom: str, old: CompiledSource | None,
-                        new: CompiledSource | None) -> None:
+def _diff_variant_chrom(
+    result: BlockDiff, chrom: str, old: CompiledSource | None, new: CompiledSource | None
+) -> None:
     old_pos, old_key, old_start, old_end, old_blob = _entries(old, chrom)
     new_pos, new_key, new_start, new_end, new_blob = _entries(new, chrom)
     match = _match_entries(old_pos, old_key, new_pos, new_key)
@@ -175,19 +192,23 @@ def _diff_variant_chrom(result: BlockDiff, chrom: str, old: CompiledSource | Non
     removed, added = np.flatnonzero(~found), np.flatnonzero(~seen)
     pairs_old = np.flatnonzero(found)
     pairs_new = match[pairs_old]
-    differs = _spans_differ(old_blob, old_start[pairs_old], old_end[pairs_old],
-                            new_blob, new_start[pairs_new], new_end[pairs_new])
+    differs = _spans_differ(
+        old_blob, old_start[pairs_old], old_end[pairs_old], new_blob, new_start[pairs_new], new_end[pairs_new]
+    )
     changed = pairs_old[differs]
     result.added += len(added)
     result.removed += len(removed)
     result.changed += len(changed)
     if len(added) + len(removed) + len(changed):
-        result.touched[chrom] = (np.concatenate([old_pos[removed], old_pos[changed], new_pos[added]]),
-                                 np.concatenate([old_key[removed], old_key[changed], new_key[added]]))
+        result.touched[chrom] = (
+            np.concatenate([old_pos[removed], old_pos[changed], new_pos[added]]),
+            np.concatenate([old_key[removed], old_key[changed], new_key[added]]),
+        )
 
 
-def _match_entries(old_pos: np.ndarray, old_key: np.ndarray, new_pos: np.ndarray,
-                   new_key: np.ndarray) -> np.ndarray:
+def _match_entries(
+    old_pos: np.ndarray, old_key: np.ndarray, new_pos: np.ndarray, new_key: np.ndarray
+) -> np.ndarray:
     """For each old entry the index of the new entry with the same (POS, key), or -1."""
     if len(old_pos) == len(new_pos) and np.array_equal(old_pos, new_pos) and np.array_equal(old_key, new_key):
         return np.arange(len(old_pos), dtype=np.int64)
@@ -209,8 +230,14 @@ def _match_entries(old_pos: np.ndarray, old_key: np.ndarray, new_pos: np.ndarray
     return match
 
 
-def _spans_differ(old_blob: np.ndarray, old_start: np.ndarray, old_end: np.ndarray,
-                  new_blob: np.ndarray, new_start: np.ndarray, new_end: np.ndarray) -> np.ndarray:
+def _spans_differ(
+    old_blob: np.ndarray,
+    old_start: np.ndarray,
+    old_end: np.ndarray,
+    new_blob: np.ndarray,
+    new_start: np.ndarray,
+    new_end: np.ndarray,
+) -> np.ndarray:
     """Per pair, whether the two byte spans differ (exact byte comparison).
 
     Most pairs of a release are equal, and consecutive entries' spans usually follow each other
@@ -234,17 +261,27 @@ def _spans_differ(old_blob: np.ndarray, old_start: np.ndarray, old_end: np.ndarr
     unlinked = np.append(~linked, False).astype(np.int64)
     broken = (np.add.reduceat(unlinked, firsts) - unlinked[lasts]).tolist()
     recheck: list[int] = []
-    runs = zip(firsts.tolist(), lasts.tolist(), os_[firsts].tolist(), oe[lasts].tolist(), ns[firsts].tolist(),
-               ne[lasts].tolist(), broken, strict=True)
+    runs = zip(
+        firsts.tolist(),
+        lasts.tolist(),
+        os_[firsts].tolist(),
+        oe[lasts].tolist(),
+        ns[firsts].tolist(),
+        ne[lasts].tolist(),
+        broken,
+        strict=True,
+    )
     for first, last, old_from, old_to, new_from, new_to, gaps in runs:
         if gaps or old_bytes[old_from:old_to] != new_bytes[new_from:new_to]:
             recheck.extend(range(first, last + 1))
     if recheck:
         checks = np.array(recheck, dtype=np.int64)
-        pieces = zip(os_[checks].tolist(), oe[checks].tolist(), ns[checks].tolist(), ne[checks].tolist(),
-                     strict=True)
-        unequal = np.fromiter((old_bytes[a:b] != new_bytes[c:d] for a, b, c, d in pieces), dtype=bool,
-                              count=len(checks))
+        pieces = zip(
+            os_[checks].tolist(), oe[checks].tolist(), ns[checks].tolist(), ne[checks].tolist(), strict=True
+        )
+        unequal = np.fromiter(
+            (old_bytes[a:b] != new_bytes[c:d] for a, b, c, d in pieces), dtype=bool, count=len(checks)
+        )
         differs[todo[checks[unequal]]] = True
     return differs
 
@@ -261,12 +298,15 @@ def _rows(index: CompiledSource | None, chrom: str) -> list[tuple[Any, ...]]:
     starts = np.asarray(index.array(chrom, "start")).tolist()
     ends = np.asarray(index.array(chrom, "end")).tolist()
     columns = [index.column_text(chrom, spec.slot) for spec in index.specs]
-    return [(start, end, *(column[i] for column in columns))
-            for i, (start, end) in enumerate(zip(starts, ends, strict=True))]
+    return [
+        (start, end, *(column[i] for column in columns))
+        for i, (start, end) in enumerate(zip(starts, ends, strict=True))
+    ]
 
 
-def _diff_interval_chrom(result: BlockDiff, chrom: str, old: CompiledSource | None,
-                         new: CompiledSource | None) -> None:
+def _diff_interval_chrom(
+    result: BlockDiff, chrom: str, old: CompiledSource | None, new: CompiledSource | None
+) -> None:
     before, after = _rows(old, chrom), _rows(new, chrom)
     if before == after:
         return
@@ -282,5 +322,7 @@ def _diff_interval_chrom(result: BlockDiff, chrom: str, old: CompiledSource | No
     result.added += len(new_extents - both)
     extents = sorted(old_extents | new_extents)
     if extents:
-        result.touched[chrom] = (np.array([s for s, _e in extents], dtype=np.int64),
-                                 np.array([e for _s, e in extents], dtype=np.int64))
+        result.touched[chrom] = (
+            np.array([s for s, _e in extents], dtype=np.int64),
+            np.array([e for _s, e in extents], dtype=np.int64),
+        )

@@ -23,8 +23,9 @@ TargetPath = tuple[str, ...]
 def bundle_info_fields(config: AnnotationConfig) -> frozenset[str]:
     """The INFO fields a vcfanno config writes (``setid`` writes the ID column, not INFO)."""
     names = {output.name for block in config.annotations for output in block.outputs}
-    names.update(post.name for post in config.postannotations
-                 if post.name and post.op not in ("setid", "delete"))
+    names.update(
+        post.name for post in config.postannotations if post.name and post.op not in ("setid", "delete")
+    )
     return frozenset(names)
 
 
@@ -38,8 +39,9 @@ def owned_targets(deposit_config: Mapping[str, Any], info_fields: Iterable[str])
     return tuple(paths)
 
 
-def merge_document(current: dict[str, Any] | None, produced: Mapping[str, Any] | None,
-                   owned: Iterable[TargetPath]) -> dict[str, Any]:
+def merge_document(
+    current: dict[str, Any] | None, produced: Mapping[str, Any] | None, owned: Iterable[TargetPath]
+) -> dict[str, Any]:
     """``current`` without the ``owned`` targets, plus ``produced``. Modifies ``current``."""
     document = current if current is not None else {}
     if document:

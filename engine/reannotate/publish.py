@@ -37,20 +37,29 @@ def check_reanalysis(session: Session, analysis: str, bundle: str | None) -> str
     active bundle when ``bundle`` is None).
     """
     if session.scalar(sa.select(Analysis.id).where(Analysis.name == analysis)) is None:
-        raise UnknownAnalysisError(f"no stored analysis named {analysis!r}",
-                                   expected="the name of an imported analysis")
+        raise UnknownAnalysisError(
+            f"no stored analysis named {analysis!r}", expected="the name of an imported analysis"
+        )
     return resolve_bundle(session, bundle).version
 
 
-def request_reanalysis(session: Session, publisher: EventPublisher, analysis: str, bundle: str | None, *,
-                       producer: str, requested_by: str | None = None) -> ReanalysisRequested:
+def request_reanalysis(
+    session: Session,
+    publisher: EventPublisher,
+    analysis: str,
+    bundle: str | None,
+    *,
+    producer: str,
+    requested_by: str | None = None,
+) -> ReanalysisRequested:
     """Check and publish a reanalysis request (keyed by the analysis); returns the event.
 
     Raises what :func:`check_reanalysis` raises, or BrokerUnavailable.
     """
     version = check_reanalysis(session, analysis, bundle)
-    event = ReanalysisRequested(producer=producer, analysis=analysis, bundle=version,
-                                requested_by=requested_by)
+    event = ReanalysisRequested(
+        producer=producer, analysis=analysis, bundle=version, requested_by=requested_by
+    )
     # The transactional outbox: committed before it is published, so a broker that loses it
     # (restart, outage) loses nothing: the reconciler publishes it again.
     ledger.record(session, WorkEvent.of(event, publisher.topics))
@@ -59,14 +68,22 @@ def request_reanalysis(session: Session, publisher: EventPublisher, analysis: st
     return event
 
 
-def start_reannotation(session: Session, publisher: EventPublisher, *, bundle: str | None,
-                       analyses: Sequence[str] | None, batch_size: int = DEFAULT_BATCH_SIZE,
-                       producer: str, full: bool = False) -> RunProgress | None:
+def start_reannotation(
+    session: Session,
+    publisher: EventPublisher,
+    *,
+    bundle: str | None,
+    analyses: Sequence[str] | None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    producer: str,
+    full: bool = False,
+) -> RunProgress | None:
     """Plan a run, commit it, then publish its batches (a batch never refers to an unstored run).
 
     ``None`` when an incremental release has nothing to re-annotate (nothing is written)."""
-    run, events = plan_run(session, bundle=bundle, analyses=analyses, batch_size=batch_size,
-                           producer=producer, full=full)
+    run, events = plan_run(
+        session, bundle=bundle, analyses=analyses, batch_size=batch_size, producer=producer, full=full
+    )
     if run is None:
         session.rollback()
         return None
@@ -78,14 +95,16 @@ def start_reannotation(session: Session, publisher: EventPublisher, *, bundle: s
     return progress
 
 
-def resume_reannotation(session: Session, publisher: EventPublisher, run: str, *,
-                        producer: str) -> tuple[RunProgress, int]:
+def resume_reannotation(
+    session: Session, publisher: EventPublisher, run: str, *, producer: str
+) -> tuple[RunProgress, int]:
     """Republish the batches of ``run`` that are not DONE (failed ones go back to PENDING);
     returns the progress and how many batches were republished."""
     found = find_run(session, run)
     if found is None:
-        raise InputError(f"no reannotation run {run!r}",
-                         expected="an id or run id from GET /api/v1/reannotations")
+        raise InputError(
+            f"no reannotation run {run!r}", expected="an id or run id from GET /api/v1/reannotations"
+        )
     events = missing_batches(session, found, producer=producer)
     progress = run_progress(session, found)
     for event in events:
@@ -101,6 +120,8 @@ def publish_recorded(publisher: EventPublisher, events: Sequence[Event]) -> None
     try:
         publisher.publish(events)
     except BrokerUnavailable as error:
-        raise BrokerUnavailable(f"{error}; the work is recorded in the database's work ledger and will "
-                                "be published when the broker is back (or run 'annostream replay "
-                                "--from-ledger')") from None
+        raise BrokerUnavailable(
+            f"{error}; the work is recorded in the database's work ledger and will "
+            "be published when the broker is back (or run 'annostream replay "
+            "--from-ledger')"
+        ) from None

@@ -56,8 +56,7 @@ class RunProgress:
         return "FAILED" if self.failed_batches else "DONE"
 
 
-def preview_run(session: Session, *, bundle: str | None,
-                analyses: Sequence[str] | None) -> ReleasePlan:
+def preview_run(session: Session, *, bundle: str | None, analyses: Sequence[str] | None) -> ReleasePlan:
     """What an incremental run would re-annotate, per source bundle and dataset (writes nothing)."""
     info = resolve_bundle(session, bundle)
     names = sorted(set(analyses)) if analyses else None
@@ -66,9 +65,15 @@ def preview_run(session: Session, *, bundle: str | None,
     return plan_release(session, info, AlleleSelection(analyses=tuple(names) if names else None))
 
 
-def plan_run(session: Session, *, bundle: str | None, analyses: Sequence[str] | None,
-             batch_size: int = DEFAULT_BATCH_SIZE, producer: str = "annostream",
-             full: bool = False) -> tuple[ReannotationRun | None, list[ReannotationBatchEvent]]:
+def plan_run(
+    session: Session,
+    *,
+    bundle: str | None,
+    analyses: Sequence[str] | None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    producer: str = "annostream",
+    full: bool = False,
+) -> tuple[ReannotationRun | None, list[ReannotationBatchEvent]]:
     """Record a run and its batches (the caller commits, then publishes the returned events).
 
     Incremental (the default): only the alleles the difference to their current bundle touches
@@ -85,22 +90,38 @@ def plan_run(session: Session, *, bundle: str | None, analyses: Sequence[str] | 
     plan = None if full else plan_release(session, info, selection)
     if plan is not None and plan.selected == 0:
         return None, []
-    run = ReannotationRun(run_id=str(uuid.uuid4()), bundle_version=version, analyses=names,
-                          mode=FULL if full else INCREMENTAL,
-                          plan=plan.as_dict() if plan is not None else None)
+    run = ReannotationRun(
+        run_id=str(uuid.uuid4()),
+        bundle_version=version,
+        analyses=names,
+        mode=FULL if full else INCREMENTAL,
+        plan=plan.as_dict() if plan is not None else None,
+    )
     session.add(run)
     session.flush()
     if plan is not None:
         write_targets(session, plan, selection, run.id)
     ranges = id_ranges(session, names, batch_size, run_pk=None if full else run.id)
     run.total_batches, run.total_alleles = len(ranges), sum(count for *_, count in ranges)
-    session.add_all(ReannotationBatch(run_id=run.id, batch_index=index, id_from=low, id_to=high,
-                                      status=PENDING, attempts=0)
-                    for index, (low, high, _count) in enumerate(ranges))
+    session.add_all(
+        ReannotationBatch(
+            run_id=run.id, batch_index=index, id_from=low, id_to=high, status=PENDING, attempts=0
+        )
+        for index, (low, high, _count) in enumerate(ranges)
+    )
     session.flush()
-    events = [ReannotationBatchEvent(producer=producer, run_id=run.run_id, batch_index=index, bundle=version,
-                                     id_from=low, id_to=high, analyses=names)
-              for index, (low, high, _count) in enumerate(ranges)]
+    events = [
+        ReannotationBatchEvent(
+            producer=producer,
+            run_id=run.run_id,
+            batch_index=index,
+            bundle=version,
+            id_from=low,
+            id_to=high,
+            analyses=names,
+        )
+        for index, (low, high, _count) in enumerate(ranges)
+    ]
     return run, events
 
 
@@ -108,8 +129,10 @@ def _require_analyses(session: Session, names: list[str]) -> None:
     found = set(session.scalars(sa.select(Analysis.name).where(Analysis.name.in_(names))))
     missing = [name for name in names if name not in found]
     if missing:
-        raise InputError(f"no stored analysis named {', '.join(map(repr, missing))}",
-                         expected="names of imported analyses (GET /api/v1/analyses)")
+        raise InputError(
+            f"no stored analysis named {', '.join(map(repr, missing))}",
+            expected="names of imported analyses (GET /api/v1/analyses)",
+        )
 
 
 def run_progress(session: Session, run: ReannotationRun) -> RunProgress:
@@ -118,22 +141,40 @@ def run_progress(session: Session, run: ReannotationRun) -> RunProgress:
             sa.func.count().filter(ReannotationBatch.status == DONE),
             sa.func.count().filter(ReannotationBatch.status == FAILED),
             sa.func.coalesce(
-                sa.func.sum(ReannotationBatch.n_alleles).filter(ReannotationBatch.status == DONE), 0),
+                sa.func.sum(ReannotationBatch.n_alleles).filter(ReannotationBatch.status == DONE), 0
+            ),
             sa.func.coalesce(sa.func.sum(ReannotationBatch.n_created), 0),
             sa.func.coalesce(sa.func.sum(ReannotationBatch.n_superseded), 0),
             sa.func.coalesce(sa.func.sum(ReannotationBatch.n_unchanged), 0),
         ).where(ReannotationBatch.run_id == run.id)
     ).one()
-    failures = [f"batch {index}: {message}" for index, message in session.execute(
-        sa.select(ReannotationBatch.batch_index, ReannotationBatch.message)
-        .where(ReannotationBatch.run_id == run.id, ReannotationBatch.status == FAILED)
-        .order_by(ReannotationBatch.batch_index).limit(20))]
+    failures = [
+        f"batch {index}: {message}"
+        for index, message in session.execute(
+            sa.select(ReannotationBatch.batch_index, ReannotationBatch.message)
+            .where(ReannotationBatch.run_id == run.id, ReannotationBatch.status == FAILED)
+            .order_by(ReannotationBatch.batch_index)
+            .limit(20)
+        )
+    ]
     done, failed, alleles, created, superseded, unchanged = (int(value) for value in counts)
-    return RunProgress(id=run.id, run_id=run.run_id, bundle_version=run.bundle_version, analyses=run.analyses,
-                       total_batches=run.total_batches, done_batches=done, failed_batches=failed,
-                       total_alleles=run.total_alleles, alleles_done=alleles, created=created,
-                       superseded=superseded, unchanged=unchanged, date_created=run.date_created,
-                       failures=failures, mode=run.mode)
+    return RunProgress(
+        id=run.id,
+        run_id=run.run_id,
+        bundle_version=run.bundle_version,
+        analyses=run.analyses,
+        total_batches=run.total_batches,
+        done_batches=done,
+        failed_batches=failed,
+        total_alleles=run.total_alleles,
+        alleles_done=alleles,
+        created=created,
+        superseded=superseded,
+        unchanged=unchanged,
+        date_created=run.date_created,
+        failures=failures,
+        mode=run.mode,
+    )
 
 
 def find_run(session: Session, identifier: int | str) -> ReannotationRun | None:
@@ -145,24 +186,36 @@ def find_run(session: Session, identifier: int | str) -> ReannotationRun | None:
 
 def list_runs(session: Session, *, limit: int = 100, offset: int = 0) -> tuple[int, list[RunProgress]]:
     total = session.scalar(sa.select(sa.func.count()).select_from(ReannotationRun)) or 0
-    rows = session.scalars(sa.select(ReannotationRun).order_by(ReannotationRun.id.desc())
-                           .limit(limit).offset(offset)).all()
+    rows = session.scalars(
+        sa.select(ReannotationRun).order_by(ReannotationRun.id.desc()).limit(limit).offset(offset)
+    ).all()
     return int(total), [run_progress(session, row) for row in rows]
 
 
-def missing_batches(session: Session, run: ReannotationRun, *,
-                    producer: str = "annostream") -> list[ReannotationBatchEvent]:
+def missing_batches(
+    session: Session, run: ReannotationRun, *, producer: str = "annostream"
+) -> list[ReannotationBatchEvent]:
     """The events of the run's batches that are not DONE; FAILED ones are set back to PENDING
     (the caller commits, then publishes). A DONE batch is never redone: the worker skips it."""
     batches = session.scalars(
         sa.select(ReannotationBatch)
         .where(ReannotationBatch.run_id == run.id, ReannotationBatch.status != DONE)
-        .order_by(ReannotationBatch.batch_index).with_for_update()).all()
+        .order_by(ReannotationBatch.batch_index)
+        .with_for_update()
+    ).all()
     for batch in batches:
         if batch.status == FAILED:
             batch.status, batch.message = PENDING, f"resumed after: {batch.message}"
     session.flush()
-    return [ReannotationBatchEvent(producer=producer, run_id=run.run_id, batch_index=batch.batch_index,
-                                   bundle=run.bundle_version, id_from=batch.id_from, id_to=batch.id_to,
-                                   analyses=run.analyses)
-            for batch in batches]
+    return [
+        ReannotationBatchEvent(
+            producer=producer,
+            run_id=run.run_id,
+            batch_index=batch.batch_index,
+            bundle=run.bundle_version,
+            id_from=batch.id_from,
+            id_to=batch.id_to,
+            analyses=run.analyses,
+        )
+        for batch in batches
+    ]

@@ -50,9 +50,15 @@ class GroupPlan:
     datasets: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"from_bundle": self.bundle_version, "annotation_config_id": self.annotation_config_id,
-                "alleles": self.alleles, "action": self.action, "reason": self.reason,
-                "selected": self.selected, "datasets": self.datasets}
+        return {
+            "from_bundle": self.bundle_version,
+            "annotation_config_id": self.annotation_config_id,
+            "alleles": self.alleles,
+            "action": self.action,
+            "reason": self.reason,
+            "selected": self.selected,
+            "datasets": self.datasets,
+        }
 
 
 @dataclass
@@ -67,8 +73,12 @@ class ReleasePlan:
         return self.unannotated + sum(group.selected for group in self.groups)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"bundle": self.bundle, "selected": self.selected, "unannotated": self.unannotated,
-                "groups": [group.as_dict() for group in self.groups]}
+        return {
+            "bundle": self.bundle,
+            "selected": self.selected,
+            "unannotated": self.unannotated,
+            "groups": [group.as_dict() for group in self.groups],
+        }
 
     def describe(self) -> list[str]:
         """Human-readable lines, per source bundle and dataset (``reannotate --dry-run``)."""
@@ -77,16 +87,20 @@ class ReleasePlan:
             lines.append(f"  {self.unannotated} allele(s) without a current annotation: all")
         for group in self.groups:
             origin = group.bundle_version or "(no bundle)"
-            lines.append(f"  {group.alleles} allele(s) annotated by {origin} "
-                         f"(annotation config {group.annotation_config_id}): {group.action}, "
-                         f"{group.selected} selected - {group.reason}")
+            lines.append(
+                f"  {group.alleles} allele(s) annotated by {origin} "
+                f"(annotation config {group.annotation_config_id}): {group.action}, "
+                f"{group.selected} selected - {group.reason}"
+            )
             for dataset in group.datasets:
                 versions = f"{dataset['old_version']} -> {dataset['new_version']}"
                 lines.append(f"    dataset {dataset['name']} ({versions}): {dataset['status']}")
                 for block in dataset["blocks"]:
-                    lines.append(f"      {block['file']}: {block['added']} added, "
-                                 f"{block['removed']} removed, {block['changed']} changed records; "
-                                 f"{block['alleles']} stored allele(s) touched")
+                    lines.append(
+                        f"      {block['file']}: {block['added']} added, "
+                        f"{block['removed']} removed, {block['changed']} changed records; "
+                        f"{block['alleles']} stored allele(s) touched"
+                    )
         return lines
 
 
@@ -101,8 +115,17 @@ def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelectio
         # ELLA database mode: ELLA's annotation rows do not say which bundle made them, so
         # nothing can be compared; every selected allele is re-annotated.
         total = int(loader.execute(f"SELECT COUNT(*) FROM allele a WHERE {condition}", params).scalar_one())
-        plan.groups.append(GroupPlan(None, None, total, "full", "ELLA database mode: annotations carry no "
-                                     "bundle version to compare with", selected=total, everything=True))
+        plan.groups.append(
+            GroupPlan(
+                None,
+                None,
+                total,
+                "full",
+                "ELLA database mode: annotations carry no bundle version to compare with",
+                selected=total,
+                everything=True,
+            )
+        )
         return plan
     for version, group_config, count in _groups(session, selection):
         group = GroupPlan(version, group_config, int(count), "full", "")
@@ -125,8 +148,7 @@ def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelectio
             else:
                 group.action = "incremental"
                 changed = [d.name for d in difference.datasets if d.status != "unchanged"]
-                group.reason = (f"changed datasets: {', '.join(changed)}" if changed
-                                else "no dataset changed")
+                group.reason = f"changed datasets: {', '.join(changed)}" if changed else "no dataset changed"
                 touched: set[int] = set()
                 blocks = iter(difference.changed_blocks)
                 for dataset in group.datasets:
@@ -150,12 +172,18 @@ def write_targets(session: Session, plan: ReleasePlan, selection: AlleleSelectio
     condition, params = selection.where()
     params = {**params, "run_pk": run_pk}
     if plan.touched:
-        loader.load("reannotation_target", ("run_id", "allele_id"),
-                    ((run_pk, allele_id) for allele_id in sorted(plan.touched)))
+        loader.load(
+            "reannotation_target",
+            ("run_id", "allele_id"),
+            ((run_pk, allele_id) for allele_id in sorted(plan.touched)),
+        )
     for group in plan.groups:
         if group.everything:
-            loader.execute("INSERT INTO reannotation_target (run_id, allele_id) SELECT :run_pk, a.id "
-                           f"FROM allele a WHERE {condition}", params)
+            loader.execute(
+                "INSERT INTO reannotation_target (run_id, allele_id) SELECT :run_pk, a.id "
+                f"FROM allele a WHERE {condition}",
+                params,
+            )
             continue
         if group.action != "full":
             continue
@@ -163,22 +191,29 @@ def write_targets(session: Session, plan: ReleasePlan, selection: AlleleSelectio
         loader.execute(
             "INSERT INTO reannotation_target (run_id, allele_id) SELECT :run_pk, c.allele_id "
             "FROM annotation c JOIN allele a ON a.id = c.allele_id WHERE c.date_superceeded IS NULL "
-            f"AND {group_condition} AND {condition}", {**params, **group_params})
+            f"AND {group_condition} AND {condition}",
+            {**params, **group_params},
+        )
     if plan.unannotated:
         loader.execute(
             "INSERT INTO reannotation_target (run_id, allele_id) SELECT :run_pk, a.id FROM allele a "
             f"WHERE {condition} AND NOT EXISTS (SELECT 1 FROM annotation c WHERE c.allele_id = a.id "
-            "AND c.date_superceeded IS NULL)", params)
+            "AND c.date_superceeded IS NULL)",
+            params,
+        )
 
 
 def _groups(session: Session, selection: AlleleSelection) -> list[tuple[str | None, int | None, int]]:
     condition, params = selection.where()
     # Without an analysis or range filter the allele table need not be read at all.
-    source = ("annotation c" if condition == "TRUE"
-              else "annotation c JOIN allele a ON a.id = c.allele_id")
-    rows = session.execute(sa.text(
-        f"SELECT c.bundle_version, c.annotation_config_id, COUNT(*) FROM {source} "
-        f"WHERE c.date_superceeded IS NULL AND {condition} GROUP BY 1, 2 ORDER BY 3 DESC"), params)
+    source = "annotation c" if condition == "TRUE" else "annotation c JOIN allele a ON a.id = c.allele_id"
+    rows = session.execute(
+        sa.text(
+            f"SELECT c.bundle_version, c.annotation_config_id, COUNT(*) FROM {source} "
+            f"WHERE c.date_superceeded IS NULL AND {condition} GROUP BY 1, 2 ORDER BY 3 DESC"
+        ),
+        params,
+    )
     return [(version, config, int(count)) for version, config, count in rows]
 
 
@@ -202,8 +237,14 @@ def _toggle_chr(name: str) -> str:
     return name[3:] if name.startswith("chr") else f"chr{name}"
 
 
-def _touched(loader: BulkLoader, block: BlockDiff, version: str | None, config_id: int | None,
-             condition: str, params: dict[str, Any]) -> set[int]:
+def _touched(
+    loader: BulkLoader,
+    block: BlockDiff,
+    version: str | None,
+    config_id: int | None,
+    condition: str,
+    params: dict[str, Any],
+) -> set[int]:
     """Ids of the group's alleles the block's difference touches."""
     if not block.touched:
         return set()
@@ -215,44 +256,68 @@ def _touched(loader: BulkLoader, block: BlockDiff, version: str | None, config_i
         names[chrom] = chrom
         names.setdefault(_toggle_chr(chrom), chrom)
     if block.kind == "variant":
-        return _touched_variants(loader, block, names, f"{group_condition} AND {condition}",
-                                 {**params, **group_params})
-    return _touched_intervals(loader, block, names, f"{group_condition} AND {condition}",
-                              {**params, **group_params})
+        return _touched_variants(
+            loader, block, names, f"{group_condition} AND {condition}", {**params, **group_params}
+        )
+    return _touched_intervals(
+        loader, block, names, f"{group_condition} AND {condition}", {**params, **group_params}
+    )
 
 
-def _touched_variants(loader: BulkLoader, block: BlockDiff, names: dict[str, str], condition: str,
-                      params: dict[str, Any]) -> set[int]:
+def _touched_variants(
+    loader: BulkLoader, block: BlockDiff, names: dict[str, str], condition: str, params: dict[str, Any]
+) -> set[int]:
     wanted: dict[tuple[str, int], set[int]] = defaultdict(set)
     for chrom, (positions, keys) in block.touched.items():
         for position, key in zip(positions.tolist(), keys.tolist(), strict=True):
             wanted[(chrom, position)].add(key)
     loader.create_scratch_table(TOUCHED, "chrom TEXT, pos INTEGER")
-    loader.load(TOUCHED, ("chrom", "pos"),
-                ((alias, position) for alias, chrom in names.items()
-                 for position in np.unique(block.touched[chrom][0]).tolist()))
+    loader.load(
+        TOUCHED,
+        ("chrom", "pos"),
+        (
+            (alias, position)
+            for alias, chrom in names.items()
+            for position in np.unique(block.touched[chrom][0]).tolist()
+        ),
+    )
     loader.analyze(TOUCHED)
-    rows: Sequence[Any] = loader.execute(
-        "SELECT a.id, a.chromosome, a.vcf_pos, a.vcf_ref, a.vcf_alt FROM allele a "
-        f"JOIN {TOUCHED} t ON a.chromosome = t.chrom AND a.vcf_pos = t.pos "
-        "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
-        f"WHERE {condition}", params).tuples().all()
+    rows: Sequence[Any] = (
+        loader.execute(
+            "SELECT a.id, a.chromosome, a.vcf_pos, a.vcf_ref, a.vcf_alt FROM allele a "
+            f"JOIN {TOUCHED} t ON a.chromosome = t.chrom AND a.vcf_pos = t.pos "
+            "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
+            f"WHERE {condition}",
+            params,
+        )
+        .tuples()
+        .all()
+    )
     loader.drop_scratch_table(TOUCHED)
     if not rows:
         return set()
     hashes = hash_strings([f"{ref}\t{alt}".encode() for _id, _chrom, _pos, ref, alt in rows]).tolist()
-    return {allele_id for (allele_id, chrom, position, _ref, _alt), key in zip(rows, hashes, strict=True)
-            if key in wanted.get((names[chrom], position), ())}
+    return {
+        allele_id
+        for (allele_id, chrom, position, _ref, _alt), key in zip(rows, hashes, strict=True)
+        if key in wanted.get((names[chrom], position), ())
+    }
 
 
-def _touched_intervals(loader: BulkLoader, block: BlockDiff, names: dict[str, str], condition: str,
-                       params: dict[str, Any]) -> set[int]:
+def _touched_intervals(
+    loader: BulkLoader, block: BlockDiff, names: dict[str, str], condition: str, params: dict[str, Any]
+) -> set[int]:
     aliases = {f"chrom_{i}": alias for i, alias in enumerate(names)}
-    rows: Sequence[Any] = loader.execute(
-        "SELECT a.id, a.chromosome, a.vcf_pos, LENGTH(a.vcf_ref) FROM allele a "
-        "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
-        f"WHERE a.chromosome IN ({', '.join(':' + key for key in aliases)}) AND {condition}",
-        {**params, **aliases}).tuples().all()
+    rows: Sequence[Any] = (
+        loader.execute(
+            "SELECT a.id, a.chromosome, a.vcf_pos, LENGTH(a.vcf_ref) FROM allele a "
+            "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
+            f"WHERE a.chromosome IN ({', '.join(':' + key for key in aliases)}) AND {condition}",
+            {**params, **aliases},
+        )
+        .tuples()
+        .all()
+    )
     merged = {chrom: _merge(starts, ends) for chrom, (starts, ends) in block.touched.items()}
     touched: set[int] = set()
     for allele_id, chrom, position, ref_length in rows:
@@ -276,4 +341,3 @@ def _merge(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray
             merged_starts.append(start)
             merged_ends.append(end)
     return np.array(merged_starts, dtype=np.int64), np.array(merged_ends, dtype=np.int64)
-

@@ -84,8 +84,13 @@ class ReleaseStages:
                 return []
             ledger.progress(session, request.event_id)
             record_attempt(session, job)
-            transition(session, job, JobStatus.ANNOTATING, stage=REANALYSE_STAGE,
-                       message=f"re-annotating with bundle {request.bundle or '(active)'}")
+            transition(
+                session,
+                job,
+                JobStatus.ANNOTATING,
+                stage=REANALYSE_STAGE,
+                message=f"re-annotating with bundle {request.bundle or '(active)'}",
+            )
         try:
             with session_scope(self.db_url) as session:
                 job = self._job(session, request)
@@ -94,11 +99,14 @@ class ReleaseStages:
                     return []
                 analysis_id = session.scalar(sa.select(Analysis.id).where(Analysis.name == request.analysis))
                 if analysis_id is None:
-                    raise InputError(f"no stored analysis named {request.analysis!r}",
-                                     expected="the name of an imported analysis")
+                    raise InputError(
+                        f"no stored analysis named {request.analysis!r}",
+                        expected="the name of an imported analysis",
+                    )
                 bundle = resolve_bundle(session, request.bundle)
-                result = reannotate_alleles(session, bundle, AlleleSelection(analyses=(request.analysis,)),
-                                            work_dir=self.work_dir)
+                result = reannotate_alleles(
+                    session, bundle, AlleleSelection(analyses=(request.analysis,)), work_dir=self.work_dir
+                )
                 job.analysis_id = analysis_id
                 transition(session, job, JobStatus.DONE, stage=REANALYSE_STAGE, message=_summary(result))
                 ledger.finish(session, request.event_id, LedgerState.DONE)
@@ -116,8 +124,9 @@ class ReleaseStages:
         return WorkEvent.from_message(topic, event.key, encode(event))
 
     def _job(self, session: Session, request: ReanalysisRequested) -> ImportJob:
-        return get_or_create_job(session, event_id=request.event_id, analysis_name=request.analysis,
-                                 fingerprint=None)
+        return get_or_create_job(
+            session, event_id=request.event_id, analysis_name=request.analysis, fingerprint=None
+        )
 
     def _fail_job(self, request: ReanalysisRequested, error: InputError) -> None:
         with session_scope(self.db_url) as session:
@@ -142,9 +151,12 @@ class ReleaseStages:
                 ledger.finish(session, event.event_id, LedgerState.DONE)
                 return changed_events(session, run, batch.batch_index, self.topics.changed, self.producer)
             batch.attempts += 1
-            selection = AlleleSelection(event.id_from, event.id_to,
-                                        tuple(event.analyses) if event.analyses is not None else None,
-                                        run_pk=run.id if run.mode == INCREMENTAL else None)
+            selection = AlleleSelection(
+                event.id_from,
+                event.id_to,
+                tuple(event.analyses) if event.analyses is not None else None,
+                run_pk=run.id if run.mode == INCREMENTAL else None,
+            )
             try:
                 # A savepoint: bad input rolls back this batch's writes but keeps its FAILED status.
                 with session.begin_nested():
@@ -162,25 +174,36 @@ class ReleaseStages:
             outgoing = changed_events(session, run, batch.batch_index, self.topics.changed, self.producer)
         metrics.REANNOTATION_BATCHES.labels(outcome="done").inc()
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
-        log.info("reannotation %s batch %d: %s (%s)", event.run_id, event.batch_index, _summary(result),
-                 ", ".join(f"{step} {seconds:.2f}s" for step, seconds in result.seconds.items()))
+        log.info(
+            "reannotation %s batch %d: %s (%s)",
+            event.run_id,
+            event.batch_index,
+            _summary(result),
+            ", ".join(f"{step} {seconds:.2f}s" for step, seconds in result.seconds.items()),
+        )
         return outgoing
 
-    def _lock_batch(self, session: Session,
-                    event: ReannotationBatchEvent) -> tuple[ReannotationBatch, ReannotationRun]:
+    def _lock_batch(
+        self, session: Session, event: ReannotationBatchEvent
+    ) -> tuple[ReannotationBatch, ReannotationRun]:
         row = session.execute(
             sa.select(ReannotationBatch, ReannotationRun)
             .join(ReannotationRun, ReannotationRun.id == ReannotationBatch.run_id)
             .where(ReannotationRun.run_id == event.run_id, ReannotationBatch.batch_index == event.batch_index)
-            .with_for_update(of=ReannotationBatch)).first()
+            .with_for_update(of=ReannotationBatch)
+        ).first()
         if row is None:
-            raise InputError(f"reannotation run {event.run_id} has no batch {event.batch_index}",
-                             expected="a batch planned by 'annostream reannotate'")
+            raise InputError(
+                f"reannotation run {event.run_id} has no batch {event.batch_index}",
+                expected="a batch planned by 'annostream reannotate'",
+            )
         batch, run = row
         if (batch.id_from, batch.id_to) != (event.id_from, event.id_to):
-            raise InputError(f"batch {event.batch_index} of run {event.run_id} covers allele ids "
-                             f"{event.id_from}-{event.id_to}, the run planned {batch.id_from}-{batch.id_to}",
-                             expected="the event as 'annostream reannotate' published it")
+            raise InputError(
+                f"batch {event.batch_index} of run {event.run_id} covers allele ids "
+                f"{event.id_from}-{event.id_to}, the run planned {batch.id_from}-{batch.id_to}",
+                expected="the event as 'annostream reannotate' published it",
+            )
         return batch, run
 
     # --- IGV tracks ---------------------------------------------------------------------------
@@ -195,8 +218,10 @@ class ReleaseStages:
         with session_scope(self.db_url) as session:
             active = active_bundle(session)
         if active is None:
-            log.info("bundle %s was activated, but no bundle is active now: IGV tracks left as they are",
-                     event.bundle)
+            log.info(
+                "bundle %s was activated, but no bundle is active now: IGV tracks left as they are",
+                event.bundle,
+            )
             return []
         result = apply_tracks(active, self.settings.igv_data)
         for warning in result.warnings:
@@ -210,8 +235,9 @@ class ReleaseStages:
 
     # --- shared -------------------------------------------------------------------------------
 
-    def _run(self, stage: str, raw: bytes, kind: type[E],
-             body: Callable[[E], list[Outgoing]]) -> list[Outgoing]:
+    def _run(
+        self, stage: str, raw: bytes, kind: type[E], body: Callable[[E], list[Outgoing]]
+    ) -> list[Outgoing]:
         with metrics.observe_stage(stage):
             try:
                 event = decode(raw, kind)
@@ -253,16 +279,25 @@ class ReleaseStages:
         metrics.REANNOTATION_BATCHES.labels(outcome="failed").inc()
         return [self._dead_letter(event, REANNOTATE_STAGE, error)]
 
-    def _dead_letter(self, original: bytes | ReanalysisRequested | ReannotationBatchEvent | BundleActivated,
-                     stage: str, error: InputError) -> Outgoing:
+    def _dead_letter(
+        self,
+        original: bytes | ReanalysisRequested | ReannotationBatchEvent | BundleActivated,
+        stage: str,
+        error: InputError,
+    ) -> Outgoing:
         raw = original if isinstance(original, bytes) else encode(original)
         analysis = original.analysis if isinstance(original, ReanalysisRequested) else None
         dead = failed_event(raw, stage=stage, error=error, producer=self.producer, analysis=analysis)
         return Outgoing(self.failed_topic, dead.analysis or "", encode(dead))
 
 
-def _finish(batch: ReannotationBatch, status: str, *, result: ReannotateResult | None = None,
-            message: str | None = None) -> None:
+def _finish(
+    batch: ReannotationBatch,
+    status: str,
+    *,
+    result: ReannotateResult | None = None,
+    message: str | None = None,
+) -> None:
     batch.status = status
     batch.message = message if result is None else _summary(result)
     batch.date_updated = utcnow()
@@ -275,6 +310,8 @@ def _finish(batch: ReannotationBatch, status: str, *, result: ReannotateResult |
 
 def _summary(result: ReannotateResult) -> str:
     notes = result.annotations
-    return (f"re-annotated {result.n_alleles} alleles with bundle {result.bundle_version} "
-            f"({result.n_with_values} with values): {notes.created} new annotations, "
-            f"{notes.superseded} superseded, {notes.unchanged} unchanged")
+    return (
+        f"re-annotated {result.n_alleles} alleles with bundle {result.bundle_version} "
+        f"({result.n_with_values} with values): {notes.created} new annotations, "
+        f"{notes.superseded} superseded, {notes.unchanged} unchanged"
+    )

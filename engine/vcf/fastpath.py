@@ -85,8 +85,9 @@ class _GenotypeTable:
         return cls(
             texts=pa.array(texts),
             carries=np.array([1 in gt for gt in genotypes]),
-            types=np.array(["No coverage" if gt in NO_CALL else GENOTYPE_TYPES[gt] for gt in genotypes],
-                           dtype=object),
+            types=np.array(
+                ["No coverage" if gt in NO_CALL else GENOTYPE_TYPES[gt] for gt in genotypes], dtype=object
+            ),
             multiallelic=np.array([gt in MULTIALLELIC_GENOTYPES for gt in genotypes]),
         )
 
@@ -128,12 +129,16 @@ def iter_variant_blocks(
 class _BlockParser:
     """Parses one block of whole lines: the simple ones in bulk, the others line by line."""
 
-    def __init__(self, header: VcfHeader, samples: Sequence[SampleRecord], parser: RecordParser,
-                 annotation_builder: AnnotationBuilder | None) -> None:
+    def __init__(
+        self,
+        header: VcfHeader,
+        samples: Sequence[SampleRecord],
+        parser: RecordParser,
+        annotation_builder: AnnotationBuilder | None,
+    ) -> None:
         self.file = str(header.path)
         self.parser = parser
-        self.names = ["CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT",
-                      *header.samples]
+        self.names = ["CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *header.samples]
         self.sample_ids = [s.identifier for s in samples]
         self.sample_columns = [9 + header.samples.index(s.identifier) for s in samples]
         self.proband = next(i for i, s in enumerate(samples) if s.proband)
@@ -173,13 +178,22 @@ class _BlockParser:
         try:
             return pacsv.read_csv(
                 pa.py_buffer(chunk),
-                read_options=pacsv.ReadOptions(column_names=self.names, block_size=len(chunk) + 1,
-                                               use_threads=False),
-                parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False,
-                                                 double_quote=False, ignore_empty_lines=False),
+                read_options=pacsv.ReadOptions(
+                    column_names=self.names, block_size=len(chunk) + 1, use_threads=False
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter="\t",
+                    quote_char=False,
+                    escape_char=False,
+                    double_quote=False,
+                    ignore_empty_lines=False,
+                ),
                 convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(self.names, pa.string()), null_values=[],
-                    strings_can_be_null=False, quoted_strings_can_be_null=False),
+                    column_types=dict.fromkeys(self.names, pa.string()),
+                    null_values=[],
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return None  # wrong column count, invalid UTF-8, ...: the exact parser says which line
@@ -227,8 +241,9 @@ class _BlockParser:
             self.layouts[fmt] = FormatLayout.of(keys) if "GT" in keys and "" not in keys else None
         return self.layouts[fmt]
 
-    def _sample_values(self, group: pa.Table, layout: FormatLayout, n_keys: int
-                       ) -> tuple[np.ndarray, dict[str, Any]]:
+    def _sample_values(
+        self, group: pa.Table, layout: FormatLayout, n_keys: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Per sample (in analysis order) the checked FORMAT values of a group of one FORMAT."""
         ok = np.ones(group.num_rows, dtype=bool)
         split = []
@@ -259,8 +274,11 @@ class _BlockParser:
             # An absent key reads like a '.' value (no AD: "{}", no PL: NULL, as ELLA stores them).
             ad = _element(parts, layout.ad)
             if layout.ad is not None:
-                good &= _np(pc.or_(pc.match_substring_regex(ad, _AD_NUMBERS),
-                                   pc.match_substring_regex(ad, _AD_IGNORED)))
+                good &= _np(
+                    pc.or_(
+                        pc.match_substring_regex(ad, _AD_NUMBERS), pc.match_substring_regex(ad, _AD_IGNORED)
+                    )
+                )
             values[f"ad{k}"] = ad
             pl = _element(parts, layout.pl)
             if layout.pl is not None:
@@ -281,16 +299,29 @@ class _BlockParser:
         chrom, pos = site["CHROM"].combine_chunks(), pc.cast(site["POS"], pa.int64()).combine_chunks()
         start, end, change_from, change_to, change_type, length = _alleles(chrom, pos, ref, alt)
         qual = site["QUAL"].combine_chunks()
-        quality = pc.cast(pc.trunc(pc.cast(pc.if_else(pc.equal(qual, "."), None, qual), pa.float64())),
-                          pa.int64())
-        samples = tuple((identifier, self._sample(k, ref, alt, values))
-                        for k, identifier in enumerate(self.sample_ids))
+        quality = pc.cast(
+            pc.trunc(pc.cast(pc.if_else(pc.equal(qual, "."), None, qual), pa.float64())), pa.int64()
+        )
+        samples = tuple(
+            (identifier, self._sample(k, ref, alt, values)) for k, identifier in enumerate(self.sample_ids)
+        )
         return VariantColumns(
-            size=site.num_rows, chromosome=chrom, start_position=start, open_end_position=end,
-            change_from=change_from, change_to=change_to, change_type=change_type, vcf_pos=pos,
-            vcf_ref=ref, vcf_alt=alt, length=length, filter_status=site["FILTER"].combine_chunks(),
-            variant_quality=quality, annotation=self._annotations(site["INFO"].combine_chunks()),
-            samples=samples, proband=self.sample_ids[self.proband],
+            size=site.num_rows,
+            chromosome=chrom,
+            start_position=start,
+            open_end_position=end,
+            change_from=change_from,
+            change_to=change_to,
+            change_type=change_type,
+            vcf_pos=pos,
+            vcf_ref=ref,
+            vcf_alt=alt,
+            length=length,
+            filter_status=site["FILTER"].combine_chunks(),
+            variant_quality=quality,
+            annotation=self._annotations(site["INFO"].combine_chunks()),
+            samples=samples,
+            proband=self.sample_ids[self.proband],
         )
 
     def _sample(self, k: int, ref: pa.Array, alt: pa.Array, values: dict[str, Any]) -> SampleColumns:
@@ -298,14 +329,19 @@ class _BlockParser:
         multiallelic = _GENOTYPES.multiallelic[codes]
         depth, ratio = _allele_depth(values[f"ad{k}"], ref, alt)
         pl = values[f"pl{k}"]
-        likelihood = pc.if_else(pa.array(multiallelic | _np(pc.equal(pl, "."))), None,
-                                pc.binary_join_element_wise("[", pl, "]", ""))
+        likelihood = pc.if_else(
+            pa.array(multiallelic | _np(pc.equal(pl, "."))),
+            None,
+            pc.binary_join_element_wise("[", pl, "]", ""),
+        )
         return SampleColumns(
             type=pa.array(_GENOTYPES.types[codes], pa.string()),
             multiallelic=pa.array(multiallelic),
             genotype_quality=_integers(values[f"gq{k}"]),
             sequencing_depth=_integers(values[f"dp{k}"]),
-            allele_depth=depth, allele_ratio=ratio, genotype_likelihood=likelihood,
+            allele_depth=depth,
+            allele_ratio=ratio,
+            genotype_likelihood=likelihood,
             copy_number=_integers(values[f"cn{k}"]),
         )
 
@@ -331,8 +367,7 @@ class _BlockParser:
 
     # -- line by line -------------------------------------------------------------------------
 
-    def _exactly(self, chunk: bytes, before: int, fast: np.ndarray | None
-                 ) -> Iterator[list[VariantRecord]]:
+    def _exactly(self, chunk: bytes, before: int, fast: np.ndarray | None) -> Iterator[list[VariantRecord]]:
         """Feed the lines not parsed in bulk (all when ``fast`` is None) to the exact parser.
 
         A bulk line ends a pending multiallelic block, as it would in the exact parser.
@@ -449,9 +484,16 @@ def _alleles(chrom: pa.Array, pos: pa.Array, ref: pa.Array, alt: pa.Array) -> tu
     if not len(others):
         return pa.array(start), pa.array(end), ref, alt, change_type, pa.array(length)
     picked = pa.array(others)
-    alleles = [allele_from_vcf(c, p, r, a) for c, p, r, a in zip(
-        chrom.take(picked).to_pylist(), positions[others].tolist(), ref.take(picked).to_pylist(),
-        alt.take(picked).to_pylist(), strict=True)]
+    alleles = [
+        allele_from_vcf(c, p, r, a)
+        for c, p, r, a in zip(
+            chrom.take(picked).to_pylist(),
+            positions[others].tolist(),
+            ref.take(picked).to_pylist(),
+            alt.take(picked).to_pylist(),
+            strict=True,
+        )
+    ]
     start[others] = [a.start_position for a in alleles]
     end[others] = [a.open_end_position for a in alleles]
     length[others] = [a.length for a in alleles]
@@ -460,8 +502,14 @@ def _alleles(chrom: pa.Array, pos: pa.Array, ref: pa.Array, alt: pa.Array) -> tu
     def replaced(values: pa.Array, field: str) -> pa.Array:
         return pc.replace_with_mask(values, mask, pa.array([getattr(a, field) for a in alleles], pa.string()))
 
-    return (pa.array(start), pa.array(end), replaced(ref, "change_from"), replaced(alt, "change_to"),
-            replaced(change_type, "change_type"), pa.array(length))
+    return (
+        pa.array(start),
+        pa.array(end),
+        replaced(ref, "change_from"),
+        replaced(alt, "change_to"),
+        replaced(change_type, "change_type"),
+        pa.array(length),
+    )
 
 
 def _integers(text: pa.Array) -> pa.Array:
@@ -478,6 +526,6 @@ def _allele_depth(ad: pa.Array, ref: pa.Array, alt: pa.Array) -> tuple[pa.Array,
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(numbers & (total > 0), alt_depth / np.maximum(total, 1), 0.0)
     document = pc.binary_join_element_wise(
-        '{"REF (', ref, ')":', pc.list_element(pairs, 0), ',"', alt, '":', pc.list_element(pairs, 1),
-        "}", "")
+        '{"REF (', ref, ')":', pc.list_element(pairs, 0), ',"', alt, '":', pc.list_element(pairs, 1), "}", ""
+    )
     return pc.if_else(pa.array(numbers), document, "{}"), pa.array(ratio)

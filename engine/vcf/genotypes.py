@@ -46,6 +46,7 @@ AnnotationBuilder = Callable[[dict[str, str | bool]], dict[str, Any] | None]
 
 _DUPLICATIONS = frozenset({"dup", "dup_tandem"})
 
+
 def annotation_sources(builder: AnnotationBuilder | None) -> frozenset[str] | None:
     """The INFO keys ``builder`` reads, when it says (``build_annotation_builder``'s do)."""
     sources = getattr(builder, "sources", None)

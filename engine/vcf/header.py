@@ -110,11 +110,19 @@ class VcfHeader:
             if not line.startswith("#"):
                 if number == 1:
                     _check_first_line(path, line)
-                raise InputError("data or stray text before the #CHROM header line", file=str(path),
-                                 line=number, expected="'##' meta lines, then the #CHROM line")
+                raise InputError(
+                    "data or stray text before the #CHROM header line",
+                    file=str(path),
+                    line=number,
+                    expected="'##' meta lines, then the #CHROM line",
+                )
             meta.append(MetaLine.of(line, number))
-        raise InputError("VCF ends before its #CHROM header line", file=str(path), line=max(last, 1),
-                         expected="a #CHROM header line")
+        raise InputError(
+            "VCF ends before its #CHROM header line",
+            file=str(path),
+            line=max(last, 1),
+            expected="a #CHROM header line",
+        )
 
     @classmethod
     def read_binary(cls, path: Path, handle: BinaryIO) -> tuple[VcfHeader | None, bytes]:
@@ -147,9 +155,11 @@ class VcfHeader:
         for line in self.meta:
             ident = line.id
             if line.kind == kind and ident is not None:
-                found[ident] = {"Number": line.fields.get("Number", ""),
-                                "Type": line.fields.get("Type", ""),
-                                "Description": line.fields.get("Description", "")}
+                found[ident] = {
+                    "Number": line.fields.get("Number", ""),
+                    "Type": line.fields.get("Type", ""),
+                    "Description": line.fields.get("Description", ""),
+                }
         return found
 
     @cached_property
@@ -198,13 +208,20 @@ class VcfHeader:
         try:
             reader = cyvcf2.VCF(str(self.path))
         except Exception as exc:  # cyvcf2 raises bare Exception (or OSError) for header errors
-            raise InputError(f"htslib cannot parse the VCF header ({exc})", file=str(self.path),
-                             line=self.line_count, expected="a VCF 4.x header") from exc
+            raise InputError(
+                f"htslib cannot parse the VCF header ({exc})",
+                file=str(self.path),
+                line=self.line_count,
+                expected="a VCF 4.x header",
+            ) from exc
         try:
             if list(reader.samples) != self.samples:
-                raise InputError("htslib reads different sample names from the header",
-                                 file=str(self.path), line=self.line_count,
-                                 expected=f"samples {self.samples}")
+                raise InputError(
+                    "htslib reads different sample names from the header",
+                    file=str(self.path),
+                    line=self.line_count,
+                    expected=f"samples {self.samples}",
+                )
         finally:
             reader.close()
 
@@ -242,8 +259,12 @@ class VcfHeader:
 
 def _check_first_line(path: Path, text: str) -> None:
     if not text.startswith("##fileformat=VCF"):
-        raise InputError("VCF does not start with a ##fileformat line", file=str(path), line=1,
-                         expected="##fileformat=VCFv4.x")
+        raise InputError(
+            "VCF does not start with a ##fileformat line",
+            file=str(path),
+            line=1,
+            expected="##fileformat=VCFv4.x",
+        )
 
 
 def _check_meta(path: Path, line: MetaLine) -> None:
@@ -251,44 +272,76 @@ def _check_meta(path: Path, line: MetaLine) -> None:
     if number == 1:
         _check_first_line(path, text)
     if not text.startswith("##"):
-        raise InputError("data or stray text before the #CHROM header line", file=str(path), line=number,
-                         expected="'##' meta lines, then the #CHROM line")
+        raise InputError(
+            "data or stray text before the #CHROM header line",
+            file=str(path),
+            line=number,
+            expected="'##' meta lines, then the #CHROM line",
+        )
     value = text.partition("=")[2]
     if value.startswith("<") and not value.rstrip().endswith(">"):
-        raise InputError("unterminated structured header line", file=str(path), line=number,
-                         expected="##KEY=<...> on one line")
+        raise InputError(
+            "unterminated structured header line",
+            file=str(path),
+            line=number,
+            expected="##KEY=<...> on one line",
+        )
     kind = line.kind
     if kind not in _TYPES:
         return
     ident, num, typ = line.fields.get("ID"), line.fields.get("Number"), line.fields.get("Type")
     if ident is None or num is None or typ is None:
-        raise InputError(f"##{kind} line lacks ID, Number or Type", file=str(path), line=number,
-                         expected=f'##{kind}=<ID=...,Number=...,Type=...,Description="...">')
+        raise InputError(
+            f"##{kind} line lacks ID, Number or Type",
+            file=str(path),
+            line=number,
+            expected=f'##{kind}=<ID=...,Number=...,Type=...,Description="...">',
+        )
     if not _NUMBER_VALUES.fullmatch(num) or typ not in _TYPES[kind]:
-        raise InputError(f"##{kind} {ident} has Number={num} Type={typ}", file=str(path), line=number,
-                         expected=f"Number an integer, A, R, G or '.'; Type one of {sorted(_TYPES[kind])}")
+        raise InputError(
+            f"##{kind} {ident} has Number={num} Type={typ}",
+            file=str(path),
+            line=number,
+            expected=f"Number an integer, A, R, G or '.'; Type one of {sorted(_TYPES[kind])}",
+        )
 
 
 def _check_mandatory_columns(path: Path, number: int, columns: list[str]) -> None:
     if tuple(columns[:8]) != MANDATORY_COLUMNS:
-        raise InputError("malformed #CHROM header line", file=str(path), line=number,
-                         expected="tab-separated " + " ".join(MANDATORY_COLUMNS) + " [FORMAT samples...]")
+        raise InputError(
+            "malformed #CHROM header line",
+            file=str(path),
+            line=number,
+            expected="tab-separated " + " ".join(MANDATORY_COLUMNS) + " [FORMAT samples...]",
+        )
 
 
 def _check_column_line(path: Path, number: int, line: str) -> None:
     columns = line.split("\t")
     _check_mandatory_columns(path, number, columns)
     if len(columns) == 9 or (len(columns) > 9 and columns[8] != "FORMAT"):
-        raise InputError("sample columns without FORMAT (or FORMAT without samples)", file=str(path),
-                         line=number, expected="FORMAT followed by sample names")
+        raise InputError(
+            "sample columns without FORMAT (or FORMAT without samples)",
+            file=str(path),
+            line=number,
+            expected="FORMAT followed by sample names",
+        )
     samples = columns[9:]
     if len(samples) > LIMITS.max_samples:
-        raise LimitExceeded(f"{len(samples)} sample columns", file=str(path), line=number,
-                            expected=f"at most {LIMITS.max_samples} samples (ANNOSTREAM_MAX_SAMPLES)")
+        raise LimitExceeded(
+            f"{len(samples)} sample columns",
+            file=str(path),
+            line=number,
+            expected=f"at most {LIMITS.max_samples} samples (ANNOSTREAM_MAX_SAMPLES)",
+        )
     duplicates = sorted({s for s in samples if samples.count(s) > 1})
     if duplicates or any(not s for s in samples):
-        raise InputError(f"duplicate or empty sample names {duplicates}", file=str(path), line=number,
-                         expected="unique sample names")
+        raise InputError(
+            f"duplicate or empty sample names {duplicates}",
+            file=str(path),
+            line=number,
+            expected="unique sample names",
+        )
 
 
 def read_header(path: Path) -> VcfHeader:
@@ -305,12 +358,18 @@ def parse_pos(raw: str, *, file: str, line: int) -> int:
     try:
         pos = int(raw)
     except ValueError:
-        raise InputError(f"POS {raw!r} is not a number", file=file, line=line,
-                         expected="a positive integer POS") from None
+        raise InputError(
+            f"POS {raw!r} is not a number", file=file, line=line, expected="a positive integer POS"
+        ) from None
     if pos < 1:
-        raise InputError(f"POS {pos} is not positive", file=file, line=line,
-                         expected="a positive integer POS")
+        raise InputError(
+            f"POS {pos} is not positive", file=file, line=line, expected="a positive integer POS"
+        )
     if pos > MAX_POS:
-        raise InputError(f"POS {raw[:40]!r} is beyond any chromosome", file=file, line=line,
-                         expected=f"a POS of at most {MAX_POS}")
+        raise InputError(
+            f"POS {raw[:40]!r} is beyond any chromosome",
+            file=file,
+            line=line,
+            expected=f"a POS of at most {MAX_POS}",
+        )
     return pos

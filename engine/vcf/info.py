@@ -29,5 +29,6 @@ def render_info(info: InfoDict) -> str:
     """The INFO column of ``info`` (``'.'`` when empty); a False value is left out."""
     if not info:
         return "."
-    return ";".join(key if value is True else f"{key}={value}"
-                    for key, value in info.items() if value is not False)
+    return ";".join(
+        key if value is True else f"{key}={value}" for key, value in info.items() if value is not False
+    )

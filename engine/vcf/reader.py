@@ -156,10 +156,13 @@ class RecordParser:
             # ELLA imports only the CNV types it models; breakends stop the import with the record
             # named rather than being stored as something they are not.
             raise self._error(
-                number, f"structural variant ALT {value!r} (breakend) is not supported",
-                "sequence variants, or the CNV alleles ELLA imports: " + ", ".join(SYMBOLIC_CHANGE_TYPES)
+                number,
+                f"structural variant ALT {value!r} (breakend) is not supported",
+                "sequence variants, or the CNV alleles ELLA imports: "
+                + ", ".join(SYMBOLIC_CHANGE_TYPES)
                 + " or another symbolic ALT with INFO/SVTYPE DEL or DUP"
-                + " (filter other structural variants out first, e.g. with bcftools view -e)")
+                + " (filter other structural variants out first, e.g. with bcftools view -e)",
+            )
         try:
             check_bases(value, column)
         except InputError as exc:

@@ -33,9 +33,19 @@ class AlleleRecord:
 
     def identity(self) -> tuple[Any, ...]:
         """The columns of ELLA's unique constraint ``ucAllele`` (v1.17: incl. length, caller_type)."""
-        return (self.chromosome, self.start_position, self.open_end_position, self.change_from,
-                self.change_to, self.change_type, self.vcf_pos, self.vcf_ref, self.vcf_alt,
-                self.length, self.caller_type)
+        return (
+            self.chromosome,
+            self.start_position,
+            self.open_end_position,
+            self.change_from,
+            self.change_to,
+            self.change_type,
+            self.vcf_pos,
+            self.vcf_ref,
+            self.vcf_alt,
+            self.length,
+            self.caller_type,
+        )
 
 
 @dataclass(slots=True)

@@ -37,8 +37,12 @@ def stream_error(path: Path | str, error: BaseException, line: int | None = None
     """The one wording for a VCF stream that cannot be read at ``line`` (decompression, UTF-8)."""
     if isinstance(error, UnicodeDecodeError):
         return InputError("VCF is not valid UTF-8 text", file=str(path), line=line, expected="UTF-8 text")
-    return InputError(f"compressed VCF is truncated or corrupt ({error})", file=str(path), line=line,
-                      expected="a complete gzip/BGZF file")
+    return InputError(
+        f"compressed VCF is truncated or corrupt ({error})",
+        file=str(path),
+        line=line,
+        expected="a complete gzip/BGZF file",
+    )
 
 
 def is_gzip(path: Path) -> bool:
@@ -66,8 +70,9 @@ def open_text(path: Path | str) -> IO[str]:
     if not path.is_file():
         raise InputError("VCF file not found", file=str(path), expected="an existing .vcf or .vcf.gz file")
     if is_gzip(path):
-        return io.TextIOWrapper(io.BufferedReader(gzip.GzipFile(path, "rb"), buffer_size=1 << 20),
-                                encoding="utf-8", newline="")
+        return io.TextIOWrapper(
+            io.BufferedReader(gzip.GzipFile(path, "rb"), buffer_size=1 << 20), encoding="utf-8", newline=""
+        )
     return path.open("r", encoding="utf-8", newline="", buffering=1 << 20)
 
 
@@ -139,12 +144,22 @@ def _header_line(handle: BinaryIO, raw: bytes, number: int) -> str:
     try:
         return raw.decode().rstrip("\r")
     except UnicodeDecodeError:
-        raise InputError("header line is not valid UTF-8", file=_name(handle), line=number,
-                         expected="UTF-8 text (sample names included)") from None
+        raise InputError(
+            "header line is not valid UTF-8",
+            file=_name(handle),
+            line=number,
+            expected="UTF-8 text (sample names included)",
+        ) from None
 
 
-def iter_line_chunks(handle: BinaryIO, first: bytes, chunk_bytes: int = CHUNK_BYTES, *,
-                     header_lines: int = 0, bounded: bool = True) -> Iterator[bytes]:
+def iter_line_chunks(
+    handle: BinaryIO,
+    first: bytes,
+    chunk_bytes: int = CHUNK_BYTES,
+    *,
+    header_lines: int = 0,
+    bounded: bool = True,
+) -> Iterator[bytes]:
     """Chunks of whole lines (each ending in a newline), starting with ``first``.
 
     Enforces engine.limits: total decompressed size (unless ``bounded`` is False: annotation
@@ -237,14 +252,16 @@ class _ThreadedWriter:
     def __enter__(self) -> _ThreadedWriter:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.close(failed=kind is not None)
 
 
 @contextlib.contextmanager
-def atomic_output(dst: Path | None, stream: BinaryIO | None = None, *, fast_gzip: bool = False
-                  ) -> Iterator[BinaryIO]:
+def atomic_output(
+    dst: Path | None, stream: BinaryIO | None = None, *, fast_gzip: bool = False
+) -> Iterator[BinaryIO]:
     """Where a command writes its VCF: ``dst`` (BGZF when it ends in .gz/.bgz) through a temporary
     file renamed into place on success and removed on any error, or ``stream`` (default stdout)
     when ``dst`` is None.

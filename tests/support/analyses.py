@@ -33,21 +33,36 @@ def vcf_text(sample: str, variants: int, seed: int) -> str:
             alt = rng.choice([base for base in BASES if base != ref])
             genotype = "0/1" if rng.random() < 0.7 else "1/1"
             depth = rng.randint(10, 90)
-            lines.append(f"{chromosome}\t{position}\t.\t{ref}\t{alt}\t{rng.randint(30, 3000)}\tPASS\t"
-                         f"DP={depth}\tGT:DP\t{genotype}:{depth}\n")
+            lines.append(
+                f"{chromosome}\t{position}\t.\t{ref}\t{alt}\t{rng.randint(30, 3000)}\tPASS\t"
+                f"DP={depth}\tGT:DP\t{genotype}:{depth}\n"
+            )
     return "".join(lines)
 
 
-def drop_synthetic(incoming: Path, name: str, *, variants: int, priority: int = 1, seed: int | None = None,
-                   ready: bool = True) -> Path:
+def drop_synthetic(
+    incoming: Path,
+    name: str,
+    *,
+    variants: int,
+    priority: int = 1,
+    seed: int | None = None,
+    ready: bool = True,
+) -> Path:
     """Write analysis ``name`` beside ``incoming`` and move it in whole, READY last (as pipelines do)."""
     staging = incoming.parent / f".staging-{name}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    (staging / f"{name}.vcf").write_text(vcf_text(f"{name}-S1", variants,
-                                                  zlib.crc32(name.encode()) if seed is None else seed))
-    analysis = {"name": name, "genepanel_name": "HBOC", "genepanel_version": "v1.0.0", "priority": priority,
-                "data": [{"vcf": f"{name}.vcf", "technology": "HTS"}]}
+    (staging / f"{name}.vcf").write_text(
+        vcf_text(f"{name}-S1", variants, zlib.crc32(name.encode()) if seed is None else seed)
+    )
+    analysis = {
+        "name": name,
+        "genepanel_name": "HBOC",
+        "genepanel_version": "v1.0.0",
+        "priority": priority,
+        "data": [{"vcf": f"{name}.vcf", "technology": "HTS"}],
+    }
     (staging / f"{name}.analysis").write_text(json.dumps(analysis, indent=2))
     target = incoming / name
     staging.rename(target)

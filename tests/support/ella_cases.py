@@ -341,8 +341,12 @@ def comparable(result: dict[str, Any]) -> dict[str, Any]:
         )
     if "annotation_rows" in out:
         out["annotation_rows"] = sorted(out["annotation_rows"], key=lambda r: r["allele"])
-    for table, key in (("gene", "hgnc_id"), ("transcript", "transcript_name"),
-                       ("genepanel_transcript", "transcript_name"), ("phenotype", "description")):
+    for table, key in (
+        ("gene", "hgnc_id"),
+        ("transcript", "transcript_name"),
+        ("genepanel_transcript", "transcript_name"),
+        ("phenotype", "description"),
+    ):
         if table in out:
             out[table] = sorted(out[table], key=lambda row, k=key: str(row[k]))
     if "analysis" in out and out["analysis"].get("date_requested"):

@@ -17,8 +17,15 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 TEST_GENEPANEL = DATA / "genepanels" / "HBOC_v1.0.0"
 
 
-def engine_env(root: Path, *, db_url: str | None = None, bootstrap: str | None = None,
-               topic_prefix: str = "t.", app_id: str | None = None, **extra: str) -> dict[str, str]:
+def engine_env(
+    root: Path,
+    *,
+    db_url: str | None = None,
+    bootstrap: str | None = None,
+    topic_prefix: str = "t.",
+    app_id: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
     """The engine's environment variables for one test (``extra``: more variables by name)."""
     env = {
         "ANNOSTREAM_DATA_DIR": str(root),
@@ -39,11 +46,19 @@ def engine_env(root: Path, *, db_url: str | None = None, bootstrap: str | None =
     return env
 
 
-def engine_settings(root: Path, *, db_url: str | None = None, bootstrap: str | None = None,
-                    topic_prefix: str = "t.", app_id: str | None = None, **extra: str) -> Settings:
+def engine_settings(
+    root: Path,
+    *,
+    db_url: str | None = None,
+    bootstrap: str | None = None,
+    topic_prefix: str = "t.",
+    app_id: str | None = None,
+    **extra: str,
+) -> Settings:
     """Settings from :func:`engine_env` (same keywords), with the folders created."""
-    variables = engine_env(root, db_url=db_url, bootstrap=bootstrap, topic_prefix=topic_prefix,
-                           app_id=app_id, **extra)
+    variables = engine_env(
+        root, db_url=db_url, bootstrap=bootstrap, topic_prefix=topic_prefix, app_id=app_id, **extra
+    )
     settings = load_settings(**variables)
     settings.ensure_folders()
     return settings

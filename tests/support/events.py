@@ -42,12 +42,14 @@ def make_broken_analysis(incoming: Path, name: str) -> Path:
     return folder
 
 
-def read_topic(bootstrap: str, topic: str, *, expect: int = 1, timeout_s: float = 10.0,
-               settle_s: float = 0.0) -> list[ConsumerRecord]:
+def read_topic(
+    bootstrap: str, topic: str, *, expect: int = 1, timeout_s: float = 10.0, settle_s: float = 0.0
+) -> list[ConsumerRecord]:
     """Records of ``topic`` from the beginning: waits until ``expect`` arrived (or timeout),
     then keeps reading ``settle_s`` longer to catch any unexpected extra record."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+    )
     try:
         deadline = time.monotonic() + timeout_s
         partitions = None

@@ -26,8 +26,10 @@ def _server_bin_dir() -> Path:
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                        key=lambda p: [int(x) for x in p.split("/")[4].split(".") if x.isdigit()])
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: [int(x) for x in p.split("/")[4].split(".") if x.isdigit()],
+    )
     if candidates:
         return Path(candidates[-1]).parent
     raise PostgresUnavailable(
@@ -68,11 +70,29 @@ class ThrowawayCluster:
             raise PostgresUnavailable(f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
 
     def start(self) -> str:
-        self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", self.user,
-                  "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
         options = self._options()
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l",
-                  str(self.root / "server.log"), "-o", options, "-w", "start")
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
         if not wait_for_port("127.0.0.1", self.port, 30):
             raise PostgresUnavailable(f"throwaway PostgreSQL did not listen on port {self.port}")
         time.sleep(0.1)
@@ -98,6 +118,8 @@ class ThrowawayCluster:
         return [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir)]
 
     def stop(self) -> None:
-        subprocess.run([*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir),
-                        "-m", "immediate", "stop"], capture_output=True)
+        subprocess.run(
+            [*self.run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(self.root, ignore_errors=True)

@@ -50,19 +50,30 @@ class Stack:
         return f"http://127.0.0.1:{self.port}"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*self.command, *args], env=self.env, cwd=self.cwd,
-                                capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            [*self.command, *args], env=self.env, cwd=self.cwd, capture_output=True, text=True, timeout=180
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"annostream {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result
 
     def start(self, *extra: str, timeout_s: float = 120) -> Stack:
         log = open(self.root / "up.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen([*self.command, "up", *extra], env=self.env, cwd=self.cwd,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [*self.command, "up", *extra],
+            env=self.env,
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
-            wait_until(lambda: self.healthy(), timeout_s=timeout_s, what="the API to answer /healthz",
-                       on_timeout=self.log_tail)
+            wait_until(
+                lambda: self.healthy(),
+                timeout_s=timeout_s,
+                what="the API to answer /healthz",
+                on_timeout=self.log_tail,
+            )
         except BaseException:
             self.stop()  # a failed start must not leave an `up` tree running after the test
             raise
@@ -109,16 +120,29 @@ class Stack:
 
 def make_stack(tmp_path: Path, *, db_url: str, bootstrap: str, prefix: str) -> Stack:
     port = free_port()
-    variables = engine_env(tmp_path / "data", db_url=db_url, bootstrap=bootstrap, topic_prefix=prefix,
-                           PORT=str(port), ANNOSTREAM_API_WORKERS="1", LOG_LEVEL="INFO")
+    variables = engine_env(
+        tmp_path / "data",
+        db_url=db_url,
+        bootstrap=bootstrap,
+        topic_prefix=prefix,
+        PORT=str(port),
+        ANNOSTREAM_API_WORKERS="1",
+        LOG_LEVEL="INFO",
+    )
     env = subprocess_env(variables)
     for key in ("ANALYSES_INCOMING", "ANALYSES_PATH", "ANALYSES_FAILED"):
         Path(env[key]).mkdir(parents=True, exist_ok=True)
     return Stack(env=env, root=tmp_path, port=port)
 
 
-def wait_until(condition: Callable[[], Any], *, timeout_s: float, what: str, interval_s: float = 0.1,
-               on_timeout: Callable[[], str] | None = None) -> Any:
+def wait_until(
+    condition: Callable[[], Any],
+    *,
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    on_timeout: Callable[[], str] | None = None,
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = condition()
