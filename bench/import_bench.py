@@ -420,8 +420,9 @@ def in_ella_worklist(db_url: str, name: str) -> bool:
             return (
                 conn.execute(
                     sa.text(
-                        "SELECT 1 FROM (SELECT DISTINCT ON (analysis_id) analysis_id, status, workflow_status "
-                        "FROM analysisinterpretation ORDER BY analysis_id, date_created DESC) latest "
+                        "SELECT 1 FROM (SELECT DISTINCT ON (analysis_id) analysis_id, status, "
+                        "workflow_status FROM analysisinterpretation "
+                        "ORDER BY analysis_id, date_created DESC) latest "
                         "JOIN analysis a ON a.id = latest.analysis_id WHERE a.name = :name "
                         "AND latest.status = 'Not started' AND latest.workflow_status = 'Interpretation'"
                     ),
