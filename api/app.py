@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session
 
 from api.auth import require_read_token
 from api.errors import install_error_handlers
@@ -66,6 +67,16 @@ def _include_routers(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=str(pages.WEB_ROOT / "static")), name="static")
 
 
+class _LazySessions:
+    """A session factory that creates the engine (and so connects) on the first request."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def __call__(self) -> Session:
+        return session_factory(self._url)()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The read API for the database in ``settings`` (default: from the environment)."""
     settings = settings or get_settings()
@@ -79,7 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.publisher = publisher
-    app.state.sessions = session_factory(settings.database_url)
+    # Bound on first use, not here: the engine probes the database (standalone or ELLA's), and
+    # the API must start during a database outage and answer 503 until it is back.
+    app.state.sessions = _LazySessions(settings.database_url)
     install_error_handlers(app)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
     app.middleware("http")(_count_request)
