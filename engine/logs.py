@@ -130,10 +130,19 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
             }
         },
         "root": {"level": level, "handlers": ["annostream"]},
-        # gunicorn brings its own handlers for these; route them through ours instead.
+        # gunicorn brings its own handlers for these; route them through ours instead. gunicorn's
+        # two loggers get our handler directly: the uvicorn worker copies their handlers onto
+        # uvicorn.error/uvicorn.access and stops those propagating, so without a handler here the
+        # access log would be lost.
         "loggers": {
-            name: {"level": level, "handlers": [], "propagate": True}
-            for name in ("gunicorn.error", "gunicorn.access", "uvicorn", "uvicorn.error", "uvicorn.access")
+            **{
+                name: {"level": level, "handlers": ["annostream"], "propagate": False}
+                for name in ("gunicorn.error", "gunicorn.access")
+            },
+            **{
+                name: {"level": level, "handlers": [], "propagate": True}
+                for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+            },
         },
     }
 

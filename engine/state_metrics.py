@@ -119,9 +119,7 @@ def _job_metrics(url: str) -> Iterator[Metric]:
     now = dt.datetime.now(dt.UTC)
     with session_scope(url) as session:
         counts = dict(
-            session.execute(sa.select(ImportJob.status, sa.func.count()).group_by(ImportJob.status))
-            .tuples()
-            .all()
+            session.execute(sa.select(ImportJob.status, sa.func.count()).group_by(ImportJob.status)).all()
         )
         oldest = session.scalar(
             sa.select(sa.func.min(ImportJob.date_updated)).where(

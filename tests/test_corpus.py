@@ -325,12 +325,14 @@ def check_file(name: str, path: Path, work: Path, url: str, number: int) -> Outc
     return outcome
 
 
-def test_corpus(tmp_path: Path) -> None:
+def test_corpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"sqlite:///{tmp_path / 'corpus.db'}"
     migrate.upgrade(url)
     with session_scope(url) as session:
         session.add(Genepanel(name="HBOC", version="v1.0.0", genome_reference="GRCh37"))
-    os.environ.setdefault("ANNOSTREAM_CACHE_DIR", str(tmp_path / "cache"))
+    # Compiled source indexes go to this test's folder; monkeypatch restores the environment so
+    # later tests never look for indexes in a folder pytest has since removed.
+    monkeypatch.setenv("ANNOSTREAM_CACHE_DIR", str(tmp_path / "cache"))
     outcomes: list[Outcome] = []
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     files = corpus_files()

@@ -15,6 +15,7 @@ from engine.db.session import session_scope
 from engine.events import build_ready_event, encode
 from engine.pipeline import Pipeline
 from producers.publish import prepare_ready_event
+from tests.support.events import is_lane_topic
 
 HEADER = "\n".join(
     [
@@ -38,7 +39,7 @@ def import_folder(settings: Settings, name: str, files: dict[str, str]) -> tuple
         (folder / file_name).write_text(text)
     ready = prepare_ready_event(folder, settings, producer="test")
     pipeline = Pipeline(settings)
-    forward = [m for m in pipeline.annotate(encode(ready)) if m.topic.endswith("analysis.annotated")]
+    forward = [m for m in pipeline.annotate(encode(ready)) if is_lane_topic(m.topic, "analysis.annotated")]
     messages = pipeline.persist(forward[0].value) if forward else []
     return messages, ready.event_id
 
@@ -139,7 +140,7 @@ def test_any_integer_priority_is_stored_and_the_event_lane_clamped(
     raw = build_ready_event(folder, settings.analyses_incoming, producer="test")
     assert raw.priority == 1
     pipeline = Pipeline(settings)
-    forward = [m for m in pipeline.annotate(encode(ready)) if m.topic.endswith("analysis.annotated")]
+    forward = [m for m in pipeline.annotate(encode(ready)) if is_lane_topic(m.topic, "analysis.annotated")]
     pipeline.persist(forward[0].value)
     with session_scope(settings.database_url) as session:
         assert session.scalar(sa.select(Analysis.priority).where(Analysis.name == "Prio-7")) == 7

@@ -22,8 +22,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 LIST_COMMANDS = """
 import json
 import typer.main
-from engine.cli import _register, app
-_register()
+from engine.cli import register_commands, app
+register_commands()
 def walk(command, path):
     for name, sub in sorted(getattr(command, "commands", {}).items()):
         yield [*path, name]

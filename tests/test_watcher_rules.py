@@ -18,6 +18,7 @@ from engine.events import build_ready_event, encode
 from engine.pipeline import Pipeline
 from producers.watcher import NameFilter
 from tests.conftest import DATA
+from tests.support.events import is_lane_topic
 
 
 def name_filter(tmp_path: Path, **env: object) -> NameFilter:
@@ -85,7 +86,7 @@ def test_destination_in_analyses_path_keeps_the_folder_in_incoming_and_says_so(s
     shutil.copytree(source, folder)
     ready = build_ready_event(folder, settings.analyses_incoming, producer="test")
     messages = Pipeline(settings).annotate(encode(ready))
-    assert not [m for m in messages if m.topic.endswith("analysis.annotated")]
+    assert not [m for m in messages if is_lane_topic(m.topic, "analysis.annotated")]
     assert folder.is_dir() and not any(settings.analyses_failed.iterdir())
     assert sorted(p.name for p in settings.analyses_path.iterdir()) == ["TestAnalysis-001"]
     with session_scope(settings.database_url) as session:
@@ -99,6 +100,6 @@ def test_destination_in_analyses_path_keeps_the_folder_in_incoming_and_says_so(s
     shutil.move(settings.analyses_path / "TestAnalysis-001", settings.analyses_failed / "old")
     again = build_ready_event(folder, settings.analyses_incoming, producer="test")
     pipeline = Pipeline(settings)
-    forward = [m for m in pipeline.annotate(encode(again)) if m.topic.endswith("analysis.annotated")]
+    forward = [m for m in pipeline.annotate(encode(again)) if is_lane_topic(m.topic, "analysis.annotated")]
     assert any(m.topic.endswith("analysis.imported") for m in pipeline.persist(forward[0].value))
     assert (settings.analyses_path / "TestAnalysis-001").is_dir() and not folder.exists()

@@ -256,9 +256,9 @@ def jobs_page(
     ids = [job.id for job in jobs]
     retried_by = (
         dict(
-            session.execute(sa.select(ImportJob.retry_of, ImportJob.id).where(ImportJob.retry_of.in_(ids)))
-            .tuples()
-            .all()
+            session.execute(
+                sa.select(ImportJob.retry_of, ImportJob.id).where(ImportJob.retry_of.in_(ids))
+            ).all()
         )
         if ids
         else {}

@@ -282,17 +282,13 @@ def _touched_variants(
         ),
     )
     loader.analyze(TOUCHED)
-    rows: Sequence[Any] = (
-        loader.execute(
-            "SELECT a.id, a.chromosome, a.vcf_pos, a.vcf_ref, a.vcf_alt FROM allele a "
-            f"JOIN {TOUCHED} t ON a.chromosome = t.chrom AND a.vcf_pos = t.pos "
-            "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
-            f"WHERE {condition}",
-            params,
-        )
-        .tuples()
-        .all()
-    )
+    rows: Sequence[Any] = loader.execute(
+        "SELECT a.id, a.chromosome, a.vcf_pos, a.vcf_ref, a.vcf_alt FROM allele a "
+        f"JOIN {TOUCHED} t ON a.chromosome = t.chrom AND a.vcf_pos = t.pos "
+        "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
+        f"WHERE {condition}",
+        params,
+    ).all()
     loader.drop_scratch_table(TOUCHED)
     if not rows:
         return set()
@@ -308,16 +304,12 @@ def _touched_intervals(
     loader: BulkLoader, block: BlockDiff, names: dict[str, str], condition: str, params: dict[str, Any]
 ) -> set[int]:
     aliases = {f"chrom_{i}": alias for i, alias in enumerate(names)}
-    rows: Sequence[Any] = (
-        loader.execute(
-            "SELECT a.id, a.chromosome, a.vcf_pos, LENGTH(a.vcf_ref) FROM allele a "
-            "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
-            f"WHERE a.chromosome IN ({', '.join(':' + key for key in aliases)}) AND {condition}",
-            {**params, **aliases},
-        )
-        .tuples()
-        .all()
-    )
+    rows: Sequence[Any] = loader.execute(
+        "SELECT a.id, a.chromosome, a.vcf_pos, LENGTH(a.vcf_ref) FROM allele a "
+        "JOIN annotation c ON c.allele_id = a.id AND c.date_superceeded IS NULL "
+        f"WHERE a.chromosome IN ({', '.join(':' + key for key in aliases)}) AND {condition}",
+        {**params, **aliases},
+    ).all()
     merged = {chrom: _merge(starts, ends) for chrom, (starts, ends) in block.touched.items()}
     touched: set[int] = set()
     for allele_id, chrom, position, ref_length in rows:

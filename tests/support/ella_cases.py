@@ -36,6 +36,7 @@ from engine.errors import InputError
 from engine.events import build_ready_event, encode
 from engine.pipeline import Pipeline
 from producers.publish import apply_spec
+from tests.support.events import is_lane_topic
 
 CASES = Path(__file__).resolve().parent.parent / "data" / "ella-cases"
 ALLELE_FIELDS = (
@@ -186,7 +187,7 @@ def import_analysis(settings: Settings, source: Path) -> dict[str, Any]:
         return {"error": str(error)}
     ready = apply_spec(build_ready_event(folder, settings.analyses_incoming, producer="ella-cases"), spec)
     annotated = pipeline.annotate(encode(ready))
-    forward = [m for m in annotated if m.topic.endswith("analysis.annotated")]
+    forward = [m for m in annotated if is_lane_topic(m.topic, "analysis.annotated")]
     if forward:
         pipeline.persist(forward[0].value)
     with session_scope(settings.database_url) as session:

@@ -72,3 +72,9 @@ def read_topic(
                 records.extend(batch)
     finally:
         consumer.close()
+
+
+def is_lane_topic(topic: str, base: str) -> bool:
+    """Whether ``topic`` is ``base`` or one of its priority lanes (``base.high``, ``base.urgent``),
+    whatever the test's topic prefix."""
+    return any(topic.endswith(name) for name in (base, f"{base}.high", f"{base}.urgent"))

@@ -271,19 +271,25 @@ def _differs_from_stored(session: Session, data: GenepanelData) -> bool:
     """Compare the folder with the stored panel's links (transcripts+inheritance, phenotypes)."""
     tx, gt = TRANSCRIPT_TABLE, genepanel_transcript
     stored_transcripts = set(
-        session.execute(
-            sa.select(tx.c.transcript_name, gt.c.inheritance)
-            .join(tx, tx.c.id == gt.c.transcript_id)
-            .where(gt.c.genepanel_name == data.name, gt.c.genepanel_version == data.version)
-        ).tuples()
+        map(
+            tuple,
+            session.execute(
+                sa.select(tx.c.transcript_name, gt.c.inheritance)
+                .join(tx, tx.c.id == gt.c.transcript_id)
+                .where(gt.c.genepanel_name == data.name, gt.c.genepanel_version == data.version),
+            ),
+        )
     )
     ph, gp = PHENOTYPE_TABLE, genepanel_phenotype
     stored_phenotypes = set(
-        session.execute(
-            sa.select(ph.c.gene_id, ph.c.description, ph.c.inheritance)
-            .join(ph, ph.c.id == gp.c.phenotype_id)
-            .where(gp.c.genepanel_name == data.name, gp.c.genepanel_version == data.version)
-        ).tuples()
+        map(
+            tuple,
+            session.execute(
+                sa.select(ph.c.gene_id, ph.c.description, ph.c.inheritance)
+                .join(ph, ph.c.id == gp.c.phenotype_id)
+                .where(gp.c.genepanel_name == data.name, gp.c.genepanel_version == data.version),
+            ),
+        )
     )
     return stored_transcripts != {
         (row.transcript_name, row.inheritance) for row in data.transcripts
