@@ -106,7 +106,24 @@ def create_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.Ap
     app = faust.App(settings.worker_name, **faust_settings(settings))
     build_agents(app, settings, pipeline_stages(settings, pipeline or Pipeline(settings)))
     add_reconciler(app, settings)
+    log_assignments(app, settings)
     return app
+
+
+def log_assignments(app: faust.App, settings: Settings) -> None:
+    """One INFO line after every group rebalance: the partitions this worker now owns. faust's own
+    rebalance lines are start-up chatter shown only at DEBUG (engine/logs.py); an operator adding or
+    losing a worker still sees the hand-over."""
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # faust types receivers loosely
+    async def on_assigned(_app: faust.App, assigned: set[Any], **_kwargs: Any) -> None:
+        partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)
+        log.info(
+            "partitions assigned to worker %s: %d (%s)",
+            settings.worker_id or socket.gethostname(),
+            len(partitions),
+            ", ".join(partitions),
+        )
 
 
 def create_topics(settings: Settings) -> None:

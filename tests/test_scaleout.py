@@ -156,7 +156,7 @@ def test_two_workers_share_the_work_and_survive_a_sigkill(
     stack.cli("db", "upgrade")
     stack.cli("deposit", "genepanel", "--folder", str(GENEPANEL))
     stack.start("--workers", "1", timeout_s=180)
-    assigned = "Executing _on_partitions_assigned"  # faust's log line after each group join
+    assigned = "partitions assigned to worker"  # consumers/worker.py logs it after each group join
     wait_until(
         lambda: assigned in stack.log_tail(400),
         timeout_s=90,
