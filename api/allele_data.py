@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from api.deps import Pagination
 from engine.db.models import (
+    ALLELE_COLUMNS,
+    SAMPLE_DATA_FIELDS,
     Allele,
     Analysis,
     AnalysisAllele,
@@ -23,52 +25,36 @@ from engine.db.models import (
     GenotypeSampleData,
     Sample,
 )
+from engine.deposit.targets import deposit_target
 
-ALLELE_FIELDS = (
-    "id",
-    "genome_reference",
-    "chromosome",
-    "start_position",
-    "open_end_position",
-    "change_from",
-    "change_to",
-    "change_type",
-    "vcf_pos",
-    "vcf_ref",
-    "vcf_alt",
-    "length",
-    "caller_type",
-)
-SAMPLE_DATA_FIELDS = (
-    "type",
-    "multiallelic",
-    "genotype_quality",
-    "sequencing_depth",
-    "allele_depth",
-    "allele_ratio",
-    "genotype_likelihood",
-    "copy_number",
-)
+ALLELE_FIELDS = ("id", *ALLELE_COLUMNS)
 
 
 # Pages select plain columns, not ORM entities: building thousands of tracked objects costs
 # more than the queries themselves.
-ALLELE_COLUMNS = tuple(getattr(Allele, name) for name in ALLELE_FIELDS)
+ALLELE_SELECT = tuple(getattr(Allele, name) for name in ALLELE_FIELDS)
 SAMPLE_DATA_COLUMNS = tuple(getattr(GenotypeSampleData, name) for name in SAMPLE_DATA_FIELDS)
-ANNOTATION_VERSION_COLUMNS = (
-    Annotation.id,
-    Annotation.date_created,
-    Annotation.date_superceeded,
-    Annotation.bundle_version,
-    Annotation.annotation_config_id,
-)
-ANNOTATION_COLUMNS = (
-    Annotation.id,
-    Annotation.date_created,
-    Annotation.bundle_version,
-    Annotation.annotation_config_id,
-    Annotation.annotations,
-)
+
+
+def annotation_version_columns(session: Session) -> tuple[Any, ...]:
+    # bundle_version from where the database keeps it (none in ELLA database mode).
+    return (
+        Annotation.id,
+        Annotation.date_created,
+        Annotation.date_superceeded,
+        deposit_target(session).annotation_bundle_version(),
+        Annotation.annotation_config_id,
+    )
+
+
+def annotation_columns(session: Session) -> tuple[Any, ...]:
+    return (
+        Annotation.id,
+        Annotation.date_created,
+        deposit_target(session).annotation_bundle_version(),
+        Annotation.annotation_config_id,
+        Annotation.annotations,
+    )
 
 
 def allele_fields(allele: Allele) -> dict[str, Any]:
@@ -94,7 +80,7 @@ def analysis_alleles(session: Session, analysis_id: int, page: Pagination) -> li
     # Ordered by id: stable across pages, and ids follow VCF order within one import.
     ids = analysis_allele_ids(analysis_id)
     query = (
-        sa.select(*ALLELE_COLUMNS)
+        sa.select(*ALLELE_SELECT)
         .where(Allele.id.in_(sa.select(ids.c.allele_id)))
         .order_by(Allele.id)
         .offset(page.offset)
@@ -107,7 +93,7 @@ def current_annotations(session: Session, allele_ids: list[int]) -> dict[int, di
     """``{allele_id: {id, date_created, ..., annotations}}`` of each allele's current annotation."""
     if not allele_ids:
         return {}
-    query = sa.select(Annotation.allele_id, *ANNOTATION_COLUMNS).where(
+    query = sa.select(Annotation.allele_id, *annotation_columns(session)).where(
         Annotation.allele_id.in_(allele_ids), Annotation.date_superceeded.is_(None)
     )
     annotations = {}
@@ -117,16 +103,49 @@ def current_annotations(session: Session, allele_ids: list[int]) -> dict[int, di
     return annotations
 
 
+def sample_labels(analysis_id: int) -> sa.Subquery:
+    """The analysis's samples with the key each has in an allele's ``genotypes``.
+
+    The key is the sample's identifier; where samples of the analysis share it (an HTS trio's
+    proband confirmed by Sanger is two ``P1`` samples, as in ELLA), each becomes
+    ``"<identifier> (<sample type>)"``, and `` #<sample id>`` is added if even that is shared.
+    """
+    same_identifier = sa.func.count().over(partition_by=Sample.identifier)
+    same_type = sa.func.count().over(partition_by=(Sample.identifier, Sample.sample_type))
+    return (
+        sa.select(
+            Sample.id.label("sample_id"),
+            Sample.identifier,
+            Sample.sample_type,
+            same_identifier.label("same_identifier"),
+            same_type.label("same_type"),
+        )
+        .where(Sample.analysis_id == analysis_id)
+        .subquery("labelled_sample")
+    )
+
+
+def _sample_key(
+    identifier: str, sample_type: str, sample_id: int, same_identifier: int, same_type: int
+) -> str:
+    if same_identifier == 1:
+        return identifier
+    if same_type == 1:
+        return f"{identifier} ({sample_type})"
+    return f"{identifier} ({sample_type} #{sample_id})"
+
+
 def analysis_genotypes(
     session: Session, analysis_id: int, allele_ids: list[int]
 ) -> dict[int, dict[str, dict[str, Any]]]:
-    """``{allele_id: {sample identifier: genotype fields}}`` for the analysis's samples.
+    """``{allele_id: {sample key: genotype fields}}`` for the analysis's samples (one query).
 
-    A ``genotypesampledata`` row describes the genotype's second allele when its
-    ``secondallele`` flag is set (ELLA's meaning), else the first.
+    Sample keys are :func:`sample_labels`. A ``genotypesampledata`` row describes the genotype's
+    second allele when its ``secondallele`` flag is set (ELLA's meaning), else the first.
     """
     if not allele_ids:
         return {}
+    samples = sample_labels(analysis_id)
     described_allele = sa.case(
         (GenotypeSampleData.secondallele.is_(True), Genotype.secondallele_id), else_=Genotype.allele_id
     )
@@ -136,12 +155,15 @@ def analysis_genotypes(
             Genotype.filter_status,
             Genotype.variant_quality,
             described_allele.label("described_allele_id"),
-            Sample.identifier,
+            samples.c.sample_id,
+            samples.c.sample_type,
+            samples.c.identifier,
+            samples.c.same_identifier,
+            samples.c.same_type,
         )
         .join(Genotype, GenotypeSampleData.genotype_id == Genotype.id)
-        .join(Sample, GenotypeSampleData.sample_id == Sample.id)
+        .join(samples, GenotypeSampleData.sample_id == samples.c.sample_id)
         .where(
-            Sample.analysis_id == analysis_id,
             sa.or_(
                 sa.and_(GenotypeSampleData.secondallele.is_(False), Genotype.allele_id.in_(allele_ids)),
                 sa.and_(GenotypeSampleData.secondallele.is_(True), Genotype.secondallele_id.in_(allele_ids)),
@@ -151,8 +173,15 @@ def analysis_genotypes(
     genotypes: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in session.execute(query):
         fields = dict(row._mapping)
-        allele_id, identifier = fields.pop("described_allele_id"), fields.pop("identifier")
-        genotypes[allele_id][identifier] = fields
+        allele_id = fields.pop("described_allele_id")
+        key = _sample_key(
+            fields.pop("identifier"),
+            fields["sample_type"],
+            fields["sample_id"],
+            fields.pop("same_identifier"),
+            fields.pop("same_type"),
+        )
+        genotypes[allele_id][key] = fields
     return genotypes
 
 
@@ -234,7 +263,7 @@ def analysis_allele_page(
     rows = (
         {
             row.id: dict(row._mapping)
-            for row in session.execute(sa.select(*ALLELE_COLUMNS).where(Allele.id.in_(ids)))
+            for row in session.execute(sa.select(*ALLELE_SELECT).where(Allele.id.in_(ids)))
         }
         if ids
         else {}
@@ -251,7 +280,7 @@ def analysis_allele_page(
 def annotation_history(session: Session, allele_id: int) -> list[dict[str, Any]]:
     """Id and dates of every annotation the allele ever had, oldest first (not the documents)."""
     query = (
-        sa.select(*ANNOTATION_VERSION_COLUMNS)
+        sa.select(*annotation_version_columns(session))
         .where(Annotation.allele_id == allele_id)
         .order_by(Annotation.date_created, Annotation.id)
     )

@@ -82,6 +82,8 @@ class AlleleOut(ApiModel):
 class GenotypeOut(ApiModel):
     """One sample's call for one allele, with the site's FILTER and QUAL."""
 
+    sample_id: int
+    sample_type: str
     type: str
     multiallelic: bool
     genotype_quality: int | None
@@ -111,6 +113,7 @@ class AnnotationVersion(ApiModel):
 
 
 class AnalysisAlleleOut(AlleleOut):
+    # Keyed by sample identifier; "<identifier> (<sample type>)" where samples share one.
     genotypes: dict[str, GenotypeOut]
     annotation: AnnotationOut | None
 

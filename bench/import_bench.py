@@ -365,11 +365,10 @@ def run(
         ready_at = dt.datetime.now(dt.UTC)
 
         def visible() -> bool:
-            if ella:
-                page = get_json(f"{api}/api/v1/import/jobs", analysis=name, status="DONE")
-                return bool(page and page["total"]) and in_ella_worklist(db_url, name)
+            # Listed by the read API; in ELLA database mode also on ELLA's own worklist.
             page = get_json(f"{api}/api/v1/analyses", name=name)
-            return bool(page and page["total"] == 1)
+            listed = bool(page and page["total"] == 1)
+            return listed and (not ella or in_ella_worklist(db_url, name))
 
         def failed() -> bool:
             page = get_json(f"{api}/api/v1/import/jobs", analysis=name, status="FAILED")
@@ -390,7 +389,7 @@ def run(
             f"CPU from READY to visible: worker {cpu[0]:.1f} s, PostgreSQL {cpu[1]:.1f} s "
             f"(load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
         )
-        analysis = {"items": []} if ella else (get_json(f"{api}/api/v1/analyses", name=name) or {"items": []})
+        analysis = get_json(f"{api}/api/v1/analyses", name=name) or {"items": []}
         worker_kb = memory.peaks.get(memory.worker, (0, ""))[0]
         return {
             "total": total,

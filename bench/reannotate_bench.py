@@ -356,7 +356,7 @@ def fingerprints(url: str, since: Any) -> tuple[dict[int, str], set[int]]:
                 sa.text(
                     "SELECT allele_id, md5(annotations::text) FROM annotation WHERE date_superceeded IS NULL"
                 )
-            ).tuples()
+            )
         )
         renewed = set(
             session.scalars(sa.text("SELECT allele_id FROM annotation WHERE date_created > :t"), {"t": since})

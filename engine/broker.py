@@ -77,6 +77,8 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if not isinstance(out, int):
+            out.close()  # the broker writes to its own copy of the descriptor
         if not wait_for_port(self.host, self.port, timeout_s):
             self.stop()
             raise BrokerError(

@@ -12,6 +12,7 @@ from api.app import create_app
 from engine.broker import EmbeddedBroker, free_port
 from engine.config import Settings
 from engine.db.migrate import upgrade
+from engine.db.models import ALLELE_COLUMNS
 from engine.db.session import get_engine
 from engine.errors import DatabaseNotCurrentError
 from tests.api_data import Ids, populate
@@ -103,23 +104,7 @@ def test_analysis_alleles_with_genotypes_and_current_annotation(client: TestClie
     assert list(alleles) == [ids.snv, ids.first_of_pair, ids.second_of_pair]
 
     snv = alleles[ids.snv]
-    assert {
-        key: snv[key]
-        for key in (
-            "chromosome",
-            "start_position",
-            "open_end_position",
-            "change_from",
-            "change_to",
-            "change_type",
-            "vcf_pos",
-            "vcf_ref",
-            "vcf_alt",
-            "length",
-            "caller_type",
-            "genome_reference",
-        )
-    } == {
+    assert {key: snv[key] for key in ALLELE_COLUMNS} == {
         "chromosome": "17",
         "start_position": 41_000_099,
         "open_end_position": 41_000_100,
@@ -135,6 +120,8 @@ def test_analysis_alleles_with_genotypes_and_current_annotation(client: TestClie
     }
     assert set(snv["genotypes"]) == {"P1", "F1", "M1"}
     assert snv["genotypes"]["P1"] == {
+        "sample_id": ids.proband,
+        "sample_type": "HTS",
         "type": "Heterozygous",
         "multiallelic": False,
         "genotype_quality": 99,
@@ -146,7 +133,7 @@ def test_analysis_alleles_with_genotypes_and_current_annotation(client: TestClie
         "filter_status": "PASS",
         "variant_quality": 500.0,
     }
-    assert snv["genotypes"]["F1"]["type"] == "Reference"
+    assert (snv["genotypes"]["F1"]["type"], snv["genotypes"]["F1"]["sample_id"]) == ("Reference", ids.father)
     assert snv["annotation"]["id"] == ids.current_annotation
     assert snv["annotation"]["annotations"] == {"frequencies": {"gnomad": 0.2}, "version": 2}
 
@@ -174,8 +161,11 @@ def test_analysis_alleles_in_other_analysis_use_its_samples(client: TestClient, 
     assert body["total"] == 2
     by_id = {item["id"]: item for item in body["items"]}
     assert set(by_id) == {ids.snv, ids.single_only}
+    lone = by_id[ids.snv]["genotypes"]["S2"]
+    assert isinstance(lone.pop("sample_id"), int) and lone["sample_type"] == "HTS"
     assert by_id[ids.snv]["genotypes"] == {
         "S2": {
+            "sample_type": "HTS",
             "type": "Homozygous",
             "multiallelic": False,
             "genotype_quality": None,

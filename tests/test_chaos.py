@@ -120,7 +120,8 @@ def build_big(target_root: Path, name: str, vcf: Path) -> Path:
     folder = target_root / name
     folder.mkdir(parents=True)
     shutil.copyfile(vcf, folder / f"{name}.vcf")
-    samples = next(line for line in vcf.open() if line.startswith("#CHROM")).rstrip("\n").split("\t")[9:]
+    with vcf.open() as lines:
+        samples = next(line for line in lines if line.startswith("#CHROM")).rstrip("\n").split("\t")[9:]
     proband, *others = samples
     parents = [*others, "0", "0"][:2]
     lines = [f"FAM\t{proband}\t{parents[0]}\t{parents[1]}\t1\t2\t1"]

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import undefer
 
 from engine.config import Settings
 from engine.db.models import Allele, Analysis, Annotation, Genotype, GenotypeSampleData, Sample
@@ -105,7 +106,7 @@ def test_genotypes_and_sample_data(imported: Settings) -> None:
 
 def test_family_analysis_report_and_annotation(imported: Settings) -> None:
     with session_scope(imported.database_url) as session:
-        analysis = session.scalars(sa.select(Analysis)).one()
+        analysis = session.scalars(sa.select(Analysis).options(undefer(Analysis.priority))).one()
         assert (analysis.name, analysis.genepanel_name, analysis.genepanel_version, analysis.priority) == (
             "TestAnalysis-001",
             "HBOC",

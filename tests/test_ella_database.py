@@ -19,7 +19,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
+from api.app import create_app
+from engine.config import Settings
 from engine.db.ella import KNOWN_ELLA_REVISIONS
 from engine.db.models import Base, annostream_tables
 from engine.db.session import create_db_engine, get_engine
@@ -306,5 +309,20 @@ def test_live_pipeline_writes_ella_rows_ella_can_list(
         jobs = conn.execute(sa.text("SELECT analysis_name, status FROM annostream.import_job")).all()
         assert {name for name, status in jobs if status == "DONE"} == set(names)
     engine.dispose()
+
+    # The read API and the web page read the ELLA database: the priority from ELLA's log rows.
+    with TestClient(create_app(Settings(DB_URL=ella_url, KAFKA_BOOTSTRAP_SERVERS=""))) as client:
+        listing = client.get("/api/v1/analyses", params={"per_page": 100})
+        assert listing.status_code == 200, listing.text
+        api_priorities = {item["name"]: item["priority"] for item in listing.json()["items"]}
+        assert api_priorities == priorities
+        urgent_id = next(i["id"] for i in listing.json()["items"] if i["name"] == "ped-siblings-AUDIT-v01")
+        detail = client.get(f"/api/v1/analyses/{urgent_id}")
+        assert detail.status_code == 200 and detail.json()["priority"] == 3, detail.text
+        alleles = client.get(f"/api/v1/analyses/{urgent_id}/alleles")
+        assert alleles.status_code == 200 and alleles.json()["total"] > 0, alleles.text
+        assert all(item["genotypes"] for item in alleles.json()["items"])
+        assert client.get("/ui/analyses").status_code == 200
+        assert client.get(f"/ui/analyses/{urgent_id}").status_code == 200
     # ELLA's tables, constraints, indexes, triggers and Alembic version: exactly as ELLA made them.
     assert ella_schema_snapshot(ella_url) == before

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import undefer
 
+from api.allele_data import analysis_allele_page
+from api.deps import Pagination
 from engine.config import Settings
 from engine.db.models import Analysis, Genotype, GenotypeSampleData, ImportJob, Sample
 from engine.db.session import session_scope
@@ -96,6 +99,20 @@ def test_each_vcf_has_its_own_sample_rows(settings: Settings) -> None:
             .where(Genotype.sample_id == sanger.id)
         ).all()
         assert sanger_data == [sanger.id]
+        # The read API shows both P1 calls: keyed "<identifier> (<sample type>)" where samples
+        # share an identifier, each with its sample id and type.
+        items, total = analysis_allele_page(session, hts.analysis_id, Pagination(page=1, per_page=10))
+        assert total == 2
+        first = {
+            key: (gt["sample_id"], gt["sample_type"], gt["type"]) for key, gt in items[0]["genotypes"].items()
+        }
+        assert first == {
+            "P1 (HTS)": (hts.id, "HTS", "Heterozygous"),
+            "F1": (samples[1].id, "HTS", "Reference"),
+            "M1": (samples[2].id, "HTS", "Heterozygous"),
+            "P1 (Sanger)": (sanger.id, "Sanger", "Heterozygous"),
+        }
+        assert set(items[1]["genotypes"]) == {"P1 (HTS)", "F1", "M1"}
 
 
 def test_empty_data_imports_an_analysis_without_samples(settings: Settings) -> None:
@@ -111,7 +128,9 @@ def test_empty_data_imports_an_analysis_without_samples(settings: Settings) -> N
     messages, event_id = import_folder(settings, "Empty-1", {"Empty-1.analysis": json.dumps(analysis)})
     assert any(m.topic.endswith("analysis.imported") for m in messages)
     with session_scope(settings.database_url) as session:
-        stored = session.scalars(sa.select(Analysis).where(Analysis.name == "Empty-1")).one()
+        stored = session.scalars(
+            sa.select(Analysis).options(undefer(Analysis.priority)).where(Analysis.name == "Empty-1")
+        ).one()
         assert stored.priority == 2
         assert session.scalar(sa.select(sa.func.count()).select_from(Sample)) == 0
         job = session.scalars(sa.select(ImportJob).where(ImportJob.event_id == event_id)).one()

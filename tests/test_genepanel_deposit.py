@@ -66,14 +66,14 @@ def panel_links(url: str, name: str, version: str) -> tuple[set[tuple[str, str]]
                 sa.select(Transcript.transcript_name, gt.c.inheritance)
                 .join(gt, gt.c.transcript_id == Transcript.id)
                 .where(gt.c.genepanel_name == name, gt.c.genepanel_version == version)
-            ).tuples()
+            )
         )
         phenotypes = set(
             connection.execute(
                 sa.select(Phenotype.gene_id, Phenotype.description, Phenotype.inheritance)
                 .join(gp, gp.c.phenotype_id == Phenotype.id)
                 .where(gp.c.genepanel_name == name, gp.c.genepanel_version == version)
-            ).tuples()
+            )
         )
     return transcripts, phenotypes
 

@@ -240,11 +240,29 @@ def test_reanalysis_request_needs_token_and_runs_once(
     assert event["event_id"] == event_id and event["bundle"] == "2024.2" and event["analysis"] == ANALYSIS
 
     stages = ReleaseStages(settings)
-    assert stages.reanalyse(raw) == []
+    changed = stages.reanalyse(raw)
     first = snapshot(url)
     # Documents with bundle values come from 2024.2; the {} rows of the import stay as they are.
     assert {first["bundles"][a] for a, doc in first["current"].items() if doc} == {"2024.2"}
-    assert stages.reanalyse(raw) == []  # the same request again changes nothing
+    # The reanalysis has a change report (a run of mode "reanalysis" whose run id is the event id)
+    # and publishes one annotation.changed event per allele whose AF changed.
+    changed_topic = topics_for(topic_prefix).changed
+    assert changed and {m.topic for m in changed} == {changed_topic}
+    events = [orjson.loads(m.value) for m in changed]
+    assert {e["run_id"] for e in events} == {event_id}
+    annotated = {a for a, doc in first["current"].items() if doc}
+    assert {e["allele_id"] for e in events} == annotated
+    assert all(
+        [c["target"] for c in e["changes"]] == ["frequencies.MYDB.freq.G"] and e["analyses"] == [ANALYSIS]
+        for e in events
+    )
+    report = client.get(f"/api/v1/reannotations/{event_id}/changes", params={"per_page": 100}).json()
+    assert report["total"] == len(events)
+    runs = client.get("/api/v1/reannotations").json()["items"]
+    assert [(r["run_id"], r["mode"], r["status"]) for r in runs] == [(event_id, "reanalysis", "DONE")]
+    # The same request again changes nothing, and publishes the same events again (same ids).
+    again = [(m.topic, m.key, orjson.loads(m.value)["event_id"]) for m in stages.reanalyse(raw)]
+    assert again == [(m.topic, m.key, e["event_id"]) for m, e in zip(changed, events, strict=True)]
     assert snapshot(url) == first
     with session_scope(url) as session:
         job = session.scalar(sa.select(ImportJob).where(ImportJob.event_id == event_id))

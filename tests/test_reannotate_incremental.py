@@ -234,14 +234,12 @@ def documents(url: str) -> tuple[dict[int, Any], dict[int, int]]:
                 sa.select(Annotation.allele_id, Annotation.annotations).where(
                     Annotation.date_superceeded.is_(None)
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         rows = dict(
-            session.execute(sa.select(Annotation.allele_id, sa.func.count()).group_by(Annotation.allele_id))
-            .tuples()
-            .all()
+            session.execute(
+                sa.select(Annotation.allele_id, sa.func.count()).group_by(Annotation.allele_id)
+            ).all()
         )
     return current, rows
 
@@ -411,6 +409,14 @@ def test_report_through_api_and_cli_dry_run_and_resume(
     unknown = client.get(f"/api/v1/reannotations/{run_id}/changes", params={"analysis": "nope"})
     assert unknown.status_code == 404
     assert client.get("/api/v1/reannotations/999999/changes").status_code == 404
+    # ... and on the web page's run list and change report, with the same filter.
+    assert f'href="/ui/reannotations/{found.id}"' in client.get("/ui/reannotations").text
+    report = client.get(f"/ui/reannotations/{run_id}", params={"target": "clinvar"})
+    assert report.status_code == 200, report.text
+    assert f">{len(clinvar_rows)} change" in report.text
+    first = clinvar_rows[0]
+    assert f"{first.chromosome}:{first.vcf_pos} {first.vcf_ref}&gt;{first.vcf_alt}" in report.text
+    assert "no stored analysis" in client.get(f"/ui/reannotations/{run_id}", params={"analysis": "nope"}).text
     as_csv = cli(settings, url, "release", "changes", run_id, "--format", "csv", "--target", "clinvar")
     assert as_csv.returncode == 0, as_csv.stderr
     parsed = list(csv.DictReader(io.StringIO(as_csv.stdout)))

@@ -57,7 +57,7 @@ def batch_states(url: str) -> list[tuple[str, int]]:
                 sa.select(ReannotationBatch.status, ReannotationBatch.attempts).order_by(
                     ReannotationBatch.batch_index
                 )
-            ).tuples()
+            )
         )
 
 

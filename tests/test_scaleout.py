@@ -128,15 +128,15 @@ def test_up_runs_n_workers_with_their_own_ids(tmp_path: Path) -> None:
 
 def start_extra_worker(stack: Stack, worker_id: str) -> subprocess.Popen[bytes]:
     """An `annostream worker` outside `up`, as on another machine: same broker, database, group."""
-    log = open(stack.root / f"{worker_id}.log", "wb")  # noqa: SIM115
     env = {**stack.env, "ANNOSTREAM_WORKER_ID": worker_id}
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", "worker"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(stack.root / f"{worker_id}.log", "wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "engine", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def jobs_of(stack: Stack, name: str) -> list[dict]:

@@ -6,23 +6,25 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
 
 from api.allele_data import analysis_allele_page
 from api.deps import PaginationDep, SessionDep
 from api.models import AnalysisAlleleOut, AnalysisOut, AnalysisSummary, ErrorOut, Page
 from engine.db.models import Analysis, Sample
+from engine.deposit.targets import deposit_target
 from engine.errors import NotFoundError
 
 router = APIRouter(prefix="/api/v1/analyses", tags=["analyses"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
 
 
-def summary_fields(analysis: Analysis) -> dict[str, Any]:
+def summary_fields(analysis: Analysis, priority: int) -> dict[str, Any]:
     return {
         "id": analysis.id,
         "name": analysis.name,
         "genepanel": {"name": analysis.genepanel_name, "version": analysis.genepanel_version},
-        "priority": analysis.priority,
+        "priority": priority,
         "date_requested": analysis.date_requested,
         "date_deposited": analysis.date_deposited,
     }
@@ -47,11 +49,19 @@ def sample_fields(sample: Sample, identifiers: dict[int, str]) -> dict[str, Any]
     }
 
 
-def get_analysis(session: SessionDep, analysis_id: int) -> Analysis:
-    analysis = session.get(Analysis, analysis_id)
-    if analysis is None:
+def find_analysis(session: Session, analysis_id: int) -> tuple[Analysis, int] | None:
+    """The analysis and its priority (read where the database keeps it: see DepositTarget)."""
+    row = session.execute(
+        sa.select(Analysis, deposit_target(session).analysis_priority()).where(Analysis.id == analysis_id)
+    ).first()
+    return None if row is None else (row[0], int(row[1]))
+
+
+def get_analysis(session: Session, analysis_id: int) -> tuple[Analysis, int]:
+    found = find_analysis(session, analysis_id)
+    if found is None:
         raise NotFoundError("analysis", analysis_id)
-    return analysis
+    return found
 
 
 @router.get("", response_model=Page[AnalysisSummary])
@@ -63,25 +73,25 @@ def list_analyses(
     condition = Analysis.name.icontains(name, autoescape=True) if name else sa.true()
     total = session.scalar(sa.select(sa.func.count()).select_from(Analysis).where(condition)) or 0
     query = (
-        sa.select(Analysis)
+        sa.select(Analysis, deposit_target(session).analysis_priority())
         .where(condition)
         .order_by(Analysis.date_deposited.desc(), Analysis.id.desc())
         .offset(page.offset)
         .limit(page.per_page)
     )
-    items = [summary_fields(analysis) for analysis in session.scalars(query)]
+    items = [summary_fields(analysis, priority) for analysis, priority in session.execute(query)]
     return {"items": items, "total": total, "page": page.page, "per_page": page.per_page}
 
 
 @router.get("/{analysis_id}", response_model=AnalysisOut, responses=NOT_FOUND)
 def read_analysis(session: SessionDep, analysis_id: int) -> dict[str, Any]:
-    analysis = get_analysis(session, analysis_id)
+    analysis, priority = get_analysis(session, analysis_id)
     samples = list(
         session.scalars(sa.select(Sample).where(Sample.analysis_id == analysis.id).order_by(Sample.id))
     )
     identifiers = {sample.id: sample.identifier for sample in samples}
     return {
-        **summary_fields(analysis),
+        **summary_fields(analysis, priority),
         "warnings": analysis.warnings,
         "report": analysis.report,
         "properties": analysis.properties,

@@ -52,7 +52,7 @@ class ReannotationOut(ApiModel):
     unchanged: int
     date_created: dt.datetime
     failures: list[str]
-    mode: str  # "incremental" (what the release changed) or "all"
+    mode: str  # "incremental" (what the release changed), "all", or "reanalysis" (one analysis)
 
 
 class ChangeOut(ApiModel):

@@ -31,6 +31,7 @@ from kafka.errors import KafkaError
 from api.allele_data import analysis_allele_page
 from api.auth import configured_tokens, token_is_valid
 from api.deps import Pagination, PublisherDep, SessionDep, SettingsDep
+from api.routes.analyses import find_analysis
 from api.web.session import (
     COOKIE,
     COOKIE_MAX_AGE_S,
@@ -43,10 +44,12 @@ from api.web.session import (
 from engine.bundles import activate_bundle, list_bundles
 from engine.config import Settings
 from engine.db.models import Analysis, ImportJob, JobStatus, Sample
-from engine.errors import AnnostreamError, RetryRefused
+from engine.deposit.targets import deposit_target
+from engine.errors import AnnostreamError, InputError, RetryRefused
 from engine.events import Topics, default_producer
 from engine.kafka import BrokerUnavailable, open_reader, poll_until_idle, topic_partitions
-from engine.reannotate.runs import list_runs
+from engine.reannotate.changes import list_changes
+from engine.reannotate.runs import find_run, list_runs
 from engine.retry import find_failed_folder, read_error_file, retry_job
 from engine.status import Health, collect_health
 
@@ -60,6 +63,7 @@ HEALTH_TTL_S = 3.0  # several browsers refreshing every 5 s share one look at th
 DEAD_LETTERS_SHOWN = 50
 JOBS_PER_PAGE = 50
 ALLELES_PER_PAGE = 50
+CHANGES_PER_PAGE = 100
 STAGE_OF_TOPIC = {"analysis.ready": "annotate", "analysis.annotated": "persist"}
 
 
@@ -338,7 +342,11 @@ def analyses_page(
         .scalar_subquery()
     )
     rows = session.execute(
-        sa.select(Analysis, samples.label("samples"))
+        sa.select(
+            Analysis,
+            deposit_target(session).analysis_priority().label("priority"),
+            samples.label("samples"),
+        )
         .where(condition)
         .order_by(Analysis.id.desc())
         .offset((page_number - 1) * JOBS_PER_PAGE)
@@ -359,9 +367,10 @@ def analysis_page(
     page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=500)] = ALLELES_PER_PAGE,
 ) -> HTMLResponse:
-    analysis = session.get(Analysis, analysis_id)
-    if analysis is None:
+    found = find_analysis(session, analysis_id)
+    if found is None:
         return page(request, "missing.html", token, what=f"analysis {analysis_id}")
+    analysis, priority = found
     samples = list(
         session.scalars(sa.select(Sample).where(Sample.analysis_id == analysis_id).order_by(Sample.id))
     )
@@ -382,6 +391,7 @@ def analysis_page(
         "analysis.html",
         token,
         analysis=analysis,
+        priority=priority,
         samples=samples,
         alleles=[allele_row(allele) for allele in alleles],
         total=total,
@@ -509,6 +519,49 @@ def activate_action(
 def reannotations_page(request: Request, session: SessionDep, token: ReadAccess) -> HTMLResponse:
     total, runs = list_runs(session, limit=50)
     return page(request, "reannotations.html", token, runs=runs, total=total)
+
+
+@router.get("/ui/reannotations/{run}", response_class=HTMLResponse)
+def reannotation_changes_page(
+    request: Request,
+    session: SessionDep,
+    token: ReadAccess,
+    run: str,
+    analysis: Annotated[str, Query()] = "",
+    target: Annotated[str, Query()] = "",
+    page_number: Annotated[int, Query(alias="page", ge=1)] = 1,
+) -> HTMLResponse:
+    """A run's change report: the owned targets whose value changed, per allele and analysis."""
+    found = find_run(session, run)
+    if found is None:
+        return page(request, "missing.html", token, what=f"re-annotation run {run}")
+    problem = None
+    try:
+        total, changes = list_changes(
+            session,
+            found,
+            analysis=analysis.strip() or None,
+            target=target.strip() or None,
+            limit=CHANGES_PER_PAGE,
+            offset=(page_number - 1) * CHANGES_PER_PAGE,
+        )
+    except InputError as error:
+        total, changes, problem = 0, [], str(error)
+    query = urlencode({key: value for key, value in (("analysis", analysis), ("target", target)) if value})
+    return page(
+        request,
+        "changes.html",
+        token,
+        run=found,
+        changes=changes,
+        total=total,
+        analysis=analysis,
+        target=target,
+        problem=problem,
+        base=f"/ui/reannotations/{found.id}" + (f"?{query}" if query else ""),
+        page_number=page_number,
+        pages=max(1, -(-total // CHANGES_PER_PAGE)),
+    )
 
 
 # --- dead letters --------------------------------------------------------------------------------

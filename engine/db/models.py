@@ -79,7 +79,10 @@ class Analysis(Base):
     name: Mapped[str] = mapped_column(sa.String, unique=True)
     genepanel_name: Mapped[str] = mapped_column(sa.String)
     genepanel_version: Mapped[str] = mapped_column(sa.String)
-    priority: Mapped[int] = mapped_column(sa.SmallInteger, default=1)
+    # Deferred, and an error if read unloaded: ELLA's analysis table has no priority column (ELLA
+    # keeps it on interpretation log rows). Readers select
+    # ``engine.deposit.targets.deposit_target(session).analysis_priority()`` beside the row.
+    priority: Mapped[int] = mapped_column(sa.SmallInteger, default=1, deferred=True, deferred_raiseload=True)
     date_requested: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
     date_deposited: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     warnings: Mapped[str | None] = mapped_column(sa.Text)
@@ -116,23 +119,39 @@ class Sample(Base):
     analysis: Mapped[Analysis] = relationship(back_populates="samples")
 
 
+# ELLA's ucAllele (v1.17): the columns that identify an allele.
+ALLELE_IDENTITY = (
+    "chromosome",
+    "start_position",
+    "open_end_position",
+    "change_from",
+    "change_to",
+    "change_type",
+    "vcf_pos",
+    "vcf_ref",
+    "vcf_alt",
+    "length",
+    "caller_type",
+)
+# Every column of an allele row but its id.
+ALLELE_COLUMNS = (*ALLELE_IDENTITY, "genome_reference")
+# A sample's call on a genotype (genotypesampledata), every column but the keys.
+SAMPLE_DATA_FIELDS = (
+    "type",
+    "multiallelic",
+    "genotype_quality",
+    "sequencing_depth",
+    "allele_depth",
+    "allele_ratio",
+    "genotype_likelihood",
+    "copy_number",
+)
+
+
 class Allele(Base):
     __tablename__ = "allele"
     __table_args__ = (
-        sa.UniqueConstraint(
-            "chromosome",
-            "start_position",
-            "open_end_position",
-            "change_from",
-            "change_to",
-            "change_type",
-            "vcf_pos",
-            "vcf_ref",
-            "vcf_alt",
-            "length",
-            "caller_type",
-            name="ucAllele",
-        ),
+        sa.UniqueConstraint(*ALLELE_IDENTITY, name="ucAllele"),
         sa.Index("ix_alleleloci", "chromosome", "start_position", "open_end_position"),
     )
 

@@ -12,24 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.db.bulk import BulkLoader
+from engine.db.models import ALLELE_COLUMNS, ALLELE_IDENTITY
 from engine.vcf.records import AlleleRecord
 
-ALLELE_COLUMNS = (
-    "chromosome",
-    "start_position",
-    "open_end_position",
-    "change_from",
-    "change_to",
-    "change_type",
-    "vcf_pos",
-    "vcf_ref",
-    "vcf_alt",
-    "length",
-    "caller_type",
-    "genome_reference",
-)
-# ELLA's ucAllele (v1.17): every allele column except genome_reference.
-ALLELE_IDENTITY = ALLELE_COLUMNS[:-1]
 STAGE_ALLELE = "annostream_stage_allele"
 # (ord, second, allele_id, annotation) of the last merge, for annotation versioning.
 STAGE_RESOLVED = "annostream_stage_resolved"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import orjson
 import pyarrow as pa
 
+from engine.db.models import ALLELE_IDENTITY, SAMPLE_DATA_FIELDS
 from engine.vcf.records import AlleleRecord, SampleGenotypeRecord, VariantRecord
 
 
@@ -107,25 +108,6 @@ def to_records(columns: VariantColumns) -> list[VariantRecord]:
     ]
 
 
-_ALLELE_FIELDS = (
-    "chromosome",
-    "start_position",
-    "open_end_position",
-    "change_from",
-    "change_to",
-    "change_type",
-    "vcf_pos",
-    "vcf_ref",
-    "vcf_alt",
-    "length",
-)
-_SAMPLE_FIELDS = (
-    "type",
-    "multiallelic",
-    "genotype_quality",
-    "sequencing_depth",
-    "allele_depth",
-    "allele_ratio",
-    "genotype_likelihood",
-    "copy_number",
-)
+# The allele columns a VCF gives (caller_type and genome_reference come from the analysis).
+_ALLELE_FIELDS = ALLELE_IDENTITY[:-1]
+_SAMPLE_FIELDS = SAMPLE_DATA_FIELDS

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from engine.db.bulk import RowFormat
 from engine.db.ella import DatabaseMode, mode_of
-from engine.db.models import Analysis, AnnotationConfig
+from engine.db.models import Analysis, Annotation, AnnotationConfig
 from engine.deposit.encoders import ENCODERS, ChunkEncoder, EllaCopyTextEncoder
 from engine.deposit.specs import AnalysisSpec
 from engine.timeutil import utcnow
@@ -62,6 +62,14 @@ class DepositTarget:
     def annotation_config_values(self, digest: str) -> dict[str, Any]:
         return {"sha256": digest}
 
+    def analysis_priority(self) -> sa.ColumnElement[int]:
+        """The priority of :class:`Analysis` rows, as a column expression to select beside them."""
+        return Analysis.__table__.c.priority
+
+    def annotation_bundle_version(self) -> sa.ColumnElement[Any]:
+        """The bundle that made an :class:`Annotation` row, as a column labelled ``bundle_version``."""
+        return Annotation.__table__.c.bundle_version
+
 
 StandaloneTarget = DepositTarget
 
@@ -85,6 +93,16 @@ _ELLA_ANALYSIS = sa.table(
     ),
     sa.column("properties", Analysis.__table__.c.properties.type),
 )
+# ELLA's workflow tables, as far as the priority is concerned (src/vardb/datamodel/workflow.py).
+_ELLA_INTERPRETATION = sa.table("analysisinterpretation", sa.column("id"), sa.column("analysis_id"))
+_ELLA_INTERPRETATION_LOG = sa.table(
+    "interpretationlog",
+    sa.column("analysisinterpretation_id"),
+    sa.column("priority", sa.Integer),
+    sa.column("date_created"),
+)
+# ELLA's priority of an analysis with no priority log row.
+ELLA_DEFAULT_PRIORITY = 1
 
 
 class EllaTarget(DepositTarget):
@@ -160,6 +178,26 @@ class EllaTarget(DepositTarget):
 
     def annotation_config_values(self, digest: str) -> dict[str, Any]:
         return {}
+
+    def annotation_bundle_version(self) -> sa.ColumnElement[Any]:
+        # ELLA's annotation table has no bundle_version column.
+        return sa.null().label("bundle_version")
+
+    def analysis_priority(self) -> sa.ColumnElement[int]:
+        # ELLA keeps the priority on interpretation log rows; the newest one with a priority wins,
+        # and an analysis without one is priority 1 (src/datalayer/queries.py:
+        # workflow_analyses_priority, src/api/v1/resources/overview.py).
+        log, interpretation = _ELLA_INTERPRETATION_LOG, _ELLA_INTERPRETATION
+        newest = (
+            sa.select(log.c.priority)
+            .join(interpretation, interpretation.c.id == log.c.analysisinterpretation_id)
+            .where(interpretation.c.analysis_id == Analysis.id, log.c.priority.is_not(None))
+            .order_by(log.c.date_created.desc())
+            .limit(1)
+            .correlate(Analysis)
+            .scalar_subquery()
+        )
+        return sa.func.coalesce(newest, ELLA_DEFAULT_PRIORITY)
 
 
 def deposit_target(session: Session) -> DepositTarget:

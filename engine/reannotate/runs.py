@@ -24,7 +24,9 @@ from engine.reannotate.select import ReleasePlan, plan_release, write_targets
 
 DEFAULT_BATCH_SIZE = 50_000
 PENDING, DONE, FAILED = "PENDING", "DONE", "FAILED"
-FULL, INCREMENTAL = "all", "incremental"  # reannotation_run.mode
+# reannotation_run.mode; REANALYSIS: one analysis re-annotated on request, recorded as a run
+# of one batch so that its change report is read like a release's.
+FULL, INCREMENTAL, REANALYSIS = "all", "incremental", "reanalysis"
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,48 @@ def plan_run(
         for index, (low, high, _count) in enumerate(ranges)
     ]
     return run, events
+
+
+def record_reanalysis_run(
+    session: Session,
+    *,
+    event_id: str,
+    analysis: str,
+    bundle_version: str,
+    n_alleles: int,
+    created: int,
+    superseded: int,
+    unchanged: int,
+) -> ReannotationRun:
+    """Record a finished reanalysis as a run of one DONE batch (the caller's transaction), so its
+    change report is stored, listed and read like a data release's. Its run id is the event id."""
+    run = ReannotationRun(
+        run_id=event_id,
+        bundle_version=bundle_version,
+        analyses=[analysis],
+        mode=REANALYSIS,
+        total_batches=1,
+        total_alleles=n_alleles,
+    )
+    session.add(run)
+    session.flush()
+    session.add(
+        ReannotationBatch(
+            run_id=run.id,
+            batch_index=0,
+            id_from=0,
+            id_to=0,
+            status=DONE,
+            attempts=1,
+            n_alleles=n_alleles,
+            n_created=created,
+            n_superseded=superseded,
+            n_unchanged=unchanged,
+            message=f"reanalysis of {analysis}",
+        )
+    )
+    session.flush()
+    return run
 
 
 def _require_analyses(session: Session, names: list[str]) -> None:

@@ -47,7 +47,7 @@ from engine.ledger import WorkEvent
 from engine.pipeline.guard import Outgoing
 from engine.reannotate.changes import changed_events, record_changes
 from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
-from engine.reannotate.runs import DONE, FAILED, INCREMENTAL
+from engine.reannotate.runs import DONE, FAILED, INCREMENTAL, find_run, record_reanalysis_run
 from engine.timeutil import utcnow
 from engine.tracks import apply_tracks
 
@@ -81,7 +81,12 @@ class ReleaseStages:
                 log.info("reanalysis %s of %s already done", request.event_id, request.analysis)
                 metrics.REANALYSES.labels(outcome="skipped").inc()
                 ledger.finish(session, request.event_id, LedgerState.DONE)
-                return []
+                # Its annotation.changed events may not have been published (a crash between
+                # commit and publish): publish them again, same event ids.
+                done = find_run(session, request.event_id)
+                if done is None:
+                    return []
+                return changed_events(session, done, 0, self.topics.changed, self.producer)
             ledger.progress(session, request.event_id)
             record_attempt(session, job)
             transition(
@@ -107,17 +112,32 @@ class ReleaseStages:
                 result = reannotate_alleles(
                     session, bundle, AlleleSelection(analyses=(request.analysis,)), work_dir=self.work_dir
                 )
+                run = record_reanalysis_run(
+                    session,
+                    event_id=request.event_id,
+                    analysis=request.analysis,
+                    bundle_version=result.bundle_version,
+                    n_alleles=result.n_alleles,
+                    created=result.annotations.created,
+                    superseded=result.annotations.superseded,
+                    unchanged=result.annotations.unchanged,
+                )
+                record_changes(session, run.id, 0, result.changes)
                 job.analysis_id = analysis_id
                 transition(session, job, JobStatus.DONE, stage=REANALYSE_STAGE, message=_summary(result))
                 ledger.finish(session, request.event_id, LedgerState.DONE)
+                outgoing = changed_events(session, run, 0, self.topics.changed, self.producer)
+                report_run = run.id
         except InputError as error:
             self._fail_job(request, error)
             metrics.REANALYSES.labels(outcome="failed").inc()
             return [self._dead_letter(request, REANALYSE_STAGE, error)]
         metrics.REANALYSES.labels(outcome="done").inc()
         metrics.ALLELES_REANNOTATED.inc(result.n_alleles)
-        log.info("reanalysis of %s: %s", request.analysis, _summary(result))
-        return []
+        log.info(
+            "reanalysis of %s: %s (change report: run %s)", request.analysis, _summary(result), report_run
+        )
+        return outgoing
 
     def _work(self, event: ReanalysisRequested | ReannotationBatchEvent) -> WorkEvent:
         topic = self.topics.reanalysis if isinstance(event, ReanalysisRequested) else self.topics.reannotation

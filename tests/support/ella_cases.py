@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 from engine.config import Settings
 from engine.db.models import (
+    ALLELE_COLUMNS,
+    SAMPLE_DATA_FIELDS,
     Allele,
     Analysis,
     Annotation,
@@ -39,30 +41,8 @@ from producers.publish import apply_spec
 from tests.support.events import is_lane_topic
 
 CASES = Path(__file__).resolve().parent.parent / "data" / "ella-cases"
-ALLELE_FIELDS = (
-    "chromosome",
-    "start_position",
-    "open_end_position",
-    "change_from",
-    "change_to",
-    "change_type",
-    "vcf_pos",
-    "vcf_ref",
-    "vcf_alt",
-    "length",
-    "caller_type",
-    "genome_reference",
-)
-GSD_FIELDS = (
-    "type",
-    "multiallelic",
-    "genotype_quality",
-    "sequencing_depth",
-    "allele_depth",
-    "allele_ratio",
-    "genotype_likelihood",
-    "copy_number",
-)
+ALLELE_FIELDS = ALLELE_COLUMNS
+GSD_FIELDS = SAMPLE_DATA_FIELDS
 
 
 def case_names() -> list[str]:

@@ -58,15 +58,16 @@ class Stack:
         return result
 
     def start(self, *extra: str, timeout_s: float = 120) -> Stack:
-        log = open(self.root / "up.log", "wb")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [*self.command, "up", *extra],
-            env=self.env,
-            cwd=self.cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # The child writes to its own copy of the descriptor; ours closes at once.
+        with open(self.root / "up.log", "wb") as log:
+            self.process = subprocess.Popen(
+                [*self.command, "up", *extra],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             wait_until(
                 lambda: self.healthy(),
