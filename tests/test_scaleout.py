@@ -80,6 +80,9 @@ def test_analysis_lock_dies_with_its_holder(pg_url: str, tmp_path: Path) -> None
     finally:
         if holder.poll() is None:
             holder.kill()
+            holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
 
 
 # --- consumer-group settings: short ones only for the embedded broker ----------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import undefer
 
 from engine.config import Settings
 from engine.db.models import (
@@ -188,7 +189,9 @@ def allele_key(allele: Allele) -> str:
 
 def read_analysis(settings: Settings, name: str, annotations_before: set[int]) -> dict[str, Any]:
     with session_scope(settings.database_url) as session:
-        analysis = session.scalars(sa.select(Analysis).where(Analysis.name == name)).one()
+        analysis = session.scalars(
+            sa.select(Analysis).options(undefer(Analysis.priority)).where(Analysis.name == name)
+        ).one()
         samples = session.scalars(
             sa.select(Sample).where(Sample.analysis_id == analysis.id).order_by(Sample.id)
         ).all()
