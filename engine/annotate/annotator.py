@@ -310,7 +310,7 @@ def _run(
             log.warning("%s", note)
         result.records += n_lines
         result.annotated += n_annotated
-        out.write(b"".join(pieces))
+        out.writelines(pieces)
 
 
 def _annotated(

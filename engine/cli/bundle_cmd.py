@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
 
 if TYPE_CHECKING:
@@ -128,6 +127,8 @@ def remove_command(
 ) -> None:
     """Delete a bundle's folder to free disk space; the database keeps its record. Refused while
     it is active or a reannotation run still needs it."""
+    import sqlalchemy as sa
+
     from engine.bundles import remove_bundle
     from engine.config import get_settings
     from engine.db import migrate
