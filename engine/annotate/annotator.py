@@ -310,7 +310,9 @@ def _run(
             log.warning("%s", note)
         result.records += n_lines
         result.annotated += n_annotated
-        out.writelines(pieces)
+        # Piece by piece, not joined: joining copies the whole chunk's output once more.
+        for piece in pieces:
+            out.write(piece)
 
 
 def _annotated(
