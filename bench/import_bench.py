@@ -63,6 +63,7 @@ DURABILITY = (
 RSS_TARGET_MB = 1024
 FLOOR_FACTOR = 1.5
 # The rows an import stores, in an order that satisfies the foreign keys (annotation -> allele).
+ELLA_TARGET_S = 60.0  # issue 9: the 1M-record trio into an ELLA database
 FLOOR_TABLES = ("allele", "annotation", "genotype", "genotypesampledata")
 _SAMPLES = "SELECT id FROM sample WHERE analysis_id = {id}"
 _GENOTYPES = f"SELECT id FROM genotype WHERE sample_id IN ({_SAMPLES})"
@@ -75,6 +76,15 @@ FLOOR_ROWS = {
     "annotation": f"SELECT * FROM annotation WHERE date_superceeded IS NULL AND allele_id IN ({_ALLELES})",
     "genotype": f"SELECT * FROM genotype WHERE sample_id IN ({_SAMPLES})",
     "genotypesampledata": f"SELECT * FROM genotypesampledata WHERE genotype_id IN ({_GENOTYPES})",
+}
+
+# In ELLA's schema genotype and genotypesampledata reference sample, sample references analysis,
+# analysis references genepanel: copied into the floor database first, in this order, untimed.
+ELLA_PARENT_ROWS = {
+    "genepanel": "SELECT * FROM genepanel WHERE (name, version) IN "
+    "(SELECT genepanel_name, genepanel_version FROM analysis WHERE id = {id})",
+    "analysis": "SELECT * FROM analysis WHERE id = {id}",
+    "sample": "SELECT * FROM sample WHERE analysis_id = {id}",
 }
 
 
@@ -461,16 +471,18 @@ def report(
 # --- the database floor ---------------------------------------------------------------------------
 
 
-def dump_rows(url: str, analysis_id: int) -> dict[str, bytes]:
+def dump_rows(url: str, analysis_id: int, *, ella: bool = False) -> dict[str, bytes]:
     """COPY text of every row the import stored in the big tables (plus the annotation configs
-    its annotation rows refer to)."""
+    its annotation rows refer to, and with ``ella`` the rows ELLA's foreign keys need)."""
     engine = sa.create_engine(url)
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         dumps: dict[str, bytes] = {}
+        parents = ELLA_PARENT_ROWS if ella else {}
         queries = {
             **{table: query.format(id=analysis_id) for table, query in FLOOR_ROWS.items()},
+            **{table: query.format(id=analysis_id) for table, query in parents.items()},
             "annotationconfig": "SELECT * FROM annotationconfig",
         }
         for table, query in queries.items():
@@ -506,33 +518,45 @@ def copy_rows(url: str, dumps: dict[str, bytes], target: dict[str, str]) -> dict
         engine.dispose()
 
 
-def measure_floor(db_url: str, analysis_id: int) -> float:
-    """COPY of the import's rows into a fresh database of the same schema on the same server."""
-    dumps = dump_rows(db_url, analysis_id)
+def measure_floor(db_url: str, analysis_id: int, *, ella: bool = False) -> float:
+    """COPY of the import's rows into a fresh database of the same schema on the same server.
+
+    ``ella``: the fresh database is made from ELLA 1.17.2's DDL, so ELLA's triggers on
+    ``annotation`` (JSON-schema validation, the shadow tables) run in the floor as in the import;
+    the analysis, its samples and gene panel go in first (untimed: ELLA's foreign keys need them).
+    """
+    dumps = dump_rows(db_url, analysis_id, ella=ella)
     rows = {table: dumps[table].count(b"\n") for table in FLOOR_TABLES}
     megabytes = sum(len(dumps[table]) for table in FLOOR_TABLES) / 1e6
-    floor_name = f"annostream_floor_{os.getpid()}"
     admin = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
-    floor_url = sa.engine.make_url(db_url).set(database=floor_name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {floor_name}")
-        connection.exec_driver_sql(f"CREATE DATABASE {floor_name}")
+    if ella:
+        from tests.support.ella import create_ella_database
+
+        floor_url = create_ella_database(db_url)
+        floor_name = str(sa.engine.make_url(floor_url).database)
+    else:
+        floor_name = f"annostream_floor_{os.getpid()}"
+        floor_url = sa.engine.make_url(db_url).set(database=floor_name).render_as_string(hide_password=False)
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {floor_name}")
+            connection.exec_driver_sql(f"CREATE DATABASE {floor_name}")
     try:
-        subprocess.run(
-            [sys.executable, "-m", "engine", "db", "upgrade"],
-            check=True,
-            capture_output=True,
-            env={**os.environ, "DB_URL": floor_url},
-        )
+        if not ella:
+            subprocess.run(
+                [sys.executable, "-m", "engine", "db", "upgrade"],
+                check=True,
+                capture_output=True,
+                env={**os.environ, "DB_URL": floor_url},
+            )
         engine = sa.create_engine(floor_url)
         with engine.begin() as connection:
             connection.exec_driver_sql("TRUNCATE annotationconfig CASCADE")
-            for table in FLOOR_TABLES:  # the same columns, NOT NULLs, no keys and no indexes
+            for table in FLOOR_TABLES:  # the same columns, NOT NULLs, no keys, indexes or triggers
                 connection.exec_driver_sql(f"CREATE TABLE noindex_{table} (LIKE {table})")
         raw = engine.raw_connection()
         try:
-            configs = io.BytesIO(dumps["annotationconfig"])
-            raw.cursor().copy_expert("COPY annotationconfig FROM STDIN", configs)
+            for table in (*(ELLA_PARENT_ROWS if ella else ()), "annotationconfig"):
+                raw.cursor().copy_expert(f"COPY {table} FROM STDIN", io.BytesIO(dumps[table]))
             raw.commit()
         finally:
             raw.close()
@@ -600,7 +624,7 @@ def main() -> None:
             print("== standalone mode (Annostream's own database)")
             measure(url, args.vcf.resolve(), args.timeout, postmaster)
         if args.mode in ("ella", "both"):
-            print("== ELLA database mode (a database made from ELLA 1.17.2's DDL; no floor measured)")
+            print("== ELLA database mode (a database made from ELLA 1.17.2's DDL, ELLA's triggers on)")
             measure(create_ella_database(url), args.vcf.resolve(), args.timeout, postmaster, ella=True)
     finally:
         cluster.stop()
@@ -610,11 +634,9 @@ def measure(url: str, vcf: Path, timeout_s: float, postmaster: int | None, *, el
     settings = server_settings(url)
     print("PostgreSQL: " + ", ".join(f"{key}={value}" for key, value in settings.items()))
     result = run(url, vcf, timeout_s, postmaster, ella=ella)
-    if ella:
-        return
     if result["analysis_id"] is None:
         raise SystemExit("the analysis was not imported: no floor to compare with")
-    floor = measure_floor(url, int(str(result["analysis_id"])))
+    floor = measure_floor(url, int(str(result["analysis_id"])), ella=ella)
     total, rss = float(str(result["total"])), float(str(result["rss_mb"]))
     print(
         f"READY -> visible {total:.2f} s = {total / floor:.2f}x the floor {floor:.2f} s "
@@ -623,6 +645,11 @@ def measure(url: str, vcf: Path, timeout_s: float, postmaster: int | None, *, el
         f"{'met' if rss <= RSS_TARGET_MB else 'MISSED'}); durability: "
         + ", ".join(f"{key}={settings[key]}" for key in DURABILITY[1:4])
     )
+    if ella:
+        print(
+            f"ELLA database mode: READY -> visible {total:.2f} s (issue 9 target <= {ELLA_TARGET_S:.0f} s: "
+            f"{'met' if total <= ELLA_TARGET_S else 'MISSED'})"
+        )
 
 
 if __name__ == "__main__":

@@ -142,6 +142,20 @@ class AnnotationVersioner:
             f"FROM {source} WHERE annotation IS NOT NULL ORDER BY {order} ON CONFLICT DO NOTHING"
         )
 
+    def insert_for_new_alleles(self) -> AnnotationWriteResult:
+        """The documents of the last allele merge, whose alleles were all created by it (a fresh
+        VCF): none can have an annotation yet, so they go straight in, without staging them again
+        or probing for a current row to supersede."""
+        created = self.loader.execute(
+            "INSERT INTO annotation (allele_id, annotations, schema_version, date_created, "
+            f"previous_annotation_id, annotation_config_id{self.provenance}) "
+            f"SELECT allele_id, annotation, 1, :now, NULL, :cfg{self.provenance_values} "
+            f"FROM {STAGE_RESOLVED} ORDER BY allele_id",
+            {"now": utcnow(), **(self.params if self.provenance else {"cfg": self.params["cfg"]})},
+            _DATETIME,
+        ).rowcount
+        return AnnotationWriteResult(created=created)
+
     def drop(self) -> None:
         for table in (STAGE_ANNOTATION, STAGE_INPUT, STAGE_SUPERSEDED):
             self.loader.drop_scratch_table(table)

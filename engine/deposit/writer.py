@@ -236,6 +236,8 @@ class _VariantWriter:
         self.probands = probands
         self.annotations = annotations
         self.merge_mode = MergeMode()
+        # Whether the last chunk's allele merge created every one of its alleles.
+        self.all_alleles_new = False
 
     def write_chunk(self, encoded: EncodedChunk | ColumnarChunk, result: WriteResult) -> None:
         if isinstance(encoded, ColumnarChunk):
@@ -244,9 +246,12 @@ class _VariantWriter:
             self._write_records(encoded, result)
         if encoded.has_annotation:
             with result.timed("annotations"):
-                self.annotations.stage_new()
-                self.annotations.stage_from_resolved()
-                result.annotations.add(self.annotations.apply())
+                if self.all_alleles_new:
+                    result.annotations.add(self.annotations.insert_for_new_alleles())
+                else:
+                    self.annotations.stage_new()
+                    self.annotations.stage_from_resolved()
+                    result.annotations.add(self.annotations.apply())
         result.n_variants += encoded.size
 
     def finish(self, result: WriteResult, new_before: int = 0) -> None:
@@ -275,6 +280,7 @@ class _VariantWriter:
             n_new, moved = merge_staged_alleles(
                 loader, stage, len(reserved), resolve=encoded.has_annotation, mode=self.merge_mode
             )
+            self.all_alleles_new = n_new == len(reserved)
             result.n_alleles_new += n_new
             ids = [moved.get(allele_id, allele_id) for allele_id in reserved] if moved else reserved
             second_ids: list[int | None] = [None if at < 0 else ids[at] for at in encoded.second_at]
@@ -316,6 +322,7 @@ class _VariantWriter:
             n_new, moved = merge_staged_alleles(
                 loader, stage, encoded.size, resolve=encoded.has_annotation, mode=self.merge_mode
             )
+            self.all_alleles_new = n_new == encoded.size
             result.n_alleles_new += n_new
             allele_ids = copytext.id_column([moved.get(i, i) for i in reserved] if moved else reserved)
         with result.timed("genotypes"):
