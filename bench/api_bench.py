@@ -10,8 +10,11 @@
    keyset cursor and by page number, reporting p50/p95/max; and the same rows by one plain SQL
    query (allele columns, genotype sample data, current annotation) through psycopg2 as the floor.
 4. Light endpoints with 20 concurrent keep-alive connections for --seconds each: requests/s,
-   p50/p99/max. The load generator is Python (httpx threads) on the same machine, so it takes
-   CPU from the server: the numbers are a lower bound of what the API serves.
+   p50/p99/max, twice: from a Python load generator (httpx threads, which takes much of the CPU
+   from the server on this machine: a lower bound) and from wrk (C, one thread; Debian `wrk`,
+   skipped with a note when it is not installed), whose numbers are the server's.
+
+PostgreSQL runs with its durable defaults (a throwaway cluster unless --db-url).
 
 Prints `uptime` first: the machine is shared; state the load with every number.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -205,6 +209,50 @@ def warm_up(base: str, path: str, connections: int) -> None:
         thread.join()
 
 
+def load_with_wrk(base: str, path: str, connections: int, seconds: float) -> None:
+    """The same load from wrk (C, one thread, epoll): it leaves the CPU to the server, so the
+    numbers are the server's, not the load generator's. Latency percentiles and max are wrk's."""
+    warm_up(base, path, connections)
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "--timeout", "5s", base + path],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fields = _wrk_fields(result.stdout)
+    print(
+        f"  {path:<40} {fields['rps']:7.0f} req/s  p50 {fields['50%']:6.1f} ms  p99 {fields['99%']:6.1f} ms  "
+        f"max {fields['max']:7.1f} ms  errors {fields['errors']:.0f}  (wrk)"
+    )
+
+
+def _wrk_fields(output: str) -> dict[str, float]:
+    """Requests/s, latency percentiles and max (ms) and non-2xx/socket errors from wrk's report."""
+
+    def ms(text: str) -> float:
+        for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0), ("m", 60_000.0)):
+            if text.endswith(unit):
+                return float(text[: -len(unit)]) * factor
+        return float(text)
+
+    fields: dict[str, float] = {"errors": 0.0}
+    for line in output.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "Latency" and len(parts) >= 4:
+            fields["max"] = ms(parts[3])
+        elif parts[0] in ("50%", "75%", "90%", "99%") and len(parts) == 2:
+            fields[parts[0]] = ms(parts[1])
+        elif parts[0] == "Requests/sec:":
+            fields["rps"] = float(parts[1])
+        elif parts[0] == "Non-2xx":
+            fields["errors"] += float(parts[-1])
+        elif parts[0] == "Socket" and "errors:" in parts:
+            fields["errors"] += sum(float(p.strip(",")) for p in parts if p.strip(",").isdigit())
+    return fields
+
+
 def load(base: str, path: str, connections: int, seconds: float) -> None:
     latencies: list[float] = []
     errors: list[str] = []
@@ -247,15 +295,24 @@ def run(db_url: str, variants: int, workers: int, repeat: int, seconds: float, d
         print(f"API with {workers} gunicorn workers at {base}; allele pages, per_page={PER_PAGE}:")
         allele_pages(base, db_url, analysis_id, repeat)
         print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-        print(f"light endpoints, 20 connections, {seconds:.0f} s each:")
-        for path in (
+        paths = (
             "/healthz",
             "/api/v1/analyses",
             f"/api/v1/analyses/{analysis_id}",
             "/api/v1/import/jobs",
             "/api/v1/bundles",
-        ):
+        )
+        print(
+            f"light endpoints, 20 connections, {seconds:.0f} s each, Python load generator (httpx threads):"
+        )
+        for path in paths:
             load(base, path, 20, seconds)
+        if shutil.which("wrk"):
+            print(f"light endpoints, 20 connections, {seconds:.0f} s each, wrk:")
+            for path in paths:
+                load_with_wrk(base, path, 20, seconds)
+        else:
+            print("wrk is not installed (apt-get install wrk): only the Python load generator was measured")
         print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     finally:
         process.terminate()
@@ -279,7 +336,7 @@ def main() -> None:
         return
     from tests.support.pgcluster import ThrowawayCluster
 
-    cluster = ThrowawayCluster()
+    cluster = ThrowawayCluster(durable=True)  # PostgreSQL's durable defaults, as a lab runs it
     try:
         run(cluster.start(), args.variants, args.workers, args.repeat, args.seconds, data_dir)
     finally:
