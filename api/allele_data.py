@@ -149,6 +149,8 @@ def analysis_genotypes(
     described_allele = sa.case(
         (GenotypeSampleData.secondallele.is_(True), Genotype.secondallele_id), else_=Genotype.allele_id
     )
+    # Driven from the page's genotypes (the allele_id index and the partial secondallele_id one),
+    # then their sample data by genotype id: never a scan over every genotype of the analysis.
     query = (
         sa.select(
             *SAMPLE_DATA_COLUMNS,
@@ -161,9 +163,11 @@ def analysis_genotypes(
             samples.c.same_identifier,
             samples.c.same_type,
         )
-        .join(Genotype, GenotypeSampleData.genotype_id == Genotype.id)
+        .select_from(Genotype)
+        .join(GenotypeSampleData, GenotypeSampleData.genotype_id == Genotype.id)
         .join(samples, GenotypeSampleData.sample_id == samples.c.sample_id)
         .where(
+            sa.or_(Genotype.allele_id.in_(allele_ids), Genotype.secondallele_id.in_(allele_ids)),
             sa.or_(
                 sa.and_(GenotypeSampleData.secondallele.is_(False), Genotype.allele_id.in_(allele_ids)),
                 sa.and_(GenotypeSampleData.secondallele.is_(True), Genotype.secondallele_id.in_(allele_ids)),

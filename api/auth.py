@@ -75,7 +75,7 @@ def require_write_token(settings: SettingsDep, credentials: Credentials) -> str:
     return _check(settings, credentials)
 
 
-def require_read_token(request: Request, settings: SettingsDep, credentials: Credentials) -> None:
+async def require_read_token(request: Request, settings: SettingsDep, credentials: Credentials) -> None:
     """App-wide dependency: reads need a token only when ANNOSTREAM_API_READ_AUTH is true.
 
     The web pages (``/``, ``/ui/``, ``/static/``) check their session cookie themselves and

@@ -17,12 +17,14 @@ MAX_PER_PAGE = 1000
 DEFAULT_PER_PAGE = 100
 
 
-def current_settings(request: Request) -> Settings:
+# The cheap dependencies are ``async def``: FastAPI runs a plain ``def`` dependency in its thread
+# pool, one hop each, which cost more than the work here (measured with wrk in bench/api_bench.py).
+async def current_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def event_publisher(request: Request) -> EventPublisher:
+async def event_publisher(request: Request) -> EventPublisher:
     # One per process (created by create_app), shared by every request.
     publisher: EventPublisher = request.app.state.publisher
     return publisher
@@ -47,7 +49,7 @@ class Pagination:
         return (self.page - 1) * self.per_page
 
 
-def pagination(
+async def pagination(
     page: Annotated[int, Query(ge=1, description="1-based page number")] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE, description="items per page")] = DEFAULT_PER_PAGE,
 ) -> Pagination:

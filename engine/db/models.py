@@ -178,7 +178,16 @@ class Allele(Base):
 # only through engine.deposit.writer.delete_analysis. ELLA declares these foreign keys.
 class Genotype(Base):
     __tablename__ = "genotype"
-    __table_args__ = (sa.UniqueConstraint("sample_id", "allele_id", "secondallele_id"),)
+    __table_args__ = (
+        sa.UniqueConstraint("sample_id", "allele_id", "secondallele_id"),
+        # Small (only 1/2 genotypes have a second allele): lets an allele page find them by id.
+        sa.Index(
+            "ix_genotype_secondallele_id",
+            "secondallele_id",
+            postgresql_where=sa.text("secondallele_id IS NOT NULL"),
+            sqlite_where=sa.text("secondallele_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     allele_id: Mapped[int] = mapped_column(sa.Integer, index=True)  # -> allele.id
