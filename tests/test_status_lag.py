@@ -199,3 +199,12 @@ def test_lane_lag_is_served_as_prometheus_gauges(settings: Settings) -> None:
     assert 'annostream_lane_waiting_events{lane="urgent",stage="persist"} 0.0' in text
     assert 'annostream_lane_waiting_events{lane="release",stage="reannotate"} 0.0' in text
     assert "annostream_lane_waiting_measured_timestamp_seconds" in text
+
+
+def test_the_status_page_names_each_lane_by_its_stage() -> None:
+    from api.web.pages import stage_label
+
+    assert stage_label("analysis.ready") == "annotate"
+    assert stage_label("analysis.ready.urgent") == "annotate · urgent lane"
+    assert stage_label("analysis.annotated.high") == "persist · high lane"
+    assert stage_label("reannotation.batch") == "reannotation.batch"

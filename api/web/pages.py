@@ -192,6 +192,16 @@ def cached_health(settings: Settings) -> Health:
         return health
 
 
+def stage_label(base_topic: str) -> str:
+    """The stage a topic feeds, with its priority lane: ``annotate``, ``annotate · urgent lane``."""
+    for topic, stage in STAGE_OF_TOPIC.items():
+        if base_topic == topic:
+            return stage
+        if base_topic.startswith(topic + "."):
+            return f"{stage} · {base_topic.removeprefix(topic + '.')} lane"
+    return base_topic
+
+
 def lag_by_stage(health: Health, settings: Settings) -> list[dict[str, Any]]:
     stages: dict[str, dict[str, Any]] = {}
     for item in health.lag:
@@ -199,7 +209,7 @@ def lag_by_stage(health: Health, settings: Settings) -> list[dict[str, Any]]:
         stage = stages.setdefault(
             item.topic,
             {
-                "stage": STAGE_OF_TOPIC.get(base, base),
+                "stage": stage_label(base),
                 "topic": item.topic,
                 "lag": 0,
                 "exact": True,
