@@ -137,10 +137,17 @@ def derive_release(
     counts = {"changed": 0, "removed": 0, "added": 0}
     plain = target.with_suffix("")  # .vcf
     with gzip.open(source, "rt") as reader, plain.open("w") as writer:
-        for line in reader:
+        previous_site: tuple[str, str] | None = None
+        for line, next_line in _with_next(reader):
             if line.startswith("#"):
                 writer.write(line)
                 continue
+            site = tuple(line.split("\t", 2)[:2])
+            next_site = tuple(next_line.split("\t", 2)[:2]) if next_line else None
+            # A record is added only at a site with one record: a new ALT beside a second one
+            # could repeat that ALT, and two records of one allele are not a release change.
+            lone_site = site != previous_site and site != next_site
+            previous_site = site  # type: ignore[assignment]
             roll = rng.random()
             if roll < remove:
                 counts["removed"] += 1
@@ -160,7 +167,7 @@ def derive_release(
                     fields[7] = f"{head}AF={rng.random():.6f}{sep}{rest}"
             writer.write("\t".join(fields) + "\n")
             ref, alt = fields[3], fields[4]
-            if rng.random() < add and len(ref) == 1 and len(alt) == 1:
+            if rng.random() < add and lone_site and len(ref) == 1 and len(alt) == 1:
                 new_alt = next(base for base in "ACGT" if base not in (ref, alt))
                 writer.write(
                     "\t".join(
@@ -180,6 +187,17 @@ def derive_release(
                 counts["added"] += 1
     pysam.tabix_index(str(plain), preset="vcf", force=True)
     return counts
+
+
+def _with_next(lines: Iterator[str]) -> Iterator[tuple[str, str | None]]:
+    """Each line with the one after it (None after the last)."""
+    previous = next(lines, None)
+    for line in lines:
+        assert previous is not None
+        yield previous, line
+        previous = line
+    if previous is not None:
+        yield previous, None
 
 
 def make_bundle(folder: Path, version: str, source: Path, dataset_version: str) -> Path:
