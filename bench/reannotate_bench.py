@@ -76,7 +76,9 @@ ANNOTATION_CONFIG = {
 # Every old document holds a value the bundle owns (replaced or withdrawn: the worst case, every
 # allele gets a new row) and one it does not (kept).
 OLD_DOCUMENT = {"release": "old", "external": {"BENCH": {"clnsig": "old"}}}
-STEP_LINE = re.compile(r"batch \d+: re-annotated (\d+) alleles .*\((export [\d.]+s.*)\)$")
+# The worker's batch line, e.g. "... batch 3: re-annotated 50000 alleles ... (export 0.41s, ...)"
+# followed by the log context ("[event=...]").
+STEP_LINE = re.compile(r"batch \d+: re-annotated (\d+) alleles .*\((export [\d.]+s[^)]*)\)")
 
 
 def allele_rows(n: int) -> Iterator[str]:
@@ -374,7 +376,7 @@ def fingerprints(url: str, since: Any) -> tuple[dict[int, str], set[int]]:
                 sa.text(
                     "SELECT allele_id, md5(annotations::text) FROM annotation WHERE date_superceeded IS NULL"
                 )
-            )
+            ).all()
         )
         renewed = set(
             session.scalars(sa.text("SELECT allele_id FROM annotation WHERE date_created > :t"), {"t": since})
