@@ -312,7 +312,9 @@ def throughput(bench: Bench, analyses: int, variants: int, worker_counts: list[i
             )
 
 
-ASSIGNED = re.compile(r"^\[(\S+ \S+)\] \[(\d+)\] \[INFO\] Executing _on_partitions_assigned", re.MULTILINE)
+# The worker's own line after each rebalance (consumers/worker.py: log_assignments).
+ASSIGNED_TEXT = "partitions assigned to worker"
+ASSIGNED = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) INFO annostream\.worker: " + ASSIGNED_TEXT)
 
 
 def failover(bench: Bench, analyses: int, variants: int) -> None:
@@ -327,7 +329,7 @@ def failover(bench: Bench, analyses: int, variants: int) -> None:
         )
         try:
             wait_until(
-                lambda: "_on_partitions_assigned" in (stack.root / "extra.log").read_text(errors="replace"),
+                lambda: ASSIGNED_TEXT in (stack.root / "extra.log").read_text(errors="replace"),
                 timeout_s=180,
                 what="the second worker's join",
             )
@@ -359,7 +361,7 @@ def failover(bench: Bench, analyses: int, variants: int) -> None:
         text = (stack.root / "up.log").read_text(errors="replace")
         assigned = [
             dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=dt.UTC).timestamp()
-            for stamp, _pid in ASSIGNED.findall(text)
+            for stamp in ASSIGNED.findall(text)
         ]
         takeover = min((moment for moment in assigned if moment > killed), default=None)
         all_jobs = [job for job in jobs(stack) if job["analysis_name"] in set(names)]
