@@ -4,9 +4,11 @@ nothing failed or dead-lettered."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from engine.db.models import ImportJob, ParkedEvent
 from engine.db.session import get_engine, session_scope
 from engine.deposit.genepanel import deposit_genepanel, read_genepanel_folder
 from engine.pipeline import Outgoing, Pipeline
+from tests.support.env import engine_settings, prepare_database
 from tests.support.pgcluster import ThrowawayCluster
 from tests.test_guard import folder_for, import_through_guard, ready_bytes
 
@@ -90,5 +93,54 @@ def test_an_import_waits_out_a_database_outage(
     assert [message.topic for message in result[0]] == ["t.analysis.imported"]
     assert (settings.analyses_path / "Outage-1").is_dir() and not any(settings.analyses_failed.iterdir())
     with session_scope(url) as session:
+        assert session.scalars(sa.select(ImportJob.status)).all() == ["DONE"]
+        assert session.scalars(sa.select(ParkedEvent)).all() == []
+
+
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[None]:
+    """A tmpfs of ``size`` mounted on ``path`` (root only: the test skips with the reason otherwise)."""
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"a full disk is simulated with a small tmpfs, which needs root: {mounted.stderr.strip()}"
+        )
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_disk_is_waited_out_and_nothing_is_half_written(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The annotate stage writes the normalised VCF into the work folder; on a full disk it retries
+    (naming the error) instead of failing the analysis, and finishes once space is freed."""
+    settings = engine_settings(tmp_path / "data", db_url=sqlite_url, ANNOSTREAM_RETRY_MAX_DELAY="1")
+    prepare_database(sqlite_url)
+    work = settings.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    folder = folder_for(settings, "DiskFull-1")
+    raw = ready_bytes(settings, folder)
+    with small_disk(work, "4k"):
+        result: list[list[Outgoing]] = []
+        worker = threading.Thread(
+            target=lambda: result.append(import_through_guard(settings, Pipeline(settings), raw))
+        )
+        worker.start()
+        time.sleep(3)  # the stage keeps retrying meanwhile
+        assert worker.is_alive() and folder.is_dir()
+        assert not any(settings.analyses_failed.iterdir())
+        subprocess.run(["mount", "-o", "remount,size=64m", str(work)], check=True)
+        worker.join(timeout=120)
+        assert not worker.is_alive()
+        assert [message.topic for message in result[0]] == ["t.analysis.imported"]
+        leftovers = [p.name for p in work.rglob("*") if p.is_file() and ".tmp" in p.name]
+        assert leftovers == [], leftovers
+    assert "No space left on device" in caplog.text
+    assert (settings.analyses_path / "DiskFull-1").is_dir() and not any(settings.analyses_failed.iterdir())
+    with session_scope(sqlite_url) as session:
         assert session.scalars(sa.select(ImportJob.status)).all() == ["DONE"]
         assert session.scalars(sa.select(ParkedEvent)).all() == []

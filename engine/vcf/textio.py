@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO, Protocol
 
-from engine.errors import InputError
+from engine.errors import STORAGE_ERRNOS, AnnostreamError, InputError, StorageError
 from engine.limits import LIMITS, file_too_large, line_too_long
 
 CHUNK_BYTES = 8 << 20
@@ -33,8 +33,15 @@ COMPRESSION_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzi
 READ_ERRORS: tuple[type[BaseException], ...] = (*COMPRESSION_ERRORS, UnicodeDecodeError)
 
 
-def stream_error(path: Path | str, error: BaseException, line: int | None = None) -> InputError:
-    """The one wording for a VCF stream that cannot be read at ``line`` (decompression, UTF-8)."""
+def stream_error(path: Path | str, error: BaseException, line: int | None = None) -> AnnostreamError:
+    """The one wording for a VCF stream that cannot be read at ``line`` (decompression, UTF-8).
+
+    An ``OSError`` whose errno is the machine's trouble (a full disk while the output is written
+    in the same loop, an I/O error) is not a broken input: it becomes a retriable
+    :class:`StorageError`, so the analysis waits instead of failing."""
+    if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
+        where = f" ({error.filename})" if error.filename else ""
+        return StorageError(f"{error.strerror or error}{where} while reading {path} or writing its output")
     if isinstance(error, UnicodeDecodeError):
         return InputError("VCF is not valid UTF-8 text", file=str(path), line=line, expected="UTF-8 text")
     return InputError(
