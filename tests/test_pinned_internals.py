@@ -45,12 +45,16 @@ def test_patched_worker_consumer_uses_the_setting() -> None:
         limit_fetch_wait(settings.kafka_fetch_max_wait_ms)
         limit_fetch_wait(settings.kafka_fetch_max_wait_ms)  # applying twice wraps the original once
         app = faust.App("pin-fetch-wait", **faust_settings(settings))
-        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # type: ignore[attr-defined]
+        thread = app.consumer._thread  # type: ignore[attr-defined]
+        consumer = thread._create_worker_consumer(app.transport)
         try:
             assert isinstance(consumer, aiokafka.AIOKafkaConsumer)
             return int(consumer._fetch_max_wait_ms)
         finally:
             await consumer.stop()
+            # The consumer thread made its own event loop and never ran: close it here, or the
+            # garbage collector warns about it in whichever test runs next.
+            thread.thread_loop.close()
 
     assert asyncio.run(build()) == 123
 
