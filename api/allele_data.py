@@ -25,6 +25,7 @@ from engine.db.models import (
     GenotypeSampleData,
     Sample,
 )
+from engine.db.session import transaction_for
 from engine.deposit.targets import deposit_target
 
 ALLELE_FIELDS = ("id", *ALLELE_COLUMNS)
@@ -192,7 +193,7 @@ def analysis_genotypes(
 def allele_list_total(session: Session, analysis_id: int) -> int:
     """The exact number of the analysis's alleles; builds its allele list on first use.
 
-    The list (``analysis_allele``) is built in the caller's session and committed: the read API
+    The list (``analysis_allele``) is built in a transaction of its own and committed: the read API
     calls this before it reads a page, so every later page is an index range scan and the total
     is counted once per analysis instead of once per page.
     """
@@ -204,6 +205,11 @@ def allele_list_total(session: Session, analysis_id: int) -> int:
     deposited = found[0] if found is not None else None
     if found is not None and found[1] is not None and _same_moment(found[2], found[0]):
         return int(found[1])
+    with transaction_for(session) as building:
+        return _build_allele_list(building, analysis_id, deposited)
+
+
+def _build_allele_list(session: Session, analysis_id: int, deposited: Any) -> int:
     ids = analysis_allele_ids(analysis_id)
     try:
         session.execute(sa.delete(AnalysisAllele).where(AnalysisAllele.analysis_id == analysis_id))

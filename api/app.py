@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import require_read_token
@@ -19,7 +19,7 @@ from api.web import pages
 from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
-from engine.db.session import get_engine, session_factory
+from engine.db.session import get_engine, read_session_factory
 from engine.kafka import EventPublisher
 
 log = logging.getLogger("annostream.api")
@@ -29,7 +29,7 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 
 def _lifespan(
-    settings: Settings, publisher: EventPublisher
+    settings: Settings, publisher: EventPublisher, sessions: _LazySessions
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -39,6 +39,7 @@ def _lifespan(
         yield
         publisher.close()
         get_engine(settings.database_url).dispose()
+        sessions.dispose()
 
     return lifespan
 
@@ -89,13 +90,20 @@ def _include_routers(app: FastAPI) -> None:
 
 
 class _LazySessions:
-    """A session factory that creates the engine (and so connects) on the first request."""
+    """A read-session factory that creates the engine (and so connects) on the first request."""
 
     def __init__(self, url: str) -> None:
         self._url = url
+        self._factory: sessionmaker[Session] | None = None
 
     def __call__(self) -> Session:
-        return session_factory(self._url)()
+        if self._factory is None:
+            self._factory = read_session_factory(self._url)
+        return self._factory()
+
+    def dispose(self) -> None:
+        if self._factory is not None:
+            get_engine(self._url, autocommit=True).dispose()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -103,17 +111,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     # One Kafka producer per process for write endpoints, opened on first use.
     publisher = EventPublisher(settings, client_id="annostream-api", command="api")
+    # Bound on first use, not here: the engine probes the database (standalone or ELLA's), and
+    # the API must start during a database outage and answer 503 until it is back.
+    sessions = _LazySessions(settings.database_url)
     app = FastAPI(
         title=API_TITLE,
         version="1",
-        lifespan=_lifespan(settings, publisher),
+        lifespan=_lifespan(settings, publisher, sessions),
         dependencies=[Depends(require_read_token)],
     )
     app.state.settings = settings
     app.state.publisher = publisher
-    # Bound on first use, not here: the engine probes the database (standalone or ELLA's), and
-    # the API must start during a database outage and answer 503 until it is back.
-    app.state.sessions = _LazySessions(settings.database_url)
+    app.state.sessions = sessions
     install_error_handlers(app)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
     app.add_middleware(RequestMetrics)

@@ -11,6 +11,7 @@ from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from engine.config import Settings
+from engine.db.session import transaction_for
 from engine.kafka import EventPublisher
 
 MAX_PER_PAGE = 1000
@@ -31,12 +32,19 @@ async def event_publisher(request: Request) -> EventPublisher:
 
 
 def db_session(request: Request) -> Iterator[Session]:
-    # Reads only: closing the session rolls back the implicit transaction.
+    # A read session (engine.db.session.read_session_factory): statements in autocommit.
     session: Session = request.app.state.sessions()
     try:
         yield session
     finally:
         session.close()
+
+
+def db_write_session(session: Annotated[Session, Depends(db_session)]) -> Iterator[Session]:
+    # For endpoints that write: one transaction, committed by the endpoint (or the engine
+    # function it calls); closing rolls back whatever was not.
+    with transaction_for(session) as writing:
+        yield writing
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ async def pagination(
 
 
 SessionDep = Annotated[Session, Depends(db_session)]
+WriteSessionDep = Annotated[Session, Depends(db_write_session)]
 SettingsDep = Annotated[Settings, Depends(current_settings)]
 PublisherDep = Annotated[EventPublisher, Depends(event_publisher)]
 PaginationDep = Annotated[Pagination, Depends(pagination)]

@@ -64,7 +64,9 @@ def test_analyses_pagination_and_name_filter(client: TestClient, ids: Ids) -> No
     second_page = ok_json(client, "/api/v1/analyses", page=2, per_page=2)
     assert second_page["total"] == 3
     assert [item["id"] for item in second_page["items"]] == [ids.other]
-    assert ok_json(client, "/api/v1/analyses", page=3, per_page=2)["items"] == []
+    past_the_end = ok_json(client, "/api/v1/analyses", page=3, per_page=2)
+    assert (past_the_end["items"], past_the_end["total"]) == ([], 3)
+    assert ok_json(client, "/api/v1/analyses", name="nothing-like-this", page=2)["total"] == 0
 
     by_name = ok_json(client, "/api/v1/analyses", name="trio")
     assert (by_name["total"], [item["name"] for item in by_name["items"]]) == (1, ["Trio-1"])
@@ -282,6 +284,8 @@ def test_import_jobs_list_and_filters(client: TestClient, ids: Ids) -> None:
     assert ok_json(client, "/api/v1/import/jobs", analysis="Trio-1", status="DONE")["total"] == 1
     paged = ok_json(client, "/api/v1/import/jobs", per_page=1, page=3)
     assert (paged["total"], [job["id"] for job in paged["items"]]) == (3, [ids.job_done])
+    past_the_end = ok_json(client, "/api/v1/import/jobs", per_page=2, page=5, status="FAILED")
+    assert (past_the_end["total"], past_the_end["items"]) == (1, [])
 
 
 def test_import_job_detail_has_history(client: TestClient, ids: Ids) -> None:

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine.config import Settings, load_settings
+from engine.db import session as session_module
 from engine.db.migrate import upgrade
 from engine.db.models import ImportJob, ParkedEvent
 from engine.db.session import get_engine, session_scope
@@ -55,6 +56,43 @@ def test_api_answers_503_while_the_database_is_down(own_cluster: tuple[Throwaway
             assert ready.status_code == 503 and "database" in ready.json()["message"]
         finally:
             cluster.resume()
+        assert client.get("/api/v1/analyses").status_code == 200
+
+
+def _terminate_other_connections(url: str) -> int:
+    admin = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as connection:
+            return len(
+                connection.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ).all()
+            )
+    finally:
+        admin.dispose()
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
+    own_cluster: tuple[ThrowawayCluster, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API pings a pooled connection only when it sat idle (engine/db/session.py): one that
+    died meanwhile is replaced and the request succeeds; one that dies between two requests in
+    quick succession fails one request with 503, and that failure empties the pool."""
+    _cluster, url = own_cluster
+    upgrade(url)
+    monkeypatch.setattr(session_module, "PING_AFTER_IDLE_SECONDS", 0.5)
+    with TestClient(create_app(Settings(DB_URL=url, KAFKA_BOOTSTRAP_SERVERS=""))) as client:
+        assert client.get("/api/v1/analyses").status_code == 200
+        assert _terminate_other_connections(url) >= 1
+        time.sleep(0.6)
+        assert client.get("/api/v1/analyses").status_code == 200  # pinged, replaced
+
+        assert _terminate_other_connections(url) >= 1
+        unlucky = client.get("/api/v1/analyses")  # used at once: not pinged
+        assert unlucky.status_code == 503 and unlucky.json()["message"].startswith("database unavailable")
         assert client.get("/api/v1/analyses").status_code == 200
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from api.allele_data import analysis_allele_page
 from api.deps import PaginationDep, SessionDep
 from api.models import AnalysisAlleleOut, AnalysisOut, AnalysisSummary, ErrorOut, Page
+from api.paging import fetch_page
 from engine.db.models import Analysis, Sample
 from engine.deposit.targets import deposit_target
 from engine.errors import NotFoundError
@@ -57,6 +58,20 @@ def find_analysis(session: Session, analysis_id: int) -> tuple[Analysis, int] | 
     return None if row is None else (row[0], int(row[1]))
 
 
+def find_analysis_with_samples(session: Session, analysis_id: int) -> tuple[Analysis, int, list[Sample]]:
+    """The analysis, its priority and its samples in one statement (a row per sample)."""
+    rows = session.execute(
+        sa.select(Analysis, deposit_target(session).analysis_priority(), Sample)
+        .outerjoin(Sample, Sample.analysis_id == Analysis.id)
+        .where(Analysis.id == analysis_id)
+        .order_by(Sample.id)
+    ).all()
+    if not rows:
+        raise NotFoundError("analysis", analysis_id)
+    analysis, priority, _ = rows[0]
+    return analysis, int(priority), [sample for _, _, sample in rows if sample is not None]
+
+
 def get_analysis(session: Session, analysis_id: int) -> tuple[Analysis, int]:
     found = find_analysis(session, analysis_id)
     if found is None:
@@ -71,24 +86,19 @@ def list_analyses(
     name: Annotated[str | None, Query(description="case-insensitive part of the analysis name")] = None,
 ) -> dict[str, Any]:
     condition = Analysis.name.icontains(name, autoescape=True) if name else sa.true()
-    total = session.scalar(sa.select(sa.func.count()).select_from(Analysis).where(condition)) or 0
     query = (
         sa.select(Analysis, deposit_target(session).analysis_priority())
         .where(condition)
         .order_by(Analysis.date_deposited.desc(), Analysis.id.desc())
-        .offset(page.offset)
-        .limit(page.per_page)
     )
-    items = [summary_fields(analysis, priority) for analysis, priority in session.execute(query)]
+    rows, total = fetch_page(session, query, page)
+    items = [summary_fields(analysis, priority) for analysis, priority in rows]
     return {"items": items, "total": total, "page": page.page, "per_page": page.per_page}
 
 
 @router.get("/{analysis_id}", response_model=AnalysisOut, responses=NOT_FOUND)
 def read_analysis(session: SessionDep, analysis_id: int) -> dict[str, Any]:
-    analysis, priority = get_analysis(session, analysis_id)
-    samples = list(
-        session.scalars(sa.select(Sample).where(Sample.analysis_id == analysis.id).order_by(Sample.id))
-    )
+    analysis, priority, samples = find_analysis_with_samples(session, analysis_id)
     identifiers = {sample.id: sample.identifier for sample in samples}
     return {
         **summary_fields(analysis, priority),

@@ -25,12 +25,24 @@ DEFAULT_KAFKA_PORT = 9092
 
 def database_problem(url: str) -> str | None:
     """None when ``SELECT 1`` succeeds, else why it did not."""
-    try:
-        with get_engine(url).connect() as connection:
-            connection.execute(sa.select(1))
-    except Exception as error:  # any driver error means "not reachable" to a probe
-        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+    for attempt in (1, 2):
+        try:
+            with get_engine(url).connect() as connection:
+                connection.execute(sa.select(1))
+        except sa.exc.DBAPIError as error:
+            # A pooled connection that died while idle says only "server closed the connection";
+            # the pool is emptied by then, so a second try on a new connection says why.
+            if error.connection_invalidated and attempt == 1:
+                continue
+            return _first_line(error)
+        except Exception as error:  # any driver error means "not reachable" to a probe
+            return _first_line(error)
+        return None
     return None
+
+
+def _first_line(error: Exception) -> str:
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
 
 
 def _host_port(server: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from api.auth import WriteToken
 from api.deps import PaginationDep, SessionDep, SettingsDep
 from api.models import ErrorOut, ImportJobDetailOut, ImportJobOut, Page
+from api.paging import fetch_page
 from engine.db.models import ImportJob, JobStatus
 from engine.errors import NotFoundError, RetryRefused
 from engine.events import default_producer
@@ -33,15 +34,11 @@ def list_import_jobs(
         conditions.append(ImportJob.status == status.value)
     if analysis is not None:
         conditions.append(ImportJob.analysis_name == analysis)
-    total = session.scalar(sa.select(sa.func.count()).select_from(ImportJob).where(*conditions)) or 0
     query = (
-        sa.select(ImportJob)
-        .where(*conditions)
-        .order_by(ImportJob.date_created.desc(), ImportJob.id.desc())
-        .offset(page.offset)
-        .limit(page.per_page)
+        sa.select(ImportJob).where(*conditions).order_by(ImportJob.date_created.desc(), ImportJob.id.desc())
     )
-    items = list(session.scalars(query))
+    rows, total = fetch_page(session, query, page)
+    items = [job for (job,) in rows]
     return {"items": items, "total": total, "page": page.page, "per_page": page.per_page}
 
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from api.auth import WriteToken
-from api.deps import PaginationDep, PublisherDep, SessionDep
+from api.deps import PaginationDep, PublisherDep, SessionDep, WriteSessionDep
 from api.models import ApiModel, ErrorOut, Page
 from engine.db.models import Analysis, ImportJob
 from engine.errors import BrokerUnavailable, InputError, NotFoundError, UnknownAnalysisError
@@ -80,7 +80,11 @@ class ChangeOut(ApiModel):
     summary="Re-annotate a stored analysis's alleles with a bundle (default: the active one)",
 )
 def post_reanalysis(
-    body: ReanalysisIn, request: Request, session: SessionDep, publisher: PublisherDep, _token: WriteToken
+    body: ReanalysisIn,
+    request: Request,
+    session: WriteSessionDep,
+    publisher: PublisherDep,
+    _token: WriteToken,
 ) -> ReanalysisAccepted:
     client = request.client.host if request.client else "unknown"
     try:

@@ -30,7 +30,7 @@ from kafka.errors import KafkaError
 
 from api.allele_data import analysis_allele_page
 from api.auth import configured_tokens, token_is_valid
-from api.deps import Pagination, PublisherDep, SessionDep, SettingsDep
+from api.deps import Pagination, PublisherDep, SessionDep, SettingsDep, WriteSessionDep
 from api.routes.analyses import find_analysis
 from api.web.session import (
     COOKIE,
@@ -473,7 +473,7 @@ def key_transcripts(transcripts: Any, limit: int = 3) -> list[str]:
 def reanalyse_action(
     request: Request,
     settings: SettingsDep,
-    session: SessionDep,
+    session: WriteSessionDep,
     publisher: PublisherDep,
     analysis_id: int,
     csrf: Annotated[str, Form()] = "",
@@ -511,7 +511,7 @@ def bundles_page(request: Request, session: SessionDep, token: ReadAccess) -> HT
 def activate_action(
     request: Request,
     settings: SettingsDep,
-    session: SessionDep,
+    session: WriteSessionDep,
     version: str,
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
