@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ from api.web import pages
 from engine import metrics
 from engine.config import Settings, get_settings
 from engine.db.migrate import require_current
-from engine.db.session import get_engine, read_session_factory
+from engine.db.session import POOL_SIZE, get_engine, read_session_factory
 from engine.kafka import EventPublisher
 
 log = logging.getLogger("annostream.api")
@@ -76,6 +77,28 @@ class RequestMetrics:
             )
 
 
+class ConcurrencyLimit:
+    """At most ``limit`` requests in the app at once; the others wait their turn, first come,
+    first served.
+
+    Set to the connection pool's size, so a request never waits for a connection. Without it
+    (measured with wrk, bench/api_bench.py), requests that had finished their query kept their
+    connection while they waited for a thread to serialize the response, and the threads were
+    all waiting for connections: stalls until the pool's 30 s timeout.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.turns = asyncio.Semaphore(limit)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        async with self.turns:
+            await self.app(scope, receive, send)
+
+
 def _include_routers(app: FastAPI) -> None:
     app.include_router(health.router)
     app.include_router(analyses.router)
@@ -125,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = sessions
     install_error_handlers(app)
     app.add_exception_handler(pages.LoginRequired, pages.login_redirect)
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(ConcurrencyLimit, limit=POOL_SIZE)
+    app.add_middleware(RequestMetrics)  # added last: outermost, so it also counts the wait
     _include_routers(app)
     return app

@@ -213,6 +213,7 @@ def load_with_wrk(base: str, path: str, connections: int, seconds: float) -> Non
     """The same load from wrk (C, one thread, epoll): it leaves the CPU to the server, so the
     numbers are the server's, not the load generator's. Latency percentiles and max are wrk's."""
     warm_up(base, path, connections)
+    retransmitted = tcp_retransmits()
     result = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "--timeout", "5s", base + path],
         capture_output=True,
@@ -223,7 +224,23 @@ def load_with_wrk(base: str, path: str, connections: int, seconds: float) -> Non
     print(
         f"  {path:<40} {fields['rps']:7.0f} req/s  p50 {fields['50%']:6.1f} ms  p99 {fields['99%']:6.1f} ms  "
         f"max {fields['max']:7.1f} ms  errors {fields['errors']:.0f}  (wrk)"
+        f"  TCP retransmits {tcp_retransmits() - retransmitted}"
     )
+
+
+def tcp_retransmits() -> int:
+    """The machine's count of retransmitted TCP segments (Linux). On loopback it should not
+    move; on the VMs measured here it does, and a lost segment costs >= 200 ms (the minimum
+    retransmission timeout): latency maxima of 0.2-2 s come with them, not with the server."""
+    try:
+        lines = [
+            line.split()
+            for line in Path("/proc/net/snmp").read_text().splitlines()
+            if line.startswith("Tcp:")
+        ]
+        return int(lines[1][lines[0].index("RetransSegs")])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _wrk_fields(output: str) -> dict[str, float]:

@@ -30,6 +30,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # restart inside the window fails one request, and that error empties the pool (SQLAlchemy
 # invalidates every connection older than the disconnect it saw).
 PING_AFTER_IDLE_SECONDS = 2.0
+# Connections per engine: POOL_SIZE kept open, up to POOL_OVERFLOW more under load.
+POOL_SIZE = 10
+POOL_OVERFLOW = 5
 _CHECKED_IN = "annostream_checked_in"
 _TRANSACTIONAL_BIND = "annostream_transactional_bind"
 
@@ -77,7 +80,7 @@ def create_db_engine(url: str, *, autocommit: bool = False) -> Engine:
     if mode is DatabaseMode.ELLA:
         options += f" -c search_path={SEARCH_PATH}"
     engine = sa.create_engine(
-        url, pool_size=5, max_overflow=5, connect_args={"options": options}, **isolation
+        url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, connect_args={"options": options}, **isolation
     )
     _ping_connections_that_sat_idle(engine)
     return engine.execution_options(**{MODE_OPTION: mode.value})
