@@ -229,9 +229,10 @@ def load_with_wrk(base: str, path: str, connections: int, seconds: float) -> Non
 
 
 def tcp_retransmits() -> int:
-    """The machine's count of retransmitted TCP segments (Linux). On loopback it should not
-    move; on the VMs measured here it does, and a lost segment costs >= 200 ms (the minimum
-    retransmission timeout): latency maxima of 0.2-2 s come with them, not with the server."""
+    """The machine's count of retransmitted TCP segments (Linux), printed beside each wrk run.
+    On loopback nothing is lost; on the VM measured here the kernel still retransmits (tail loss
+    probes, answered by duplicate SACKs: the ACK came late, the machine's cores being saturated),
+    and the runs with latency maxima above a few hundred ms were the runs where it did."""
     try:
         lines = [
             line.split()
