@@ -458,6 +458,7 @@ def timed_release(
                     steps[step] = steps.get(step, 0.0) + float(seconds.rstrip("s"))
     summed = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps.items())
     lines = [line for line in result.stdout.splitlines() if "reannotate:" not in line]
+    lines += [line[line.index("planned in") :] for line in result.stderr.splitlines() if "planned in" in line]
     return wall, "\n".join(lines) + (f"\nsummed over batches: {summed}" if summed else "")
 
 

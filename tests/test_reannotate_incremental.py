@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pysam
 import pytest
 import sqlalchemy as sa
@@ -31,7 +32,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from engine.broker import EmbeddedBroker
-from engine.bundles import activate_bundle, add_bundle
+from engine.bundles import activate_bundle, add_bundle, list_bundles
 from engine.config import Settings, load_settings
 from engine.db.migrate import upgrade
 from engine.db.models import Annotation, ReannotationRun
@@ -39,6 +40,7 @@ from engine.db.session import get_engine, session_scope
 from engine.deposit.annotation_config import store_annotation_config
 from engine.deposit.writer import write_annotations
 from engine.events import encode
+from engine.reannotate import diff as diff_module
 from engine.reannotate.changes import list_changes
 from engine.reannotate.runs import find_run, missing_batches, plan_run, preview_run, run_progress
 from engine.reannotate.stages import ReleaseStages
@@ -351,6 +353,7 @@ def test_report_through_api_and_cli_dry_run_and_resume(
     assert "annotated by r1" in dry.stdout and "dataset db (r1 -> r2): changed" in dry.stdout
     assert "dataset regions (1 -> 1): unchanged" in dry.stdout
     assert re.search(r"data/db\.vcf\.gz: \d+ added, \d+ removed, \d+ changed records; \d+ stored", dry.stdout)
+    assert re.search(r"planned in [\d.]+ s \(groups [\d.]+ s, compare [\d.]+ s, match [\d.]+ s", dry.stdout)
     with session_scope(url) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(ReannotationRun)) == 1  # r1 only
 
@@ -481,3 +484,47 @@ def test_an_import_racing_a_batch_on_the_same_allele_does_not_fail_it(
             sa.text("SELECT annotations FROM annotation WHERE allele_id = :a AND date_superceeded IS NULL"),
             {"a": allele_id},
         ) == {"from": "import"}
+
+
+def test_a_bundle_pair_is_compared_once_then_read_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record-level difference of two bundles is kept beside the compiled indexes: a second
+    plan between the same files reads it (same counts, same touched keys, same dtypes); a changed
+    source file is compared again."""
+    rng = random.Random(5)
+    r1 = source_records(rng, 400)
+    r2 = next_release(rng, r1)
+    regions = [(10_000 + 2000 * k, 10_500 + 2000 * k, f"region{k}") for k in range(5)]
+    moved = [*regions[:2], (regions[2][0] + 50, regions[2][1] + 50, "region2"), *regions[3:]]
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    upgrade(url)
+    root = tmp_path / "data"
+    with session_scope(url) as session:
+        add_bundle(session, make_bundle(tmp_path / "a", "a", r1, regions), root)
+        add_bundle(session, make_bundle(tmp_path / "b", "b", r2, moved), root)
+        bundles = {info.version: info for info in list_bundles(session)}
+    compared: list[str] = []
+    compare = diff_module._compare_block
+
+    def counting(*args: Any) -> Any:
+        compared.append(args[-1])
+        return compare(*args)
+
+    monkeypatch.setattr(diff_module, "_compare_block", counting)
+    first = diff_module.diff_bundles(bundles["a"], bundles["b"])
+    assert sorted(compared) == ["data/db.vcf.gz", "data/regions.bed.gz"]
+    second = diff_module.diff_bundles(bundles["a"], bundles["b"])
+    assert sorted(compared) == ["data/db.vcf.gz", "data/regions.bed.gz"]  # nothing compared again
+    assert [b.summary() for b in second.changed_blocks] == [b.summary() for b in first.changed_blocks]
+    assert first.changed_blocks[0].added + first.changed_blocks[0].changed > 0
+    for before, after in zip(first.changed_blocks, second.changed_blocks, strict=True):
+        assert before.touched.keys() == after.touched.keys()
+        for chrom, arrays in before.touched.items():
+            for old, new in zip(arrays, after.touched[chrom], strict=True):
+                assert old.dtype == new.dtype and np.array_equal(old, new)
+
+    source = bundles["b"].path / "data" / "db.vcf.gz"
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 1_000_000_000))
+    diff_module.diff_bundles(bundles["a"], bundles["b"])
+    assert compared.count("data/db.vcf.gz") == 2  # the changed file's pair is compared again

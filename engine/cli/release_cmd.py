@@ -160,7 +160,7 @@ def reannotate_command(
         raise typer.Exit(1)
 
 
-def wait_for_run(db_url: str, run_id: int, timeout_s: float | None, interval_s: float = 0.5) -> RunProgress:
+def wait_for_run(db_url: str, run_id: int, timeout_s: float | None, interval_s: float = 0.2) -> RunProgress:
     """Poll the run's batches, showing a progress bar, until all are done or failed."""
     from tqdm import tqdm
 

@@ -19,6 +19,10 @@ bundles (blocks are paired by position); the caller falls back to full re-annota
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.annotate.config import AnnotationConfig, load_config
-from engine.annotate.index import CompiledSource, load_or_compile
+from engine.annotate.config import AnnotationBlock, AnnotationConfig, load_config
+from engine.annotate.index import CompiledSource, cache_root_for, fingerprint, load_or_compile
 from engine.bundles import CONFIG_FILE, BundleInfo, read_bundle
 
 
@@ -139,8 +143,12 @@ def _relative(path: Path, folder: Path) -> str:
         return path.as_posix()
 
 
+# Bump when the comparison's result changes meaning: older cache files are then not read.
+DIFF_FORMAT = 1
+
+
 def _compiled(config: AnnotationConfig, block_index: int) -> CompiledSource | None:
-    block = next(b for b in config.annotations if b.index == block_index)
+    block = _block(config, block_index)
     if block.optional and not block.file.exists():
         return None
     index, _seconds = load_or_compile(block, config.path)
@@ -148,6 +156,73 @@ def _compiled(config: AnnotationConfig, block_index: int) -> CompiledSource | No
 
 
 def diff_block(
+    old_config: AnnotationConfig, old_index: int, new_config: AnnotationConfig, new_index: int, relative: str
+) -> BlockDiff:
+    """The block's record-level difference, computed once per pair of source files: the result
+    is kept beside the compiled indexes (every later release plan between the same two files
+    reads it instead of comparing two million records again)."""
+    cache = _cache_file(_block(old_config, old_index), _block(new_config, new_index))
+    if cache is not None:
+        cached = _read_cached(cache, relative)
+        if cached is not None:
+            return cached
+    result = _compare_block(old_config, old_index, new_config, new_index, relative)
+    if cache is not None:
+        _write_cached(cache, result)
+    return result
+
+
+def _block(config: AnnotationConfig, block_index: int) -> AnnotationBlock:
+    return next(b for b in config.annotations if b.index == block_index)
+
+
+def _cache_file(old: AnnotationBlock, new: AnnotationBlock) -> Path | None:
+    # A fingerprint names the file (path, size, mtime) and the fields read: either changing
+    # makes another cache file. An optional source that is absent has no fingerprint.
+    if not (old.file.exists() and new.file.exists()):
+        return None
+    name = f"diff.v{DIFF_FORMAT}.{fingerprint(old)}.{fingerprint(new)}.npz"
+    return cache_root_for(new.file) / name
+
+
+def _read_cached(path: Path, relative: str) -> BlockDiff | None:
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            meta = json.loads(str(stored["meta"]))
+            result = BlockDiff(relative, meta["kind"], meta["added"], meta["removed"], meta["changed"])
+            for i, chrom in enumerate(meta["chroms"]):
+                result.touched[chrom] = (stored[f"first_{i}"], stored[f"second_{i}"])
+    except (OSError, ValueError, KeyError):
+        return None  # absent or unreadable: compare again
+    return result
+
+
+def _write_cached(path: Path, result: BlockDiff) -> None:
+    chroms = list(result.touched)
+    meta = {
+        "kind": result.kind,
+        "added": result.added,
+        "removed": result.removed,
+        "changed": result.changed,
+        "chroms": chroms,
+    }
+    arrays: dict[str, Any] = {"meta": np.array(json.dumps(meta))}
+    for i, chrom in enumerate(chroms):
+        arrays[f"first_{i}"], arrays[f"second_{i}"] = result.touched[chrom]
+    # Best effort: a cache that cannot be written costs the next plan the comparison, nothing else.
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, staging = tempfile.mkstemp(prefix=".diff.", suffix=".npz", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, **arrays)
+            os.replace(staging, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staging)
+
+
+def _compare_block(
     old_config: AnnotationConfig, old_index: int, new_config: AnnotationConfig, new_index: int, relative: str
 ) -> BlockDiff:
     old, new = _compiled(old_config, old_index), _compiled(new_config, new_index)

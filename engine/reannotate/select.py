@@ -16,8 +16,11 @@ Alleles without a current annotation are always taken. The chosen ids go to
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,8 @@ from engine.reannotate.diff import BlockDiff, diff_bundles
 from engine.vcf.textscan import hash_strings
 
 TOUCHED = "reannotate_touched"
+
+log = logging.getLogger("annostream.reannotate")
 
 
 @dataclass
@@ -67,6 +72,7 @@ class ReleasePlan:
     groups: list[GroupPlan]
     unannotated: int  # selected alleles without a current annotation (always re-annotated)
     touched: set[int] = field(default_factory=set)  # ids from the "incremental" groups
+    seconds: dict[str, float] = field(default_factory=dict)  # planning time per step
 
     @property
     def selected(self) -> int:
@@ -78,7 +84,20 @@ class ReleasePlan:
             "selected": self.selected,
             "unannotated": self.unannotated,
             "groups": [group.as_dict() for group in self.groups],
+            "seconds": {step: round(value, 3) for step, value in self.seconds.items()},
         }
+
+    @contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+
+    def timing_line(self) -> str:
+        steps = ", ".join(f"{step} {value:.2f} s" for step, value in self.seconds.items())
+        return f"planned in {sum(self.seconds.values()):.2f} s ({steps})"
 
     def describe(self) -> list[str]:
         """Human-readable lines, per source bundle and dataset (``reannotate --dry-run``)."""
@@ -101,6 +120,7 @@ class ReleasePlan:
                         f"{block['removed']} removed, {block['changed']} changed records; "
                         f"{block['alleles']} stored allele(s) touched"
                     )
+        lines.append(self.timing_line())
         return lines
 
 
@@ -127,7 +147,9 @@ def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelectio
             )
         )
         return plan
-    for version, group_config, count in _groups(session, selection):
+    with plan.timed("groups"):
+        groups = _groups(session, selection)
+    for version, group_config, count in groups:
         group = GroupPlan(version, group_config, int(count), "full", "")
         plan.groups.append(group)
         old = bundles.get(version) if version is not None else None
@@ -141,7 +163,8 @@ def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelectio
         elif group_config != config_id:
             group.reason = "annotated with another annotation config"
         else:
-            difference = diff_bundles(old, bundle)
+            with plan.timed("compare"):
+                difference = diff_bundles(old, bundle)
             group.datasets = [dataset.summary() for dataset in difference.datasets]
             if not difference.comparable:
                 group.reason = difference.reason or "the bundles cannot be compared"
@@ -154,15 +177,18 @@ def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelectio
                 for dataset in group.datasets:
                     for summary in dataset["blocks"]:
                         block = next(blocks)
-                        ids = _touched(loader, block, version, group_config, condition, params)
+                        with plan.timed("match"):
+                            ids = _touched(loader, block, version, group_config, condition, params)
                         summary["alleles"] = len(ids)
                         touched |= ids
                 group.selected = len(touched)
                 plan.touched |= touched
                 continue
         group.selected = group.alleles
-    total = int(loader.execute(f"SELECT COUNT(*) FROM allele a WHERE {condition}", params).scalar_one())
+    with plan.timed("count"):
+        total = int(loader.execute(f"SELECT COUNT(*) FROM allele a WHERE {condition}", params).scalar_one())
     plan.unannotated = total - sum(group.alleles for group in plan.groups)
+    log.info("release %s: %s", bundle.version, plan.timing_line())
     return plan
 
 
