@@ -12,7 +12,8 @@ Setup (not timed):
   state.
 
 Timed, each through real ``annostream worker`` processes (embedded broker) and the real CLI,
-from starting ``annostream reannotate --bundle bench.2`` until every batch is done:
+from starting ``annostream reannotate --bundle bench.2`` (once the workers have their partitions)
+until every batch is done:
 1. incremental (the default) on the first database;
 2. ``--all`` (every allele) on the copy;
 3. the same release again on the first database (nothing changed: nothing to do).
@@ -55,6 +56,7 @@ from engine.db.session import get_engine, session_scope  # noqa: E402
 from engine.deposit.annotation_config import store_annotation_config  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
+ASSIGNED_TEXT = "partitions assigned to worker"  # a worker's log line once it has its partitions
 FIELDS = ("AF", "AC", "AN", "GENE", "CLNSIG")
 ANNOTATION_CONFIG = {
     "deposit": [
@@ -419,7 +421,15 @@ def timed_release(
         for log in logs
     ]
     try:
-        time.sleep(20)  # the consumer group forms (Tansu waits the rebalance timeout on a join)
+        # The clock starts once the consumer group has formed: the embedded broker (Tansu) waits
+        # out the rebalance timeout on every join (about 25 s here), which a real Kafka cluster's
+        # long-running workers do not pay per release.
+        deadline = time.monotonic() + 120
+        while not all(ASSIGNED_TEXT in log.read_text() for log in logs):
+            if time.monotonic() > deadline:
+                raise SystemExit("the workers' consumer group did not form within 120 s")
+            time.sleep(0.5)
+        time.sleep(1)
         started = time.perf_counter()
         result = subprocess.run(
             [
@@ -457,6 +467,12 @@ def timed_release(
                     step, seconds = part.rsplit(" ", 1)
                     steps[step] = steps.get(step, 0.0) + float(seconds.rstrip("s"))
     summed = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in steps.items())
+    if os.environ.get("BENCH_VERBOSE"):
+        print(f"--- CLI stderr, started at {time.strftime('%H:%M:%S', time.localtime(time.time() - wall))}")
+        print(result.stderr[-4000:])
+        for log in logs:
+            print(f"--- {log.name}")
+            print("\n".join(log.read_text().splitlines()[-25:]))
     lines = [line for line in result.stdout.splitlines() if "reannotate:" not in line]
     lines += [line[line.index("planned in") :] for line in result.stderr.splitlines() if "planned in" in line]
     return wall, "\n".join(lines) + (f"\nsummed over batches: {summed}" if summed else "")

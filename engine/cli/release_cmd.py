@@ -84,6 +84,7 @@ def reannotate_command(
 
     By default only the alleles whose annotation the release can change: per dataset whose
     checksums changed, the stored alleles its added, removed or changed records touch."""
+    from engine.config import configure_logging
     from engine.db import migrate
     from engine.db.session import session_scope
     from engine.events import default_producer
@@ -93,6 +94,8 @@ def reannotate_command(
     from engine.runtime import cli_settings
 
     settings, _runtime = cli_settings()
+    # The plan's timing and the run's progress are logged like every command's (LOG_LEVEL).
+    configure_logging(settings)
     migrate.require_current(settings.database_url)
     if dry_run:
         if everything or resume is not None:
