@@ -3,7 +3,8 @@
     .venv/bin/python bench/api_bench.py [--variants 1000000] [--db-url postgresql://...]
 
 1. Writes one trio analysis of N synthetic variants (bench/deposit_bench.py's generator).
-2. Starts `annostream api` (gunicorn, ANNOSTREAM_API_WORKERS, default 2) on a free port; no broker
+2. Starts `annostream api` (gunicorn, ANNOSTREAM_API_WORKERS: --workers, default the engine's
+   own, half the cores) on a free port; no broker
    and no worker run (the stack is idle).
 3. Allele pages (`per_page=100`): the first request (which builds the analysis's allele list and
    counts it once), then N requests each at the first page, the middle and the last page, by
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from deposit_bench import SAMPLES, synthetic_variants  # noqa: E402
 
 from engine.broker import free_port, wait_for_port  # noqa: E402
+from engine.config import default_api_workers  # noqa: E402
 from engine.db import migrate  # noqa: E402
 from engine.db.models import Genepanel  # noqa: E402
 from engine.db.session import session_scope  # noqa: E402
@@ -343,7 +345,12 @@ def main() -> None:
     )
     parser.add_argument("--variants", "-n", type=int, default=1_000_000)
     parser.add_argument("--db-url", help="PostgreSQL URL (default: a throwaway cluster, durable defaults)")
-    parser.add_argument("--workers", type=int, default=2, help="ANNOSTREAM_API_WORKERS")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_api_workers(),
+        help="ANNOSTREAM_API_WORKERS (default: half the cores)",
+    )
     parser.add_argument("--repeat", type=int, default=40, help="requests per allele-page measurement")
     parser.add_argument("--seconds", type=float, default=15.0, help="load duration per light endpoint")
     args = parser.parse_args()

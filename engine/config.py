@@ -7,6 +7,7 @@ so ``annostream`` can print it and exit instead of dumping a traceback.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -29,6 +30,15 @@ class GroupTimeouts(NamedTuple):
     session_s: float
     rebalance_s: float
     heartbeat_s: float
+
+
+def default_api_workers() -> int:
+    """Half the CPU cores this process may use, at least one."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // 2)
 
 
 class Settings(BaseSettings):
@@ -71,7 +81,12 @@ class Settings(BaseSettings):
     worker_id: str = Field("", alias="ANNOSTREAM_WORKER_ID", pattern=r"^[A-Za-z0-9._-]*$")
     # Events a worker buffers per stage and lane: the backlog stays in Kafka, not in memory.
     worker_buffer: int = Field(16, alias="ANNOSTREAM_WORKER_BUFFER", ge=1, le=4096)
-    api_workers: int = Field(2, alias="ANNOSTREAM_API_WORKERS", ge=1, le=64)
+    # Default: half the cores, at least one. The API shares its machine with PostgreSQL (and, under
+    # `up`, the workers): on 2 cores, two API processes plus the database's backends made requests
+    # wait 1-2 s to be scheduled under load, one process did not (docs/api.md "Performance").
+    api_workers: int = Field(
+        default_factory=lambda: default_api_workers(), alias="ANNOSTREAM_API_WORKERS", ge=1, le=64
+    )
     # Which analysis names the watcher publishes: comma-separated regexes, and/or files with
     # one regex per line (re-read on change). Deny wins; an empty allow list allows all.
     analyses_allow: str = Field("", alias="ANALYSES_ALLOW")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -52,3 +53,10 @@ def test_every_setting_is_in_the_readme_table() -> None:
         elif info.validation_alias is not None:
             variables.add(str(info.validation_alias.choices[0]))  # type: ignore[union-attr]
     assert variables - documented == set(), "add these variables to README.md's configuration table"
+
+
+def test_the_api_runs_on_half_the_cores_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANNOSTREAM_API_WORKERS", raising=False)
+    assert load_settings().api_workers == max(1, len(os.sched_getaffinity(0)) // 2)
+    monkeypatch.setenv("ANNOSTREAM_API_WORKERS", "3")
+    assert load_settings().api_workers == 3
