@@ -84,9 +84,7 @@ class Settings(BaseSettings):
     # Default: half the cores, at least one. The API shares its machine with PostgreSQL (and, under
     # `up`, the workers): on 2 cores, two API processes plus the database's backends made requests
     # wait 1-2 s to be scheduled under load, one process did not (docs/api.md "Performance").
-    api_workers: int = Field(
-        default_factory=lambda: default_api_workers(), alias="ANNOSTREAM_API_WORKERS", ge=1, le=64
-    )
+    api_workers: int = Field(default_factory=default_api_workers, alias="ANNOSTREAM_API_WORKERS", ge=1, le=64)
     # Which analysis names the watcher publishes: comma-separated regexes, and/or files with
     # one regex per line (re-read on change). Deny wins; an empty allow list allows all.
     analyses_allow: str = Field("", alias="ANALYSES_ALLOW")

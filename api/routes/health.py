@@ -25,19 +25,20 @@ DEFAULT_KAFKA_PORT = 9092
 
 def database_problem(url: str) -> str | None:
     """None when ``SELECT 1`` succeeds, else why it did not."""
-    for attempt in (1, 2):
-        try:
-            with get_engine(url).connect() as connection:
-                connection.execute(sa.select(1))
-        except sa.exc.DBAPIError as error:
-            # A pooled connection that died while idle says only "server closed the connection";
-            # the pool is emptied by then, so a second try on a new connection says why.
-            if error.connection_invalidated and attempt == 1:
-                continue
-            return _first_line(error)
-        except Exception as error:  # any driver error means "not reachable" to a probe
-            return _first_line(error)
-        return None
+    error = _select_one_error(url)
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        # A pooled connection that died while idle says only "server closed the connection";
+        # the pool is emptied by then, so a second try on a new connection says why.
+        error = _select_one_error(url)
+    return None if error is None else _first_line(error)
+
+
+def _select_one_error(url: str) -> Exception | None:
+    try:
+        with get_engine(url).connect() as connection:
+            connection.execute(sa.select(1))
+    except Exception as error:  # any driver error means "not reachable" to a probe
+        return error
     return None
 
 

@@ -15,9 +15,8 @@ talks to.
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +42,7 @@ from engine.deposit.specs import AnalysisSpec, SampleRecord
 from engine.deposit.streams import blocks, collector_paused, prefetched
 from engine.deposit.targets import deposit_target
 from engine.errors import InputError
+from engine.timeutil import add_seconds
 from engine.vcf.records import VariantRecord
 
 __all__ = [
@@ -87,13 +87,8 @@ class WriteResult:
     # benchmarks and metrics.
     seconds: dict[str, float] = field(default_factory=dict)
 
-    @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+    def timed(self, stage: str) -> AbstractContextManager[None]:
+        return add_seconds(self.seconds, stage)
 
 
 Batches = Iterable[list[VariantRecord] | VariantColumns]

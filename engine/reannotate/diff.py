@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 from engine.annotate.config import AnnotationBlock, AnnotationConfig, load_config
 from engine.annotate.index import CompiledSource, cache_root_for, fingerprint, load_or_compile
 from engine.bundles import CONFIG_FILE, BundleInfo, read_bundle
+from engine.vcf.textio import atomic_output
 
 
 @dataclass
@@ -210,16 +209,8 @@ def _write_cached(path: Path, result: BlockDiff) -> None:
     for i, chrom in enumerate(chroms):
         arrays[f"first_{i}"], arrays[f"second_{i}"] = result.touched[chrom]
     # Best effort: a cache that cannot be written costs the next plan the comparison, nothing else.
-    with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, staging = tempfile.mkstemp(prefix=".diff.", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(out, **arrays)
-            os.replace(staging, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staging)
+    with contextlib.suppress(OSError), atomic_output(path) as out:
+        np.savez(out, **arrays)
 
 
 def _compare_block(

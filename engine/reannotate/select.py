@@ -17,10 +17,9 @@ Alleles without a current annotation are always taken. The chosen ids go to
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +33,7 @@ from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.targets import deposit_target
 from engine.reannotate.core import AlleleSelection
 from engine.reannotate.diff import BlockDiff, diff_bundles
+from engine.timeutil import add_seconds
 from engine.vcf.textscan import hash_strings
 
 TOUCHED = "reannotate_touched"
@@ -87,13 +87,8 @@ class ReleasePlan:
             "seconds": {step: round(value, 3) for step, value in self.seconds.items()},
         }
 
-    @contextmanager
-    def timed(self, step: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[step] = self.seconds.get(step, 0.0) + time.perf_counter() - started
+    def timed(self, step: str) -> AbstractContextManager[None]:
+        return add_seconds(self.seconds, step)
 
     def timing_line(self) -> str:
         steps = ", ".join(f"{step} {value:.2f} s" for step, value in self.seconds.items())
