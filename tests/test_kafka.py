@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from kafka import KafkaAdminClient
 
@@ -40,17 +38,14 @@ def test_send_waits_for_the_ack_and_keeps_key_and_value(broker: EmbeddedBroker, 
     topic = topics_for(topic_prefix).ready
     ensure_topics(broker.bootstrap_servers, [topic])
     with EventProducer(broker.bootstrap_servers) as producer:
-        started = time.monotonic()
         producer.send(topic, "Diag-ÆØÅ-1", b'{"n": 1}', headers=[("schema", b"analysis.ready/v1")])
         producer.send(topic, "Diag-2", b'{"n": 2}')
-        elapsed = time.monotonic() - started
     records = read_topic(broker.bootstrap_servers, topic, expect=2)
     assert [(r.key.decode(), r.value) for r in records] == [
         ("Diag-ÆØÅ-1", b'{"n": 1}'),
         ("Diag-2", b'{"n": 2}'),
     ]
     assert records[0].headers == [("schema", b"analysis.ready/v1")]
-    assert elapsed < 2.0
 
 
 def test_unreachable_broker_is_named_in_the_error() -> None:

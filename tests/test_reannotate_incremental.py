@@ -319,9 +319,8 @@ def test_a_release_that_changes_nothing_writes_nothing(twin_urls: tuple[str, str
     url, _full_url, settings = twin_urls
     with session_scope(url) as session:
         runs_before = session.scalar(sa.select(sa.func.count()).select_from(ReannotationRun))
-    started = time.perf_counter()
+    # How fast this is, is bench/reannotate_bench.py's "nothing changed" case, not asserted here.
     assert release(settings, url, "r1", full=False) is None  # every allele is annotated by r1 already
-    assert time.perf_counter() - started < 1.0
     with session_scope(url) as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(ReannotationRun)) == runs_before
         plan = preview_run(session, bundle="r1", analyses=None)

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,17 +97,16 @@ def test_folders_present_at_start_are_published_once(make_settings) -> None:
     }
 
 
-def test_publishes_only_after_ready_and_quickly(make_settings) -> None:
+def test_publishes_only_after_ready(make_settings) -> None:
+    # How fast READY -> published is, is measured by bench/latency_bench.py, not asserted here:
+    # a wall-clock bound in a unit test fails on a loaded CI machine without a defect.
     settings = make_settings()
     with running(settings):
         folder = make_analysis(settings.analyses_incoming, "Diag-late", ready=False)
         assert ready_events(settings, expect=1, timeout_s=1.0) == []  # no READY: nothing
-        marked_at = time.time()
         (folder / "READY").touch()
         events = ready_events(settings, expect=1, settle_s=0.5)
     assert [key for key, _, _ in events] == ["Diag-late"]
-    latency = events[0][2].timestamp / 1000 - marked_at  # producer stamps CreateTime at send
-    assert latency < 0.5, f"READY -> published took {latency:.3f} s"
 
 
 def test_hidden_staging_folder_is_published_once_renamed_into_place(make_settings, tmp_path: Path) -> None:
