@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,20 +295,68 @@ def test_write_annotations_alone_for_ids_and_records(url: str) -> None:
         assert (again.created, again.unchanged) == (0, 1)
 
 
-def test_rollback_leaves_nothing_behind(url: str) -> None:
+def test_rollback_leaves_nothing_behind_but_merged_alleles(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two chunks: the first is merged and written, then the reader dies.
+    monkeypatch.setattr(writer, "CHUNK_SIZE", 30)
+
     def failing_stream() -> Iterator[list[VariantRecord]]:
         yield [trio_variant(snv(p), annotation={"p": p}) for p in range(100, 150)]
         raise RuntimeError("VCF reader died half-way")
 
     with pytest.raises(RuntimeError, match="half-way"), session_scope(url) as session:
         write_analysis(session, spec("A1"), TRIO, failing_stream())
+    postgres = url.startswith("postgresql")
     with session_scope(url) as session:
-        for model in (Analysis, Sample, Allele, Genotype, GenotypeSampleData, Annotation):
+        for model in (Analysis, Sample, Genotype, GenotypeSampleData):
             assert count(session, model) == 0, model.__name__
+        # PostgreSQL commits each chunk's new alleles and their annotation on their own (so that
+        # concurrent imports do not wait for each other); they are shared rows, reused by the
+        # retry. SQLite has one writer at a time and merges in the import's transaction.
+        assert count(session, Allele) == (30 if postgres else 0)
+        assert count(session, Annotation) == (30 if postgres else 0)
     # The same session's connection is usable again and the analysis can now be written.
     with session_scope(url) as session:
-        result = write_analysis(session, spec("A1"), TRIO, [[trio_variant(snv(100))]])
-    assert result.n_alleles_new == 1
+        result = write_analysis(
+            session, spec("A1"), TRIO, [[trio_variant(snv(p), annotation={"p": p}) for p in range(100, 150)]]
+        )
+    assert (result.n_alleles_new, result.n_alleles_reused) == ((20, 30) if postgres else (50, 0))
+    with session_scope(url) as session:
+        assert count(session, Allele) == 50 and count(session, Genotype) == 50
+        assert count(session, Annotation) == 50
+
+
+def test_an_open_import_does_not_hold_up_another_sharing_its_alleles(pg_url: str) -> None:
+    # Before the merge was committed apart, the second import's INSERT INTO allele waited on the
+    # first import's open transaction (ucAllele), so concurrent imports ran one after the other.
+    migrate.upgrade(pg_url)
+    with session_scope(pg_url) as session:
+        session.add(Genepanel(name="HBOC", version="v1.0.0", genome_reference="GRCh37"))
+    shared = [trio_variant(snv(p), annotation={"p": p}) for p in range(100, 140)]
+    factory = session_factory(pg_url)
+    with factory() as first:
+        write_analysis(first, spec("Open"), TRIO, [shared])  # not committed yet
+        second_done = threading.Event()
+        errors: list[BaseException] = []
+
+        def second_import() -> None:
+            try:
+                with session_scope(pg_url) as session:
+                    session.execute(sa.text("SET LOCAL lock_timeout = '60s'"))
+                    result = write_analysis(session, spec("Other"), TRIO, [[*shared, trio_variant(snv(500))]])
+                    assert (result.n_alleles_new, result.n_alleles_reused) == (1, 40)
+                second_done.set()
+            except BaseException as error:  # reported in the main thread
+                errors.append(error)
+
+        thread = threading.Thread(target=second_import)
+        thread.start()
+        thread.join(90)
+        assert not errors, errors
+        assert second_done.is_set(), "the second import waited for the first import's transaction"
+        first.commit()
+    with session_scope(pg_url) as session:
+        assert count(session, Analysis) == 2 and count(session, Allele) == 41
+        assert count(session, Genotype) == 81
 
 
 def test_bad_input_gets_a_specific_error(url: str) -> None:

@@ -11,7 +11,9 @@ implementation for a session; it is the only place that looks at the dialect.
   has one writer at a time), JSON compared as parsed values by a registered SQL function.
 
 Both run inside the caller's transaction, so a bulk write is committed or rolled back together
-with everything else the caller did.
+with everything else the caller did - except inside :meth:`BulkLoader.committed_apart`, whose
+writes PostgreSQL commits on their own (the shared allele merge, so that concurrent imports do
+not wait for each other's whole transaction).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import enum
 import io
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,7 +42,7 @@ class RowFormat(enum.Enum):
 
 
 class BulkLoader(ABC):
-    """Bulk operations on the connection a session is using."""
+    """Bulk operations on one database connection (a session's, or one of its own)."""
 
     row_format: RowFormat
     # Row builders write this for a missing value: COPY's NULL marker, or None for executemany.
@@ -47,10 +50,8 @@ class BulkLoader(ABC):
     # Scratch JSON columns: jsonb on PostgreSQL so documents can be compared in SQL.
     json_type: str
 
-    def __init__(self, session: Session) -> None:
-        session.flush()
-        self.session = session
-        self.connection: Connection = session.connection()
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
 
     def execute(
         self,
@@ -66,6 +67,12 @@ class BulkLoader(ABC):
                 *(sa.bindparam(name, type_=type_) for name, type_ in types.items())
             )
         return self.connection.execute(statement, params or {})
+
+    @abstractmethod
+    def committed_apart(self) -> AbstractContextManager[BulkLoader]:
+        """A loader whose writes are committed on their own when the block ends (rolled back if
+        it raises), whatever later happens to this loader's transaction. Scratch tables are not
+        shared with this loader."""
 
     # -- scratch tables ---------------------------------------------------------------------
 
@@ -160,12 +167,14 @@ class BulkLoader(ABC):
 
 
 def bulk_loader(session: Session) -> BulkLoader:
-    """The loader for the database ``session`` is bound to."""
-    dialect = session.get_bind().dialect.name
+    """The loader for the connection ``session`` is using (pending ORM changes flushed first)."""
+    session.flush()
+    connection = session.connection()
+    dialect = connection.dialect.name
     if dialect == "postgresql":
-        return PostgresLoader(session)
+        return PostgresLoader(connection)
     if dialect == "sqlite":
-        return SqliteLoader(session)
+        return SqliteLoader(connection)
     raise NotImplementedError(f"bulk writes support PostgreSQL and SQLite, not {dialect}")
 
 
@@ -176,7 +185,7 @@ _INSERT_BATCH = 1000
 
 
 def _insert_on_conflict(
-    session: Session,
+    connection: Connection,
     statement: Any,
     table: sa.Table,
     rows: Sequence[dict[str, Any]],
@@ -187,7 +196,7 @@ def _insert_on_conflict(
     )
     rows = list(rows)
     return sum(
-        len(session.execute(statement, rows[start : start + _INSERT_BATCH]).all())
+        len(connection.execute(statement, rows[start : start + _INSERT_BATCH]).all())
         for start in range(0, len(rows), _INSERT_BATCH)
     )
 
@@ -196,6 +205,12 @@ class PostgresLoader(BulkLoader):
     row_format = RowFormat.COPY_TEXT
     null = PG_NULL
     json_type = "jsonb"
+
+    @contextmanager
+    def committed_apart(self) -> Iterator[BulkLoader]:
+        # A second connection from the same pool (same search_path), in a transaction of its own.
+        with self.connection.engine.connect() as connection, connection.begin():
+            yield PostgresLoader(connection)
 
     def create_scratch_table(self, name: str, columns: str) -> None:
         self.drop_scratch_table(name)
@@ -258,7 +273,9 @@ class PostgresLoader(BulkLoader):
         try_plain_insert: bool,
     ) -> tuple[int, dict[int, int], bool]:
         names = ", ".join(columns)
-        if try_plain_insert and self._insert_if_all_new(table, names, stage):
+        # Rows go in in identity order: two concurrent merges that share rows then wait for each
+        # other at most one way round (in any other order each can hold a row the other needs).
+        if try_plain_insert and self._insert_if_all_new(table, names, stage, identity):
             return n_staged, {}, True
         inserted = f"{stage}_inserted"
         match = " AND ".join(f"a.{c} = s.{c}" for c in identity)
@@ -266,7 +283,8 @@ class PostgresLoader(BulkLoader):
         self.create_scratch_table(inserted, "id INTEGER")
         n_new = self.execute(
             f"WITH ins AS (INSERT INTO {table} ({names}) SELECT {names} FROM {stage} "
-            f"ON CONFLICT DO NOTHING RETURNING id) INSERT INTO {inserted} SELECT id FROM ins"
+            f"ORDER BY {', '.join(identity)} ON CONFLICT DO NOTHING RETURNING id) "
+            f"INSERT INTO {inserted} SELECT id FROM ins"
         ).rowcount
         moved: dict[int, int] = {}
         if n_new < n_staged:  # typical for a fresh VCF: every staged row was new, no lookup
@@ -281,7 +299,7 @@ class PostgresLoader(BulkLoader):
         self.drop_scratch_table(inserted)
         return int(n_new), moved, False
 
-    def _insert_if_all_new(self, table: str, names: str, stage: str) -> bool:
+    def _insert_if_all_new(self, table: str, names: str, stage: str, identity: Sequence[str]) -> bool:
         """Insert the staged rows with a plain INSERT, if none is stored yet.
 
         A plain INSERT costs about half of ``ON CONFLICT DO NOTHING`` (bench/README.md,
@@ -292,7 +310,9 @@ class PostgresLoader(BulkLoader):
         """
         savepoint = self.connection.begin_nested()
         try:
-            self.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage}")
+            self.execute(
+                f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ORDER BY {', '.join(identity)}"
+            )
         except sa.exc.IntegrityError:
             savepoint.rollback()
             return False
@@ -327,7 +347,7 @@ class PostgresLoader(BulkLoader):
             return 0
         from sqlalchemy.dialects.postgresql import insert
 
-        return _insert_on_conflict(self.session, insert(table), table, rows, conflict_columns)
+        return _insert_on_conflict(self.connection, insert(table), table, rows, conflict_columns)
 
     def json_text(self, column: str) -> str:
         return f"{column}::text"
@@ -359,12 +379,19 @@ class SqliteLoader(BulkLoader):
     null = None
     json_type = "TEXT"
 
-    def __init__(self, session: Session) -> None:
-        super().__init__(session)
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(connection)
         # JSON is text in SQLite: key order and spacing must not make equal documents differ.
         self.connection.connection.dbapi_connection.create_function(  # type: ignore[union-attr]
             "annostream_json_differs", 2, _json_differs, deterministic=True
         )
+
+    @contextmanager
+    def committed_apart(self) -> Iterator[BulkLoader]:
+        # SQLite has one writer at a time: a second transaction would wait for this one, which
+        # already holds the write lock. Nothing waits on it either, so the caller's transaction
+        # is used.
+        yield self
 
     def create_scratch_table(self, name: str, columns: str) -> None:
         self.drop_scratch_table(name)
@@ -452,7 +479,7 @@ class SqliteLoader(BulkLoader):
             return 0
         from sqlalchemy.dialects.sqlite import insert
 
-        return _insert_on_conflict(self.session, insert(table), table, rows, conflict_columns)
+        return _insert_on_conflict(self.connection, insert(table), table, rows, conflict_columns)
 
     def json_text(self, column: str) -> str:
         return column  # JSON is stored as text

@@ -2,12 +2,14 @@
 
 ELLA's unique constraint ``ucAllele`` makes an allele one row however many analyses carry it.
 A chunk's alleles are staged in a scratch table under freshly reserved ids; the loader inserts
-the new ones (``BulkLoader.insert_new``) and maps the others to their stored ids.
+the new ones (``BulkLoader.insert_new``) and maps the others to their stored ids, in a short
+transaction of its own that the chunk's annotation versioning joins (:func:`merged_alleles`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,8 @@ from engine.vcf.records import AlleleRecord
 STAGE_ALLELE = "annostream_stage_allele"
 # (ord, second, allele_id, annotation) of the last merge, for annotation versioning.
 STAGE_RESOLVED = "annostream_stage_resolved"
+# (staged id, stored id) of the staged alleles that were already stored.
+STAGE_MOVED = "annostream_stage_moved"
 STAGE_ALLELE_COLUMNS = ("id", "ord", "second", *ALLELE_COLUMNS, "annotation")
 
 
@@ -38,64 +42,117 @@ def _create_allele_stage(loader: BulkLoader) -> None:
     )
 
 
-def merge_staged_alleles(
+@dataclass
+class MergedAlleles:
+    """A chunk's merged alleles, inside the merge's own transaction (see :func:`merged_alleles`)."""
+
+    loader: BulkLoader  # where the merge runs: its documents' versioning belongs there too
+    n_staged: int
+    n_new: int
+    moved: dict[int, int]  # {reserved id: stored id} of the staged rows that were not new
+
+    @property
+    def all_new(self) -> bool:
+        return self.n_new == self.n_staged
+
+
+@contextmanager
+def merged_alleles(
     loader: BulkLoader,
-    stage: Callable[[], None],
+    stage: Callable[[BulkLoader], None],
     n_staged: int,
     *,
     resolve: bool,
     mode: MergeMode | None = None,
-) -> tuple[int, dict[int, int]]:
-    """Insert the staged alleles that are new, under the ids reserved for them.
+    apart: bool = True,
+) -> Iterator[MergedAlleles]:
+    """Insert the staged alleles that are new, under the ids reserved for them; committed when
+    the block ends, together with whatever the block writes through ``MergedAlleles.loader``.
 
-    ``stage`` fills ``STAGE_ALLELE`` with ``n_staged`` rows, each with a freshly reserved id.
-    Rows whose allele is already stored (or repeated within the stage) keep the stored id;
-    returns how many were new and {reserved id: stored id} for those. With ``resolve``, also
-    leaves ``STAGE_RESOLVED`` (ord, second, allele_id, annotation) for annotation versioning.
+    ``stage(merger)`` fills ``STAGE_ALLELE`` on the loader it is given with ``n_staged`` rows,
+    each with a freshly reserved id. Rows whose allele is already stored (or repeated within the
+    stage) keep the stored id. With ``resolve``, ``STAGE_RESOLVED`` (ord, second, allele_id,
+    annotation) is left on the merge's loader for annotation versioning.
+
+    The merge has a transaction of its own (``BulkLoader.committed_apart``), not the caller's:
+    ``ucAllele`` (and the one-current-annotation index) is shared by every import, and an insert
+    of a key that another import's open transaction has inserted waits until that transaction
+    ends, so two imports sharing alleles ran one after the other. An allele and its annotation
+    are shared facts, not the analysis's: if the import then fails they stay, and its retry (or
+    the next analysis with the allele) reuses them. ``apart=False`` (see :func:`can_merge_apart`)
+    merges in the caller's transaction instead.
     """
-    _create_allele_stage(loader)
-    stage()
     try_plain = mode is not None and mode.expect_new
-    n_new, moved, plain_worked = loader.insert_new(
-        "allele", ("id", *ALLELE_COLUMNS), STAGE_ALLELE, n_staged, ALLELE_IDENTITY, try_plain_insert=try_plain
-    )
-    if mode is not None and try_plain:
-        mode.expect_new = plain_worked
-    if resolve:
-        if n_new == n_staged:
-            # Every staged row went in under its reserved id (a fresh VCF): no identity join, which
-            # cost about 2 s of index probes for 664k alleles on PostgreSQL.
-            source = f"SELECT s.ord, s.second, s.id AS allele_id, s.annotation FROM {STAGE_ALLELE} s"
-        else:
-            match = " AND ".join(f"a.{c} = s.{c}" for c in ALLELE_IDENTITY)
-            source = (
-                f"SELECT s.ord, s.second, a.id AS allele_id, s.annotation FROM {STAGE_ALLELE} s "
-                f"JOIN allele a ON {match}"
-            )
-        loader.create_scratch_table_as(STAGE_RESOLVED, f"{source} WHERE s.annotation IS NOT NULL")
-        loader.analyze(STAGE_RESOLVED)
-    return n_new, moved
+    with loader.committed_apart() if apart else nullcontext(loader) as merger:
+        _create_allele_stage(merger)
+        stage(merger)
+        n_new, moved, plain_worked = merger.insert_new(
+            "allele",
+            ("id", *ALLELE_COLUMNS),
+            STAGE_ALLELE,
+            n_staged,
+            ALLELE_IDENTITY,
+            try_plain_insert=try_plain,
+        )
+        if mode is not None and try_plain:
+            mode.expect_new = plain_worked
+        if resolve:
+            _resolve(merger, moved)
+        yield MergedAlleles(merger, n_staged, n_new, moved)
+        drop_stages(merger)
 
 
-def merge_alleles(loader: BulkLoader, rows: Iterable[tuple[int, bool, AlleleRecord, str | None]]) -> int:
-    """Merge (ord, second, allele, annotation JSON) rows; leaves ``STAGE_RESOLVED``. Returns how
-    many alleles were new."""
+def can_merge_apart(loader: BulkLoader, annotation_config_id: int | None) -> bool:
+    """Whether a merge in its own transaction sees the annotation config its documents will
+    name. The caller's transaction may have stored it just now (the first import into an empty
+    database stores the shipped default), and another transaction does not see that until it
+    commits: then the merge stays in the caller's transaction."""
+    if annotation_config_id is None:
+        return True
+    with loader.committed_apart() as merger:
+        if merger is loader:
+            return True
+        found = merger.execute(
+            "SELECT 1 FROM annotationconfig WHERE id = :id", {"id": annotation_config_id}
+        ).first()
+        return found is not None
+
+
+def _resolve(loader: BulkLoader, moved: dict[int, int]) -> None:
+    """``STAGE_RESOLVED``: the staged documents under their stored allele ids."""
+    source = f"SELECT s.ord, s.second, s.id AS allele_id, s.annotation FROM {STAGE_ALLELE} s"
+    if moved:
+        # The merge returned every staged id that maps elsewhere: a join on the id, not on the
+        # twelve identity columns (which cost about 2 s of index probes for 664k alleles).
+        loader.create_scratch_table(STAGE_MOVED, "staged_id BIGINT PRIMARY KEY, allele_id BIGINT")
+        loader.load(STAGE_MOVED, ("staged_id", "allele_id"), moved.items())
+        loader.analyze(STAGE_MOVED)
+        source = (
+            "SELECT s.ord, s.second, COALESCE(m.allele_id, s.id) AS allele_id, s.annotation "
+            f"FROM {STAGE_ALLELE} s LEFT JOIN {STAGE_MOVED} m ON m.staged_id = s.id"
+        )
+    loader.create_scratch_table_as(STAGE_RESOLVED, f"{source} WHERE s.annotation IS NOT NULL")
+    loader.analyze(STAGE_RESOLVED)
+    if moved:
+        loader.drop_scratch_table(STAGE_MOVED)
+
+
+def merged_records(
+    loader: BulkLoader, rows: Iterable[tuple[int, bool, AlleleRecord, str | None]], *, apart: bool
+) -> AbstractContextManager[MergedAlleles]:
+    """:func:`merged_alleles` of (ord, second, allele, annotation JSON) rows, resolved."""
     staged = [allele_row(ord_, second, a, doc) for ord_, second, a, doc in rows]
     reserved = loader.reserve_ids("allele", len(staged))
     null = loader.null
+    with_ids = [
+        (allele_id, *(null if value is None else value for value in row))
+        for allele_id, row in zip(reserved, staged, strict=True)
+    ]
 
-    def stage() -> None:
-        loader.load(
-            STAGE_ALLELE,
-            STAGE_ALLELE_COLUMNS,
-            (
-                (allele_id, *(null if value is None else value for value in row))
-                for allele_id, row in zip(reserved, staged, strict=True)
-            ),
-        )
+    def stage(merger: BulkLoader) -> None:
+        merger.load(STAGE_ALLELE, STAGE_ALLELE_COLUMNS, with_ids)
 
-    n_new, _moved = merge_staged_alleles(loader, stage, len(reserved), resolve=True)
-    return n_new
+    return merged_alleles(loader, stage, len(reserved), resolve=True, apart=apart)
 
 
 def allele_row(ord_: int, second: bool, a: AlleleRecord, doc: str | None) -> tuple[Any, ...]:

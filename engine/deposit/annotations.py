@@ -8,6 +8,7 @@ into a table) is the loader's.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.db.bulk import BulkLoader, bulk_loader
-from engine.deposit.alleles import STAGE_RESOLVED, drop_stages, merge_alleles
+from engine.deposit.alleles import STAGE_RESOLVED, can_merge_apart, merged_records
 from engine.deposit.streams import chunks
 from engine.deposit.targets import DepositTarget, deposit_target
 from engine.timeutil import utcnow
@@ -74,23 +75,25 @@ def write_annotations(
         stamp_unchanged=stamp_unchanged,
     )
     total = AnnotationWriteResult()
+    apart = can_merge_apart(loader, annotation_config_id)
     for chunk in chunks([items], CHUNK_SIZE):
         by_id = [(item, doc) for item, doc in chunk if isinstance(item, int)]
         by_record = [(item, doc) for item, doc in chunk if not isinstance(item, int)]
-        versioner.stage_new()
         if by_record:
-            merge_alleles(loader, ((i, False, a, _json(doc)) for i, (a, doc) in enumerate(by_record)))
-            versioner.stage_from_resolved()
+            # New alleles and their documents are committed together, apart (merged_alleles).
+            rows = ((i, False, a, _json(doc)) for i, (a, doc) in enumerate(by_record))
+            with merged_records(loader, rows, apart=apart) as merged:
+                total.add(versioner.on(merged.loader).apply_resolved())
         if by_id:
+            versioner.stage_new()
             loader.load(
                 STAGE_INPUT,
                 ("allele_id", "annotation"),
                 ((allele_id, _json(doc)) for allele_id, doc in by_id),
             )
             versioner.stage_from_input()
-        total.add(versioner.apply())
+            total.add(versioner.apply())
     versioner.drop()
-    drop_stages(loader)
     return total
 
 
@@ -120,6 +123,23 @@ class AnnotationVersioner:
             else ""
         )
         self.stamp_unchanged = stamp_unchanged and target.records_bundle_version
+
+    def on(self, loader: BulkLoader) -> AnnotationVersioner:
+        """This versioner writing through ``loader`` (an allele merge's own transaction)."""
+        bound = copy.copy(self)
+        bound.loader = loader
+        return bound
+
+    def apply_resolved(self, *, all_new: bool = False) -> AnnotationWriteResult:
+        """Version the documents of the allele merge on this loader (``STAGE_RESOLVED``).
+        ``all_new``: the merge created every one of its alleles (see ``insert_for_new_alleles``)."""
+        if all_new:
+            return self.insert_for_new_alleles()
+        self.stage_new()
+        self.stage_from_resolved()
+        result = self.apply()
+        self.drop()
+        return result
 
     def stage_new(self) -> None:
         json_type = self.loader.json_type

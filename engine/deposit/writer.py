@@ -1,10 +1,14 @@
 """Bulk writer: an analysis, its samples, alleles, genotypes and annotation into ELLA's tables.
 
-Everything happens in the caller's transaction (nothing here commits), so an import is stored
-completely or not at all. Variants arrive as a stream of batches and are written set-based per
-chunk: the chunk's alleles are staged and merged into ``allele`` (``engine.deposit.alleles``),
-genotypes and sample data are appended in bulk, annotation is versioned
-(``engine.deposit.annotations``). Memory is bounded by the chunk.
+Everything but the allele merge happens in the caller's transaction, so an analysis, its samples,
+genotypes and annotation are stored completely or not at all. New alleles are committed on their
+own as each chunk is merged (``engine.deposit.alleles``): they are shared by every analysis, and
+holding them until the whole import commits made concurrent imports wait for each other.
+
+Variants arrive as a stream of batches and are written set-based per chunk: the chunk's alleles
+are staged and merged into ``allele`` (``engine.deposit.alleles``), genotypes and sample data are
+appended in bulk, annotation is versioned (``engine.deposit.annotations``). Memory is bounded by
+the chunk.
 
 The seams: analysis and sample rows (``analysis_rows``), the encoders (``encoders``), allele merge
 (``alleles``), annotation versioning (``annotations``), COPY escaping (``engine.db.copytext``) and
@@ -15,8 +19,8 @@ talks to.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +35,8 @@ from engine.deposit.alleles import (
     STAGE_ALLELE,
     STAGE_ALLELE_COLUMNS,
     MergeMode,
-    drop_stages,
-    merge_staged_alleles,
+    can_merge_apart,
+    merged_alleles,
 )
 from engine.deposit.analysis_rows import delete_analysis, insert_analysis, insert_samples
 from engine.deposit.annotations import AnnotationVersioner, AnnotationWriteResult, write_annotations
@@ -157,8 +161,14 @@ def write_analysis_parts(
         loader = bulk_loader(session)
         vcf_file = part_file or (str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder))
         encoder = target.encoder_class(loader.row_format)(sample_ids, probands, vcf_file)
-        versioner = AnnotationVersioner(loader, target, annotation_config_id, bundle_version)
-        writer = _VariantWriter(loader, encoder, probands, versioner)
+        # Two imports may version the same allele at once (each in its merge's own transaction):
+        # the later one keeps the document the other has just made current instead of failing.
+        versioner = AnnotationVersioner(
+            loader, target, annotation_config_id, bundle_version, yield_to_concurrent=True
+        )
+        writer = _VariantWriter(
+            loader, encoder, probands, versioner, merge_apart=can_merge_apart(loader, annotation_config_id)
+        )
         new_before = result.n_alleles_new
         # Parsing and encoding the next chunk (Python) overlaps with the database writing this one
         # (the driver releases the GIL while it waits), so a 2-core machine keeps both cores busy.
@@ -224,30 +234,53 @@ class _VariantWriter:
     """Writes encoded chunks of one analysis's variants."""
 
     def __init__(
-        self, loader: BulkLoader, encoder: ChunkEncoder, probands: list[int], annotations: AnnotationVersioner
+        self,
+        loader: BulkLoader,
+        encoder: ChunkEncoder,
+        probands: list[int],
+        annotations: AnnotationVersioner,
+        *,
+        merge_apart: bool,
     ) -> None:
         self.loader = loader
+        self.merge_apart = merge_apart
         self.encoder = encoder
         self.probands = probands
         self.annotations = annotations
         self.merge_mode = MergeMode()
-        # Whether the last chunk's allele merge created every one of its alleles.
-        self.all_alleles_new = False
 
     def write_chunk(self, encoded: EncodedChunk | ColumnarChunk, result: WriteResult) -> None:
         if isinstance(encoded, ColumnarChunk):
             self._write_columns(encoded, result)
         else:
             self._write_records(encoded, result)
-        if encoded.has_annotation:
-            with result.timed("annotations"):
-                if self.all_alleles_new:
-                    result.annotations.add(self.annotations.insert_for_new_alleles())
-                else:
-                    self.annotations.stage_new()
-                    self.annotations.stage_from_resolved()
-                    result.annotations.add(self.annotations.apply())
         result.n_variants += encoded.size
+
+    def _merge(
+        self, stage: Callable[[BulkLoader], None], n_staged: int, has_annotation: bool, result: WriteResult
+    ) -> dict[int, int]:
+        """Merge the chunk's alleles and version their documents, committed together before the
+        chunk's genotypes are written (``merged_alleles``); returns {reserved id: stored id}."""
+        with ExitStack() as merge_transaction:
+            with result.timed("alleles"):
+                merged = merge_transaction.enter_context(
+                    merged_alleles(
+                        self.loader,
+                        stage,
+                        n_staged,
+                        resolve=has_annotation,
+                        mode=self.merge_mode,
+                        apart=self.merge_apart,
+                    )
+                )
+            if has_annotation:
+                with result.timed("annotations"):
+                    versioner = self.annotations.on(merged.loader)
+                    result.annotations.add(versioner.apply_resolved(all_new=merged.all_new))
+            with result.timed("alleles"):
+                merge_transaction.close()  # commits
+        result.n_alleles_new += merged.n_new
+        return merged.moved
 
     def finish(self, result: WriteResult, new_before: int = 0) -> None:
         # Counted once at the end: an allele repeated across chunks is still one allele.
@@ -260,8 +293,6 @@ class _VariantWriter:
             {"ids": self.probands},
         ).scalar_one()
         result.n_alleles_reused += int(used) - (result.n_alleles_new - new_before)
-        drop_stages(self.loader)
-        self.annotations.drop()
 
     def _write_records(self, encoded: EncodedChunk, result: WriteResult) -> None:
         loader, encoder = self.loader, self.encoder
@@ -269,14 +300,11 @@ class _VariantWriter:
             reserved = loader.reserve_ids("allele", len(encoded.alleles))
             staged = encoder.alleles_with_ids(encoded, reserved)
 
-            def stage() -> None:
-                loader.load_encoded(STAGE_ALLELE, STAGE_ALLELE_COLUMNS, staged)
+        def stage(merger: BulkLoader) -> None:
+            merger.load_encoded(STAGE_ALLELE, STAGE_ALLELE_COLUMNS, staged)
 
-            n_new, moved = merge_staged_alleles(
-                loader, stage, len(reserved), resolve=encoded.has_annotation, mode=self.merge_mode
-            )
-            self.all_alleles_new = n_new == len(reserved)
-            result.n_alleles_new += n_new
+        moved = self._merge(stage, len(reserved), encoded.has_annotation, result)
+        with result.timed("alleles"):
             ids = [moved.get(allele_id, allele_id) for allele_id in reserved] if moved else reserved
             second_ids: list[int | None] = [None if at < 0 else ids[at] for at in encoded.second_at]
             # Row k of a chunk's first alleles is k plus the number of second alleles before it.
@@ -311,14 +339,11 @@ class _VariantWriter:
                 )
             )
 
-            def stage() -> None:
-                loader.load_encoded(STAGE_ALLELE, STAGE_ALLELE_COLUMNS, text)
+        def stage(merger: BulkLoader) -> None:
+            merger.load_encoded(STAGE_ALLELE, STAGE_ALLELE_COLUMNS, text)
 
-            n_new, moved = merge_staged_alleles(
-                loader, stage, encoded.size, resolve=encoded.has_annotation, mode=self.merge_mode
-            )
-            self.all_alleles_new = n_new == encoded.size
-            result.n_alleles_new += n_new
+        moved = self._merge(stage, encoded.size, encoded.has_annotation, result)
+        with result.timed("alleles"):
             allele_ids = copytext.id_column([moved.get(i, i) for i in reserved] if moved else reserved)
         with result.timed("genotypes"):
             genotype_ids = copytext.id_column(loader.reserve_ids("genotype", encoded.size))
