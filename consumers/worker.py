@@ -168,10 +168,15 @@ def build_agents(app: faust.App, settings: Settings, stages: list[LaneStage]) ->
     guard = StageGuard(settings)
 
     async def publish(messages: list[Outgoing]) -> None:
-        for message in messages:
-            # Wait for the broker's ack before the consumed event is acked.
-            pending = await app.topic(message.topic).send(key=message.key.encode(), value=message.value)
-            await pending
+        # Every message is handed to the producer first and the acks awaited after, so a batch's
+        # thousands of annotation.changed events cost one round of acks, not one round trip each
+        # (6,876 sequential sends took about 2 s). All are acked before the consumed event is.
+        pending = [
+            await app.topic(message.topic).send(key=message.key.encode(), value=message.value)
+            for message in messages
+        ]
+        for message, sent in zip(messages, pending, strict=True):
+            await sent
             metrics.EVENTS_PRODUCED.labels(topic=message.topic).inc()
 
     gate = LaneGate()

@@ -485,3 +485,30 @@ def remove_bundle(session: Session, version: str) -> BundleInfo:
         row.date_removed = utcnow()
     session.flush()
     return BundleInfo.of(row)
+
+
+def resolve_bundle(session: Session, version: str | None) -> BundleInfo:
+    """The bundle ``version`` (default: the active one), with its folder present."""
+    if version is None:
+        bundle = active_bundle(session)
+        if bundle is None:
+            raise InputError(
+                "no annotation bundle is active",
+                expected="a bundle version, or one activated with 'annostream bundle activate'",
+            )
+    else:
+        bundles = list_bundles(session)
+        bundle = next((b for b in bundles if b.version == version), None)
+        if bundle is None:
+            known = sorted(b.version for b in bundles)
+            raise InputError(
+                f"no annotation bundle with version {version!r}",
+                expected=f"one of {known}" if known else "a bundle added with 'annostream bundle add'",
+            )
+    if not bundle.config.is_file():
+        raise InputError(
+            "the bundle's folder is gone",
+            file=str(bundle.path),
+            expected="the folder 'annostream bundle add' created (add the bundle again)",
+        )
+    return bundle

@@ -527,3 +527,30 @@ def test_a_bundle_pair_is_compared_once_then_read_from_the_cache(
     os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 1_000_000_000))
     diff_module.diff_bundles(bundles["a"], bundles["b"])
     assert compared.count("data/db.vcf.gz") == 2  # the changed file's pair is compared again
+
+
+def test_bundle_add_compares_with_the_annotating_bundles_so_the_release_does_not(
+    twin_urls: tuple[str, str, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bundle add`` compares the new bundle with every bundle the current annotations came from
+    (here r1) and keeps the difference; the release plan then compares nothing."""
+    url, _full_url, settings = twin_urls
+    rng = random.Random(17)
+    records = next_release(rng, source_records(random.Random(11), 3000))
+    regions = [(10_000 + 2000 * k, 10_000 + 2000 * k + 500, f"region{k}") for k in range(15)]
+    added = cli(settings, url, "bundle", "add", str(make_bundle(tmp_path / "r4", "r4", records, regions)))
+    assert added.returncode == 0, added.stderr
+    assert re.search(r"compared with r1: \d+ records differ in ", added.stdout), added.stdout
+    assert "kept for 'annostream reannotate'" in added.stdout
+    compared: list[str] = []
+    compare = diff_module._compare_block
+
+    def counting(*args: Any) -> Any:
+        compared.append(args[-1])
+        return compare(*args)
+
+    monkeypatch.setattr(diff_module, "_compare_block", counting)
+    with session_scope(url) as session:
+        plan = preview_run(session, bundle="r4", analyses=None)
+    assert compared == []  # read from what bundle add kept
+    assert plan.selected > 0 and [group.action for group in plan.groups] == ["incremental"]

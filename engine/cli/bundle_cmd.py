@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -37,8 +38,32 @@ def add_command(
         info, created = add_bundle(session, folder, settings.data_dir, link=not copy)
     state = "added" if created else "already added"
     typer.echo(f"bundle {info.version} {state}: {info.path}")
+    _compare_ahead(settings.database_url, info)
     if created:
         typer.echo(f"activate it with: annostream bundle activate {info.version}")
+
+
+def _compare_ahead(url: str, info: BundleInfo) -> None:
+    """Compare the new bundle with the bundles the stored annotations came from now, so the
+    release (``reannotate``) reads the differences instead of computing them."""
+    from engine.db.session import session_scope
+    from engine.reannotate.select import compare_ahead
+
+    started = time.perf_counter()
+    with session_scope(url) as session:
+        differences = compare_ahead(session, info)
+    for difference in differences:
+        if not difference.comparable:
+            typer.echo(
+                f"compared with {difference.old}: {difference.reason} (a release re-annotates in full)"
+            )
+            continue
+        records = sum(block.added + block.removed + block.changed for block in difference.changed_blocks)
+        changed = [dataset.name for dataset in difference.datasets if dataset.status != "unchanged"]
+        datasets = ", ".join(changed) or "no dataset"
+        typer.echo(f"compared with {difference.old}: {records} records differ in {datasets}")
+    if differences:
+        typer.echo(f"compared in {time.perf_counter() - started:.1f} s (kept for 'annostream reannotate')")
 
 
 @bundle_app.command("list")
@@ -156,10 +181,10 @@ def diff_command(
     new: Annotated[str, typer.Argument(help="Version of another stored bundle.")],
 ) -> None:
     """What changed between two bundles: datasets by checksum, records added/removed/changed."""
+    from engine.bundles import resolve_bundle
     from engine.config import get_settings
     from engine.db import migrate
     from engine.db.session import session_scope
-    from engine.reannotate.core import resolve_bundle
     from engine.reannotate.diff import diff_bundles
 
     url = get_settings().database_url

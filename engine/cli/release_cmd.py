@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from engine.config import Settings
+    from engine.events import Event
     from engine.reannotate.runs import RunProgress
 
 
@@ -87,8 +91,7 @@ def reannotate_command(
     from engine.config import configure_logging
     from engine.db import migrate
     from engine.db.session import session_scope
-    from engine.events import default_producer
-    from engine.kafka import EventPublisher
+    from engine.events import Topics, default_producer
     from engine.reannotate.publish import resume_reannotation, start_reannotation
     from engine.reannotate.runs import preview_run
     from engine.runtime import cli_settings
@@ -107,24 +110,16 @@ def reannotate_command(
         for line in plan.describe():
             typer.echo(line)
         return
-    with (
-        session_scope(settings.database_url) as session,
-        EventPublisher(settings, client_id="annostream-cli", command="reannotate") as publisher,
-    ):
+    topics = Topics.from_settings(settings)
+    with session_scope(settings.database_url) as session:
         if resume is not None:
             if everything or analysis:
                 raise typer.BadParameter("--resume takes no --all or --analysis (the run has them)")
-            progress, republished = resume_reannotation(
-                session, publisher, resume, producer=default_producer("cli")
-            )
-            typer.echo(
-                f"reannotation run {progress.id} ({progress.run_id}): republished {republished} "
-                f"of {progress.total_batches} batches"
-            )
+            progress, events = resume_reannotation(session, topics, resume, producer=default_producer("cli"))
         else:
             started = start_reannotation(
                 session,
-                publisher,
+                topics,
                 bundle=bundle,
                 analyses=analysis or None,
                 batch_size=batch_size,
@@ -137,7 +132,15 @@ def reannotate_command(
                     "(see --dry-run for the details)"
                 )
                 return
-            progress, republished = started, started.total_batches
+            progress, events = started
+    if events:
+        _publish(settings, events)
+    republished = len(events)
+    if resume is not None:
+        typer.echo(
+            f"reannotation run {progress.id} ({progress.run_id}): republished {republished} "
+            f"of {progress.total_batches} batches"
+        )
     typer.echo(
         f"reannotation run {progress.id} ({progress.run_id}): {progress.total_alleles} alleles in "
         f"{progress.total_batches} batches with bundle {progress.bundle_version}"
@@ -161,6 +164,15 @@ def reannotate_command(
         typer.echo(f"  failed {failure}", err=True)
     if final.failed_batches:
         raise typer.Exit(1)
+
+
+def _publish(settings: Settings, events: Sequence[Event]) -> None:
+    """Publish recorded events; the broker connection (and the Kafka client) only now."""
+    from engine.kafka import EventPublisher
+    from engine.reannotate.publish import publish_recorded
+
+    with EventPublisher(settings, client_id="annostream-cli", command="reannotate") as publisher:
+        publish_recorded(publisher, events)
 
 
 def wait_for_run(db_url: str, run_id: int, timeout_s: float | None, interval_s: float = 0.2) -> RunProgress:

@@ -153,6 +153,8 @@ class Allele(Base):
     __table_args__ = (
         sa.UniqueConstraint(*ALLELE_IDENTITY, name="ucAllele"),
         sa.Index("ix_alleleloci", "chromosome", "start_position", "open_end_position"),
+        # A release plan finds the alleles at the positions the release changed (reannotate.select).
+        sa.Index("ix_allele_vcf_position", "chromosome", "vcf_pos"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -226,6 +228,14 @@ class Annotation(Base):
             "uq_annotation_current_allele",
             "allele_id",
             unique=True,
+            postgresql_where=sa.text("date_superceeded IS NULL"),
+            sqlite_where=sa.text("date_superceeded IS NULL"),
+        ),
+        # A release plan counts the current rows per source bundle and config (reannotate.select).
+        sa.Index(
+            "ix_annotation_current_source",
+            "bundle_version",
+            "annotation_config_id",
             postgresql_where=sa.text("date_superceeded IS NULL"),
             sqlite_where=sa.text("date_superceeded IS NULL"),
         ),

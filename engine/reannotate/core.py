@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +31,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.annotate import annotate_vcf, load_config
-from engine.bundles import BundleInfo, active_bundle, list_bundles
+from engine.bundles import BundleInfo
 from engine.db.bulk import bulk_loader
 from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.converters import build_annotation_builder
 from engine.deposit.writer import AnnotationWriteResult, write_annotations
 from engine.errors import InputError
 from engine.reannotate.merge import bundle_info_fields, merge_document, owned_targets, owned_values
+from engine.reannotate.scope import AlleleSelection
 from engine.vcf.header import read_header
 from engine.vcf.info import parse_info
 
@@ -52,50 +53,6 @@ VCF_HEADER = (
 )
 
 
-@dataclass(frozen=True)
-class AlleleSelection:
-    """Which stored alleles: an inclusive id range, optionally only those of named analyses, and
-    for an incremental run (``run_pk``) only the alleles it listed in ``reannotation_target``."""
-
-    id_from: int | None = None
-    id_to: int | None = None
-    analyses: tuple[str, ...] | None = None
-    run_pk: int | None = None
-
-    def where(self) -> tuple[str, dict[str, Any]]:
-        """SQL condition on ``allele`` (aliased ``a``) and its parameters."""
-        clauses: list[str] = ["TRUE"]
-        params: dict[str, Any] = {}
-        if self.id_from is not None:
-            clauses.append("a.id >= :id_from")
-            params["id_from"] = self.id_from
-        if self.id_to is not None:
-            clauses.append("a.id <= :id_to")
-            params["id_to"] = self.id_to
-        if self.analyses is not None:
-            names = {f"analysis_{i}": name for i, name in enumerate(self.analyses)}
-            in_list = ", ".join(f":{key}" for key in names) or "NULL"
-            clauses.append(
-                "a.id IN (SELECT g.allele_id FROM genotype g JOIN sample s ON s.id = g.sample_id "
-                f"JOIN analysis n ON n.id = s.analysis_id WHERE n.name IN ({in_list}) "
-                "UNION SELECT g.secondallele_id FROM genotype g JOIN sample s ON s.id = g.sample_id "
-                f"JOIN analysis n ON n.id = s.analysis_id WHERE n.name IN ({in_list}) "
-                "AND g.secondallele_id IS NOT NULL)"
-            )
-            params.update(names)
-        if self.run_pk is not None:
-            bounds = "".join(
-                f" AND t.allele_id {op} :{name}"
-                for op, name in ((">=", "id_from"), ("<=", "id_to"))
-                if name in params
-            )
-            clauses.append(
-                f"a.id IN (SELECT t.allele_id FROM reannotation_target t WHERE t.run_id = :run_pk{bounds})"
-            )
-            params["run_pk"] = self.run_pk
-        return " AND ".join(clauses), params
-
-
 @dataclass
 class ReannotateResult:
     bundle_version: str
@@ -106,33 +63,6 @@ class ReannotateResult:
     # value changed (None: absent).
     changes: list[tuple[int, str, Any, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # export, annotate, read, convert, write
-
-
-def resolve_bundle(session: Session, version: str | None) -> BundleInfo:
-    """The bundle ``version`` (default: the active one), with its folder present."""
-    if version is None:
-        bundle = active_bundle(session)
-        if bundle is None:
-            raise InputError(
-                "no annotation bundle is active",
-                expected="a bundle version, or one activated with 'annostream bundle activate'",
-            )
-    else:
-        bundles = list_bundles(session)
-        bundle = next((b for b in bundles if b.version == version), None)
-        if bundle is None:
-            known = sorted(b.version for b in bundles)
-            raise InputError(
-                f"no annotation bundle with version {version!r}",
-                expected=f"one of {known}" if known else "a bundle added with 'annostream bundle add'",
-            )
-    if not bundle.config.is_file():
-        raise InputError(
-            "the bundle's folder is gone",
-            file=str(bundle.path),
-            expected="the folder 'annostream bundle add' created (add the bundle again)",
-        )
-    return bundle
 
 
 def reannotate_alleles(
@@ -276,20 +206,3 @@ class _timed:
     def __exit__(self, *_exc: object) -> None:
         elapsed = time.perf_counter() - self.started
         self.result.seconds[self.step] = self.result.seconds.get(self.step, 0.0) + elapsed
-
-
-def id_ranges(
-    session: Session, analyses: Sequence[str] | None, batch_size: int, run_pk: int | None = None
-) -> list[tuple[int, int, int]]:
-    """Cut the selected alleles into (id_from, id_to, count) ranges of at most ``batch_size``."""
-    condition, params = AlleleSelection(
-        analyses=tuple(analyses) if analyses is not None else None, run_pk=run_pk
-    ).where()
-    rows = session.execute(
-        sa.text(
-            f"SELECT MIN(id), MAX(id), COUNT(*) FROM (SELECT a.id, (ROW_NUMBER() OVER (ORDER BY a.id) - 1) "
-            f"/ :size AS bucket FROM allele a WHERE {condition}) numbered GROUP BY bucket ORDER BY bucket"
-        ),
-        {**params, "size": batch_size},
-    ).all()
-    return [(int(low), int(high), int(count)) for low, high, count in rows]

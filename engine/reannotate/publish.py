@@ -3,23 +3,25 @@
 The one implementation behind ``annostream reanalyse``/``reannotate`` and
 ``POST /api/v1/reanalyses``. Requests are checked against the database first (the analysis and
 the bundle exist), so a typo is answered at once instead of turning into a dead letter later.
-Callers pass the session and the process's :class:`engine.kafka.EventPublisher`.
+Callers pass the session and the process's :class:`engine.kafka.EventPublisher`; a reannotation
+run is recorded first and published by the caller, which opens a broker connection only when
+there is something to publish.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine import ledger
+from engine.bundles import resolve_bundle
 from engine.db.models import Analysis
 from engine.errors import BrokerUnavailable, InputError, UnknownAnalysisError
-from engine.events import Event, ReanalysisRequested
-from engine.kafka import EventPublisher
+from engine.events import Event, ReanalysisRequested, ReannotationBatchEvent, Topics
 from engine.ledger import WorkEvent
-from engine.reannotate.core import resolve_bundle
 from engine.reannotate.runs import (
     DEFAULT_BATCH_SIZE,
     RunProgress,
@@ -28,6 +30,9 @@ from engine.reannotate.runs import (
     plan_run,
     run_progress,
 )
+
+if TYPE_CHECKING:  # the Kafka client is loaded only by callers that publish
+    from engine.kafka import EventPublisher
 
 
 def check_reanalysis(session: Session, analysis: str, bundle: str | None) -> str:
@@ -70,17 +75,20 @@ def request_reanalysis(
 
 def start_reannotation(
     session: Session,
-    publisher: EventPublisher,
+    topics: Topics,
     *,
     bundle: str | None,
     analyses: Sequence[str] | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     producer: str,
     full: bool = False,
-) -> RunProgress | None:
-    """Plan a run, commit it, then publish its batches (a batch never refers to an unstored run).
+) -> tuple[RunProgress, list[ReannotationBatchEvent]] | None:
+    """Plan a run and commit it with its batch events in the work ledger; the caller then
+    publishes the events (:func:`publish_recorded`), so a batch never refers to an unstored run
+    and a broker that loses one loses nothing (the reconciler publishes it again).
 
-    ``None`` when an incremental release has nothing to re-annotate (nothing is written)."""
+    ``None`` when an incremental release has nothing to re-annotate (nothing is written, and no
+    broker connection is needed)."""
     run, events = plan_run(
         session, bundle=bundle, analyses=analyses, batch_size=batch_size, producer=producer, full=full
     )
@@ -89,17 +97,16 @@ def start_reannotation(
         return None
     progress = run_progress(session, run)
     for event in events:  # the transactional outbox: committed with the plan
-        ledger.record(session, WorkEvent.of(event, publisher.topics))
+        ledger.record(session, WorkEvent.of(event, topics))
     session.commit()
-    publish_recorded(publisher, events)
-    return progress
+    return progress, events
 
 
 def resume_reannotation(
-    session: Session, publisher: EventPublisher, run: str, *, producer: str
-) -> tuple[RunProgress, int]:
-    """Republish the batches of ``run`` that are not DONE (failed ones go back to PENDING);
-    returns the progress and how many batches were republished."""
+    session: Session, topics: Topics, run: str, *, producer: str
+) -> tuple[RunProgress, list[ReannotationBatchEvent]]:
+    """Record again the batches of ``run`` that are not DONE (failed ones go back to PENDING);
+    returns the progress and the events for the caller to publish (:func:`publish_recorded`)."""
     found = find_run(session, run)
     if found is None:
         raise InputError(
@@ -108,11 +115,9 @@ def resume_reannotation(
     events = missing_batches(session, found, producer=producer)
     progress = run_progress(session, found)
     for event in events:
-        ledger.record(session, WorkEvent.of(event, publisher.topics))
+        ledger.record(session, WorkEvent.of(event, topics))
     session.commit()
-    if events:
-        publish_recorded(publisher, events)
-    return progress, len(events)
+    return progress, events
 
 
 def publish_recorded(publisher: EventPublisher, events: Sequence[Event]) -> None:

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from engine.bundles import resolve_bundle
 from engine.db.models import Analysis, ReannotationBatch, ReannotationRun
 from engine.errors import InputError
 from engine.events import ReannotationBatchEvent
-from engine.reannotate.core import AlleleSelection, id_ranges, resolve_bundle
+from engine.reannotate.scope import AlleleSelection, id_ranges
 from engine.reannotate.select import ReleasePlan, plan_release, write_targets
 
 DEFAULT_BATCH_SIZE = 50_000

@@ -31,8 +31,8 @@ from engine.bundles import CONFIG_FILE, BundleInfo, list_bundles
 from engine.db.bulk import BulkLoader, bulk_loader
 from engine.deposit.annotation_config import active_annotation_config
 from engine.deposit.targets import deposit_target
-from engine.reannotate.core import AlleleSelection
-from engine.reannotate.diff import BlockDiff, diff_bundles
+from engine.reannotate.diff import BlockDiff, BundleDiff, diff_bundles
+from engine.reannotate.scope import AlleleSelection
 from engine.timeutil import add_seconds
 from engine.vcf.textscan import hash_strings
 
@@ -187,6 +187,22 @@ def plan_release(session: Session, bundle: BundleInfo, selection: AlleleSelectio
     return plan
 
 
+def compare_ahead(session: Session, bundle: BundleInfo) -> list[BundleDiff]:
+    """Compare ``bundle`` with every bundle whose annotations are current, now (``bundle add``),
+    so that the release plan reads the record-level differences from their cache instead of
+    comparing the sources then (2.6 s for a 2M-record source). Writes nothing to the database."""
+    if not deposit_target(session).records_bundle_version:
+        return []  # ELLA database mode: a release re-annotates every allele, nothing to compare
+    bundles = {info.version: info for info in list_bundles(session)}
+    versions = {version for version, _config, _count in _groups(session, AlleleSelection())}
+    differences = []
+    for version in sorted(v for v in versions if v is not None and v != bundle.version):
+        old = bundles.get(version)
+        if old is not None and (old.path / CONFIG_FILE).is_file():
+            differences.append(diff_bundles(old, bundle))
+    return differences
+
+
 def write_targets(session: Session, plan: ReleasePlan, selection: AlleleSelection, run_pk: int) -> None:
     """Record the planned alleles of run ``run_pk`` in ``reannotation_target``."""
     loader = bulk_loader(session)
@@ -276,6 +292,11 @@ def _touched(
     for chrom in block.touched:
         names[chrom] = chrom
         names.setdefault(_toggle_chr(chrom), chrom)
+    # Only the names stored alleles use: matching positions under both names doubled the rows
+    # to join, which made the planner read the whole allele table instead of probing its index.
+    names = {alias: chrom for alias, chrom in names.items() if _stored_contig(loader, alias)}
+    if not names:
+        return set()
     if block.kind == "variant":
         return _touched_variants(
             loader, block, names, f"{group_condition} AND {condition}", {**params, **group_params}
@@ -283,6 +304,15 @@ def _touched(
     return _touched_intervals(
         loader, block, names, f"{group_condition} AND {condition}", {**params, **group_params}
     )
+
+
+def _stored_contig(loader: BulkLoader, name: str) -> bool:
+    """Whether any stored allele is on contig ``name``: one probe of ``ix_allele_vcf_position``
+    (the ORDER BY makes it one; a plain LIMIT 1 may scan the table up to the first such row)."""
+    found = loader.execute(
+        "SELECT 1 FROM allele WHERE chromosome = :c ORDER BY chromosome, vcf_pos LIMIT 1", {"c": name}
+    ).first()
+    return found is not None
 
 
 def _touched_variants(

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine import ledger, metrics
-from engine.bundles import active_bundle
+from engine.bundles import active_bundle, resolve_bundle
 from engine.config import Settings
 from engine.db.models import (
     Analysis,
@@ -46,8 +46,9 @@ from engine.jobs import get_or_create_job, record_attempt, transition
 from engine.ledger import WorkEvent
 from engine.pipeline.guard import Outgoing
 from engine.reannotate.changes import changed_events, record_changes
-from engine.reannotate.core import AlleleSelection, ReannotateResult, reannotate_alleles, resolve_bundle
+from engine.reannotate.core import ReannotateResult, reannotate_alleles
 from engine.reannotate.runs import DONE, FAILED, INCREMENTAL, find_run, record_reanalysis_run
+from engine.reannotate.scope import AlleleSelection
 from engine.timeutil import utcnow
 from engine.tracks import apply_tracks
 
