@@ -242,15 +242,17 @@ class Annotation(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    allele_id: Mapped[int] = mapped_column(sa.ForeignKey("allele.id"), index=True)
+    # No database foreign keys on annotation (ELLA has them): see migration 0005 and
+    # docs/data-model.md, "Differences from ELLA". -> allele.id
+    allele_id: Mapped[int] = mapped_column(sa.Integer, index=True)
     annotations: Mapped[dict[str, Any]] = mapped_column(JSONType)
     schema_version: Mapped[int] = mapped_column(sa.Integer, default=1)
     date_created: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     date_superceeded: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
-    previous_annotation_id: Mapped[int | None] = mapped_column(sa.ForeignKey("annotation.id"))
-    # ELLA: FK to annotationconfig.id (NOT NULL there). Nullable here: documents from an
+    previous_annotation_id: Mapped[int | None] = mapped_column(sa.Integer)  # -> annotation.id
+    # -> annotationconfig.id. ELLA: a foreign key, NOT NULL. Nullable here: documents from an
     # annotation bundle were not produced by an annotation config.
-    annotation_config_id: Mapped[int | None] = mapped_column(sa.ForeignKey("annotationconfig.id"), index=True)
+    annotation_config_id: Mapped[int | None] = mapped_column(sa.Integer, index=True)
     # Annostream: which annotation data bundle produced the document (None = from the VCF INFO).
     bundle_version: Mapped[str | None] = mapped_column(sa.String)
 

@@ -18,7 +18,7 @@ from engine.db.models import ALLELE_COLUMNS, ALLELE_IDENTITY
 from engine.vcf.records import AlleleRecord
 
 STAGE_ALLELE = "annostream_stage_allele"
-# (ord, second, allele_id, annotation) of the last merge, for annotation versioning.
+# (ord, second, allele_id, annotation, fresh) of the last merge, for annotation versioning.
 STAGE_RESOLVED = "annostream_stage_resolved"
 # (staged id, stored id) of the staged alleles that were already stored.
 STAGE_MOVED = "annostream_stage_moved"
@@ -72,7 +72,7 @@ def merged_alleles(
     ``stage(merger)`` fills ``STAGE_ALLELE`` on the loader it is given with ``n_staged`` rows,
     each with a freshly reserved id. Rows whose allele is already stored (or repeated within the
     stage) keep the stored id. With ``resolve``, ``STAGE_RESOLVED`` (ord, second, allele_id,
-    annotation) is left on the merge's loader for annotation versioning.
+    annotation, fresh) is left on the merge's loader for annotation versioning.
 
     The merge has a transaction of its own (``BulkLoader.committed_apart``), not the caller's:
     ``ucAllele`` (and the one-current-annotation index) is shared by every import, and an insert
@@ -119,8 +119,9 @@ def can_merge_apart(loader: BulkLoader, annotation_config_id: int | None) -> boo
 
 
 def _resolve(loader: BulkLoader, moved: dict[int, int]) -> None:
-    """``STAGE_RESOLVED``: the staged documents under their stored allele ids."""
-    source = f"SELECT s.ord, s.second, s.id AS allele_id, s.annotation FROM {STAGE_ALLELE} s"
+    """``STAGE_RESOLVED``: the staged documents under their stored allele ids; ``fresh`` marks
+    the rows whose allele this merge created (no annotation can exist for it elsewhere)."""
+    source = f"SELECT s.ord, s.second, s.id AS allele_id, s.annotation, true AS fresh FROM {STAGE_ALLELE} s"
     if moved:
         # The merge returned every staged id that maps elsewhere: a join on the id, not on the
         # twelve identity columns (which cost about 2 s of index probes for 664k alleles).
@@ -128,8 +129,9 @@ def _resolve(loader: BulkLoader, moved: dict[int, int]) -> None:
         loader.load(STAGE_MOVED, ("staged_id", "allele_id"), moved.items())
         loader.analyze(STAGE_MOVED)
         source = (
-            "SELECT s.ord, s.second, COALESCE(m.allele_id, s.id) AS allele_id, s.annotation "
-            f"FROM {STAGE_ALLELE} s LEFT JOIN {STAGE_MOVED} m ON m.staged_id = s.id"
+            "SELECT s.ord, s.second, COALESCE(m.allele_id, s.id) AS allele_id, s.annotation, "
+            f"m.staged_id IS NULL AS fresh FROM {STAGE_ALLELE} s "
+            f"LEFT JOIN {STAGE_MOVED} m ON m.staged_id = s.id"
         )
     loader.create_scratch_table_as(STAGE_RESOLVED, f"{source} WHERE s.annotation IS NOT NULL")
     loader.analyze(STAGE_RESOLVED)

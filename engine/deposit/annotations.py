@@ -143,23 +143,25 @@ class AnnotationVersioner:
 
     def stage_new(self) -> None:
         json_type = self.loader.json_type
+        # fresh: the allele was created by the merge this document came with, so it has no
+        # current annotation anywhere and the document goes straight in.
         self.loader.create_scratch_table(
-            STAGE_ANNOTATION, f"allele_id INTEGER PRIMARY KEY, annotation {json_type}"
+            STAGE_ANNOTATION, f"allele_id INTEGER PRIMARY KEY, annotation {json_type}, fresh BOOLEAN"
         )
         self.loader.create_scratch_table(STAGE_INPUT, f"allele_id INTEGER, annotation {json_type}")
 
     def stage_from_resolved(self) -> None:
         """Stage the documents of the last allele merge (``STAGE_RESOLVED``)."""
         # An allele listed twice keeps its first document (ON CONFLICT DO NOTHING).
-        self._stage_from(STAGE_RESOLVED, "ord, second")
+        self._stage_from(STAGE_RESOLVED, "ord, second", "fresh")
 
     def stage_from_input(self) -> None:
-        self._stage_from(STAGE_INPUT, "allele_id")
+        self._stage_from(STAGE_INPUT, "allele_id", "false")
 
-    def _stage_from(self, source: str, order: str) -> None:
+    def _stage_from(self, source: str, order: str, fresh: str) -> None:
         self.loader.execute(
-            f"INSERT INTO {STAGE_ANNOTATION} (allele_id, annotation) SELECT allele_id, annotation "
-            f"FROM {source} WHERE annotation IS NOT NULL ORDER BY {order} ON CONFLICT DO NOTHING"
+            f"INSERT INTO {STAGE_ANNOTATION} (allele_id, annotation, fresh) SELECT allele_id, annotation, "
+            f"{fresh} FROM {source} WHERE annotation IS NOT NULL ORDER BY {order} ON CONFLICT DO NOTHING"
         )
 
     def insert_for_new_alleles(self) -> AnnotationWriteResult:
@@ -181,7 +183,8 @@ class AnnotationVersioner:
             self.loader.drop_scratch_table(table)
 
     def apply(self) -> AnnotationWriteResult:
-        """Supersede changed current rows and insert the new ones, in two set-based statements.
+        """Insert the documents of fresh alleles; for the others supersede changed current rows and
+        insert the new ones, in two set-based statements.
 
         Both statements are bounded to the staged allele id range, so the partial unique index of
         current rows is read from there, not from its start (which made each batch of a release
@@ -192,12 +195,25 @@ class AnnotationVersioner:
         loader = self.loader
         now: dt.datetime = utcnow()
         loader.analyze(STAGE_ANNOTATION)
+        # Documents of alleles the merge just created go straight in (see insert_for_new_alleles):
+        # probing 50k fresh alleles for a current row to supersede cost most of an import's
+        # versioning, inside the merge's transaction that other imports may be waiting for.
+        fresh = loader.execute(
+            "INSERT INTO annotation (allele_id, annotations, schema_version, date_created, "
+            f"previous_annotation_id, annotation_config_id{self.provenance}) "
+            f"SELECT allele_id, annotation, 1, :now, NULL, :cfg{self.provenance_values} "
+            f"FROM {STAGE_ANNOTATION} WHERE fresh ORDER BY allele_id",
+            {"now": now, **(self.params if self.provenance else {"cfg": self.params["cfg"]})},
+            _DATETIME,
+        ).rowcount
         extent: tuple[Any, ...] = tuple(
-            loader.execute(f"SELECT COUNT(*), MIN(allele_id), MAX(allele_id) FROM {STAGE_ANNOTATION}").one()
+            loader.execute(
+                f"SELECT COUNT(*), MIN(allele_id), MAX(allele_id) FROM {STAGE_ANNOTATION} WHERE NOT fresh"
+            ).one()
         )
         staged, low, high = extent
         if not staged:
-            return AnnotationWriteResult()
+            return AnnotationWriteResult(created=fresh)
         bounds = {"now": now, "low": low, "high": high, "cfg": self.params["cfg"]}
         loader.create_scratch_table(STAGE_SUPERSEDED, "allele_id INTEGER PRIMARY KEY, id INTEGER")
         # ELLA's AnnotationImporter.process (src/vardb/deposit/importers.py) supersedes when the
@@ -208,7 +224,7 @@ class AnnotationVersioner:
         )
         superseded = loader.update_returning_into(
             f"UPDATE annotation AS a SET date_superceeded = :now FROM {STAGE_ANNOTATION} s "
-            "WHERE a.allele_id = s.allele_id AND a.date_superceeded IS NULL "
+            "WHERE NOT s.fresh AND a.allele_id = s.allele_id AND a.date_superceeded IS NULL "
             f"AND a.allele_id BETWEEN :low AND :high AND {differs}",
             "a",
             ("allele_id", "id"),
@@ -224,7 +240,7 @@ class AnnotationVersioner:
             f"SELECT s.allele_id, s.annotation, 1, :now, old.id, :cfg{self.provenance_values} "
             f"FROM {STAGE_ANNOTATION} s "
             f"LEFT JOIN {STAGE_SUPERSEDED} old ON old.allele_id = s.allele_id "
-            "WHERE NOT EXISTS (SELECT 1 FROM annotation c WHERE c.allele_id = s.allele_id "
+            "WHERE NOT s.fresh AND NOT EXISTS (SELECT 1 FROM annotation c WHERE c.allele_id = s.allele_id "
             f"AND c.date_superceeded IS NULL AND c.allele_id BETWEEN :low AND :high){self.on_conflict}",
             {**bounds, **self.params} if self.provenance else bounds,
             _DATETIME,
@@ -233,11 +249,13 @@ class AnnotationVersioner:
             loader.execute(
                 "UPDATE annotation SET bundle_version = :bundle, annotation_config_id = :cfg "
                 "WHERE date_superceeded IS NULL AND allele_id BETWEEN :low AND :high "
-                f"AND allele_id IN (SELECT allele_id FROM {STAGE_ANNOTATION}) "
+                f"AND allele_id IN (SELECT allele_id FROM {STAGE_ANNOTATION} WHERE NOT fresh) "
                 "AND (bundle_version IS NULL OR bundle_version <> :bundle OR annotation_config_id IS NULL)",
                 {"low": low, "high": high, "bundle": self.params["bundle"], "cfg": self.params["cfg"]},
             )
-        return AnnotationWriteResult(created=created, superseded=superseded, unchanged=staged - created)
+        return AnnotationWriteResult(
+            created=fresh + created, superseded=superseded, unchanged=staged - created
+        )
 
 
 def _json(value: Any) -> str:

@@ -161,11 +161,7 @@ def write_analysis_parts(
         loader = bulk_loader(session)
         vcf_file = part_file or (str(spec.vcfs[0].path) if len(spec.vcfs) == 1 else str(spec.folder))
         encoder = target.encoder_class(loader.row_format)(sample_ids, probands, vcf_file)
-        # Two imports may version the same allele at once (each in its merge's own transaction):
-        # the later one keeps the document the other has just made current instead of failing.
-        versioner = AnnotationVersioner(
-            loader, target, annotation_config_id, bundle_version, yield_to_concurrent=True
-        )
+        versioner = AnnotationVersioner(loader, target, annotation_config_id, bundle_version)
         writer = _VariantWriter(
             loader, encoder, probands, versioner, merge_apart=can_merge_apart(loader, annotation_config_id)
         )
