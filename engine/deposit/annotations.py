@@ -30,6 +30,8 @@ CHUNK_SIZE = 100_000
 STAGE_ANNOTATION = "annostream_stage_annotation"
 STAGE_INPUT = "annostream_stage_annotation_in"
 STAGE_SUPERSEDED = "annostream_stage_superseded"
+# Staged alleles fewer than 1/SPARSE_FACTOR of their id range are probed one by one (see apply).
+SPARSE_FACTOR = 64
 _DATETIME: dict[str, sa.types.TypeEngine[Any]] = {"now": sa.DateTime(timezone=True)}
 
 
@@ -215,6 +217,13 @@ class AnnotationVersioner:
         if not staged:
             return AnnotationWriteResult(created=fresh)
         bounds = {"now": now, "low": low, "high": high, "cfg": self.params["cfg"]}
+        # A re-annotation batch's alleles are a dense id range: bounding both statements to it
+        # makes them read the index of current rows from there. An import's already stored
+        # alleles are a few scattered over every id: bounded, the planner walked the whole index;
+        # unbounded, it probes the index once per staged allele.
+        dense = staged * SPARSE_FACTOR >= high - low + 1
+        in_range = "AND a.allele_id BETWEEN :low AND :high " if dense else ""
+        c_in_range = "AND c.allele_id BETWEEN :low AND :high" if dense else ""
         loader.create_scratch_table(STAGE_SUPERSEDED, "allele_id INTEGER PRIMARY KEY, id INTEGER")
         # ELLA's AnnotationImporter.process (src/vardb/deposit/importers.py) supersedes when the
         # document differs OR the annotation config differs (a new config, even one that only
@@ -225,7 +234,7 @@ class AnnotationVersioner:
         superseded = loader.update_returning_into(
             f"UPDATE annotation AS a SET date_superceeded = :now FROM {STAGE_ANNOTATION} s "
             "WHERE NOT s.fresh AND a.allele_id = s.allele_id AND a.date_superceeded IS NULL "
-            f"AND a.allele_id BETWEEN :low AND :high AND {differs}",
+            f"{in_range}AND {differs}",
             "a",
             ("allele_id", "id"),
             STAGE_SUPERSEDED,
@@ -241,7 +250,7 @@ class AnnotationVersioner:
             f"FROM {STAGE_ANNOTATION} s "
             f"LEFT JOIN {STAGE_SUPERSEDED} old ON old.allele_id = s.allele_id "
             "WHERE NOT s.fresh AND NOT EXISTS (SELECT 1 FROM annotation c WHERE c.allele_id = s.allele_id "
-            f"AND c.date_superceeded IS NULL AND c.allele_id BETWEEN :low AND :high){self.on_conflict}",
+            f"AND c.date_superceeded IS NULL {c_in_range}){self.on_conflict}",
             {**bounds, **self.params} if self.provenance else bounds,
             _DATETIME,
         ).rowcount
