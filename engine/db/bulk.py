@@ -117,7 +117,7 @@ class BulkLoader(ABC):
     ) -> tuple[int, dict[int, int], bool]:
         """Insert the ``n_staged`` rows of scratch table ``stage`` (which has every column of
         ``columns``, the first being ``id``) that are not in ``table`` yet, by the unique
-        ``identity`` columns.
+        ``identity`` columns, inserted in the order of those columns.
 
         Returns (rows inserted, {staged id: stored id} for rows already stored or repeated in the
         stage, whether a plain INSERT of every row worked). ``try_plain_insert`` asks to try a

@@ -153,8 +153,6 @@ class Allele(Base):
     __table_args__ = (
         sa.UniqueConstraint(*ALLELE_IDENTITY, name="ucAllele"),
         sa.Index("ix_alleleloci", "chromosome", "start_position", "open_end_position"),
-        # A release plan finds the alleles at the positions the release changed (reannotate.select).
-        sa.Index("ix_allele_vcf_position", "chromosome", "vcf_pos"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -23,6 +23,11 @@ STAGE_RESOLVED = "annostream_stage_resolved"
 # (staged id, stored id) of the staged alleles that were already stored.
 STAGE_MOVED = "annostream_stage_moved"
 STAGE_ALLELE_COLUMNS = ("id", "ord", "second", *ALLELE_COLUMNS, "annotation")
+# The identity columns, integers first: the merge inserts rows in this order (a total order, so
+# concurrent merges lock shared rows in the same order); sorting 50k alleles integers first took
+# 25 ms, chromosome (collated text) first 53 ms.
+_INTEGER_IDENTITY = ("start_position", "open_end_position", "vcf_pos", "length")
+ALLELE_MERGE_ORDER = (*_INTEGER_IDENTITY, *(c for c in ALLELE_IDENTITY if c not in _INTEGER_IDENTITY))
 
 
 @dataclass
@@ -91,7 +96,7 @@ def merged_alleles(
             ("id", *ALLELE_COLUMNS),
             STAGE_ALLELE,
             n_staged,
-            ALLELE_IDENTITY,
+            ALLELE_MERGE_ORDER,
             try_plain_insert=try_plain,
         )
         if mode is not None and try_plain:

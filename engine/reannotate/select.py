@@ -307,10 +307,10 @@ def _touched(
 
 
 def _stored_contig(loader: BulkLoader, name: str) -> bool:
-    """Whether any stored allele is on contig ``name``: one probe of ``ix_allele_vcf_position``
-    (the ORDER BY makes it one; a plain LIMIT 1 may scan the table up to the first such row)."""
+    """Whether any stored allele is on contig ``name``: one probe of ``ix_alleleloci`` (the ORDER
+    BY makes it one; a plain LIMIT 1 may scan the table up to the first such row)."""
     found = loader.execute(
-        "SELECT 1 FROM allele WHERE chromosome = :c ORDER BY chromosome, vcf_pos LIMIT 1", {"c": name}
+        "SELECT 1 FROM allele WHERE chromosome = :c ORDER BY chromosome, start_position LIMIT 1", {"c": name}
     ).first()
     return found is not None
 
