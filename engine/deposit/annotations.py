@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from engine.db.bulk import BulkLoader, bulk_loader
-from engine.deposit.alleles import STAGE_RESOLVED, can_merge_apart, merged_records
+from engine.deposit.alleles import can_merge_apart, merged_records
 from engine.deposit.streams import chunks
 from engine.deposit.targets import DepositTarget, deposit_target
 from engine.timeutil import utcnow
@@ -85,7 +85,7 @@ def write_annotations(
             # New alleles and their documents are committed together, apart (merged_alleles).
             rows = ((i, False, a, _json(doc)) for i, (a, doc) in enumerate(by_record))
             with merged_records(loader, rows, apart=apart) as merged:
-                total.add(versioner.on(merged.loader).apply_resolved())
+                total.add(versioner.on(merged.loader).apply_resolved(merged.resolved))
         if by_id:
             versioner.stage_new()
             loader.load(
@@ -132,13 +132,13 @@ class AnnotationVersioner:
         bound.loader = loader
         return bound
 
-    def apply_resolved(self, *, all_new: bool = False) -> AnnotationWriteResult:
-        """Version the documents of the allele merge on this loader (``STAGE_RESOLVED``).
+    def apply_resolved(self, resolved: str, *, all_new: bool = False) -> AnnotationWriteResult:
+        """Version the documents of the allele merge on this loader (``MergedAlleles.resolved``).
         ``all_new``: the merge created every one of its alleles (see ``insert_for_new_alleles``)."""
         if all_new:
-            return self.insert_for_new_alleles()
+            return self.insert_for_new_alleles(resolved)
         self.stage_new()
-        self.stage_from_resolved()
+        self.stage_from_resolved(resolved)
         result = self.apply()
         self.drop()
         return result
@@ -152,10 +152,10 @@ class AnnotationVersioner:
         )
         self.loader.create_scratch_table(STAGE_INPUT, f"allele_id INTEGER, annotation {json_type}")
 
-    def stage_from_resolved(self) -> None:
-        """Stage the documents of the last allele merge (``STAGE_RESOLVED``)."""
+    def stage_from_resolved(self, resolved: str) -> None:
+        """Stage the documents of an allele merge (``MergedAlleles.resolved``)."""
         # An allele listed twice keeps its first document (ON CONFLICT DO NOTHING).
-        self._stage_from(STAGE_RESOLVED, "ord, second", "fresh")
+        self._stage_from(resolved, "ord, second", "fresh")
 
     def stage_from_input(self) -> None:
         self._stage_from(STAGE_INPUT, "allele_id", "false")
@@ -166,7 +166,7 @@ class AnnotationVersioner:
             f"{fresh} FROM {source} WHERE annotation IS NOT NULL ORDER BY {order} ON CONFLICT DO NOTHING"
         )
 
-    def insert_for_new_alleles(self) -> AnnotationWriteResult:
+    def insert_for_new_alleles(self, resolved: str) -> AnnotationWriteResult:
         """The documents of the last allele merge, whose alleles were all created by it (a fresh
         VCF): none can have an annotation yet, so they go straight in, without staging them again
         or probing for a current row to supersede."""
@@ -174,7 +174,7 @@ class AnnotationVersioner:
             "INSERT INTO annotation (allele_id, annotations, schema_version, date_created, "
             f"previous_annotation_id, annotation_config_id{self.provenance}) "
             f"SELECT allele_id, annotation, 1, :now, NULL, :cfg{self.provenance_values} "
-            f"FROM {STAGE_RESOLVED} ORDER BY allele_id",
+            f"FROM {resolved} ORDER BY allele_id",
             {"now": utcnow(), **(self.params if self.provenance else {"cfg": self.params["cfg"]})},
             _DATETIME,
         ).rowcount

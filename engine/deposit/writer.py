@@ -272,7 +272,7 @@ class _VariantWriter:
             if has_annotation:
                 with result.timed("annotations"):
                     versioner = self.annotations.on(merged.loader)
-                    result.annotations.add(versioner.apply_resolved(all_new=merged.all_new))
+                    result.annotations.add(versioner.apply_resolved(merged.resolved, all_new=merged.all_new))
             with result.timed("alleles"):
                 merge_transaction.close()  # commits
         result.n_alleles_new += merged.n_new
