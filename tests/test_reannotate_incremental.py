@@ -485,6 +485,19 @@ def test_an_import_racing_a_batch_on_the_same_allele_does_not_fail_it(
         ) == {"from": "import"}
 
 
+def count_comparisons(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files whose record-level difference is computed (not read from the cache) from now on."""
+    compared: list[str] = []
+    compare = diff_module._compare_block
+
+    def counting(*args: Any) -> Any:
+        compared.append(args[-1])
+        return compare(*args)
+
+    monkeypatch.setattr(diff_module, "_compare_block", counting)
+    return compared
+
+
 def test_a_bundle_pair_is_compared_once_then_read_from_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -503,14 +516,7 @@ def test_a_bundle_pair_is_compared_once_then_read_from_the_cache(
         add_bundle(session, make_bundle(tmp_path / "a", "a", r1, regions), root)
         add_bundle(session, make_bundle(tmp_path / "b", "b", r2, moved), root)
         bundles = {info.version: info for info in list_bundles(session)}
-    compared: list[str] = []
-    compare = diff_module._compare_block
-
-    def counting(*args: Any) -> Any:
-        compared.append(args[-1])
-        return compare(*args)
-
-    monkeypatch.setattr(diff_module, "_compare_block", counting)
+    compared = count_comparisons(monkeypatch)
     first = diff_module.diff_bundles(bundles["a"], bundles["b"])
     assert sorted(compared) == ["data/db.vcf.gz", "data/regions.bed.gz"]
     second = diff_module.diff_bundles(bundles["a"], bundles["b"])
@@ -542,14 +548,7 @@ def test_bundle_add_compares_with_the_annotating_bundles_so_the_release_does_not
     assert added.returncode == 0, added.stderr
     assert re.search(r"compared with r1: \d+ records differ in ", added.stdout), added.stdout
     assert "kept for 'annostream reannotate'" in added.stdout
-    compared: list[str] = []
-    compare = diff_module._compare_block
-
-    def counting(*args: Any) -> Any:
-        compared.append(args[-1])
-        return compare(*args)
-
-    monkeypatch.setattr(diff_module, "_compare_block", counting)
+    compared = count_comparisons(monkeypatch)
     with session_scope(url) as session:
         plan = preview_run(session, bundle="r4", analyses=None)
     assert compared == []  # read from what bundle add kept

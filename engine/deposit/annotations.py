@@ -222,8 +222,10 @@ class AnnotationVersioner:
         # alleles are a few scattered over every id: bounded, the planner walked the whole index;
         # unbounded, it probes the index once per staged allele.
         dense = staged * SPARSE_FACTOR >= high - low + 1
-        in_range = "AND a.allele_id BETWEEN :low AND :high " if dense else ""
-        c_in_range = "AND c.allele_id BETWEEN :low AND :high" if dense else ""
+
+        def in_range(alias: str) -> str:
+            return f"AND {alias}.allele_id BETWEEN :low AND :high " if dense else ""
+
         loader.create_scratch_table(STAGE_SUPERSEDED, "allele_id INTEGER PRIMARY KEY, id INTEGER")
         # ELLA's AnnotationImporter.process (src/vardb/deposit/importers.py) supersedes when the
         # document differs OR the annotation config differs (a new config, even one that only
@@ -234,7 +236,7 @@ class AnnotationVersioner:
         superseded = loader.update_returning_into(
             f"UPDATE annotation AS a SET date_superceeded = :now FROM {STAGE_ANNOTATION} s "
             "WHERE NOT s.fresh AND a.allele_id = s.allele_id AND a.date_superceeded IS NULL "
-            f"{in_range}AND {differs}",
+            f"{in_range('a')}AND {differs}",
             "a",
             ("allele_id", "id"),
             STAGE_SUPERSEDED,
@@ -250,7 +252,7 @@ class AnnotationVersioner:
             f"FROM {STAGE_ANNOTATION} s "
             f"LEFT JOIN {STAGE_SUPERSEDED} old ON old.allele_id = s.allele_id "
             "WHERE NOT s.fresh AND NOT EXISTS (SELECT 1 FROM annotation c WHERE c.allele_id = s.allele_id "
-            f"AND c.date_superceeded IS NULL {c_in_range}){self.on_conflict}",
+            f"AND c.date_superceeded IS NULL {in_range('c')}){self.on_conflict}",
             {**bounds, **self.params} if self.provenance else bounds,
             _DATETIME,
         ).rowcount
