@@ -83,8 +83,13 @@ def kill(pid: int | None) -> bool:
 
 
 def embedded_bootstrap(stack: Stack) -> str:
+    # The fault schedule may have killed the broker just now: `up` restarts it within seconds.
+    deadline = time.monotonic() + 60
     pid = find_child(stack, "broker", "--storage-engine")
-    assert pid is not None, "no embedded broker under annostream up"
+    while pid is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        pid = find_child(stack, "broker", "--storage-engine")
+    assert pid is not None, "no embedded broker under annostream up for 60 s"
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
     return argv[argv.index("--listener-url") + 1].removeprefix("tcp://")
 
